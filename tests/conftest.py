@@ -1,0 +1,24 @@
+"""Shared fixtures: keep caches, Ray and MLflow state inside pytest's temp folders."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Teacher cache in a temp dir shared by the session (tests never touch ~/.cache)."""
+    os.environ["SRRL_CACHE_DIR"] = str(tmp_path_factory.mktemp("srrl-cache"))
+
+
+@pytest.fixture
+def one_thread():
+    """Golden numbers are computed with one thread for bitwise-stable reductions."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,90 @@
+"""TrialConfig: dict/YAML round trip, type coercion, and one-line errors naming field and allowed values."""
+from __future__ import annotations
+
+import pytest
+
+from tuner.config import ConfigError, TrialConfig
+
+
+def test_defaults_validate_and_round_trip_through_dict_and_yaml(tmp_path):
+    cfg = TrialConfig.from_dict({"alpha": 10, "beta": "5", "lr_milestones": [0.5, 0.75]})
+    assert cfg.alpha == 10.0 and isinstance(cfg.alpha, float) and cfg.beta == 5.0
+    assert TrialConfig.from_dict(cfg.to_dict()) == cfg
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert TrialConfig.from_yaml(path) == cfg
+
+
+def test_yaml_overrides_take_precedence_and_none_is_ignored(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("alpha: 2\nepochs: 7\n")
+    cfg = TrialConfig.from_yaml(path, {"alpha": "3", "epochs": None})
+    assert cfg.alpha == 3.0 and cfg.epochs == 7
+
+
+def test_replace_validates():
+    cfg = TrialConfig()
+    assert cfg.replace(beta=5).beta == 5.0
+    with pytest.raises(ConfigError, match="^beta: "):
+        cfg.replace(beta=-1)
+
+
+def test_needs_teacher():
+    assert TrialConfig().needs_teacher
+    assert not TrialConfig.from_dict({"alpha": 0, "beta": 0}).needs_teacher
+    assert TrialConfig.from_dict({"alpha": 0, "beta": 0, "gamma": 1}).needs_teacher
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"alpah": 1}, r"^alpah: unknown config field \(did you mean \"alpha\"\?\); allowed: .*beta"),
+        ({"alpha": -1}, r"^alpha: -1.0 is out of range; allowed: \[0, inf\]$"),
+        ({"beta": "lots"}, r"^beta: must be a number, got 'lots'$"),
+        ({"beta": float("nan")}, r"^beta: must be a finite number"),
+        ({"lr": 0}, r"^lr: 0.0 is out of range; allowed: \(0, inf\]$"),
+        ({"momentum": 1.0}, r"^momentum: 1.0 is out of range; allowed: \[0, 1\)$"),
+        ({"epochs": 0}, r"^epochs: 0 is out of range; allowed: \[1, inf\]$"),
+        ({"epochs": 2.5}, r"^epochs: must be an integer, got 2.5$"),
+        ({"batch_size": True}, r"^batch_size: must be an integer"),
+        ({"nesterov": "maybe"}, r"^nesterov: must be true or false, got 'maybe'$"),
+        ({"optimizer": "adam"}, r"^optimizer: 'adam' is not allowed \(did you mean \"adamw\"\?\); choose from: sgd, adamw$"),
+        ({"schedule": "step"}, r"^schedule: 'step' is not allowed.*choose from: multistep, cosine, constant$"),
+        ({"device": "xla"}, r"^device: 'xla' is not allowed; choose from: auto, cpu, cuda$"),
+        ({"student": "resnet8x5"}, r"^student: 'resnet8x5' is not allowed \(did you mean \"resnet8x4\"\?\)"),
+        ({"teacher": "nope"}, r"^teacher: 'nope' is not allowed; choose from: .*resnet32x4"),
+        ({"connector": "conv1x1"}, r"^connector: 'conv1x1' is not allowed \(did you mean"),
+        ({"dataset": "cifar1000"}, r"^dataset: 'cifar1000' is not allowed \(did you mean \"cifar100\"\?\)"),
+        ({"lr_milestones": [150, 180]}, r"^lr_milestones: 150.0 is not allowed; give fractions"),
+        ({"lr_milestones": [0.8, 0.5]}, r"^lr_milestones: .* must be increasing$"),
+        ({"lr_milestones": "soon"}, r"^lr_milestones: must be a list of numbers"),
+        ({"nesterov": True, "optimizer": "adamw"}, r"^nesterov: true needs optimizer: sgd"),
+        ({"teacher_epochs": 0}, r"^teacher_epochs: 0 needs a teacher_checkpoint"),
+        ({"val_fraction": 1}, r"^val_fraction: 1.0 is out of range"),
+        ({"dataset": None}, r"^dataset: must be a string, got null$"),
+    ],
+)
+def test_bad_values_give_one_line_errors(data, message):
+    with pytest.raises(ConfigError, match=message) as e:
+        TrialConfig.from_dict(data)
+    assert "\n" not in str(e.value)
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"^config: file .*missing.yaml' does not exist$"):
+        TrialConfig.from_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("alpha: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"^config: .*bad.yaml line \d+ is not valid YAML"):
+        TrialConfig.from_yaml(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        TrialConfig.from_yaml(listy)
+
+
+def test_yaml_is_data_not_code(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("alpha: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        TrialConfig.from_yaml(evil)

@@ -1,0 +1,108 @@
+"""The epoch loop without Ray: determinism, metrics, schedules, resume, divergence, CLI."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tuner import metrics as M
+from tuner.config import TrialConfig
+from tuner.teacher import ensure_teacher
+from tuner.train import Diverged, Trainer, load_splits, main
+
+QUICK = {"epochs": 3, "teacher_epochs": 3, "batch_size": 128, "threads": 1}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    cfg = TrialConfig.from_dict(QUICK)
+    splits = load_splits(cfg)
+    return cfg, splits, ensure_teacher(cfg, splits)
+
+
+def test_same_config_and_seed_give_identical_numbers(digits):
+    cfg, splits, teacher = digits
+    a = Trainer(cfg, teacher.model, splits).fit()
+    b = Trainer(cfg, teacher.model, splits).fit()
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in (M.IMAGES_PER_S, M.EPOCH_TIME_S)} for r in rows]
+    assert strip(a.history) == strip(b.history) and a.final[M.TEST_ACC] == b.final[M.TEST_ACC]
+    c = Trainer(cfg.replace(seed=1), teacher.model, splits).fit()
+    assert strip(c.history) != strip(a.history)
+
+
+def test_history_has_every_per_epoch_metric(digits):
+    cfg, splits, teacher = digits
+    result = Trainer(cfg.replace(gamma=0.5), teacher.model, splits).fit()
+    assert [r[M.EPOCH] for r in result.history] == [1, 2, 3]
+    for row in result.history:
+        assert set(M.PER_EPOCH) <= set(row)
+        assert all(math.isfinite(v) for v in row.values())
+        assert row[M.LOSS_FM] > 0 and row[M.LOSS_SR] > 0 and row[M.LOSS_KD] > 0
+        assert 0 <= row[M.VAL_ACC] <= 100 and row[M.IMAGES_PER_S] > 0
+    assert 0 <= result.final[M.TEST_ACC] <= 100
+    assert result.history[-1][M.BEST_VAL_ACC] == max(r[M.VAL_ACC] for r in result.history)
+
+
+def test_training_learns(digits):
+    cfg, splits, teacher = digits
+    assert teacher.val_acc > 50  # 3 epochs already put the teacher far above chance (10%)
+    result = Trainer(cfg.replace(epochs=4), teacher.model, splits).fit()
+    assert result.history[-1][M.LOSS_CE] < result.history[0][M.LOSS_CE]
+
+
+@pytest.mark.parametrize("schedule, lrs", [
+    ("multistep", [0.1, 0.1, 0.01, 0.001]),  # milestones 0.5, 0.75 of 4 epochs -> after epochs 2 and 3
+    ("constant", [0.1] * 4),
+])
+def test_lr_schedules(digits, schedule, lrs):
+    cfg, splits, _ = digits
+    cfg = cfg.replace(alpha=0, beta=0, lr=0.1, epochs=4, schedule=schedule, lr_milestones=[0.5, 0.75])
+    got = [r[M.LR] for r in Trainer(cfg, None, splits).fit().history]
+    assert got == pytest.approx(lrs)
+
+
+def test_cosine_and_adamw_run(digits):
+    cfg, splits, _ = digits
+    cfg = cfg.replace(alpha=0, beta=0, optimizer="adamw", lr=1e-3, schedule="cosine", epochs=2)
+    rows = Trainer(cfg, None, splits).fit().history
+    assert rows[1][M.LR] < rows[0][M.LR]
+
+
+def test_resume_from_state_dict_continues_exactly(digits):
+    cfg, splits, teacher = digits
+    straight = Trainer(cfg, teacher.model, splits).fit()
+    first = Trainer(cfg, teacher.model, splits)
+    first.step()
+    state = first.state_dict()
+    buf = __import__("io").BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    resumed = Trainer(cfg, teacher.model, splits)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    assert resumed.epoch == 1
+    done = resumed.fit()
+    assert [r[M.EPOCH] for r in done.history] == [1, 2, 3]
+    for a, b in zip(straight.history, done.history):
+        assert a[M.VAL_ACC] == b[M.VAL_ACC] and a[M.TRAIN_LOSS] == pytest.approx(b[M.TRAIN_LOSS], rel=1e-6)
+    assert straight.final[M.TEST_ACC] == done.final[M.TEST_ACC]
+
+
+def test_divergence_stops_with_the_epoch(digits):
+    cfg, splits, teacher = digits
+    with pytest.raises(Diverged) as e:
+        Trainer(cfg.replace(lr=1e6, beta=100.0), teacher.model, splits).fit()
+    assert e.value.epoch == 1 and "diverged at epoch 1" in str(e.value)
+
+
+def test_cli_runs_one_distillation(capsys):
+    assert main(["--config", "configs/digits.yaml", "--epochs", "2", "--teacher-epochs", "3", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "distilling digits_cnn4x64 -> digits_cnn2x4" in out
+    assert "epoch   2" in out and "test_acc" in out
+
+
+def test_cli_bad_input_exits_2_with_one_line(capsys):
+    assert main(["--alpha", "-3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: alpha: -3.0 is out of range; allowed: [0, inf]"

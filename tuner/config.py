@@ -1,0 +1,231 @@
+"""Typed, validated configuration for one distillation trial (``TrialConfig``)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import yaml
+
+from tuner.registry import did_you_mean
+
+__all__ = ["ConfigError", "TrialConfig", "load_yaml"]
+
+
+class ConfigError(ValueError):
+    """Bad user input: a one-line message naming the field, the value and what is allowed."""
+
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("multistep", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrialConfig:
+    """Everything one SRRL distillation run depends on; a trial is a pure function of it.
+
+    ``total = ce + alpha * fm + beta * sr + gamma * kd`` (SRRL.md, "The three losses").
+    """
+
+    # what is distilled, on what
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    teacher: str = "digits_cnn4x64"
+    teacher_checkpoint: Optional[str] = None
+    student: str = "digits_cnn2x4"
+    connector: str = "conv1x1_bn_relu"
+    # loss weights (SRRL.md: authors' default alpha = beta = 1; gamma is the optional KD term, off by default)
+    alpha: float = 1.0
+    beta: float = 1.0
+    gamma: float = 0.0
+    temperature: float = 4.0
+    # recipe
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"
+    lr_milestones: List[float] = field(default_factory=lambda: [0.625, 0.75, 0.875])
+    lr_decay: float = 0.1
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    teacher_epochs: int = 30
+    val_fraction: Optional[float] = None  # None: the data set's own default
+    # execution
+    seed: int = 0
+    teacher_seed: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    threads: int = 0
+    cache_dir: Optional[str] = None
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrialConfig":
+        """Build and validate from a mapping; unknown keys are an error, not silently dropped."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config: expected a mapping of field: value, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                raise ConfigError(
+                    f"{key}: unknown config field{did_you_mean(key, names)}; allowed: {', '.join(names)}"
+                )
+        cfg = cls(**dict(data))
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None) -> "TrialConfig":
+        """Read a YAML file (safe_load) and apply ``overrides`` (e.g. CLI flags) on top."""
+        data = load_yaml(path)
+        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls.from_dict(data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **changes: Any) -> "TrialConfig":
+        """A validated copy with some fields changed."""
+        return TrialConfig.from_dict({**self.to_dict(), **changes})
+
+    # ---- validation ---------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Coerce field types and check ranges and registry names; raise ConfigError on the first problem."""
+        from tuner import connectors, data, models  # registries; local import keeps config light
+
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
+
+        _choice("dataset", self.dataset, data.list_datasets())
+        _choice("teacher", self.teacher, models.list_models())
+        _choice("student", self.student, models.list_models())
+        _choice("connector", self.connector, connectors.list_connectors())
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("device", self.device, DEVICES)
+        for name in ("alpha", "beta", "gamma", "weight_decay"):
+            _range(name, getattr(self, name), lo=0.0)
+        for name in ("temperature", "lr"):
+            _range(name, getattr(self, name), lo=0.0, lo_open=True)
+        _range("momentum", self.momentum, lo=0.0, hi=1.0, hi_open=True)
+        _range("lr_decay", self.lr_decay, lo=0.0, hi=1.0, lo_open=True)
+        if self.val_fraction is not None:
+            _range("val_fraction", self.val_fraction, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            _range(name, getattr(self, name), lo=1)
+        for name in ("teacher_epochs", "threads", "seed", "teacher_seed"):
+            _range(name, getattr(self, name), lo=0)
+        for m in self.lr_milestones:
+            if not 0.0 < m < 1.0:
+                raise ConfigError(
+                    f"lr_milestones: {m!r} is not allowed; give fractions of the epoch budget in (0, 1), "
+                    "e.g. [0.625, 0.75, 0.875] for the paper's 150/180/210 of 240"
+                )
+        if sorted(self.lr_milestones) != list(self.lr_milestones):
+            raise ConfigError(f"lr_milestones: {self.lr_milestones} must be increasing")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ConfigError("nesterov: true needs optimizer: sgd and momentum > 0")
+        if self.teacher_checkpoint is None and self.teacher_epochs == 0 and self.needs_teacher:
+            raise ConfigError("teacher_epochs: 0 needs a teacher_checkpoint to load instead of training one")
+
+    @property
+    def needs_teacher(self) -> bool:
+        """False for a plain student (CE only), which skips the teacher entirely."""
+        return self.alpha > 0 or self.beta > 0 or self.gamma > 0
+
+
+def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
+    """Parse a YAML config with ``safe_load`` (configs are data, never code)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"config: {p}{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {p} must hold a mapping of field: value, got {type(data).__name__}")
+    return data
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Accept YAML/CLI spellings of the annotated type (``'1e-3'`` -> 1e-3); reject the rest."""
+    ann = str(annotation)
+    optional = ann.startswith("Optional[")
+    base = ann[len("Optional["):-1] if optional else ann
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name}: must be {_TYPE_NAMES.get(base, base)}, got null")
+    if base.startswith("List["):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: must be a list of numbers, got {value!r}")
+        return [_coerce(name, v, "float") for v in value]
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{name}: must be true or false, got {value!r}")
+    if base == "int":
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: must be an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: must be an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{name}: must be an integer, got {value!r}")
+        return int(as_float)
+    if base == "float":
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: must be a number, got {value!r}")
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: must be a number, got {value!r}") from None
+        if not math.isfinite(out):
+            raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+        return out
+    if base == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _choice(name: str, value: str, allowed: Any) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ConfigError(f"{name}: {value!r} is not allowed{did_you_mean(value, allowed)}; choose from: {', '.join(allowed)}")
+
+
+def _range(
+    name: str, value: float, lo: Optional[float] = None, hi: Optional[float] = None,
+    lo_open: bool = False, hi_open: bool = False,
+) -> None:
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
+    if bad_lo or bad_hi:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        raise ConfigError(f"{name}: {value!r} is out of range; allowed: {left}{lo_s}, {hi_s}{right}")

@@ -1,0 +1,106 @@
+"""SRRL distillation as one module: frozen teacher + student + connector -> logits and loss terms."""
+from __future__ import annotations
+
+import itertools
+from typing import Dict, Iterator, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tuner.losses import feature_matching_loss, kd_loss, softmax_regression_loss
+
+__all__ = ["Distiller", "LOSS_TERMS"]
+
+#: the fixed keys of the terms dict returned by ``Distiller.forward``
+LOSS_TERMS = ("ce", "fm", "sr", "kd", "total")
+
+
+class Distiller(nn.Module):
+    """``total = ce + alpha * fm + beta * sr + gamma * kd`` (SRRL.md, "The three losses").
+
+    The teacher is frozen by construction: its parameters have ``requires_grad=False``, it stays in
+    eval mode under ``.train()``, and ``learnable_parameters()`` (student + connector) is all an
+    optimizer ever sees. With ``alpha = beta = gamma = 0`` it is a plain student trained with CE
+    alone, and the teacher (which may then be ``None``) is never run.
+
+    Args:
+        teacher: a ``DistillableModel`` (``forward_features``, ``head``), or None for CE only.
+        student: a ``DistillableModel``.
+        connector: maps the student map ``B x C_S x H x W`` to ``B x C_T x H' x W'``; None for CE only.
+        alpha: weight of feature matching. beta: weight of softmax regression.
+        gamma: weight of the optional Hinton KD term (off by default). temperature: KD temperature.
+    """
+
+    def __init__(
+        self,
+        teacher: Optional[nn.Module],
+        student: nn.Module,
+        connector: Optional[nn.Module],
+        alpha: float,
+        beta: float,
+        gamma: float = 0.0,
+        temperature: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.alpha, self.beta, self.gamma, self.temperature = float(alpha), float(beta), float(gamma), float(temperature)
+        if self.uses_teacher and teacher is None:
+            raise ValueError("teacher: a Distiller with alpha, beta or gamma > 0 needs a teacher")
+        if (self.alpha > 0 or self.beta > 0) and connector is None:
+            raise ValueError("connector: feature matching and softmax regression need a connector")
+        self.student = student
+        self.connector = connector if connector is not None else nn.Identity()
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.eval()
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.alpha > 0 or self.beta > 0 or self.gamma > 0
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # BN statistics of the teacher never move
+        return self
+
+    def learnable_parameters(self) -> Iterator[nn.Parameter]:
+        """Student + connector parameters: the only ones an optimizer may update."""
+        return itertools.chain(self.student.parameters(), self.connector.parameters())
+
+    def learnable_state_dict(self) -> Dict[str, Dict[str, Tensor]]:
+        """Weights of student and connector (what a checkpoint needs; the teacher is cached apart)."""
+        return {"student": self.student.state_dict(), "connector": self.connector.state_dict()}
+
+    def load_learnable_state_dict(self, state: Dict[str, Dict[str, Tensor]]) -> None:
+        self.student.load_state_dict(state["student"])
+        self.connector.load_state_dict(state["connector"])
+
+    def forward(self, x: Tensor, y: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """Student logits ``B x K`` and the loss terms dict with keys ``LOSS_TERMS`` (scalars).
+
+        Args:
+            x: images ``B x C x H x W``. y: labels ``B`` (int64).
+        """
+        f_s = self.student.forward_features(x)
+        z_s = self.student.head(f_s)
+        ce = F.cross_entropy(z_s, y)
+        zero = ce.new_zeros(())
+        if not self.uses_teacher:
+            return z_s, {"ce": ce, "fm": zero, "sr": zero, "kd": zero, "total": ce}
+
+        with torch.no_grad():  # teacher features and logits once per batch, no graph
+            f_t = self.teacher.forward_features(x)
+            z_t = self.teacher.head(f_t)
+        fm = sr = zero
+        if self.alpha > 0 or self.beta > 0:
+            if f_s.shape[-2:] != f_t.shape[-2:] and f_s.shape[-1] > f_t.shape[-1]:
+                # SRRL.md: a student map larger than the teacher's is pooled to the teacher's size
+                f_s = F.adaptive_avg_pool2d(f_s, f_t.shape[-2:])
+            r_s = self.connector(f_s)
+            fm = feature_matching_loss(r_s, f_t)
+            sr = softmax_regression_loss(r_s, self.teacher.head, z_t)
+        kd = kd_loss(z_s, z_t, self.temperature) if self.gamma > 0 else zero
+        total = ce + self.alpha * fm + self.beta * sr + self.gamma * kd
+        return z_s, {"ce": ce, "fm": fm, "sr": sr, "kd": kd, "total": total}
