@@ -11,7 +11,7 @@ import yaml
 
 from tuner.registry import did_you_mean
 
-__all__ = ["ConfigError", "TrialConfig", "load_yaml"]
+__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "apply_params", "LABEL_KEYS", "SEARCHERS", "SCHEDULERS"]
 
 
 class ConfigError(ValueError):
@@ -229,3 +229,93 @@ def _range(
         lo_s = "-inf" if lo is None else f"{lo:g}"
         hi_s = "inf" if hi is None else f"{hi:g}"
         raise ConfigError(f"{name}: {value!r} is out of range; allowed: {left}{lo_s}, {hi_s}{right}")
+
+
+SEARCHERS = ("tpe", "random", "grid", "nsga2")
+SCHEDULERS = ("asha", "fifo")
+#: keys a search space may put in a trial's params that are labels, not TrialConfig fields
+LABEL_KEYS = ("arm",)
+
+
+def apply_params(base: Union[TrialConfig, Mapping[str, Any]], params: Mapping[str, Any]) -> TrialConfig:
+    """One trial's validated config: ``base`` overridden by sampled ``params`` (label keys dropped)."""
+    base = base.to_dict() if isinstance(base, TrialConfig) else dict(base)
+    return TrialConfig.from_dict({**base, **{k: v for k, v in params.items() if k not in LABEL_KEYS}})
+
+
+@dataclass
+class SweepConfig:
+    """How a sweep searches (space, searcher, scheduler, budget, resources, storage, tracking).
+
+    A sweep YAML is one flat mapping: keys of this class plus keys of ``TrialConfig`` (the base
+    every trial starts from); ``split`` tells them apart.
+    """
+
+    name: Optional[str] = None  # None: "<space>-<dataset>-<timestamp>"
+    space: str = "loss_weights"
+    searcher: Optional[str] = None  # None: the space's default
+    scheduler: Optional[str] = None  # None: the space's default
+    num_samples: int = 20
+    seeds: int = 3  # seeds per cell of exhaustive spaces (ablation)
+    max_concurrent: int = 0  # 0: as many trials as the cluster's resources hold
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: Optional[str] = None  # None: a fresh local Ray; "auto" or host:port joins a cluster
+    storage_path: str = "./ray_results"
+    tracking_uri: Optional[str] = None  # None: sqlite:///<abs cwd>/mlflow.db
+    experiment: Optional[str] = None  # None: the sweep name
+    study_name: Optional[str] = None  # continue an existing Optuna study on purpose
+    optuna_storage: Optional[str] = None  # SQLAlchemy URL; None: sqlite beside the MLflow store
+    seed: int = 0
+    grace_period: int = 0  # ASHA: epochs before the first cut; 0: max(1, epochs // 8)
+    reduction_factor: float = 3.0
+    max_failures: int = 2
+    num_to_keep: int = 2
+    top_k: int = 3
+    smoke: bool = False
+
+    @classmethod
+    def split(cls, data: Mapping[str, Any]) -> Tuple["SweepConfig", TrialConfig]:
+        """Validate a flat mapping into (sweep, base trial); unknown keys name both sets of fields."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config: expected a mapping of field: value, got {type(data).__name__}")
+        sweep_names = [f.name for f in dataclasses.fields(cls)]
+        trial_names = [f.name for f in dataclasses.fields(TrialConfig)]
+        for key in data:
+            if key not in sweep_names and key not in trial_names:
+                allowed = sweep_names + [n for n in trial_names if n not in sweep_names]
+                raise ConfigError(f"{key}: unknown config field{did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}")
+        sweep = cls(**{k: v for k, v in data.items() if k in sweep_names})
+        trial_data = {k: v for k, v in data.items() if k in trial_names and k not in sweep_names}
+        trial_data["seed"] = data.get("seed", 0)
+        sweep.validate()
+        return sweep, TrialConfig.from_dict(trial_data)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        from search_spaces import list_spaces
+
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
+        _choice("space", self.space, list_spaces())
+        if self.searcher is not None:
+            _choice("searcher", self.searcher, SEARCHERS)
+        if self.scheduler is not None:
+            _choice("scheduler", self.scheduler, SCHEDULERS)
+        for name in ("num_samples", "seeds", "max_failures", "num_to_keep"):
+            _range(name, getattr(self, name), lo=1 if name != "max_failures" else 0)
+        for name in ("max_concurrent", "grace_period", "top_k", "seed"):
+            _range(name, getattr(self, name), lo=0)
+        _range("cpus_per_trial", self.cpus_per_trial, lo=0.0, lo_open=True)
+        _range("gpus_per_trial", self.gpus_per_trial, lo=0.0)
+        _range("reduction_factor", self.reduction_factor, lo=1.0, lo_open=True)
+        if self.name is not None and not _NAME_OK(self.name):
+            raise ConfigError(f"name: {self.name!r} is not allowed; use letters, digits, '.', '_' and '-' (max 100)")
+
+
+def _NAME_OK(name: str) -> bool:
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name))

@@ -1,0 +1,254 @@
+"""The types every search space is made of (``SpaceContext``, ``SearchSpace``) and ``build_sampler``."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from tuner import metrics
+from tuner.config import LABEL_KEYS, SCHEDULERS, SEARCHERS, TrialConfig, apply_params
+
+if TYPE_CHECKING:  # optuna is only needed once a study runs
+    import optuna
+
+__all__ = [
+    "SpaceContext",
+    "SearchSpace",
+    "SAMPLERS",
+    "SCHEDULERS",
+    "LABEL_KEYS",
+    "apply_params",
+    "build_sampler",
+    "feature_channels",
+]
+
+SAMPLERS = SEARCHERS
+
+MODES = ("max", "min")
+_METRIC_NAMES = tuple(getattr(metrics, n) for n in metrics.__all__ if isinstance(getattr(metrics, n), str))
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrialConfig))
+_LOADER_SIZE_KEYS = {"input_size": "image_size", "in_channels": "in_channels", "num_classes": "num_classes"}
+
+
+def feature_channels(model: str, num_classes: int, in_channels: int) -> int:
+    """``build_model(model, num_classes, in_channels).feature_channels``, cached per process.
+
+    A define-by-run function runs on Ray's driver for every trial and must stay fast; the whole
+    CIFAR zoo builds once in under a second.
+    """
+    key = (model, int(num_classes), int(in_channels))
+    if key not in _CHANNELS:
+        from tuner.models import build_model
+
+        _CHANNELS[key] = int(build_model(*key).feature_channels)
+    return _CHANNELS[key]
+
+
+_CHANNELS: Dict[Tuple[str, int, int], int] = {}
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What a space may depend on; built once by the sweep on the driver (picklable, immutable).
+
+    Attributes:
+        base: the sweep's validated base trial config; a trial is ``base`` plus the space's params.
+        num_classes: classes of the data set.
+        in_channels: image channels of the data set.
+        input_size: the data set's native image size in pixels (8 digits, 32 CIFAR, 224 ImageNet).
+        teacher_channels: ``feature_channels`` of ``base.teacher``.
+    """
+
+    base: TrialConfig
+    num_classes: int
+    in_channels: int
+    input_size: int
+    teacher_channels: int
+
+    @classmethod
+    def for_config(
+        cls,
+        base: TrialConfig,
+        *,
+        num_classes: Optional[int] = None,
+        in_channels: Optional[int] = None,
+        input_size: Optional[int] = None,
+    ) -> "SpaceContext":
+        """Derive the context from the data set's registry metadata; loads no data.
+
+        Explicit arguments win; then ``tuner.data.dataset_info(base.dataset)``; then the data set
+        loader's default option (``synthetic``: 10 classes of 3 x 32 x 32; ``imagefolder``: 32 px);
+        then the teacher's native ``input_size``/``in_channels``.
+
+        Raises:
+            ValueError: ``num_classes`` is fixed by none of these (``imagefolder``): pass it.
+        """
+        from tuner import data
+        from tuner.models import model_info
+
+        info = data.dataset_info(base.dataset)
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(data.DATASETS.get(base.dataset)).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        teacher = model_info(base.teacher)
+        given = {"num_classes": num_classes, "in_channels": in_channels, "input_size": input_size}
+        values: Dict[str, Any] = {}
+        for key, value in given.items():
+            for fallback in (info.get(key), defaults.get(_LOADER_SIZE_KEYS[key]), teacher.get(key)):
+                if value is None:
+                    value = fallback
+            if value is None:
+                raise ValueError(
+                    f"{key}: dataset {base.dataset!r} does not fix it; pass SpaceContext.for_config(base, {key}=...)"
+                )
+            values[key] = int(value)
+        channels = feature_channels(base.teacher, values["num_classes"], values["in_channels"])
+        return cls(base=base, teacher_channels=channels, **values)
+
+
+def _no_points(ctx: SpaceContext) -> List[Dict[str, Any]]:
+    return []
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A named search space: a define-by-run function over an Optuna trial, or an exhaustive grid.
+
+    Attributes:
+        name: registry name (``--space``).
+        description: one line saying what it searches.
+        define: ``define(trial, ctx) -> constants | None``, a module-level function (Ray calls it
+            as ``functools.partial(define, ctx=ctx)(trial)``). It may only call ``trial.suggest_*``;
+            every name is a ``TrialConfig`` field, and a categorical's choices depend on ``ctx`` only.
+        initial_points: ``ctx -> [params]`` evaluated first, in order (enqueued in the study).
+        grid: exhaustive spaces only: ``(ctx, n_seeds) -> [overrides]``, every trial of the sweep.
+        grid_values: ``ctx -> {param: [values]}``, a discretised space for the ``grid`` sampler.
+        objectives: ``((metric, "max" | "min"), ...)`` with names from ``tuner.metrics``;
+            two or more entries make the search multi-objective.
+        sampler: default Optuna sampler, one of ``SAMPLERS``.
+        scheduler: default Tune scheduler, one of ``SCHEDULERS``.
+    """
+
+    name: str
+    description: str
+    define: Optional[Callable[..., Optional[Dict[str, Any]]]] = None
+    initial_points: Callable[[SpaceContext], List[Dict[str, Any]]] = _no_points
+    grid: Optional[Callable[[SpaceContext, int], List[Dict[str, Any]]]] = None
+    grid_values: Optional[Callable[[SpaceContext], Dict[str, List[Any]]]] = None
+    objectives: Tuple[Tuple[str, str], ...] = ((metrics.VAL_ACC, "max"),)
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+
+    def __post_init__(self) -> None:
+        where = f"search space {self.name!r}"
+        if (self.define is None) == (self.grid is None):
+            raise ValueError(f"{where}: give exactly one of define (Optuna) or grid (exhaustive)")
+        if "\n" in self.description or not self.description.strip():
+            raise ValueError(f"{where}: description must be one non-empty line")
+        if not self.objectives:
+            raise ValueError(f"{where}: needs at least one objective")
+        for metric, mode in self.objectives:
+            if metric not in _METRIC_NAMES:
+                raise ValueError(f"{where}: unknown metric {metric!r}; choose from: {', '.join(_METRIC_NAMES)}")
+            if mode not in MODES:
+                raise ValueError(f"{where}: mode {mode!r} of {metric!r} must be one of: {', '.join(MODES)}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"{where}: sampler {self.sampler!r}; choose from: {', '.join(SAMPLERS)}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"{where}: scheduler {self.scheduler!r}; choose from: {', '.join(SCHEDULERS)}")
+        if self.multi_objective and self.scheduler == "asha":
+            raise ValueError(f"{where}: ASHA stops trials on one metric; a multi-objective space needs scheduler 'fifo'")
+
+    @property
+    def exhaustive(self) -> bool:
+        """True for a grid space: every trial is listed up front, no Optuna."""
+        return self.grid is not None
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def metric_names(self) -> List[str]:
+        return [m for m, _ in self.objectives]
+
+    @property
+    def modes(self) -> List[str]:
+        return [m for _, m in self.objectives]
+
+    def sample(self, trial: "optuna.Trial", ctx: SpaceContext) -> Dict[str, Any]:
+        """Run ``define`` on ``trial``; return ``{**trial.params, **constants}`` (what Ray's OptunaSearch yields)."""
+        if self.define is None:
+            raise ValueError(f"search space {self.name!r} is exhaustive; use space.grid(ctx, n_seeds), not Optuna")
+        constants = self.define(trial, ctx=ctx) or {}
+        return {**trial.params, **constants}
+
+    def check(self, ctx: SpaceContext, n_seeds: int = 1) -> None:
+        """Fail early, on the driver, if this space cannot produce valid trials for ``ctx``.
+
+        Validates every initial point, one random sample (Optuna spaces) or every grid entry.
+
+        Raises:
+            ValueError / tuner.config.ConfigError: a one-line message naming the problem.
+        """
+        if self.grid is not None:
+            for overrides in self.grid(ctx, n_seeds):
+                _checked(self, ctx, overrides)
+            return
+        import optuna
+
+        points = self.initial_points(ctx)
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            directions = ["maximize" if m == "max" else "minimize" for m in self.modes]
+            study = optuna.create_study(directions=directions, sampler=optuna.samplers.RandomSampler(seed=0))
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        for point in points:
+            study.enqueue_trial(point)
+        for _ in range(len(points) + 1):
+            trial = study.ask()
+            _checked(self, ctx, self.sample(trial, ctx))
+            study.tell(trial, [0.0] * len(directions))
+
+
+def _checked(space: SearchSpace, ctx: SpaceContext, params: Mapping[str, Any]) -> TrialConfig:
+    bad = sorted(k for k in params if k not in _FIELD_NAMES and k not in LABEL_KEYS)
+    if bad:
+        raise ValueError(f"search space {space.name!r}: {', '.join(bad)} are not TrialConfig fields")
+    return apply_params(ctx.base, params)
+
+
+def build_sampler(name: str, seed: int, space: SearchSpace, ctx: SpaceContext) -> "optuna.samplers.BaseSampler":
+    """The Optuna sampler ``name`` for ``space``, seeded.
+
+    ``tpe``: multivariate TPE with the constant liar (trials run in parallel under Ray);
+    ``random``; ``nsga2``; ``grid``: a ``GridSampler`` over ``space.grid_values(ctx)``
+    (the sweep ends once every combination has run).
+
+    Raises:
+        ValueError: unknown name, or ``grid`` for a space without ``grid_values``.
+    """
+    import optuna
+
+    if name not in SAMPLERS:
+        raise ValueError(f"searcher: unknown sampler {name!r}; choose from: {', '.join(SAMPLERS)}")
+    if space.exhaustive:
+        raise ValueError(f"searcher: space {space.name!r} is an exhaustive grid; it runs without an Optuna sampler")
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if name == "grid":
+        if space.grid_values is None:
+            others = ", ".join(s for s in SAMPLERS if s != "grid")
+            raise ValueError(f"searcher: 'grid' is not available for space {space.name!r}; choose from: {others}")
+        return optuna.samplers.GridSampler(space.grid_values(ctx), seed=seed)
+    with warnings.catch_warnings():  # multivariate / constant_liar are experimental in optuna 4.x
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=5)

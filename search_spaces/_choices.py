@@ -1,0 +1,72 @@
+"""Choice lists and suggestions shared by the spaces; every list is deterministic given the context.
+
+Optuna needs a categorical parameter to keep one choice set for the whole study, so choices are
+computed from the ``SpaceContext`` alone and kept in registry order.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+from search_spaces._base import SpaceContext, feature_channels
+
+__all__ = [
+    "AUTHORS_WEIGHTS",
+    "WEIGHT_LOW",
+    "WEIGHT_HIGH",
+    "PAPER_CONNECTOR",
+    "suggest_loss_weights",
+    "weight_points",
+    "student_choices",
+    "connector_choices",
+    "connector_fits_student",
+]
+
+#: (alpha, beta) pairs the SRRL authors suggested trying per teacher-student pair (SRRL.md)
+AUTHORS_WEIGHTS = ((1.0, 1.0), (1.0, 5.0), (10.0, 1.0))
+WEIGHT_LOW, WEIGHT_HIGH = 0.01, 100.0
+PAPER_CONNECTOR = "conv1x1_bn_relu"
+
+
+def suggest_loss_weights(trial: Any) -> None:
+    """alpha (FM weight) and beta (SR weight), each log-uniform on [0.01, 100]."""
+    trial.suggest_float("alpha", WEIGHT_LOW, WEIGHT_HIGH, log=True)
+    trial.suggest_float("beta", WEIGHT_LOW, WEIGHT_HIGH, log=True)
+
+
+def weight_points(**fixed: Any) -> List[Dict[str, Any]]:
+    """``fixed`` at each of the authors' (alpha, beta) pairs, in their order."""
+    return [{**fixed, "alpha": a, "beta": b} for a, b in AUTHORS_WEIGHTS]
+
+
+def student_channels(ctx: SpaceContext, student: str) -> int:
+    return feature_channels(student, ctx.num_classes, ctx.in_channels)
+
+
+def connector_fits_student(ctx: SpaceContext, connector: str, student: str) -> bool:
+    from tuner.connectors import connector_fits
+
+    return connector_fits(connector, student_channels(ctx, student), ctx.teacher_channels)
+
+
+def student_choices(ctx: SpaceContext) -> List[str]:
+    """Zoo models whose native input size is the data set's, minus the teacher's architecture.
+
+    Raises:
+        ValueError: no such model.
+    """
+    from tuner.models import list_models
+
+    names = [m for m in list_models(input_size=ctx.input_size) if m != ctx.base.teacher]
+    if not names:
+        raise ValueError(
+            f"student: no model besides the teacher {ctx.base.teacher!r} has native input size {ctx.input_size}; "
+            "search a space that keeps the student fixed"
+        )
+    return names
+
+
+def connector_choices(ctx: SpaceContext, students: Sequence[str]) -> List[str]:
+    """Registered connectors that fit EVERY student in ``students`` to the teacher (``identity`` rarely does)."""
+    from tuner.connectors import list_connectors
+
+    return [c for c in list_connectors() if all(connector_fits_student(ctx, c, s) for s in students)]
