@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Launch an SRRL hyperparameter sweep: Ray Tune trials, Optuna proposals, ASHA early stopping, MLflow records.
+
+With no arguments it runs the embedded default: the `loss_weights` space on scikit-learn's digits
+(teacher trained once and cached), TPE + ASHA, a few minutes on 2 CPUs.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any, Dict, List, Optional
+
+# flag -> help; the YAML key is the flag without dashes (underscores for dashes)
+SWEEP_FLAGS = {
+    "space": "named search space (see --list-spaces)",
+    "searcher": "tpe | random | grid | nsga2 (default: the space's)",
+    "scheduler": "asha | fifo (default: the space's; multi-objective spaces use fifo)",
+    "num_samples": "trials to run (exhaustive spaces such as ablation run their whole grid)",
+    "seeds": "seeds per cell of exhaustive spaces (ablation)",
+    "max_concurrent": "trials at once (default: as many as the cluster's resources hold)",
+    "cpus_per_trial": "CPUs per trial (also its torch threads)",
+    "gpus_per_trial": "GPUs per trial; 0.25 packs four trials on one GPU",
+    "address": "Ray cluster to join: 'auto' or host:port (default: a fresh local Ray)",
+    "storage_path": "where Tune keeps trial checkpoints; shared storage (NFS, s3://, gs://) on a cluster",
+    "tracking_uri": "MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)",
+    "experiment": "MLflow experiment (default: the sweep name)",
+    "name": "sweep name (default: <space>-<dataset>-<time>)",
+    "study_name": "continue this existing Optuna study on purpose",
+    "optuna_storage": "SQLAlchemy URL of the Optuna study (default: sqlite beside the MLflow store)",
+    "seed": "seed of the searcher and of every trial",
+    "grace_period": "ASHA: epochs every trial gets before the first cut (default epochs // 8)",
+    "reduction_factor": "ASHA reduction factor",
+    "max_failures": "retries of a trial whose worker died",
+    "top_k": "best trials whose checkpoints are kept as MLflow artifacts",
+}
+TRIAL_FLAGS = {
+    "dataset": "data set (digits, cifar10, cifar100, imagefolder, synthetic)",
+    "data_dir": "folder with the data set files (cifar*, imagefolder)",
+    "teacher": "teacher architecture (see --list-models)",
+    "teacher_checkpoint": "load the teacher's weights from this file instead of training it",
+    "student": "student architecture (see --list-models)",
+    "connector": "connector design",
+    "alpha": "feature-matching weight (fixed unless the space searches it)",
+    "beta": "softmax-regression weight (fixed unless the space searches it)",
+    "epochs": "epochs per trial (ASHA's max_t)",
+    "teacher_epochs": "epochs to train the teacher when it is not cached",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run_search.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", metavar="YAML", help="flat YAML of sweep and trial fields; flags override it")
+    for key, text in {**SWEEP_FLAGS, **TRIAL_FLAGS}.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, metavar=key.upper(), help=text)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other TrialConfig field, e.g. --set lr=0.01")
+    p.add_argument("--resume", metavar="PATH", help="continue the interrupted sweep in this folder")
+    p.add_argument("--smoke", action="store_true", help="a tiny, fast version of whatever was asked")
+    p.add_argument("--list-spaces", action="store_true", help="print the named search spaces and exit")
+    p.add_argument("--list-models", action="store_true", help="print the model zoo and exit")
+    return p
+
+
+def _collect(args: argparse.Namespace) -> Dict[str, Any]:
+    from tuner.config import ConfigError, load_yaml
+
+    data: Dict[str, Any] = load_yaml(args.config) if args.config else {}
+    data.update({k: v for k, v in vars(args).items() if k in SWEEP_FLAGS or k in TRIAL_FLAGS if v is not None})
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"set: {item!r} must look like FIELD=VALUE")
+        data[key.strip()] = value.strip()
+    if args.smoke:
+        data["smoke"] = True
+    return data
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_spaces:
+        from search_spaces import describe_spaces
+
+        print(describe_spaces())
+        return 0
+    if args.list_models:
+        from tuner.models import list_models, model_info
+
+        for name in list_models():
+            info = model_info(name)
+            print(f"{name:<16} {info['family']:<9} native input {info['input_size']}x{info['input_size']}")
+        return 0
+
+    from tuner.config import ConfigError, SweepConfig
+    from tuner.sweep import load_sweep_dir, run_sweep, smoke
+
+    try:
+        if args.resume:
+            sweep, base = load_sweep_dir(args.resume)
+        else:
+            sweep, base = SweepConfig.split(_collect(args))
+            if sweep.smoke:
+                sweep, base = smoke(sweep, base)
+        result = run_sweep(sweep, base, resume=bool(args.resume))
+    except (ConfigError, FileNotFoundError, ConnectionError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(result)
+    return 0
+
+
+def print_summary(result: Any, top: int = 10) -> None:
+    """Leaderboard of the best trials and the commands to look further."""
+    from tuner import metrics as M
+
+    rows = result.rows
+    searched = [k for k in ("arm", "alpha", "beta", "connector", "student", "lr", "weight_decay", "seed")
+                if len({str(r.get(k)) for r in rows}) > 1 or k in ("alpha", "beta")]
+    print(f"\nSweep {result.sweep.name}: {len(rows)} trials, "
+          + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in ("finished", "stopped_early", "diverged", "errored")))
+    header = ["#"] + searched + ["status", "epochs", "best val_acc", "test_acc"]
+    table = []
+    for i, r in enumerate(rows[:top], 1):
+        cells = [str(i)] + [_fmt(r.get(k)) for k in searched]
+        cells += [r["status"], str(r["epochs"]), _fmt(r[M.BEST_VAL_ACC]), _fmt(r.get(M.TEST_ACC))]
+        table.append(cells)
+    widths = [max(len(h), *(len(c[j]) for c in table)) if table else len(h) for j, h in enumerate(header)]
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for cells in table:
+        print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+    print("\nLook further:")
+    print(f"  mlflow ui --backend-store-uri {result.tracking_uri}      # experiment {result.experiment!r}")
+    if result.optuna_storage:
+        print(f"  optuna-dashboard {result.optuna_storage}      # study {result.study_name!r}")
+    print(f"  python run_search.py --resume {result.path}      # continue it if it was interrupted")
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}" if abs(v) >= 0.1 or v == 0 else f"{v:.3g}"
+    return str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Sweeps end to end with real Ray, Optuna and MLflow (SQLite): the CLI, concurrency, ASHA + PRUNED,
+interrupt + resume, and a two-node ``ray.cluster_utils.Cluster``."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(tmp_path: Path) -> dict:
+    ray_tmp = Path("/tmp") / f"rt{os.getpid()}{abs(hash(str(tmp_path))) % 10_000}"  # short: unix socket path limit
+    ray_tmp.mkdir(exist_ok=True)
+    return {**os.environ, "RAY_TMPDIR": str(ray_tmp), "MLFLOW_DISABLE_TELEMETRY": "true",
+            "SRRL_CACHE_DIR": os.environ["SRRL_CACHE_DIR"], "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
+
+
+def _run_search(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "run_search.py"), *args], cwd=tmp_path, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _children(tracking_uri: str, experiment: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("srrl.role") == "trial"]
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory):
+    """A small default-space sweep with ASHA cutting hard, so that some trials are pruned."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    proc = _run_search(tmp, "--name", "smk", "--num-samples", "6", "--epochs", "4", "--teacher-epochs", "3",
+                       "--grace-period", "1", "--reduction-factor", "2", "--cpus-per-trial", "1")
+    return tmp, proc
+
+
+def test_default_sweep_smoke_end_to_end(tmp_path):
+    proc = _run_search(tmp_path, "--smoke")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    name = next(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("Sweep "))
+    assert name.startswith("loss_weights-digits-") and f"Sweep {name}: 4 trials" in out
+    assert "best val_acc" in out and f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
+    assert f"python run_search.py --resume {tmp_path / 'ray_results' / name}" in out
+    assert len(_children(f"sqlite:///{tmp_path / 'mlflow.db'}", name)) == 4
+    assert (tmp_path / "optuna.db").is_file() and (tmp_path / "ray_results" / name / "srrl_sweep.yaml").is_file()
+
+
+def test_authors_points_come_first_and_asha_prunes_in_the_study(smoke_sweep):
+    import optuna
+
+    tmp, proc = smoke_sweep
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="smk", storage=f"sqlite:///{tmp / 'optuna.db'}")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert len(trials) == 6
+    assert [(t.params["alpha"], t.params["beta"]) for t in trials[:3]] == [(1, 1), (1, 5), (10, 1)]
+    states = {t.state for t in trials}
+    assert optuna.trial.TrialState.PRUNED in states, [t.state for t in trials]
+    assert optuna.trial.TrialState.COMPLETE in states
+    for t in trials:
+        steps = sorted(t.intermediate_values)
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert steps == [1, 2, 3, 4] and t.value == t.intermediate_values[4]
+        else:
+            assert t.state == optuna.trial.TrialState.PRUNED and len(steps) < 4
+            assert t.user_attrs["stopped_at_epoch"] == steps[-1]
+    # MLflow agrees with the study
+    children = _children(f"sqlite:///{tmp / 'mlflow.db'}", "smk")
+    mlflow_states = sorted(r.data.tags["srrl.status"] for r in children)
+    expected = sorted("finished" if t.state == optuna.trial.TrialState.COMPLETE else "stopped_early" for t in trials)
+    assert mlflow_states == expected
+
+
+def test_two_trials_overlap_in_time_on_two_cpus(smoke_sweep):
+    tmp, proc = smoke_sweep
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spans = sorted((r.info.start_time, r.info.end_time) for r in _children(f"sqlite:///{tmp / 'mlflow.db'}", "smk"))
+    assert any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+
+
+def test_bad_flag_value_exits_2_before_ray_starts(tmp_path):
+    start = time.monotonic()
+    proc = _run_search(tmp_path, "--space", "loss_weight", "--epochs", "2")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: space: 'loss_weight' is not allowed (did you mean \"loss_weights\"?); choose from: "
+        + ", ".join(__import__("search_spaces").list_spaces())
+    ]
+    assert time.monotonic() - start < 15 and not (tmp_path / "ray_results").exists()
+
+
+def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path):
+    """Kill the driver (SIGKILL) once the first trial finished; --resume ends with exactly 4 trials."""
+    args = [sys.executable, str(REPO / "run_search.py"), "--name", "rsm", "--num-samples", "4", "--epochs", "3",
+            "--teacher-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1"]
+    env = _env(tmp_path)
+    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    folder = tmp_path / "ray_results" / "rsm"
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            done = [p for p in folder.glob("train_srrl_*/result.json") if p.read_text().count("\n") >= 3]
+            if done:
+                time.sleep(1.5)  # past TUNE_GLOBAL_CHECKPOINT_S=1, so the finished trial is in the snapshot
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    proc = _run_search(tmp_path, "--resume", str(folder))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Sweep rsm: 4 trials, 4 finished" in proc.stdout
+    children = _children(f"sqlite:///{tmp_path / 'mlflow.db'}", "rsm")
+    assert len(children) == 4 and {r.data.tags["srrl.status"] for r in children} == {"finished"}
+    import optuna
+
+    study = optuna.load_study(study_name="rsm", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4
+
+
+def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, monkeypatch):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from tuner.config import SweepConfig
+    from tuner.sweep import run_sweep
+
+    env = _env(tmp_path)
+    monkeypatch.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])
+    monkeypatch.chdir(tmp_path)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        ray.init(address=cluster.address)
+        sweep, base = SweepConfig.split({"name": "two", "num_samples": 4, "epochs": 2, "teacher_epochs": 2,
+                                         "scheduler": "fifo", "storage_path": str(tmp_path / "shared")})
+        result = run_sweep(sweep, base, verbose=0)
+        nodes = {r["node_id"] for r in result.rows}
+        assert len(result.rows) == 4 and len(nodes) == 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -1,0 +1,339 @@
+"""MLflow tracking: real Ray Tune (local, 2 CPUs) against a real SQLite MLflow store; no mocks."""
+from __future__ import annotations
+
+import http.server
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from tuner import tracking as T  # noqa: E402  (after the env var)
+
+pytestmark = pytest.mark.slow
+
+MODES = ["ok", "early", "diverge", "fail"]
+
+
+def _trainable(config):
+    """3 epochs; 'diverge' reports a NaN loss and stops at epoch 2, 'fail' raises in epoch 2."""
+    from ray import tune
+
+    for e in range(1, config["epochs"] + 1):
+        if config["mode"] == "fail" and e == 2:
+            raise ValueError("boom at epoch 2")
+        diverged = config["mode"] == "diverge" and e == 2
+        tune.report({"epoch": e, "val_acc": 10.0 * e, "train_loss": float("nan") if diverged else 1.0 / e,
+                     "diverged": diverged, "not_a_contract_metric": 5.0})
+        if diverged:
+            return
+
+
+def _stop_early(trial_id, result):
+    return result["config"]["mode"] == "early" and result["epoch"] >= 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---- fixtures: one Ray, one store, one sweep per module -----------------------------------------
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's unix socket paths have a length limit
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False)
+    # the trainable lives in this test module, which Ray workers cannot import: ship it by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield ray
+    ray.shutdown()
+    if before is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = before
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory):
+    return T.default_tracking_uri(str(tmp_path_factory.mktemp("mlflow")))
+
+
+@pytest.fixture(scope="module")
+def client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def _children(client, experiment_id, parent):
+    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    return {r.data.tags["srrl.trial_id"]: r for r in runs}
+
+
+@pytest.fixture(scope="module")
+def sweep(ray_local, uri, client, tmp_path_factory):
+    """Start a sweep, run 4 trials (finished, stopped early, diverged, errored), then restore it."""
+    from ray import tune
+
+    params = {"space": "digits", "nested": {"a": 1}, "long": "x" * 7000}
+    parent = T.start_sweep(uri, "exp-tune", "sweep-a", params, T.set_git_and_version_tags(), resume=False)
+    exp_id = client.get_experiment_by_name("exp-tune").experiment_id
+    storage = tmp_path_factory.mktemp("ray")
+    cb = T.MLflowTracking(uri, exp_id, parent, epochs=3)
+    t0 = time.perf_counter()
+    tune.Tuner(
+        _trainable,
+        param_space={"mode": tune.grid_search(MODES), "epochs": 3, "opt": {"lr": 0.1}},
+        run_config=tune.RunConfig(name="sweep-a", storage_path=str(storage), callbacks=[cb], verbose=0,
+                                  stop=_stop_early),
+    ).fit()
+    fit_s = time.perf_counter() - t0
+    first = _children(client, exp_id, parent)
+    # experiment-level resume: Tune unpickles the callback from tuner.pkl and re-runs the errored trial
+    tune.Tuner.restore(str(storage / "sweep-a"), _trainable, resume_errored=True).fit()
+    second = _children(client, exp_id, parent)
+    return SimpleNamespace(parent=parent, exp_id=exp_id, first=first, second=second, fit_s=fit_s)
+
+
+def _by_mode(runs):
+    return {r.data.params["mode"]: r for r in runs.values()}
+
+
+# ---- the sweep ---------------------------------------------------------------------------------
+def test_parent_run_has_tags_and_params(sweep, client):
+    run = client.get_run(sweep.parent)
+    tags, params = run.data.tags, run.data.params
+    assert (tags["srrl.sweep"], tags["srrl.role"], tags["mlflow.runName"]) == ("sweep-a", "sweep", "sweep-a")
+    assert tags["srrl.version.ray"] and tags["srrl.version.mlflow"]
+    assert params["space"] == "digits" and params["nested.a"] == "1"
+    assert len(params["long"]) == 6000
+
+
+def test_one_nested_child_run_per_trial_with_its_config(sweep, client):
+    assert len(sweep.first) == 4
+    for tid, run in sweep.first.items():
+        assert run.data.tags["mlflow.parentRunId"] == sweep.parent
+        assert run.data.tags["mlflow.runName"] == tid and run.data.tags["srrl.role"] == "trial"
+        assert run.data.params["epochs"] == "3" and run.data.params["opt.lr"] == "0.1"
+    assert sorted(run.data.params["mode"] for run in sweep.first.values()) == sorted(MODES)
+
+
+def test_metrics_are_logged_per_epoch(sweep, client):
+    runs = _by_mode(sweep.first)
+    ok = runs["ok"].info.run_id
+    history = client.get_metric_history(ok, "val_acc")
+    assert [(m.step, m.value) for m in history] == [(1, 10.0), (2, 20.0), (3, 30.0)]
+    assert [m.step for m in client.get_metric_history(ok, "epoch")] == [1, 2, 3]
+    assert "not_a_contract_metric" not in runs["ok"].data.metrics  # only the metrics.py contract
+    assert "diverged" not in runs["ok"].data.metrics  # bools are not metrics
+    # NaN is never logged; the epoch it appeared in is tagged instead
+    diverge = runs["diverge"]
+    assert [m.step for m in client.get_metric_history(diverge.info.run_id, "train_loss")] == [1]
+    assert diverge.data.tags["srrl.nonfinite.train_loss"] == "2"
+
+
+def test_trial_end_status_tags(sweep):
+    runs = _by_mode(sweep.second)
+    ok, early, diverge, fail = (runs[m] for m in MODES)
+    assert (ok.data.tags["srrl.status"], ok.info.status) == ("finished", "FINISHED")
+    assert ok.data.tags["srrl.last_epoch"] == "3"
+    assert (early.data.tags["srrl.status"], early.info.status) == ("stopped_early", "FINISHED")
+    assert early.data.tags["srrl.stopped_at_epoch"] == "2"
+    assert (diverge.data.tags["srrl.status"], diverge.info.status) == ("diverged", "FAILED")
+    assert diverge.data.tags["srrl.diverged_epoch"] == "2"
+    assert (fail.data.tags["srrl.status"], fail.info.status) == ("errored", "FAILED")
+    assert fail.data.tags["srrl.error"] == "ValueError: boom at epoch 2"
+
+
+def test_restored_sweep_reuses_child_runs(sweep, client):
+    assert {t: r.info.run_id for t, r in sweep.second.items()} == {t: r.info.run_id for t, r in sweep.first.items()}
+    all_runs = client.search_runs([sweep.exp_id], "")
+    assert len(all_runs) == 5  # 1 parent + 4 children, nothing duplicated by the restore
+    fail = _by_mode(sweep.second)["fail"]
+    assert fail.data.tags["srrl.status"] == "errored"  # the re-run failed again, on the same run
+    # the unpickled callback logged the re-run into the same run: epoch 1 appears once per attempt
+    assert [m.step for m in client.get_metric_history(fail.info.run_id, "val_acc")] == [1, 1]
+
+
+def test_pickled_callback_finds_existing_runs(sweep, client, uri):
+    cb = T.MLflowTracking(uri, None, sweep.parent, epochs=3)  # experiment id looked up from the parent
+    trials = [SimpleNamespace(trial_id=tid, config=r.data.params) for tid, r in sweep.first.items()]
+    cb.on_trial_start(0, trials, trials[0])  # creates the client
+    clone = pickle.loads(pickle.dumps(cb))
+    assert clone._client_obj is None
+    for trial in trials:
+        clone.on_trial_start(0, trials, trial)
+        assert client.get_run(clone._runs[trial.trial_id]).info.status == "RUNNING"
+    ids = {t: r.info.run_id for t, r in sweep.first.items()}
+    assert clone._runs == ids and len(client.search_runs([sweep.exp_id], "")) == 5
+    clone.on_trial_result(0, trials, trials[0], {"epoch": 3, "val_acc": 30.0})
+    clone.on_trial_complete(0, trials, trials[0])
+    run = client.get_run(ids[trials[0].trial_id])
+    assert run.info.status == "FINISHED" and run.data.tags["srrl.status"] == "finished"
+    # (the other runs stay RUNNING; the tests above read snapshots taken right after the sweep)
+
+
+def test_fit_speed(sweep):
+    assert sweep.fit_s < 40, f"4 tiny trials took {sweep.fit_s:.1f} s"
+
+
+# ---- start / finish / resume of the parent ---------------------------------------------------------
+def test_start_sweep_resume_and_name_clash(uri, client):
+    parent = T.start_sweep(uri, "exp-resume", "s1", {"a": 1}, {}, resume=False)
+    with pytest.raises(ValueError, match=r"already exists.*--resume"):
+        T.start_sweep(uri, "exp-resume", "s1", {"a": 1}, {}, resume=False)
+    T.finish_sweep(uri, parent, "KILLED")
+    assert client.get_run(parent).info.status == "KILLED"
+    assert T.start_sweep(uri, "exp-resume", "s1", {"a": 2}, {}, resume=True) == parent
+    run = client.get_run(parent)
+    assert run.info.status == "RUNNING" and run.data.tags["srrl.resume_count"] == "1"
+    exp_id = T.experiment_id(uri, "exp-resume")
+    assert exp_id == client.get_experiment_by_name("exp-resume").experiment_id
+    assert len(client.search_runs([exp_id], "")) == 1
+    with pytest.raises(ValueError, match=r"^experiment: no experiment named 'exp-missing'"):
+        T.experiment_id(uri, "exp-missing")
+    with pytest.raises(ValueError, match=r"^resume: no sweep named 'nope' in experiment 'exp-resume'"):
+        T.start_sweep(uri, "exp-resume", "nope", {}, {}, resume=True)
+    with pytest.raises(ValueError, match=r"^resume: no sweep named"):
+        T.start_sweep(uri, "exp-missing", "s1", {}, {}, resume=True)
+    with pytest.raises(ValueError, match=r"^status:"):
+        T.finish_sweep(uri, parent, "DONE")
+    T.finish_sweep(uri, parent)
+    assert client.get_run(parent).info.status == "FINISHED"
+
+
+# ---- MLflow outage: retry, buffer, flush ---------------------------------------------------------
+def test_unreachable_server_buffers_then_flushes(uri, client, monkeypatch):
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)  # the callback must bound them itself
+    parent = T.start_sweep(uri, "exp-outage", "s", {}, {}, resume=False)
+    exp_id = client.get_experiment_by_name("exp-outage").experiment_id
+    cb = T.MLflowTracking(uri, exp_id, parent, epochs=3, retry_delays=(0.05, 0.1))
+    trial = SimpleNamespace(trial_id="t0", config={"epochs": 3})
+    cb.on_trial_start(0, [trial], trial)
+    cb.on_trial_result(0, [trial], trial, {"epoch": 1, "val_acc": 1.0})
+
+    cb.tracking_uri, cb._client_obj = f"http://127.0.0.1:{_free_port()}", None  # the server goes away
+    t0 = time.perf_counter()
+    cb.on_trial_result(0, [trial], trial, {"epoch": 2, "val_acc": 2.0})
+    cb.on_trial_result(0, [trial], trial, {"epoch": 3, "val_acc": 3.0})
+    assert time.perf_counter() - t0 < 10
+    assert len(cb._pending) == 2
+    state = pickle.loads(pickle.dumps(cb))  # the buffer survives pickling
+    assert len(state._pending) == 2
+
+    cb.tracking_uri, cb._client_obj = uri, None  # and comes back
+    cb.on_trial_complete(0, [trial], trial)
+    cb.on_experiment_end([trial])
+    assert cb._pending == []
+    run_id = cb._runs["t0"]
+    assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["srrl.status"] == "finished"
+
+
+def test_result_without_epoch_uses_training_iteration(uri, client):
+    parent = T.start_sweep(uri, "exp-noepoch", "s", {}, {}, resume=False)
+    cb = T.MLflowTracking(uri, None, parent, epochs=5, metric_keys=["val_acc", "custom"])
+    trial = SimpleNamespace(trial_id="t1", config={})
+    cb.on_trial_start(0, [trial], trial)
+    cb.on_trial_result(0, [trial], trial, {"training_iteration": 2, "val_acc": 5.0, "custom": 1, "train_loss": 1.0})
+    cb.on_trial_complete(0, [trial], trial)
+    run = client.get_run(cb._runs["t1"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [2]
+    assert set(run.data.metrics) == {"val_acc", "custom"}
+    assert run.data.tags["srrl.status"] == "stopped_early" and run.data.tags["srrl.stopped_at_epoch"] == "2"
+
+
+# ---- tracking URIs -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [
+    "file:///tmp/mlruns", "./mlruns", "mlruns", "", " sqlite:///x.db", "garbage://x", "sqlite://",
+    "sqlite:////no/such/dir/mlflow.db", "http://", "http://host:notaport", "postgresql://", 42,
+])
+def test_bad_tracking_uri_is_one_line_naming_the_field(bad):
+    with pytest.raises(ValueError, match=r"^tracking_uri: ") as info:
+        T.check_tracking_uri(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_file_store_message_points_to_sqlite():
+    with pytest.raises(ValueError, match=r"MLflow 3 .*needs a database: use sqlite:///"):
+        T.check_tracking_uri("file:///tmp/mlruns")
+
+
+def test_good_tracking_uris_pass(tmp_path):
+    uri = T.default_tracking_uri(str(tmp_path))
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    for good in (uri, "sqlite:///mlflow.db", "postgresql://u:p@db:5432/mlflow", "mysql+pymysql://u@h/m",
+                 "databricks", "databricks://profile", "https://mlflow.example.org:8443/prefix"):
+        T.check_tracking_uri(good, probe=False)
+
+
+def test_unreachable_server_raises_connection_error_quickly_without_password():
+    port = _free_port()
+    t0 = time.perf_counter()
+    with pytest.raises(ConnectionError, match=r"^tracking_uri: cannot reach MLflow server at http://127\.0\.0\.1") as info:
+        T.check_tracking_uri(f"http://alice:s3cret@127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 5
+    assert "s3cret" not in str(info.value) and "alice" not in str(info.value)
+
+
+def test_reachable_server_passes_and_gets_basic_auth():
+    seen = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        T.check_tracking_uri(f"http://u:pw@127.0.0.1:{server.server_port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[0][0] == "/health" and seen[0][1].startswith("Basic ")
+
+
+# ---- misc -----------------------------------------------------------------------------------------
+def test_version_tags_never_fail():
+    tags = T.set_git_and_version_tags()
+    assert tags["srrl.version.mlflow"] and tags["srrl.version.optuna"] and tags["srrl.version.torch"]
+    commit = tags.get("mlflow.source.git.commit")
+    assert commit is None or (len(commit) == 40 and int(commit, 16) >= 0)
+
+
+def test_import_is_light():
+    code = "import sys, tuner.tracking as t; t.default_tracking_uri(); t.check_tracking_uri('sqlite:///x.db'); " \
+           "print('ray' in sys.modules, 'mlflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_error_summary_takes_the_last_failure():
+    text = ("Failure # 1 (occurred at x)\n\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)\n  File \"a.py\"\n"
+            "KeyError: 'a'\nFailure # 2 (occurred at y)\nray::ImplicitFunc.train()\n  File \"b.py\"\n"
+            "    raise Diverged(3)\ntuner.train.Diverged: training diverged at epoch 3\n")
+    assert T._error_summary(text) == "tuner.train.Diverged: training diverged at epoch 3"

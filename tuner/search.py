@@ -1,0 +1,103 @@
+"""Ray's OptunaSearch, corrected so the Optuna study tells apart finished, pruned and failed trials."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+from ray.tune.search.optuna import OptunaSearch
+
+from tuner import metrics as M
+
+__all__ = ["PruneAwareOptunaSearch"]
+
+
+class PruneAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that marks trials ASHA stopped early as PRUNED and diverged trials as FAIL.
+
+    Ray's OptunaSearch tells Optuna every trial that ended without an error as COMPLETE with its
+    last value, so a trial ASHA cut after one epoch enters TPE as a finished one with its
+    low-fidelity accuracy, biasing the sampler. Here a trial counts as complete only when it ran
+    all ``max_epochs``; per-epoch values are reported as intermediate values, which is what
+    Optuna's samplers use for pruned trials.
+
+    It also survives a driver restart: Tune restores this searcher from a snapshot that may be
+    older than the RDB study, so trials the study already holds as finished are not told again,
+    and study trials left RUNNING by the dead driver (asked, never started) are marked FAIL.
+    """
+
+    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_epochs = int(max_epochs)
+        self._reconciled = True
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self._reconciled = False
+
+    def suggest(self, trial_id: str) -> Optional[Dict]:
+        if not self._reconciled:
+            self._reconcile()
+        return super().suggest(trial_id)
+
+    def _reconcile(self) -> None:
+        import optuna
+
+        self._reconciled = True
+        known = {t.number for t in self._ot_trials.values()}
+        for trial_id, ot_trial in self._ot_trials.items():
+            if self._storage_state(ot_trial).is_finished():
+                self._completed_trials.add(trial_id)
+        for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if frozen.number not in known:  # asked by the killed driver, never run by Tune
+                self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+
+    @staticmethod
+    def _storage_state(ot_trial: Any) -> Any:
+        return ot_trial.storage.get_trial(ot_trial._trial_id).state
+
+    def _report(self, trial_id: str, result: Dict) -> None:
+        if isinstance(self.metric, list) or result.get("diverged"):
+            return  # Optuna keeps no intermediate values for multi-objective studies
+        value = result.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        ot_trial = self._ot_trials[trial_id]
+        step = int(result.get(M.EPOCH, result.get("training_iteration", 0)))
+        if self._storage_state(ot_trial).is_finished():
+            self._completed_trials.add(trial_id)  # recorded before a driver restart
+            return
+        ot_trial.report(float(value), step)
+
+    def on_trial_result(self, trial_id: str, result: Dict) -> None:
+        if trial_id not in self._completed_trials and trial_id in self._ot_trials:
+            self._report(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        import optuna
+
+        ot_trial = self._ot_trials[trial_id]
+        if result:
+            self._report(trial_id, result)  # Tune hands the last result (ASHA's max_t) only to this hook
+            if trial_id in self._completed_trials:
+                return
+        epoch = int((result or {}).get(M.EPOCH, 0))
+        state, values = optuna.trial.TrialState.COMPLETE, None
+        if error or not result:
+            state = optuna.trial.TrialState.FAIL
+        elif result.get("diverged"):
+            state = optuna.trial.TrialState.FAIL
+            ot_trial.set_user_attr("diverged_epoch", epoch)
+        elif epoch < self._max_epochs:
+            state = optuna.trial.TrialState.PRUNED
+            ot_trial.set_user_attr("stopped_at_epoch", epoch)
+        else:
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            values = [result.get(m) for m in metrics]
+            if any(v is None or not math.isfinite(v) for v in values):
+                state, values = optuna.trial.TrialState.FAIL, None
+            elif not isinstance(self.metric, list):
+                values = values[0]
+        self._ot_study.tell(ot_trial, values, state=state)
+        self._completed_trials.add(trial_id)

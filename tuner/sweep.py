@@ -1,0 +1,277 @@
+"""Build and run a Ray Tune sweep of SRRL trials from a ``SweepConfig`` (the driver side).
+
+``run_sweep`` prepares everything before any trial starts: the data (loaded once), the teacher
+(trained once or loaded, then shared through the object store), the Optuna study in an RDB storage,
+the MLflow parent run; then it runs ``tune.Tuner`` with ASHA (or FIFO) and returns the results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import functools
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import yaml
+
+from tuner import metrics as M
+from tuner.config import ConfigError, SweepConfig, TrialConfig
+from tuner.trainable import DIVERGED, train_srrl
+
+__all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke"]
+
+SWEEP_FILE = "srrl_sweep.yaml"
+
+
+@dataclass
+class SweepResult:
+    """What a finished sweep left: where its records are and one row per trial."""
+
+    sweep: SweepConfig
+    base: TrialConfig
+    path: str  # the Tune experiment folder (what --resume takes)
+    tracking_uri: str
+    experiment: str
+    optuna_storage: Optional[str]
+    study_name: Optional[str]
+    rows: List[Dict[str, Any]]  # per trial: params, status, epochs, best/final metrics
+
+
+def smoke(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConfig]:
+    """A tiny, fast version of whatever was asked: few trials, few epochs, same code paths."""
+    sweep = dataclasses.replace(sweep, num_samples=min(sweep.num_samples, 4), seeds=1, grace_period=1, reduction_factor=2.0)
+    base = base.replace(epochs=min(base.epochs, 3), teacher_epochs=min(base.teacher_epochs, 3))
+    return sweep, base
+
+
+def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConfig]:
+    """Fill in the defaults that depend on time, place and the space (name, URIs, searcher, paths)."""
+    from search_spaces import get_space
+    from tuner.tracking import default_tracking_uri
+
+    space = get_space(sweep.space)
+    name = sweep.name or f"{sweep.space}-{base.dataset}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    storage = sweep.storage_path
+    if "://" not in storage:
+        storage = str(Path(storage).expanduser().resolve())
+    tracking_uri = sweep.tracking_uri or default_tracking_uri()
+    optuna_storage = sweep.optuna_storage
+    if optuna_storage is None and space.grid is None:
+        optuna_storage = _beside(tracking_uri, "optuna.db") or f"sqlite:///{Path('optuna.db').resolve()}"
+    sweep = dataclasses.replace(
+        sweep, name=name, storage_path=storage, tracking_uri=tracking_uri, experiment=sweep.experiment or name,
+        optuna_storage=optuna_storage, searcher=sweep.searcher or space.sampler, scheduler=sweep.scheduler or space.scheduler,
+        grace_period=sweep.grace_period or max(1, base.epochs // 8),
+    )
+    if len(space.objectives) > 1 and sweep.scheduler == "asha":
+        raise ConfigError(f"scheduler: 'asha' cannot rank the multi-objective space {sweep.space!r}; use fifo")
+    return sweep, base
+
+
+def _beside(tracking_uri: str, filename: str) -> Optional[str]:
+    """``sqlite:///<folder>/<filename>`` next to an SQLite MLflow store, else None."""
+    if tracking_uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(tracking_uri[len('sqlite:///'):]).parent / filename}"
+    return None
+
+
+def load_sweep_dir(path: str) -> Tuple[SweepConfig, TrialConfig]:
+    """The sweep and base trial config saved in a sweep folder (what ``--resume PATH`` reads)."""
+    file = Path(path).expanduser() / SWEEP_FILE
+    if not file.is_file():
+        raise ConfigError(f"resume: {path!r} holds no sweep (no {SWEEP_FILE}); give the folder a sweep printed at its start")
+    data = yaml.safe_load(file.read_text())
+    sweep = SweepConfig(**data["sweep"])
+    sweep.validate()
+    return sweep, TrialConfig.from_dict(data["base"])
+
+
+def _write_sweep_file(folder: Path, sweep: SweepConfig, base: TrialConfig) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump({"sweep": sweep.to_dict(), "base": base.to_dict()}, sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, folder / SWEEP_FILE)
+
+
+def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: Callable[[str], None] = print,
+              verbose: int = 1) -> SweepResult:
+    """Run (or, with ``resume``, continue) a sweep; returns its results once every trial ended."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # a killed driver re-runs at most ~1 s of bookkeeping
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import ray
+    from ray import tune
+
+    from search_spaces import SpaceContext, get_space
+    from tuner import tracking
+    from tuner.teacher import ensure_teacher
+    from tuner.train import load_splits
+
+    sweep, base = prepare_sweep(sweep, base)
+    space = get_space(sweep.space)
+    tracking.check_tracking_uri(sweep.tracking_uri)
+    folder = _sweep_folder(sweep)
+    if resume and not (folder / SWEEP_FILE).is_file():
+        raise ConfigError(f"resume: {str(folder)!r} holds no sweep")
+    if not resume and folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {sweep.storage_path}; pass --resume {folder} or pick another name")
+
+    _init_ray(sweep)
+    # data and teacher once, on the driver (or as a GPU task), before any trial starts
+    splits = load_splits(base)
+    teacher = ensure_teacher(base, splits, log=log) if _any_trial_needs_teacher(space, base) else None
+    teacher_state = teacher.model.state_dict() if teacher else None
+    teacher_info = teacher.info() if teacher else {}
+
+    per_trial = base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
+    trainable = tune.with_resources(
+        tune.with_parameters(train_srrl, base=per_trial.to_dict(), teacher_state=teacher_state,
+                             teacher_info=teacher_info, splits=splits),
+        {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial},
+    )
+    parent_run = tracking.start_sweep(
+        sweep.tracking_uri, sweep.experiment, sweep.name,
+        params={**{f"sweep.{k}": v for k, v in sweep.to_dict().items()}, **{f"base.{k}": v for k, v in base.to_dict().items()}},
+        tags={**tracking.set_git_and_version_tags(), "srrl.space": sweep.space, "srrl.searcher": sweep.searcher,
+              "srrl.scheduler": sweep.scheduler, "srrl.dataset": base.dataset,
+              **{f"srrl.{k}": str(v) for k, v in teacher_info.items()}},
+        resume=resume,
+    )
+    experiment_id = tracking.experiment_id(sweep.tracking_uri, sweep.experiment)
+    callback = tracking.MLflowTracking(sweep.tracking_uri, experiment_id, parent_run, epochs=base.epochs)
+
+    if resume:
+        tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        ctx = SpaceContext.for_config(base)
+        _write_sweep_file(folder, sweep, base)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_grid_param_space(space.grid(ctx, sweep.seeds)) if space.grid else {},
+            tune_config=tune.TuneConfig(
+                search_alg=_searcher(sweep, space, ctx), scheduler=_scheduler(sweep, space, base),
+                num_samples=len(space.grid(ctx, sweep.seeds)) if space.grid else sweep.num_samples,
+                max_concurrent_trials=_max_concurrent(sweep), reuse_actors=True,
+            ),
+            run_config=tune.RunConfig(
+                name=sweep.name, storage_path=sweep.storage_path, callbacks=[callback], verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),
+            ),
+        )
+    grid = tuner.fit()
+    trial_ids = [t.trial_id for t in tune.ExperimentAnalysis(grid.experiment_path).trials]
+    orphans = tracking.remove_orphan_runs(sweep.tracking_uri, parent_run, trial_ids)
+    if orphans:
+        log(f"removed {orphans} MLflow run(s) of trials lost with the interrupted driver")
+    tracking.finish_sweep(sweep.tracking_uri, parent_run)
+    rows = leaderboard_rows(grid, base)
+    return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
+                       sweep.study_name or sweep.name if space.grid is None else None, rows)
+
+
+def _sweep_folder(sweep: SweepConfig) -> Path:
+    if "://" in sweep.storage_path:
+        return Path(tempfile.gettempdir()) / "srrl-remote" / sweep.name  # remote storage: nothing local to check
+    return Path(sweep.storage_path) / sweep.name
+
+
+def _init_ray(sweep: SweepConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if sweep.address:
+        ray.init(address=sweep.address, include_dashboard=False)
+    else:
+        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1")
+
+
+def _any_trial_needs_teacher(space: Any, base: TrialConfig) -> bool:
+    return base.needs_teacher or space.grid is not None  # ablation arms use the teacher even when base is CE only
+
+
+def _max_concurrent(sweep: SweepConfig) -> int:
+    """As many trials as the cluster's CPUs (and GPUs, when trials take them) hold at once."""
+    import ray
+
+    if sweep.max_concurrent:
+        return sweep.max_concurrent
+    res = ray.cluster_resources()
+    fits = int(res.get("CPU", 1) // sweep.cpus_per_trial)
+    if sweep.gpus_per_trial > 0:
+        fits = min(fits, int(res.get("GPU", 0) // sweep.gpus_per_trial))
+    return max(1, fits)
+
+
+def _grid_param_space(points: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Each key's values as a ``tune.choice``: Tune needs the keys that ``points_to_evaluate`` presets."""
+    from ray import tune
+
+    keys = {k for p in points for k in p}
+    return {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in sorted(keys)}
+
+
+def _searcher(sweep: SweepConfig, space: Any, ctx: Any) -> Any:
+    """OptunaSearch over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive grid."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if space.grid is not None:
+        points = space.grid(ctx, sweep.seeds)
+        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=_max_concurrent(sweep))
+    import optuna
+
+    from search_spaces import build_sampler
+    from tuner.search import PruneAwareOptunaSearch
+
+    study_name = sweep.study_name or sweep.name
+    storage = optuna.storages.RDBStorage(sweep.optuna_storage)
+    existing = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if study_name in existing and not sweep.study_name:
+        raise ConfigError(f"study_name: an Optuna study {study_name!r} already exists in {sweep.optuna_storage}; "
+                          "pass --study-name to continue it on purpose, or pick another --name")
+    metrics_, modes = zip(*space.objectives)
+    multi = len(space.objectives) > 1
+    return PruneAwareOptunaSearch(
+        space=functools.partial(space.define, ctx=ctx),
+        metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
+        points_to_evaluate=(space.initial_points(ctx) or None) if sweep.searcher != "grid" else None,
+        sampler=build_sampler(sweep.searcher, sweep.seed, space, ctx),
+        study_name=study_name, storage=storage, max_epochs=ctx.base.epochs,
+    )
+
+
+def _scheduler(sweep: SweepConfig, space: Any, base: TrialConfig) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if sweep.scheduler == "fifo" or len(space.objectives) > 1:
+        return FIFOScheduler()
+    metric, mode = space.objectives[0]
+    return ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", max_t=base.epochs,
+                         grace_period=min(sweep.grace_period, base.epochs), reduction_factor=sweep.reduction_factor)
+
+
+def leaderboard_rows(grid: Any, base: TrialConfig) -> List[Dict[str, Any]]:
+    """One dict per trial: searched params, status, epochs run, best and final metrics."""
+    rows = []
+    for result in grid:
+        cfg = dict(result.config or {})
+        last = result.metrics or {}
+        df = result.metrics_dataframe
+        best = float(df[M.VAL_ACC].max()) if df is not None and M.VAL_ACC in df else float("nan")
+        epochs_run = int(last.get(M.EPOCH, 0))
+        planned = int(cfg.get("epochs", base.epochs))
+        status = ("errored" if result.error else "diverged" if last.get(DIVERGED) else
+                  "finished" if epochs_run >= planned else "stopped_early")
+        row = {"trial_id": last.get("trial_id"), **{k: cfg.get(k, getattr(base, k, None)) for k in
+               ("arm", "alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "seed") if k in cfg or hasattr(base, k)},
+               "status": status, "epochs": epochs_run, M.BEST_VAL_ACC: best, M.VAL_ACC: last.get(M.VAL_ACC),
+               M.TEST_ACC: last.get(M.TEST_ACC), M.STUDENT_MACS: last.get(M.STUDENT_MACS), M.STUDENT_PARAMS: last.get(M.STUDENT_PARAMS),
+               "node_id": last.get("node_id")}
+        rows.append(row)
+    rows.sort(key=lambda r: -(r[M.BEST_VAL_ACC] if r[M.BEST_VAL_ACC] == r[M.BEST_VAL_ACC] else -1.0))
+    return rows

@@ -1,0 +1,616 @@
+"""The MLflow side of a sweep: one parent run per sweep, one child run per trial, idempotent on resume.
+
+Driver-side only. ``start_sweep`` creates the experiment and the parent run before Ray starts any
+trial (concurrent creation in a fresh SQLite store collides); ``MLflowTracking`` is a Tune callback
+that gives every trial a nested child run, logs each epoch's metrics in one ``log_batch`` request and
+tags how the trial ended. A resumed sweep finds its runs again by tag, so it never duplicates them.
+
+mlflow is imported inside the functions that need it and ray only when ``MLflowTracking`` is first
+looked up, so ``default_tracking_uri`` and ``check_tracking_uri`` stay cheap.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import math
+import numbers
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from tuner import metrics as M
+
+__all__ = [
+    "default_tracking_uri", "check_tracking_uri", "start_sweep", "finish_sweep", "remove_orphan_runs", "experiment_id", "MLflowTracking",
+    "set_git_and_version_tags", "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT",
+    "TAG_DIVERGED_EPOCH", "TAG_ERROR", "TAG_LAST_EPOCH", "TRIAL_STATUSES", "DIVERGED_KEY",
+]
+
+log = logging.getLogger(__name__)
+
+TAG_SWEEP = "srrl.sweep"
+TAG_ROLE = "srrl.role"  # "sweep" (parent) or "trial" (child)
+TAG_TRIAL_ID = "srrl.trial_id"
+TAG_STATUS = "srrl.status"  # one of TRIAL_STATUSES, set when a trial ends
+TAG_STOPPED_AT = "srrl.stopped_at_epoch"
+TAG_DIVERGED_EPOCH = "srrl.diverged_epoch"
+TAG_ERROR = "srrl.error"
+TAG_LAST_EPOCH = "srrl.last_epoch"
+TAG_NONFINITE = "srrl.nonfinite."  # + metric name -> first epoch it was NaN/inf (the value is not logged)
+TAG_NUM_FAILURES = "srrl.num_failures"
+TAG_RESUMES = "srrl.resume_count"
+TRIAL_STATUSES = ("finished", "stopped_early", "diverged", "errored")
+#: result key a trainable sets (truthy) when training diverged; not a metric, so it lives here
+DIVERGED_KEY = "diverged"
+
+_PARENT = "mlflow.parentRunId"
+_RUN_NAME = "mlflow.runName"
+_MLFLOW_END = {"finished": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "errored": "FAILED"}
+_SWEEP_STATUSES = ("FINISHED", "FAILED", "KILLED")
+_BATCH = 100  # MLflow: at most 100 params + tags per log_batch
+_MAX_PARAM = 6000  # MLflow: longest param value
+_MAX_TAG = 8000
+_MAX_KEY = 250
+_DB_SCHEMES = ("postgresql", "mysql", "mssql")
+# MLflow rejected the request itself: retrying or buffering it cannot help
+_NOT_RETRYABLE = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+                  "BAD_REQUEST", "INVALID_STATE"}
+
+
+# ---- tracking URI ---------------------------------------------------------------------------------
+def default_tracking_uri(workdir: str = ".") -> str:
+    """``sqlite:///<absolute workdir>/mlflow.db`` (MLflow 3 needs a database; an absolute path survives cwd changes)."""
+    return f"sqlite:///{(Path(workdir).expanduser().resolve() / 'mlflow.db').as_posix()}"
+
+
+def _redact(uri: str) -> str:
+    """``uri`` without any ``user:password@``."""
+    return re.sub(r"(?<=//)[^/@\s]*@", "", str(uri))
+
+
+def check_tracking_uri(uri: str, probe: bool = True) -> None:
+    """Raise a one-line ``ValueError`` naming ``tracking_uri`` if ``uri`` is not a usable MLflow 3 store.
+
+    Accepted: ``sqlite:///rel.db`` / ``sqlite:////abs/path.db`` (its folder must exist),
+    ``http(s)://host[:port][/prefix]``, ``postgresql[+driver]://...``, ``mysql[+driver]://...``,
+    ``databricks[://profile]``. For http(s) and ``probe=True``, ``<uri>/health`` must answer within
+    3 s, else ``ConnectionError``. No message ever contains the URI's ``user:password@``.
+    """
+    shown = _redact(uri) if isinstance(uri, str) else repr(uri)
+    allowed = ("allowed: sqlite:///path/to/mlflow.db, http(s)://host:port, postgresql://..., "
+               "mysql://..., databricks")
+    if not isinstance(uri, str) or not uri.strip() or uri != uri.strip():
+        raise ValueError(f"tracking_uri: {shown!r} is not a tracking URI; {allowed}")
+    if uri == "databricks":
+        return
+    scheme = uri.split(":", 1)[0].lower() if re.match(r"^[A-Za-z][\w+.-]*:", uri) else ""
+    if scheme == "file" or not scheme or (len(scheme) == 1 and os.name == "nt"):
+        raise ValueError(f"tracking_uri: {shown!r} is a file store, which MLflow 3 refuses; it needs a "
+                         f"database: use {default_tracking_uri()} (or a server)")
+    if scheme == "sqlite":
+        if not uri.startswith("sqlite:///") or uri in ("sqlite:///", "sqlite:///:memory:"):
+            raise ValueError(f"tracking_uri: {shown!r} names no database file; use sqlite:///<path>/mlflow.db")
+        folder = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().parent
+        if not folder.is_dir():
+            raise ValueError(f"tracking_uri: folder {folder.as_posix()!r} of {shown!r} does not exist")
+        return
+    if scheme in ("http", "https"):
+        parts = urllib.parse.urlsplit(uri)
+        try:
+            parts.port  # raises ValueError on a non-numeric or out-of-range port
+        except ValueError:
+            raise ValueError(f"tracking_uri: {shown!r} has a bad port; expected {scheme}://host[:port]") from None
+        if not parts.hostname:
+            raise ValueError(f"tracking_uri: {shown!r} has no host; expected {scheme}://host[:port]")
+        if probe:
+            _probe_server(uri)
+        return
+    if scheme.split("+", 1)[0] in _DB_SCHEMES:
+        if not re.match(r"^[\w+]+://[^/]+", uri):
+            raise ValueError(f"tracking_uri: {shown!r} has no host; expected {scheme}://user@host/db")
+        return
+    if scheme == "databricks" and uri.startswith("databricks://"):
+        return
+    raise ValueError(f"tracking_uri: scheme {scheme!r} of {shown!r} is not supported; {allowed}")
+
+
+def _probe_server(uri: str, timeout: float = 3.0) -> None:
+    """GET ``<uri>/health``; any HTTP answer counts as reachable (auth or a proxy may answer 401/404)."""
+    parts = urllib.parse.urlsplit(uri)
+    clean = _redact(uri).rstrip("/")
+    request = urllib.request.Request(clean + "/health")
+    if parts.username is not None:  # urllib does not take user:password from the URL itself
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise ConnectionError(
+            f"tracking_uri: cannot reach MLflow server at {clean} ({_redact(str(reason))}); "
+            "start one with `mlflow server --backend-store-uri sqlite:///mlflow.db` or fix the address"
+        ) from None
+
+
+# ---- sweep (parent run), on the driver ------------------------------------------------------------
+def _client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _check_name(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or re.search(r"['\"\\\n\r`]", value):
+        raise ValueError(f"{field}: {value!r} must be a non-empty name without quotes, backslashes or newlines")
+    return value
+
+
+def _find_parent(client: Any, experiment_id: str, sweep_name: str) -> List[Any]:
+    flt = f"tags.`{TAG_SWEEP}` = '{sweep_name}' and tags.`{TAG_ROLE}` = 'sweep'"
+    return list(client.search_runs([experiment_id], filter_string=flt, max_results=10,
+                                   order_by=["attributes.start_time ASC"]))
+
+
+def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Mapping[str, Any],
+                tags: Mapping[str, Any], resume: bool) -> str:
+    """Create (or, with ``resume``, find again) the sweep's parent run; return its run id.
+
+    Call on the driver before Ray starts trials. A new parent gets tags ``srrl.sweep``,
+    ``srrl.role=sweep``, ``mlflow.runName`` (= ``sweep_name``) and ``tags``, and ``params`` flattened
+    with '.' and stringified (values cut to MLflow's 6000 characters). ``resume`` reuses the existing
+    parent (set back to RUNNING) and never creates a second one.
+
+    Raises:
+        ValueError: resume without an existing sweep of that name, or a new sweep whose name is taken.
+    """
+    _check_name("sweep_name", sweep_name)
+    _check_name("experiment", experiment)
+    check_tracking_uri(tracking_uri, probe=False)
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None and exp.lifecycle_stage != "active":
+        raise ValueError(f"experiment: {experiment!r} is deleted in {_redact(tracking_uri)}; restore it "
+                         "(mlflow experiments restore) or pick another name")
+    if exp is None:
+        if resume:
+            raise ValueError(f"resume: no sweep named {sweep_name!r} in experiment {experiment!r} "
+                             f"(the experiment does not exist in {_redact(tracking_uri)})")
+        try:
+            experiment_id = client.create_experiment(experiment)
+        except Exception:  # created meanwhile by someone else
+            exp = client.get_experiment_by_name(experiment)
+            if exp is None:
+                raise
+            experiment_id = exp.experiment_id
+    else:
+        experiment_id = exp.experiment_id
+    found = _find_parent(client, experiment_id, sweep_name)
+    if resume:
+        if not found:
+            raise ValueError(f"resume: no sweep named {sweep_name!r} in experiment {experiment!r}; "
+                             "drop --resume to start it")
+        if len(found) > 1:
+            log.warning("%d parent runs for sweep %r; resuming the oldest", len(found), sweep_name)
+        run = found[0]
+        count = int(run.data.tags.get(TAG_RESUMES, "0") or 0) + 1
+        client.set_tag(run.info.run_id, TAG_RESUMES, str(count))
+        client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id
+    if found:
+        raise ValueError(f"sweep_name: a sweep named {sweep_name!r} already exists in experiment "
+                         f"{experiment!r}; pass --resume to continue it or pick another name")
+    all_tags = {_key(k): _text(v, _MAX_TAG) for k, v in tags.items()}
+    all_tags.update({TAG_SWEEP: sweep_name, TAG_ROLE: "sweep", _RUN_NAME: sweep_name})
+    run = client.create_run(experiment_id, tags=all_tags, run_name=sweep_name)
+    _log_params(client, run.info.run_id, _flatten(params))
+    return run.info.run_id
+
+
+def finish_sweep(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """End the parent run with MLflow ``status`` (FINISHED, FAILED or KILLED)."""
+    if status not in _SWEEP_STATUSES:
+        raise ValueError(f"status: {status!r} is not allowed; choose from: {', '.join(_SWEEP_STATUSES)}")
+    _client(tracking_uri).set_terminated(run_id, status=status)
+
+
+def remove_orphan_runs(tracking_uri: str, parent_run_id: str, trial_ids: Iterable[str]) -> int:
+    """Delete child runs of trials Tune no longer knows; returns how many.
+
+    A driver killed between starting a trial and Tune's next state snapshot leaves a child run for
+    a trial that the restored sweep never heard of (it asks for a new one instead). Such a run is
+    tagged ``srrl.status=orphaned``, terminated as KILLED and soft-deleted (``mlflow gc`` purges it).
+    """
+    client = _client(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    keep = set(trial_ids)
+    flt = f"tags.`{_PARENT}` = '{parent_run_id}'"
+    removed = 0
+    for run in client.search_runs([parent.info.experiment_id], filter_string=flt, max_results=50_000):
+        if run.data.tags.get(TAG_TRIAL_ID) not in keep:
+            client.set_tag(run.info.run_id, TAG_STATUS, "orphaned")
+            client.set_terminated(run.info.run_id, status="KILLED")
+            client.delete_run(run.info.run_id)
+            removed += 1
+    return removed
+
+
+def experiment_id(tracking_uri: str, experiment: str) -> str:
+    """The id of the (active) experiment named ``experiment``; ValueError if there is none."""
+    exp = _client(tracking_uri).get_experiment_by_name(experiment)
+    if exp is None or exp.lifecycle_stage != "active":
+        raise ValueError(f"experiment: no experiment named {experiment!r} in {_redact(tracking_uri)}")
+    return exp.experiment_id
+
+
+def set_git_and_version_tags() -> Dict[str, str]:
+    """Tags to record on the parent: ``srrl.version.<pkg>`` and ``mlflow.source.git.commit``; never raises.
+
+    Returns the dict (pass it as ``tags`` to ``start_sweep``); nothing is sent to MLflow here.
+    """
+    from importlib import metadata
+    import platform
+
+    tags = {"srrl.version.python": platform.python_version()}
+    for dist in ("ray", "torch", "optuna", "mlflow", "srrl-tune"):
+        try:
+            tags[f"srrl.version.{dist.replace('-', '_')}"] = metadata.version(dist)
+        except Exception:
+            pass
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip()
+        if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit):
+            tags["mlflow.source.git.commit"] = commit
+    except Exception:
+        pass
+    return tags
+
+
+# ---- helpers ----------------------------------------------------------------------------------------
+def _key(key: Any) -> str:
+    """An MLflow-legal key: letters, digits, ``_ - . / space :``; at most 250 characters."""
+    return re.sub(r"[^\w\-./ :]", "_", str(key))[:_MAX_KEY] or "_"
+
+
+def _text(value: Any, limit: int) -> str:
+    s = value if isinstance(value, str) else str(value)
+    return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``, keys made legal, values stringified and truncated."""
+    out: Dict[str, str] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[_key(key)] = _text(v, _MAX_PARAM)
+    return out
+
+
+def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), _BATCH):
+        client.log_batch(run_id, params=items[i:i + _BATCH], synchronous=True)
+
+
+def _number(value: Any) -> Optional[float]:
+    """A float for real numbers (numpy scalars included), None for bools and everything else."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def _retryable(exc: BaseException) -> bool:
+    code = getattr(exc, "error_code", None)
+    return code not in _NOT_RETRYABLE
+
+
+def _error_summary(text: str) -> str:
+    """The most telling line of a Tune error file: the last ``SomeError: message`` line of the last failure."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # Ray colours the actor name
+    blocks = re.split(r"^Failure # \d+.*$", text, flags=re.M)
+    last = blocks[-1] if blocks else text
+    lines = [ln.strip() for ln in last.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Diverged)\b\s*(:|$)", ln):
+            return ln
+    return lines[-1] if lines else "unknown error"
+
+
+@contextlib.contextmanager
+def _fail_fast_http(uri: str) -> Iterator[None]:
+    """MLflow's own HTTP retries (7, backoff 2: minutes) would stall the Tune loop; we retry and buffer
+    instead. Applies only where the user set nothing, and only for the duration of one call."""
+    if not uri.startswith(("http://", "https://", "databricks")):
+        yield
+        return
+    set_here = [k for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT") if k not in os.environ]
+    defaults = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    for k in set_here:
+        os.environ[k] = defaults[k]
+    try:
+        yield
+    finally:
+        for k in set_here:
+            os.environ.pop(k, None)
+
+
+# ---- the Tune callback --------------------------------------------------------------------------------
+# An op is a plain tuple (kind, trial_id, payload) so the buffer pickles with the callback:
+#   ("start", tid, None)                         create the child run or set it back to RUNNING
+#   ("log", tid, (metrics, tags))                metrics = [(key, value, ms, step)], tags = {k: v}
+#   ("end", tid, (tags, mlflow_status))          final tags, then set_terminated
+Op = Tuple[str, str, Any]
+
+
+class _MLflowTrackingImpl:
+    """The callback's logic, free of ray; ``MLflowTracking`` adds ``ray.tune.Callback`` as a base."""
+
+    def __init__(self, tracking_uri: str, experiment_id: Optional[str], parent_run_id: str, epochs: int,
+                 metric_keys: Optional[Sequence[str]] = None,
+                 retry_delays: Sequence[float] = (0.5, 1.0, 2.0)) -> None:
+        """Args:
+            tracking_uri: where the parent run lives (checked for form, not reached, here).
+            experiment_id: the parent's experiment; None looks it up from the parent run.
+            parent_run_id: what ``start_sweep`` returned.
+            epochs: planned epochs per trial (a trial's ``config["epochs"]`` wins when present).
+            metric_keys: result keys logged as metrics; default ``metrics.PER_EPOCH + metrics.PER_TRIAL``.
+            retry_delays: seconds to wait before each retry of a failed MLflow request; once they are
+                spent, requests are buffered and sent with the next one that succeeds.
+        """
+        check_tracking_uri(tracking_uri, probe=False)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs: {epochs!r} must be an integer >= 1")
+        self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.parent_run_id = parent_run_id
+        self.epochs = epochs
+        self.metric_keys = tuple(metric_keys) if metric_keys is not None else tuple(M.PER_EPOCH + M.PER_TRIAL)
+        self.retry_delays = tuple(retry_delays)
+        self._runs: Dict[str, str] = {}  # trial_id -> child run id
+        self._configs: Dict[str, Dict[str, str]] = {}  # flattened params of trials whose run may not exist yet
+        self._fresh: set = set()  # trial ids whose run was created but whose params are not logged yet
+        self._last: Dict[str, Tuple[int, bool]] = {}  # trial_id -> (last epoch, diverged)
+        self._nonfinite: set = set()  # (trial_id, key) already tagged
+        self._pending: List[Op] = []
+        self._client_obj: Any = None
+        self._synced = False  # children of the parent listed from MLflow in this process
+
+    # -- pickling: Tune pickles callbacks with the experiment state --------------------------------
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client_obj"] = None
+        state["_synced"] = False  # the map may be stale: re-list the children from MLflow after resume
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def get_state(self) -> Optional[Dict]:
+        return {"runs": dict(self._runs)}
+
+    def set_state(self, state: Dict) -> None:
+        self._runs.update(state.get("runs", {}))
+        self._synced = False
+
+    # -- Tune hooks --------------------------------------------------------------------------------
+    def on_trial_start(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
+        self._configs[trial.trial_id] = _flatten(getattr(trial, "config", None) or {})
+        self._submit(("start", trial.trial_id, None))
+
+    def on_trial_result(self, iteration: int, trials: List[Any], trial: Any, result: Dict, **info: Any) -> None:
+        tid = trial.trial_id
+        step = _number(result.get(M.EPOCH))
+        if step is None or not math.isfinite(step):
+            step = _number(result.get("training_iteration")) or 0.0
+        step_i = int(step)
+        stamp = _number(result.get("timestamp"))
+        ms = int(stamp * 1000) if stamp is not None else int(time.time() * 1000)
+        metrics, tags = [], {}
+        for key in self.metric_keys:
+            value = _number(result.get(key))
+            if value is None:
+                continue
+            if not math.isfinite(value):
+                if (tid, key) not in self._nonfinite:
+                    self._nonfinite.add((tid, key))
+                    tags[_key(TAG_NONFINITE + key)] = str(step_i)
+                continue
+            metrics.append((_key(key), value, ms, step_i))
+        self._last[tid] = (step_i, bool(result.get(DIVERGED_KEY)))
+        if metrics or tags:
+            self._submit(("log", tid, (metrics, tags)))
+
+    def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
+        epoch, diverged = self._last_of(trial)
+        planned = self._planned(trial)
+        tags = {TAG_LAST_EPOCH: str(epoch)}
+        if diverged:
+            status = "diverged"
+            tags[TAG_DIVERGED_EPOCH] = str(epoch)
+        elif epoch >= planned:
+            status = "finished"
+        else:
+            status = "stopped_early"
+            tags[TAG_STOPPED_AT] = str(epoch)
+        self._end(trial, status, tags)
+
+    def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
+        epoch, _ = self._last_of(trial)
+        tags = {TAG_LAST_EPOCH: str(epoch), TAG_ERROR: _text(self._error_line(trial), 1000)}
+        self._end(trial, "errored", tags)
+
+    def on_trial_recover(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
+        """The trial failed and Tune will restart it (FailureConfig): count it; the run stays open."""
+        failures = getattr(trial, "num_failures", None)
+        if failures is not None:
+            self._submit(("log", trial.trial_id, ([], {TAG_NUM_FAILURES: str(failures)})))
+
+    def on_experiment_end(self, trials: List[Any], **info: Any) -> None:
+        self._flush(retry=True)
+        if self._pending:
+            log.warning("MLflow at %s unreachable: %d tracking requests are lost",
+                        _redact(self.tracking_uri), len(self._pending))
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _planned(self, trial: Any) -> int:
+        cfg = getattr(trial, "config", None) or {}
+        value = _number(cfg.get("epochs")) if isinstance(cfg, Mapping) else None
+        return int(value) if value is not None else self.epochs
+
+    def _last_of(self, trial: Any) -> Tuple[int, bool]:
+        if trial.trial_id in self._last:
+            return self._last[trial.trial_id]
+        last = getattr(trial, "last_result", None) or {}  # e.g. a trial restored from an earlier run
+        epoch = _number(last.get(M.EPOCH))
+        if epoch is None:
+            epoch = _number(last.get("training_iteration")) or 0.0
+        return int(epoch), bool(last.get(DIVERGED_KEY))
+
+    @staticmethod
+    def _error_line(trial: Any) -> str:
+        path = getattr(trial, "error_file", None)
+        if path:
+            try:
+                return _error_summary(Path(path).read_text(errors="replace"))
+            except OSError:
+                pass
+        try:
+            err = trial.get_error()  # Ray 2.60: the error file's text, read through the trial's storage
+        except Exception:
+            err = None
+        return _error_summary(str(err)) if err else "unknown error (no error file)"
+
+    def _end(self, trial: Any, status: str, tags: Dict[str, str]) -> None:
+        tags[TAG_STATUS] = status
+        self._submit(("end", trial.trial_id, (tags, _MLFLOW_END[status])))
+
+    @property
+    def _client(self) -> Any:
+        if self._client_obj is None:
+            self._client_obj = _client(self.tracking_uri)
+        return self._client_obj
+
+    def _submit(self, op: Op) -> None:
+        had_backlog = bool(self._pending)
+        self._pending.append(op)
+        self._flush(retry=not had_backlog)  # with a backlog the server was down: one try, no waiting
+
+    def _flush(self, retry: bool) -> None:
+        """Send buffered ops in order; stop at the first that still fails (it and the rest stay buffered)."""
+        while self._pending:
+            op = self._pending[0]
+            delays = self.retry_delays if retry else ()
+            for attempt in range(len(delays) + 1):
+                try:
+                    with _fail_fast_http(self.tracking_uri):
+                        self._execute(op)
+                    break
+                except Exception as e:  # noqa: BLE001 - tracking must never crash the sweep
+                    if not _retryable(e):
+                        log.warning("MLflow rejected %s for trial %s; dropped: %s", op[0], op[1], _redact(str(e)))
+                        break
+                    if attempt == len(delays):
+                        log.warning("MLflow at %s unreachable (%s); %d tracking requests buffered",
+                                    _redact(self.tracking_uri), _redact(str(e)).splitlines()[0][:200],
+                                    len(self._pending))
+                        return
+                    time.sleep(delays[attempt])
+            self._pending.pop(0)
+
+    def _lookup(self, tid: str) -> Optional[str]:
+        if tid not in self._runs and not self._synced:
+            if self.experiment_id is None:
+                self.experiment_id = self._client.get_run(self.parent_run_id).info.experiment_id
+            flt = f"tags.`{_PARENT}` = '{self.parent_run_id}'"
+            token = None
+            while True:
+                page = self._client.search_runs([self.experiment_id], filter_string=flt, max_results=1000,
+                                                page_token=token, order_by=["attributes.start_time ASC"])
+                for run in page:
+                    t = run.data.tags.get(TAG_TRIAL_ID)
+                    if t and t not in self._runs:
+                        self._runs[t] = run.info.run_id
+                token = page.token
+                if not token:
+                    break
+            self._synced = True
+        return self._runs.get(tid)
+
+    def _execute(self, op: Op) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        kind, tid, payload = op
+        run_id = self._lookup(tid)
+        created = False
+        if run_id is None:
+            tags = {_PARENT: self.parent_run_id, _RUN_NAME: tid, TAG_TRIAL_ID: tid, TAG_ROLE: "trial"}
+            run = self._client.create_run(self.experiment_id, tags=tags, run_name=tid)
+            run_id = self._runs[tid] = run.info.run_id
+            self._fresh.add(tid)
+            created = True
+        if tid in self._fresh:
+            try:
+                _log_params(self._client, run_id, self._configs.get(tid, {}))
+            except Exception as e:  # noqa: BLE001
+                if _retryable(e):
+                    raise
+                log.warning("MLflow rejected the params of trial %s: %s", tid, _redact(str(e)))
+            self._fresh.discard(tid)
+        if kind == "start":
+            if not created:  # a resumed or restarted trial: same run, running again
+                self._client.update_run(run_id, status="RUNNING")
+        elif kind == "log":
+            metrics, tags = payload
+            self._client.log_batch(run_id, metrics=[Metric(*m) for m in metrics],
+                                   tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+        elif kind == "end":
+            tags, status = payload
+            self._client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+            self._client.set_terminated(run_id, status=status)
+            for store in (self._configs, self._last):
+                store.pop(tid, None)
+
+
+def _build_callback_class() -> type:
+    from ray.tune import Callback
+
+    class MLflowTracking(_MLflowTrackingImpl, Callback):
+        """Ray Tune callback (driver side): a nested MLflow child run per trial under the sweep's parent.
+
+        Per result: the numeric ``metric_keys`` in one ``log_batch`` at ``step = result["epoch"]``
+        (``training_iteration`` when absent); NaN/inf are not logged but tagged ``srrl.nonfinite.<key>``
+        with the epoch. At the end: ``srrl.status`` in ``TRIAL_STATUSES`` (+ ``srrl.stopped_at_epoch``,
+        ``srrl.diverged_epoch`` or ``srrl.error``), run status FINISHED or FAILED. Picklable: the client
+        is dropped and child runs are found again by tag after resume. MLflow outages are retried with
+        backoff, then buffered in memory and flushed on the next successful call and at experiment end.
+        """
+
+    MLflowTracking.__module__ = __name__
+    MLflowTracking.__qualname__ = "MLflowTracking"
+    return MLflowTracking
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: build the ray-based class on first use only
+    if name == "MLflowTracking":
+        cls = _build_callback_class()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
