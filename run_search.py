@@ -29,7 +29,7 @@ SWEEP_FLAGS = {
     "study_name": "continue this existing Optuna study on purpose",
     "optuna_storage": "SQLAlchemy URL of the Optuna study (default: sqlite beside the MLflow store)",
     "seed": "seed of the searcher and of every trial",
-    "grace_period": "ASHA: epochs every trial gets before the first cut (default epochs // 8)",
+    "grace_period": "ASHA: epochs every trial gets before the first cut (default epochs // 4)",
     "reduction_factor": "ASHA reduction factor",
     "max_failures": "retries of a trial whose worker died",
     "top_k": "best trials whose checkpoints are kept as MLflow artifacts",

@@ -187,18 +187,21 @@ class SearchSpace:
         constants = self.define(trial, ctx=ctx) or {}
         return {**trial.params, **constants}
 
-    def check(self, ctx: SpaceContext, n_seeds: int = 1) -> None:
+    def check(self, ctx: SpaceContext, n_seeds: int = 1) -> List[str]:
         """Fail early, on the driver, if this space cannot produce valid trials for ``ctx``.
 
-        Validates every initial point, one random sample (Optuna spaces) or every grid entry.
+        Validates every initial point, one random sample (Optuna spaces) or every grid entry, and
+        returns the parameter names the trials carry (in first-seen order).
 
         Raises:
             ValueError / tuner.config.ConfigError: a one-line message naming the problem.
         """
+        seen: Dict[str, None] = {}
         if self.grid is not None:
             for overrides in self.grid(ctx, n_seeds):
                 _checked(self, ctx, overrides)
-            return
+                seen.update(dict.fromkeys(overrides))
+            return list(seen)
         import optuna
 
         points = self.initial_points(ctx)
@@ -213,8 +216,11 @@ class SearchSpace:
             study.enqueue_trial(point)
         for _ in range(len(points) + 1):
             trial = study.ask()
-            _checked(self, ctx, self.sample(trial, ctx))
+            params = self.sample(trial, ctx)
+            _checked(self, ctx, params)
+            seen.update(dict.fromkeys(params))
             study.tell(trial, [0.0] * len(directions))
+        return list(seen)
 
 
 def _checked(space: SearchSpace, ctx: SpaceContext, params: Mapping[str, Any]) -> TrialConfig:

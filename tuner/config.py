@@ -255,7 +255,7 @@ class SweepConfig:
     space: str = "loss_weights"
     searcher: Optional[str] = None  # None: the space's default
     scheduler: Optional[str] = None  # None: the space's default
-    num_samples: int = 20
+    num_samples: int = 32
     seeds: int = 3  # seeds per cell of exhaustive spaces (ablation)
     max_concurrent: int = 0  # 0: as many trials as the cluster's resources hold
     cpus_per_trial: float = 1.0
@@ -267,10 +267,10 @@ class SweepConfig:
     study_name: Optional[str] = None  # continue an existing Optuna study on purpose
     optuna_storage: Optional[str] = None  # SQLAlchemy URL; None: sqlite beside the MLflow store
     seed: int = 0
-    grace_period: int = 0  # ASHA: epochs before the first cut; 0: max(1, epochs // 8)
+    grace_period: int = 0  # ASHA: epochs before the first cut; 0: max(1, epochs // 4)
     reduction_factor: float = 3.0
     max_failures: int = 2
-    num_to_keep: int = 2
+    num_to_keep: int = 4
     top_k: int = 3
     smoke: bool = False
 

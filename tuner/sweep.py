@@ -64,7 +64,7 @@ def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, T
     sweep = dataclasses.replace(
         sweep, name=name, storage_path=storage, tracking_uri=tracking_uri, experiment=sweep.experiment or name,
         optuna_storage=optuna_storage, searcher=sweep.searcher or space.sampler, scheduler=sweep.scheduler or space.scheduler,
-        grace_period=sweep.grace_period or max(1, base.epochs // 8),
+        grace_period=sweep.grace_period or max(1, base.epochs // 4),
     )
     if len(space.objectives) > 1 and sweep.scheduler == "asha":
         raise ConfigError(f"scheduler: 'asha' cannot rank the multi-objective space {sweep.space!r}; use fifo")
@@ -103,6 +103,9 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     """Run (or, with ``resume``, continue) a sweep; returns its results once every trial ended."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # a killed driver re-runs at most ~1 s of bookkeeping
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter can show the sampled params
+    # per-epoch checkpoints with num_to_keep force frequent state snapshots; they are cheap here
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
     from ray import tune
 
@@ -120,10 +123,15 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     if not resume and folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {sweep.storage_path}; pass --resume {folder} or pick another name")
 
+    ctx = SpaceContext.for_config(base)
+    param_names = space.check(ctx, sweep.seeds)  # a space that cannot yield valid trials stops here
+    if not resume:
+        _check_study_name(sweep)
     _init_ray(sweep)
     # data and teacher once, on the driver (or as a GPU task), before any trial starts
     splits = load_splits(base)
-    teacher = ensure_teacher(base, splits, log=log) if _any_trial_needs_teacher(space, base) else None
+    teacher = (ensure_teacher(base, splits, log=log, train=_teacher_trainer(sweep))
+               if _any_trial_needs_teacher(space, base) else None)
     teacher_state = teacher.model.state_dict() if teacher else None
     teacher_info = teacher.info() if teacher else {}
 
@@ -147,7 +155,6 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     if resume:
         tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        ctx = SpaceContext.for_config(base)
         _write_sweep_file(folder, sweep, base)
         tuner = tune.Tuner(
             trainable,
@@ -159,6 +166,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
             ),
             run_config=tune.RunConfig(
                 name=sweep.name, storage_path=sweep.storage_path, callbacks=[callback], verbose=verbose,
+                progress_reporter=_reporter(space, param_names),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),
             ),
@@ -191,6 +199,23 @@ def _init_ray(sweep: SweepConfig) -> None:
         ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1")
 
 
+def _teacher_trainer(sweep: SweepConfig) -> Optional[Callable]:
+    """Train the teacher as a Ray GPU task when trials use GPUs the driver does not have; else locally."""
+    import ray
+    import torch
+
+    if sweep.gpus_per_trial <= 0 or torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) < 1:
+        return None
+
+    def on_gpu(cfg: TrialConfig, splits: Any) -> Any:
+        from tuner.teacher import train_teacher
+
+        task = ray.remote(num_gpus=1, num_cpus=max(1, int(sweep.cpus_per_trial)))(train_teacher)
+        return ray.get(task.remote(cfg.replace(device="cuda"), splits))
+
+    return on_gpu
+
+
 def _any_trial_needs_teacher(space: Any, base: TrialConfig) -> bool:
     return base.needs_teacher or space.grid is not None  # ablation arms use the teacher even when base is CE only
 
@@ -208,12 +233,37 @@ def _max_concurrent(sweep: SweepConfig) -> int:
     return max(1, fits)
 
 
+def _reporter(space: Any, param_names: List[str]) -> Any:
+    """Tune's progress table: the sampled params and the epoch's accuracy, best trials first."""
+    from ray.tune import CLIReporter
+
+    metric, mode = space.objectives[0]
+    return CLIReporter(parameter_columns=param_names,
+                       metric_columns=[M.EPOCH, M.VAL_ACC, M.BEST_VAL_ACC, M.TRAIN_LOSS, M.IMAGES_PER_S],
+                       metric=metric, mode=mode, sort_by_metric=True, max_progress_rows=12, max_report_frequency=10)
+
+
 def _grid_param_space(points: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Each key's values as a ``tune.choice``: Tune needs the keys that ``points_to_evaluate`` presets."""
     from ray import tune
 
     keys = {k for p in points for k in p}
     return {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in sorted(keys)}
+
+
+def _check_study_name(sweep: SweepConfig) -> None:
+    """A new sweep never continues an existing Optuna study by accident (only with --study-name)."""
+    import optuna
+
+    if sweep.study_name or not sweep.optuna_storage:
+        return
+    try:
+        existing = optuna.study.get_all_study_names(sweep.optuna_storage)
+    except Exception as e:
+        raise ConfigError(f"optuna_storage: cannot open {sweep.optuna_storage!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if sweep.name in existing:
+        raise ConfigError(f"study_name: an Optuna study {sweep.name!r} already exists in {sweep.optuna_storage}; "
+                          "pass --study-name to continue it on purpose, or pick another --name")
 
 
 def _searcher(sweep: SweepConfig, space: Any, ctx: Any) -> Any:
@@ -230,10 +280,6 @@ def _searcher(sweep: SweepConfig, space: Any, ctx: Any) -> Any:
 
     study_name = sweep.study_name or sweep.name
     storage = optuna.storages.RDBStorage(sweep.optuna_storage)
-    existing = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    if study_name in existing and not sweep.study_name:
-        raise ConfigError(f"study_name: an Optuna study {study_name!r} already exists in {sweep.optuna_storage}; "
-                          "pass --study-name to continue it on purpose, or pick another --name")
     metrics_, modes = zip(*space.objectives)
     multi = len(space.objectives) > 1
     return PruneAwareOptunaSearch(

@@ -1,6 +1,7 @@
 """Train-or-load the frozen teacher once, cached on disk by a content hash of what determines it."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ from tuner.config import ConfigError, TrialConfig
 from tuner.data import DataSplits
 from tuner.models import build_model, load_weights
 
-__all__ = ["Teacher", "ensure_teacher", "teacher_key", "default_cache_dir", "load_user_weights"]
+__all__ = ["Teacher", "ensure_teacher", "train_teacher", "teacher_key", "default_cache_dir", "load_user_weights"]
 
 #: bump when the teacher training code changes in a way that changes its weights
 _TEACHER_CODE_VERSION = 1
@@ -53,11 +54,19 @@ def teacher_key(cfg: TrialConfig, splits: DataSplits) -> str:
     return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
-def ensure_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], None] = lambda _: None) -> Teacher:
+TrainFn = Callable[[TrialConfig, DataSplits], Tuple[Dict[str, torch.Tensor], float, float]]
+
+
+def ensure_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], None] = lambda _: None,
+                   train: Optional[TrainFn] = None) -> Teacher:
     """The teacher ``cfg`` names: from ``cfg.teacher_checkpoint``, from the cache, or trained now and cached.
 
     A cache file that cannot be read (e.g. torn by a killed write on a filesystem without atomic
     rename) is discarded and the teacher retrained; never half-loaded.
+
+    Args:
+        train: how to train it when it must be trained: ``(cfg, splits) -> (state_dict, val_acc,
+            test_acc)``; default ``train_teacher`` here (a sweep passes a Ray GPU task instead).
     """
     model = build_model(cfg.teacher, splits.num_classes, in_channels=splits.in_channels)
     if cfg.teacher_checkpoint:
@@ -82,7 +91,8 @@ def ensure_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], No
             path.unlink(missing_ok=True)
 
     log(f"training teacher {cfg.teacher} on {cfg.dataset} for {cfg.teacher_epochs} epochs (cached after: {path})")
-    model, val_acc, test_acc = _train(cfg, splits, log)
+    state, val_acc, test_acc = (train or functools.partial(train_teacher, log=log))(cfg, splits)
+    model.load_state_dict(state)
     _atomic_save({"state_dict": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc,
                   "arch": cfg.teacher, "key": key}, path)
     log(f"teacher {cfg.teacher}: val_acc {val_acc:.2f} test_acc {test_acc:.2f}")
@@ -102,8 +112,12 @@ def load_user_weights(model: nn.Module, path: Path, field: str, arch: str) -> nn
         raise ConfigError(f"{field}: {path} is not a readable weights-only PyTorch checkpoint ({type(e).__name__})") from None
 
 
-def _train(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], None]) -> Tuple[nn.Module, float, float]:
-    """Train the teacher with the same loop as every student: CE only, its own seed and epochs."""
+def train_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], None] = lambda _: None
+                  ) -> Tuple[Dict[str, torch.Tensor], float, float]:
+    """Train the teacher with the same loop as every student (CE only, its own seed and epochs).
+
+    Returns its CPU state_dict and its val and test accuracy.
+    """
     from tuner.train import Trainer  # train imports this module's siblings; keep the cycle lazy
 
     teacher_cfg = cfg.replace(student=cfg.teacher, alpha=0.0, beta=0.0, gamma=0.0, epochs=max(cfg.teacher_epochs, 1),
@@ -112,8 +126,8 @@ def _train(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], None]) -> 
     every = max(teacher_cfg.epochs // 5, 1)
     result = trainer.fit(lambda row, _: log(f"  teacher epoch {row[M.EPOCH]}: val_acc {row[M.VAL_ACC]:.2f}")
                          if row[M.EPOCH] % every == 0 else None)
-    model = trainer.student.cpu().eval()
-    return model, float(result.final[M.VAL_ACC]), float(result.final[M.TEST_ACC])
+    state = {k: v.cpu() for k, v in trainer.student.state_dict().items()}
+    return state, float(result.final[M.VAL_ACC]), float(result.final[M.TEST_ACC])
 
 
 def _accuracy(model: nn.Module, cfg: TrialConfig, splits: DataSplits) -> Tuple[float, float]:

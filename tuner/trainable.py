@@ -7,6 +7,7 @@ from the next epoch. The teacher's weights and the data arrive through Ray's obj
 """
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -44,6 +45,7 @@ def train_srrl(
     import ray
     from ray import tune
 
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one line per checkpoint otherwise
     cfg = apply_params(base or {}, config)
     splits = splits if splits is not None else load_splits(cfg)
     teacher = None
