@@ -1,6 +1,8 @@
 """TrialConfig: dict/YAML round trip, type coercion, and one-line errors naming field and allowed values."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tuner.config import ConfigError, TrialConfig
@@ -88,3 +90,27 @@ def test_yaml_is_data_not_code(tmp_path):
     evil.write_text("alpha: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         TrialConfig.from_yaml(evil)
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_every_preset_validates_as_sweep_and_trial(preset):
+    from tuner.config import SweepConfig, load_yaml
+
+    sweep, base = SweepConfig.split(load_yaml(Path(__file__).parents[1] / "configs" / preset))
+    assert sweep.space == "loss_weights" and base.epochs >= 1
+
+
+def test_sweep_split_routes_keys_and_rejects_unknown_ones():
+    from tuner.config import SweepConfig
+
+    sweep, base = SweepConfig.split({"space": "ablation", "seeds": "5", "alpha": 2, "seed": 7, "gpus_per_trial": 0.25})
+    assert (sweep.space, sweep.seeds, sweep.seed, sweep.gpus_per_trial) == ("ablation", 5, 7, 0.25)
+    assert (base.alpha, base.seed) == (2.0, 7)
+    with pytest.raises(ConfigError, match=r"^num_sample: unknown config field \(did you mean \"num_samples\"\?\)"):
+        SweepConfig.split({"num_sample": 3})
+    with pytest.raises(ConfigError, match=r"^searcher: 'cmaes' is not allowed; choose from: tpe, random, grid, nsga2$"):
+        SweepConfig.split({"searcher": "cmaes"})
+    with pytest.raises(ConfigError, match=r"^cpus_per_trial: 0.0 is out of range"):
+        SweepConfig.split({"cpus_per_trial": 0})
+    with pytest.raises(ConfigError, match=r"^name: 'a b' is not allowed"):
+        SweepConfig.split({"name": "a b"})

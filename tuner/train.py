@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from tuner import metrics as M
-from tuner.config import ConfigError, TrialConfig
+from tuner.config import ConfigError, SweepConfig, TrialConfig, load_yaml
 from tuner.connectors import build_connector
 from tuner.data import DataSplits, load_dataset, make_loaders
 from tuner.distiller import LOSS_TERMS, Distiller
@@ -237,13 +237,14 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: Tuple[str, ...] = ()
 def main(argv: Optional[List[str]] = None) -> int:
     """Run one distillation and print per-epoch metrics; exit 2 on bad input."""
     parser = argparse.ArgumentParser(prog="python -m tuner.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="YAML file of TrialConfig fields (flags override it)")
+    parser.add_argument("--config", help="YAML of TrialConfig fields (a sweep preset's sweep keys are ignored); flags override it")
     add_config_flags(parser)
     args = vars(parser.parse_args(argv))
     path = args.pop("config")
     overrides = {k: v for k, v in args.items() if v is not None}
     try:
-        cfg = TrialConfig.from_yaml(path, overrides) if path else TrialConfig.from_dict(overrides)
+        data = {**(load_yaml(path) if path else {}), **overrides}
+        _, cfg = SweepConfig.split(data)  # a sweep preset's YAML also runs one trial: sweep keys are ignored
         from tuner.teacher import ensure_teacher
 
         splits = load_splits(cfg)
