@@ -130,6 +130,7 @@ def print_summary(result: Any, top: int = 10) -> None:
     for cells in table:
         print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
     print("\nLook further:")
+    print(f"  python -m analysis report --experiment {result.experiment} --tracking-uri {result.tracking_uri}")
     print(f"  mlflow ui --backend-store-uri {result.tracking_uri}      # experiment {result.experiment!r}")
     if result.optuna_storage:
         print(f"  optuna-dashboard {result.optuna_storage}      # study {result.study_name!r}")

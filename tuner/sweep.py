@@ -150,12 +150,16 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
         resume=resume,
     )
     experiment_id = tracking.experiment_id(sweep.tracking_uri, sweep.experiment)
-    callback = tracking.MLflowTracking(sweep.tracking_uri, experiment_id, parent_run, epochs=base.epochs)
+    callback = tracking.MLflowTracking(sweep.tracking_uri, experiment_id, parent_run, epochs=base.epochs,
+                                       base_params=per_trial.to_dict())
 
+    if not resume:
+        _write_sweep_file(folder, sweep, base)
+    tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
+        "config": folder / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
     if resume:
         tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        _write_sweep_file(folder, sweep, base)
         tuner = tune.Tuner(
             trainable,
             param_space=_grid_param_space(space.grid(ctx, sweep.seeds)) if space.grid else {},
@@ -176,10 +180,39 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     orphans = tracking.remove_orphan_runs(sweep.tracking_uri, parent_run, trial_ids)
     if orphans:
         log(f"removed {orphans} MLflow run(s) of trials lost with the interrupted driver")
-    tracking.finish_sweep(sweep.tracking_uri, parent_run)
     rows = leaderboard_rows(grid, base)
+    _log_best_students(grid, rows, sweep, per_trial, splits, teacher, parent_run)
+    tracking.finish_sweep(sweep.tracking_uri, parent_run)
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                        sweep.study_name or sweep.name if space.grid is None else None, rows)
+
+
+def _log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, base: TrialConfig,
+                       splits: Any, teacher: Any, parent_run: str) -> None:
+    """Export the final student + connector of the ``top_k`` finished trials (by final val_acc) to their runs.
+
+    The driver reads each trial's last checkpoint from ``storage_path`` (shared storage on a
+    cluster), so trials that ran on other nodes reach the store too.
+    """
+    from tuner import tracking
+    from tuner.config import apply_params
+    from tuner.export import STUDENT_FILE, export_student
+    from tuner.trainable import STATE_FILE
+
+    finished = sorted((r for r in rows if r["status"] == "finished"), key=lambda r: -float(r[M.VAL_ACC] or 0))
+    wanted = {r["trial_id"] for r in finished[: sweep.top_k]}
+    runs = tracking.child_run_ids(sweep.tracking_uri, parent_run)
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id not in wanted or result.checkpoint is None or trial_id not in runs:
+            continue
+        cfg = apply_params(base, result.config)
+        with result.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
+            path = export_student(Path(folder) / STATE_FILE, cfg, splits.num_classes, splits.in_channels,
+                                  teacher.model.feature_channels if teacher and cfg.needs_teacher else None,
+                                  {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
+                                  Path(out) / STUDENT_FILE)
+            tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path})
 
 
 def _sweep_folder(sweep: SweepConfig) -> Path:

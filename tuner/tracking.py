@@ -28,7 +28,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 from tuner import metrics as M
 
 __all__ = [
-    "default_tracking_uri", "check_tracking_uri", "start_sweep", "finish_sweep", "remove_orphan_runs", "experiment_id", "MLflowTracking",
+    "default_tracking_uri", "check_tracking_uri", "start_sweep", "finish_sweep", "remove_orphan_runs", "experiment_id",
+    "log_artifacts_once", "child_run_ids", "MLflowTracking",
     "set_git_and_version_tags", "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT",
     "TAG_DIVERGED_EPOCH", "TAG_ERROR", "TAG_LAST_EPOCH", "TRIAL_STATUSES", "DIVERGED_KEY",
 ]
@@ -223,6 +224,37 @@ def finish_sweep(tracking_uri: str, run_id: str, status: str = "FINISHED") -> No
     _client(tracking_uri).set_terminated(run_id, status=status)
 
 
+def log_artifacts_once(tracking_uri: str, run_id: str, files: Mapping[str, Any]) -> List[str]:
+    """Log local files to a run as ``{artifact_dir: local_path}``, skipping any already there (resume).
+
+    Returns the artifact paths logged now.
+    """
+    client = _client(tracking_uri)
+    logged = []
+    for artifact_dir, local in files.items():
+        name = Path(local).name
+        existing = {Path(f.path).name for f in client.list_artifacts(run_id, artifact_dir)}
+        if name not in existing:
+            client.log_artifact(run_id, str(local), artifact_dir)
+            logged.append(f"{artifact_dir}/{name}")
+    return logged
+
+
+def child_run_ids(tracking_uri: str, parent_run_id: str) -> Dict[str, str]:
+    """``{trial_id: run_id}`` of the parent's child runs (one paged search)."""
+    client = _client(tracking_uri)
+    exp = client.get_run(parent_run_id).info.experiment_id
+    flt = f"tags.`{_PARENT}` = '{parent_run_id}'"
+    out: Dict[str, str] = {}
+    token = None
+    while True:
+        page = client.search_runs([exp], filter_string=flt, max_results=1000, page_token=token)
+        out.update({r.data.tags[TAG_TRIAL_ID]: r.info.run_id for r in page if TAG_TRIAL_ID in r.data.tags})
+        token = page.token
+        if not token:
+            return out
+
+
 def remove_orphan_runs(tracking_uri: str, parent_run_id: str, trial_ids: Iterable[str]) -> int:
     """Delete child runs of trials Tune no longer knows; returns how many.
 
@@ -365,7 +397,8 @@ class _MLflowTrackingImpl:
 
     def __init__(self, tracking_uri: str, experiment_id: Optional[str], parent_run_id: str, epochs: int,
                  metric_keys: Optional[Sequence[str]] = None,
-                 retry_delays: Sequence[float] = (0.5, 1.0, 2.0)) -> None:
+                 retry_delays: Sequence[float] = (0.5, 1.0, 2.0),
+                 base_params: Optional[Mapping[str, Any]] = None) -> None:
         """Args:
             tracking_uri: where the parent run lives (checked for form, not reached, here).
             experiment_id: the parent's experiment; None looks it up from the parent run.
@@ -374,6 +407,8 @@ class _MLflowTrackingImpl:
             metric_keys: result keys logged as metrics; default ``metrics.PER_EPOCH + metrics.PER_TRIAL``.
             retry_delays: seconds to wait before each retry of a failed MLflow request; once they are
                 spent, requests are buffered and sent with the next one that succeeds.
+            base_params: the sweep's base TrialConfig as a dict: a trial's params are these
+                overridden by its sampled config, so every TrialConfig field is on every child run.
         """
         check_tracking_uri(tracking_uri, probe=False)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -384,6 +419,7 @@ class _MLflowTrackingImpl:
         self.epochs = epochs
         self.metric_keys = tuple(metric_keys) if metric_keys is not None else tuple(M.PER_EPOCH + M.PER_TRIAL)
         self.retry_delays = tuple(retry_delays)
+        self.base_params = dict(base_params or {})
         self._runs: Dict[str, str] = {}  # trial_id -> child run id
         self._configs: Dict[str, Dict[str, str]] = {}  # flattened params of trials whose run may not exist yet
         self._fresh: set = set()  # trial ids whose run was created but whose params are not logged yet
@@ -412,7 +448,7 @@ class _MLflowTrackingImpl:
 
     # -- Tune hooks --------------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
-        self._configs[trial.trial_id] = _flatten(getattr(trial, "config", None) or {})
+        self._configs[trial.trial_id] = _flatten({**self.base_params, **(getattr(trial, "config", None) or {})})
         self._submit(("start", trial.trial_id, None))
 
     def on_trial_result(self, iteration: int, trials: List[Any], trial: Any, result: Dict, **info: Any) -> None:

@@ -1,0 +1,126 @@
+"""A real sweep recorded in MLflow, on an SQLite store and on an ``mlflow server`` on 127.0.0.1:
+parent/child structure, full params, complete per-epoch metrics, artifacts, best-K students that load
+back and reproduce their logged test accuracy."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sweep(tmp_path: Path, tracking_uri: str, name: str):
+    """A 4-trial FIFO sweep of 3 epochs, run in this process against ``tracking_uri``."""
+    import ray
+
+    from tuner.config import SweepConfig
+    from tuner.sweep import run_sweep
+
+    sweep, base = SweepConfig.split({"name": name, "num_samples": 4, "epochs": 3, "teacher_epochs": 3, "scheduler": "fifo",
+                                     "top_k": 2, "storage_path": str(tmp_path / "ray"), "tracking_uri": tracking_uri,
+                                     "optuna_storage": f"sqlite:///{tmp_path / 'optuna.db'}"})
+    ray.init(address="local", include_dashboard=False, num_cpus=2)
+    try:
+        return run_sweep(sweep, base, verbose=0)
+    finally:
+        ray.shutdown()
+
+
+def _check_records(tracking_uri: str, result) -> None:
+    import mlflow
+
+    from tuner import metrics as M
+    from tuner.config import TrialConfig
+    from tuner.export import load_student
+    from tuner.train import evaluate_model, load_splits
+    from tuner.data import make_loaders
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(result.experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if r.data.tags.get("srrl.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("srrl.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    tags = parent.data.tags
+    assert tags["srrl.space"] == "loss_weights" and tags["srrl.teacher"] == "digits_cnn4x64"
+    assert float(tags["srrl.teacher_val_acc"]) > 50 and "srrl.version.torch" in tags and "srrl.version.ray" in tags
+    assert parent.data.params["sweep.num_samples"] == "4" and parent.data.params["base.epochs"] == "3"
+    parent_files = {f.path for d in ("config", "teacher") for f in client.list_artifacts(parent.info.run_id, d)}
+    assert "config/srrl_sweep.yaml" in parent_files and any(p.startswith("teacher/") and p.endswith(".pt") for p in parent_files)
+
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(TrialConfig)}
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert fields <= set(child.data.params), fields - set(child.data.params)
+        assert child.data.tags["srrl.status"] == "finished" and child.info.status == "FINISHED"
+        for key in (M.VAL_ACC, M.TRAIN_LOSS, M.LOSS_SR):
+            assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2, 3]
+
+    with_model = [c for c in children if any(f.path == "model/student.pt" for f in client.list_artifacts(c.info.run_id, "model"))]
+    assert len(with_model) == 2
+    best_two = sorted(children, key=lambda c: -c.data.metrics[M.VAL_ACC])[:2]
+    assert {c.info.run_id for c in with_model} == {c.info.run_id for c in best_two}
+    for child in with_model:
+        loaded = load_student(f"runs:/{child.info.run_id}/model/student.pt", tracking_uri=tracking_uri)
+        assert loaded.config.alpha == float(child.data.params["alpha"])
+        splits = load_splits(loaded.config)
+        _, _, test = make_loaders(splits, 256, seed=0)
+        acc, _ = evaluate_model(loaded.student, test)
+        assert acc == pytest.approx(child.data.metrics[M.TEST_ACC], abs=1e-6)
+
+
+def test_sweep_records_on_sqlite(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = _sweep(tmp_path, uri, "sq")
+    _check_records(uri, result)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
+         "--workers", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=1)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("mlflow server exited")
+            time.sleep(0.5)
+    else:
+        pytest.fail("mlflow server did not answer /health")
+    yield uri
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+def test_sweep_records_on_an_mlflow_server(tmp_path, monkeypatch, mlflow_server):
+    monkeypatch.chdir(tmp_path)
+    result = _sweep(tmp_path, mlflow_server, "srv")
+    _check_records(mlflow_server, result)
