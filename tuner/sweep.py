@@ -112,7 +112,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     from search_spaces import SpaceContext, get_space
     from tuner import tracking
     from tuner.teacher import ensure_teacher
-    from tuner.train import load_splits
+    from tuner.train import check_pair, load_splits
 
     sweep, base = prepare_sweep(sweep, base)
     space = get_space(sweep.space)
@@ -123,15 +123,19 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     if not resume and folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {sweep.storage_path}; pass --resume {folder} or pick another name")
 
+    _check_writable(folder)
     ctx = SpaceContext.for_config(base)
     param_names = space.check(ctx, sweep.seeds)  # a space that cannot yield valid trials stops here
     if not resume:
         _check_study_name(sweep)
-    _init_ray(sweep)
-    # data and teacher once, on the driver (or as a GPU task), before any trial starts
+    # the data, and a user's teacher checkpoint, are read before Ray starts: bad ones stop here
     splits = load_splits(base)
-    teacher = (ensure_teacher(base, splits, log=log, train=_teacher_trainer(sweep))
-               if _any_trial_needs_teacher(space, base) else None)
+    check_pair(base, splits)
+    needs_teacher = _any_trial_needs_teacher(space, base)
+    teacher = ensure_teacher(base, splits, log=log) if needs_teacher and base.teacher_checkpoint else None
+    _init_ray(sweep)
+    if needs_teacher and teacher is None:  # from the cache, or trained once (as a GPU task if need be)
+        teacher = ensure_teacher(base, splits, log=log, train=_teacher_trainer(sweep))
     teacher_state = teacher.model.state_dict() if teacher else None
     teacher_info = teacher.info() if teacher else {}
 
@@ -213,6 +217,29 @@ def _log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig
                                   {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
                                   Path(out) / STUDENT_FILE)
             tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path})
+
+
+def _check_writable(folder: Path) -> None:
+    """The sweep folder can be created and written (local storage only); leaves nothing behind."""
+    if "srrl-remote" in folder.parts:
+        return
+    created = []
+    probe = folder
+    while not probe.exists():
+        created.append(probe)
+        probe = probe.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"storage_path: cannot write to {str(folder)!r} ({e.strerror or e})") from None
+    finally:
+        for path in created:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
 
 def _sweep_folder(sweep: SweepConfig) -> Path:

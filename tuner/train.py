@@ -25,7 +25,7 @@ from tuner.data import DataSplits, load_dataset, make_loaders
 from tuner.distiller import LOSS_TERMS, Distiller
 from tuner.models import build_model
 
-__all__ = ["Trainer", "TrainResult", "Diverged", "evaluate_model", "resolve_device", "seed_everything", "load_splits", "main"]
+__all__ = ["Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything", "load_splits", "main"]
 
 EpochCallback = Callable[[Dict[str, float], "Trainer"], None]
 
@@ -64,6 +64,20 @@ def seed_everything(seed: int) -> None:
 def load_splits(cfg: TrialConfig) -> DataSplits:
     """The data set a config names (the split itself is fixed, independent of the trial seed)."""
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction)
+
+
+def check_pair(cfg: TrialConfig, splits: DataSplits) -> None:
+    """The configured connector can join this student to this teacher, or a one-line ConfigError."""
+    from tuner.connectors import connector_fits, list_connectors
+
+    if not cfg.needs_teacher:
+        return
+    c_s = build_model(cfg.student, splits.num_classes, in_channels=splits.in_channels).feature_channels
+    c_t = build_model(cfg.teacher, splits.num_classes, in_channels=splits.in_channels).feature_channels
+    if not connector_fits(cfg.connector, c_s, c_t):
+        fits = [n for n in list_connectors() if connector_fits(n, c_s, c_t)]
+        raise ConfigError(f"connector: {cfg.connector!r} cannot join student {cfg.student} ({c_s} channels) to teacher "
+                          f"{cfg.teacher} ({c_t} channels); choose from: {', '.join(fits)}")
 
 
 class Trainer:
@@ -248,6 +262,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         from tuner.teacher import ensure_teacher
 
         splits = load_splits(cfg)
+        check_pair(cfg, splits)
         teacher = ensure_teacher(cfg, splits, log=print) if cfg.needs_teacher else None
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
