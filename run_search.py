@@ -113,6 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def print_summary(result: Any, top: int = 10) -> None:
     """Leaderboard of the best trials and the commands to look further."""
     from tuner import metrics as M
+    from tuner.tracking import redact
 
     rows = result.rows
     searched = [k for k in ("arm", "alpha", "beta", "connector", "student", "lr", "weight_decay", "seed")
@@ -130,10 +131,10 @@ def print_summary(result: Any, top: int = 10) -> None:
     for cells in table:
         print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
     print("\nLook further:")
-    print(f"  python -m analysis report --experiment {result.experiment} --tracking-uri {result.tracking_uri}")
-    print(f"  mlflow ui --backend-store-uri {result.tracking_uri}      # experiment {result.experiment!r}")
+    print(f"  python -m analysis report --experiment {result.experiment} --tracking-uri {redact(result.tracking_uri)}")
+    print(f"  mlflow ui --backend-store-uri {redact(result.tracking_uri)}      # experiment {result.experiment!r}")
     if result.optuna_storage:
-        print(f"  optuna-dashboard {result.optuna_storage}      # study {result.study_name!r}")
+        print(f"  optuna-dashboard {redact(result.optuna_storage)}      # study {result.study_name!r}")
     print(f"  python run_search.py --resume {result.path}      # continue it if it was interrupted")
 
 

@@ -80,3 +80,10 @@ def test_user_checkpoint_errors(cfg, tmp_path):
     torch.save({"state_dict": Evil()}, pickled)
     with pytest.raises(ConfigError, match="not a readable weights-only PyTorch checkpoint"):
         ensure_teacher(cfg.replace(teacher_checkpoint=str(pickled)), splits)
+
+
+def test_diverging_teacher_is_a_clear_error(cfg):
+    splits = load_splits(cfg)
+    with pytest.raises(ConfigError, match=r"^teacher_lr: training the teacher diverged at epoch 1 with lr 1e\+06; set a smaller"):
+        ensure_teacher(cfg.replace(lr=1e6, batch_size=64), splits)
+    assert teacher_key(cfg.replace(teacher_lr=0.05), splits) == teacher_key(cfg.replace(lr=0.05), splits)

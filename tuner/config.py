@@ -55,6 +55,7 @@ class TrialConfig:
     batch_size: int = 64
     eval_batch_size: int = 512
     teacher_epochs: int = 30
+    teacher_lr: Optional[float] = None  # None: the student's lr (the teacher is trained with this recipe)
     val_fraction: Optional[float] = None  # None: the data set's own default
     # execution
     seed: int = 0
@@ -116,6 +117,8 @@ class TrialConfig:
             _range(name, getattr(self, name), lo=0.0)
         for name in ("temperature", "lr"):
             _range(name, getattr(self, name), lo=0.0, lo_open=True)
+        if self.teacher_lr is not None:
+            _range("teacher_lr", self.teacher_lr, lo=0.0, lo_open=True)
         _range("momentum", self.momentum, lo=0.0, hi=1.0, hi_open=True)
         _range("lr_decay", self.lr_decay, lo=0.0, hi=1.0, lo_open=True)
         if self.val_fraction is not None:

@@ -49,6 +49,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 self._completed_trials.add(trial_id)
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if frozen.number not in known:  # asked by the killed driver, never run by Tune
+                self._ot_study._storage.set_trial_user_attr(frozen._trial_id, "orphaned", True)
                 self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
 
     @staticmethod

@@ -24,6 +24,7 @@ from tuner.trainable import DIVERGED, train_srrl
 __all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke"]
 
 SWEEP_FILE = "srrl_sweep.yaml"
+_URI_FIELDS = ("tracking_uri", "optuna_storage", "storage_path", "address")  # may carry credentials
 
 
 @dataclass
@@ -147,7 +148,8 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     )
     parent_run = tracking.start_sweep(
         sweep.tracking_uri, sweep.experiment, sweep.name,
-        params={**{f"sweep.{k}": v for k, v in sweep.to_dict().items()}, **{f"base.{k}": v for k, v in base.to_dict().items()}},
+        params={**{f"sweep.{k}": tracking.redact(v) if k in _URI_FIELDS and v else v for k, v in sweep.to_dict().items()},
+                **{f"base.{k}": v for k, v in base.to_dict().items()}},
         tags={**tracking.set_git_and_version_tags(), "srrl.space": sweep.space, "srrl.searcher": sweep.searcher,
               "srrl.scheduler": sweep.scheduler, "srrl.dataset": base.dataset,
               **{f"srrl.{k}": str(v) for k, v in teacher_info.items()}},
@@ -159,8 +161,11 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
 
     if not resume:
         _write_sweep_file(folder, sweep, base)
-    tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
-        "config": folder / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
+    with tempfile.TemporaryDirectory() as tmp:  # the artifact copy carries no credentials
+        shown = dataclasses.replace(sweep, **{k: tracking.redact(getattr(sweep, k)) for k in _URI_FIELDS if getattr(sweep, k)})
+        _write_sweep_file(Path(tmp), shown, base)
+        tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
+            "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
     if resume:
         tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:

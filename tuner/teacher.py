@@ -50,7 +50,7 @@ def default_cache_dir() -> Path:
 def teacher_key(cfg: TrialConfig, splits: DataSplits) -> str:
     """Content hash of data set, architecture, training recipe and seed: same key -> same weights."""
     payload = {"v": _TEACHER_CODE_VERSION, "data": splits.fingerprint(), "arch": cfg.teacher,
-               "recipe": {k: getattr(cfg, k) for k in _RECIPE_FIELDS}}
+               "recipe": {**{k: getattr(cfg, k) for k in _RECIPE_FIELDS}, "lr": cfg.teacher_lr or cfg.lr}}
     return hashlib.blake2b(json.dumps(payload, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
@@ -118,14 +118,18 @@ def train_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], Non
 
     Returns its CPU state_dict and its val and test accuracy.
     """
-    from tuner.train import Trainer  # train imports this module's siblings; keep the cycle lazy
+    from tuner.train import Diverged, Trainer  # train imports this module's siblings; keep the cycle lazy
 
     teacher_cfg = cfg.replace(student=cfg.teacher, alpha=0.0, beta=0.0, gamma=0.0, epochs=max(cfg.teacher_epochs, 1),
-                              seed=cfg.teacher_seed, teacher_checkpoint=None)
+                              seed=cfg.teacher_seed, teacher_checkpoint=None, lr=cfg.teacher_lr or cfg.lr)
     trainer = Trainer(teacher_cfg, splits=splits)
     every = max(teacher_cfg.epochs // 5, 1)
-    result = trainer.fit(lambda row, _: log(f"  teacher epoch {row[M.EPOCH]}: val_acc {row[M.VAL_ACC]:.2f}")
-                         if row[M.EPOCH] % every == 0 else None)
+    try:
+        result = trainer.fit(lambda row, _: log(f"  teacher epoch {row[M.EPOCH]}: val_acc {row[M.VAL_ACC]:.2f}")
+                             if row[M.EPOCH] % every == 0 else None)
+    except Diverged as e:
+        raise ConfigError(f"teacher_lr: training the teacher diverged at epoch {e.epoch} with lr {teacher_cfg.lr:g}; "
+                          "set a smaller teacher_lr (or lr), or give a teacher_checkpoint") from None
     state = {k: v.cpu() for k, v in trainer.student.state_dict().items()}
     return state, float(result.final[M.VAL_ACC]), float(result.final[M.TEST_ACC])
 

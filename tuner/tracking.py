@@ -29,7 +29,7 @@ from tuner import metrics as M
 
 __all__ = [
     "default_tracking_uri", "check_tracking_uri", "start_sweep", "finish_sweep", "remove_orphan_runs", "experiment_id",
-    "log_artifacts_once", "child_run_ids", "MLflowTracking",
+    "log_artifacts_once", "child_run_ids", "redact", "MLflowTracking",
     "set_git_and_version_tags", "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT",
     "TAG_DIVERGED_EPOCH", "TAG_ERROR", "TAG_LAST_EPOCH", "TRIAL_STATUSES", "DIVERGED_KEY",
 ]
@@ -71,9 +71,13 @@ def default_tracking_uri(workdir: str = ".") -> str:
     return f"sqlite:///{(Path(workdir).expanduser().resolve() / 'mlflow.db').as_posix()}"
 
 
-def _redact(uri: str) -> str:
-    """``uri`` without any ``user:password@``."""
-    return re.sub(r"(?<=//)[^/@\s]*@", "", str(uri))
+def redact(uri: Any) -> str:
+    """``uri`` without any ``user:password@`` (and without ``?...token=`` style query secrets)."""
+    text = re.sub(r"(?<=//)[^/@\s]*@", "", str(uri))
+    return re.sub(r"(?i)([?&][^=&\s]*(?:token|password|secret|key)[^=&\s]*=)[^&\s]*", r"\1***", text)
+
+
+_redact = redact
 
 
 def check_tracking_uri(uri: str, probe: bool = True) -> None:

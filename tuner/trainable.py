@@ -83,6 +83,7 @@ def train_srrl(
 def _save(state: Dict[str, Any], path: Path) -> None:
     """Write a trial checkpoint; a failure is an error naming the path, never a silent skip."""
     try:
-        torch.save(state, path)
+        with open(path, "wb") as f:  # Python's open reports OSError with errno; torch.save alone a RuntimeError
+            torch.save(state, f)
     except OSError as e:
         raise OSError(f"checkpoint: cannot write {path}: {e.strerror or e}") from e

@@ -1,0 +1,133 @@
+"""``python -m analysis``: report, leaderboard, ablation table and export of a sweep's MLflow records.
+
+    python -m analysis report      --experiment NAME [--experiment NAME2] [--tracking-uri URI] [--out DIR]
+    python -m analysis leaderboard --experiment NAME [--top N] [--metric val_acc]
+    python -m analysis ablation    --experiment NAME [--metric test_acc] [--baseline CE]
+    python -m analysis export      --experiment NAME --out FILE.csv|FILE.parquet [--history]
+
+Exit status: 0 on success, 2 on bad input (unknown experiment, bad tracking URI, missing column,
+unsupported output format), with a one-line message on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from tuner import metrics as M
+
+PROG = "python -m analysis"
+
+
+def _parser() -> argparse.ArgumentParser:
+    from tuner.tracking import default_tracking_uri
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--experiment", "-e", action="append", required=True, metavar="NAME",
+                        help="MLflow experiment (repeat to combine several)")
+    common.add_argument("--tracking-uri", default=None, metavar="URI",
+                        help=f"MLflow store (default: {default_tracking_uri()})")
+    p = argparse.ArgumentParser(prog=PROG, description="Tables, plots and reports from SRRL sweeps recorded in MLflow.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("report", parents=[common], help="HTML + Markdown report, also logged to the sweep runs")
+    r.add_argument("--out", default=None, metavar="DIR", help="output folder (default: ./report-<experiment>)")
+    r.add_argument("--top", type=int, default=10, metavar="N", help="leaderboard rows (default 10)")
+    r.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+
+    lb = sub.add_parser("leaderboard", parents=[common], help="the best trials")
+    lb.add_argument("--top", type=int, default=10, metavar="N", help="rows (default 10; 0 for all)")
+    lb.add_argument("--metric", default=M.VAL_ACC, help=f"sort key (default {M.VAL_ACC})")
+    lb.add_argument("--mode", choices=("max", "min"), default="max", help="best is max or min (default max)")
+
+    ab = sub.add_parser("ablation", parents=[common], help="per-arm statistics of an ablation sweep")
+    ab.add_argument("--metric", default=M.TEST_ACC, help=f"metric (default {M.TEST_ACC})")
+    ab.add_argument("--baseline", default="CE", help="arm the others are compared with (default CE)")
+
+    ex = sub.add_parser("export", parents=[common], help="trials (or the per-epoch history) as CSV or Parquet")
+    ex.add_argument("--out", required=True, metavar="FILE", help="FILE.csv or FILE.parquet")
+    ex.add_argument("--history", action="store_true", help="export the long per-epoch history instead of the trials")
+    return p
+
+
+def _print(df) -> None:
+    from analysis._format import for_display
+
+    print(for_display(df).to_string())
+
+
+def _report(args: argparse.Namespace) -> int:
+    from analysis.report import write_report
+
+    out = args.out or "report-" + re.sub(r"[^\w.-]+", "_", args.experiment[0])
+    html, md = write_report(args.experiment, args.tracking_uri, out, top=args.top, log_artifacts=not args.no_log)
+    print(f"wrote {html}\nwrote {md}")
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from analysis.runs import load_trials
+    from analysis.tables import leaderboard
+
+    trials = load_trials(args.experiment, args.tracking_uri)
+    _print(leaderboard(trials, metric=args.metric, top=args.top or None, mode=args.mode))
+    return 0
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    from analysis.runs import load_trials
+    from analysis.tables import ablation_table
+
+    trials = load_trials(args.experiment, args.tracking_uri)
+    _print(ablation_table(trials, metric=args.metric, baseline=args.baseline))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ValueError(f"--out: {out.name!r} must end in .csv or .parquet")
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError("--out: writing .parquet needs pyarrow, which is not installed "
+                             "(pip install pyarrow, or write .csv)") from None
+    from analysis.runs import load_history, load_trials
+
+    df = (load_history(args.experiment, args.tracking_uri) if args.history
+          else load_trials(args.experiment, args.tracking_uri))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        df.to_csv(out, index=False)
+    else:
+        df = df.copy()
+        for c in df.columns:  # lists and mixed objects: store as text
+            if df[c].dtype == object and not df[c].map(lambda v: v is None or isinstance(v, str)).all():
+                df[c] = df[c].map(lambda v: None if v is None else str(v))
+        df.to_parquet(out, index=False)
+    print(f"wrote {len(df)} rows to {out}")
+    return 0
+
+
+_COMMANDS = {"report": _report, "leaderboard": _leaderboard, "ablation": _ablation, "export": _export}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except ValueError as e:  # bad input: unknown experiment, bad URI, missing column, format
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"{PROG} {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

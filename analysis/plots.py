@@ -1,0 +1,268 @@
+"""Figures over ``load_trials`` / ``load_history`` frames; each returns a matplotlib ``Figure`` or None.
+
+None means the frame lacks what the plot needs (a column, finite values, enough points); callers
+skip it. Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas: no pyplot state,
+no display needed. matplotlib is imported inside the functions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+
+from analysis.tables import is_log_scale, pareto_front, searched_params
+from tuner import metrics as M
+
+__all__ = ["alpha_beta", "learning_curves", "best_so_far", "pareto", "parallel_coordinates", "save"]
+
+_CMAP = "viridis"
+#: status -> (marker, label); statuses without a finite metric are drawn grey
+_MARKERS = {"finished": ("o", "finished"), "stopped_early": ("v", "stopped early"), "running": ("s", "running"),
+            "diverged": ("X", "diverged"), "errored": ("P", "errored")}
+_BAD = ("diverged", "errored")
+
+
+def _figure(width: float = 7.0, height: float = 5.0) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Any, path: Union[str, Path], dpi: int = 110) -> Path:
+    """Write ``fig`` as PNG (or whatever the suffix says) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _has(df: Optional[pd.DataFrame], *cols: str) -> bool:
+    return df is not None and not df.empty and all(c in df.columns for c in cols)
+
+
+def _num(s: pd.Series) -> pd.Series:
+    return pd.to_numeric(s, errors="coerce").astype("float64")
+
+
+def _status(df: pd.DataFrame) -> pd.Series:
+    return df["status"].astype(str) if "status" in df.columns else pd.Series("finished", index=df.index)
+
+
+def alpha_beta(trials: pd.DataFrame, metric: str = M.VAL_ACC) -> Optional[Any]:
+    """``metric`` over the (alpha, beta) plane, log axes; colour = metric, marker = how the trial ended.
+
+    Diverged and errored trials are grey crosses; the best trial is ringed. None without ``alpha``,
+    ``beta`` and ``metric`` columns, or with fewer than two distinct positive (alpha, beta) points.
+    """
+    if not _has(trials, "alpha", "beta", metric):
+        return None
+    df = trials.assign(_a=_num(trials["alpha"]), _b=_num(trials["beta"]), _y=_num(trials[metric]), _s=_status(trials))
+    df = df[(df["_a"] > 0) & (df["_b"] > 0)]
+    if len(df[["_a", "_b"]].drop_duplicates()) < 2:
+        return None
+    good = df[~df["_s"].isin(_BAD) & np.isfinite(df["_y"])]
+    if good.empty:
+        return None
+    from matplotlib.colors import Normalize
+
+    norm = Normalize(vmin=good["_y"].min(), vmax=good["_y"].max())
+    fig = _figure()
+    ax = fig.add_subplot()
+    sc = None
+    for status, (marker, label) in _MARKERS.items():
+        part = df[df["_s"] == status]
+        if part.empty:
+            continue
+        if status in _BAD:
+            ax.scatter(part["_a"], part["_b"], marker=marker, c="0.6", s=45, label=label)
+            continue
+        part = part[np.isfinite(part["_y"])]
+        sc = ax.scatter(part["_a"], part["_b"], c=part["_y"], cmap=_CMAP, norm=norm, marker=marker, s=55,
+                        edgecolors="k", linewidths=0.4, label=label)
+    best = good.loc[good["_y"].idxmax()]
+    ax.scatter([best["_a"]], [best["_b"]], s=240, facecolors="none", edgecolors="red", linewidths=1.5,
+               label=f"best ({best['_y']:.4g})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("alpha (feature matching weight)")
+    ax.set_ylabel("beta (softmax regression weight)")
+    ax.set_title(f"{metric} over alpha x beta")
+    ax.grid(True, which="major", alpha=0.3)
+    if sc is not None:
+        fig.colorbar(sc, ax=ax, label=metric)
+    fig.legend(loc="outside lower center", ncols=6, fontsize=8, frameon=False)
+    return fig
+
+
+def _label(row: pd.Series, params: Sequence[str]) -> str:
+    parts = []
+    for p in params:
+        v = row.get(p)
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
+        parts.append(f"{p}={v:.3g}" if isinstance(v, (float, np.floating)) else f"{p}={v}")
+    text = ", ".join(parts)
+    return f"{row['trial_id']} ({text})" if text else str(row["trial_id"])
+
+
+def learning_curves(trials: pd.DataFrame, history: Optional[pd.DataFrame], metric: str = M.VAL_ACC,
+                    top: int = 8, rank_by: Optional[str] = None) -> Optional[Any]:
+    """``metric`` against epoch for the ``top`` trials (ranked by ``rank_by``, default ``best_<metric>``
+    when present, else ``metric``). None without history of ``metric`` for those trials."""
+    if not _has(trials, "run_id", "trial_id") or not _has(history, "run_id", "metric", "epoch", "value"):
+        return None
+    rank_by = rank_by or (f"best_{metric}" if f"best_{metric}" in trials.columns
+                          and trials[f"best_{metric}"].notna().any() else metric)
+    if rank_by not in trials.columns:
+        return None
+    h = history[history["metric"] == metric]
+    ranked = trials.assign(_r=_num(trials[rank_by]))
+    ranked = ranked[ranked["run_id"].isin(set(h["run_id"])) & np.isfinite(ranked["_r"])]
+    ranked = ranked.sort_values("_r", ascending=False).head(top)
+    if ranked.empty:
+        return None
+    params = searched_params(trials)
+    fig = _figure(8.0, 5.0)
+    ax = fig.add_subplot()
+    for _, row in ranked.iterrows():
+        curve = h[h["run_id"] == row["run_id"]].sort_values("epoch")
+        ax.plot(curve["epoch"], curve["value"], marker=".", lw=1.3, label=_label(row, params))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(f"learning curves of the top {len(ranked)} trials by {rank_by}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def best_so_far(trials: pd.DataFrame, metric: str = M.VAL_ACC) -> Optional[Any]:
+    """Running best of ``metric`` against trial number (trials in start order) and, when
+    ``epochs_run`` is there, against the cumulative epochs spent. None without finite values."""
+    if not _has(trials, metric, "start_time"):
+        return None
+    df = trials.sort_values("start_time", kind="stable")
+    y = _num(df[metric]).to_numpy()
+    if not np.isfinite(y).any():
+        return None
+    best = pd.Series(np.where(np.isfinite(y), y, -np.inf)).cummax().replace(-np.inf, np.nan).to_numpy()
+    n = np.arange(1, len(y) + 1)
+    panels: List[Tuple[np.ndarray, str]] = [(n, "trial number (by start time)")]
+    if "epochs_run" in df.columns:
+        panels.append((np.cumsum(_num(df["epochs_run"]).fillna(0).to_numpy()), "cumulative epochs trained"))
+    fig = _figure(5.0 * len(panels) + 1.0, 4.2)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (x, label) in zip(axes, panels):
+        ax.scatter(x, y, s=14, c="0.55", label=f"trial {metric}")
+        ax.step(x, best, where="post", c="C0", lw=2, label=f"best so far")
+        ax.set_xlabel(label)
+        ax.set_ylabel(metric)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"best {metric} so far")
+    return fig
+
+
+def pareto(trials: pd.DataFrame,
+           objectives: Sequence[Tuple[str, str]] = ((M.VAL_ACC, "max"), (M.STUDENT_MACS, "min"))) -> Optional[Any]:
+    """Every trial in the plane of two objectives (x: the second, y: the first) and the Pareto front
+    of the finished ones as a step line. None without both columns or with fewer than two points."""
+    if len(objectives) != 2:
+        return None
+    (ycol, ymode), (xcol, xmode) = objectives
+    if not _has(trials, xcol, ycol):
+        return None
+    df = trials.assign(_x=_num(trials[xcol]), _y=_num(trials[ycol]), _s=_status(trials))
+    df = df[np.isfinite(df["_x"]) & np.isfinite(df["_y"]) & ~df["_s"].isin(_BAD)]
+    if len(df) < 2:
+        return None
+    front = pareto_front(trials, objectives)
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.scatter(df["_x"], df["_y"], s=20, c="0.6", label="trials")
+    if not front.empty:
+        f = front.assign(_x=_num(front[xcol]), _y=_num(front[ycol])).sort_values("_x")
+        ax.step(f["_x"], f["_y"], where="post" if xmode == "min" else "pre", c="C3", lw=1.5)
+        ax.scatter(f["_x"], f["_y"], s=45, c="C3", zorder=3, label=f"Pareto front ({len(f)})")
+        if "student" in f.columns:
+            for _, row in f.iterrows():
+                ax.annotate(str(row["student"]), (row["_x"], row["_y"]), fontsize=7, xytext=(4, -10),
+                            textcoords="offset points")
+    if is_log_scale(df["_x"]):
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{xcol} ({xmode})")
+    ax.set_ylabel(f"{ycol} ({ymode})")
+    ax.set_title(f"{ycol} vs {xcol}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def _encode(col: pd.Series) -> Tuple[np.ndarray, List[Tuple[float, str]]]:
+    """Values scaled to [0, 1] and (position, label) ticks: categoricals by sorted level, numbers
+    linearly or on log10 when positive over more than a decade."""
+    numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    if not numeric:
+        text = col.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+        levels = sorted(set(text.dropna()))
+        pos = {lv: (i / (len(levels) - 1) if len(levels) > 1 else 0.5) for i, lv in enumerate(levels)}
+        return text.map(pos).astype("float64").to_numpy(), [(pos[lv], lv) for lv in levels]
+    x = _num(col)
+    log = is_log_scale(x)
+    t = np.log10(x.where(x > 0)) if log else x
+    lo, hi = t.min(), t.max()
+    span = hi - lo if hi > lo else 1.0
+    scaled = ((t - lo) / span).to_numpy() if hi > lo else np.where(t.notna(), 0.5, np.nan)
+    raw = (lambda v: 10.0 ** v) if log else (lambda v: v)
+    ticks = [(0.0, f"{raw(lo):.3g}"), (1.0, f"{raw(hi):.3g}")] if hi > lo else [(0.5, f"{raw(lo):.3g}")]
+    return scaled, ticks
+
+
+def parallel_coordinates(trials: pd.DataFrame, metric: str = M.VAL_ACC,
+                         params: Optional[Sequence[str]] = None) -> Optional[Any]:
+    """One polyline per trial across the searched params (each axis scaled to [0, 1], categoricals
+    as evenly spaced levels) and ``metric`` last; colour = metric. None with fewer than two varying
+    params or no finite metric."""
+    if not _has(trials, metric):
+        return None
+    params = list(params) if params is not None else searched_params(trials)
+    params = [p for p in params if p in trials.columns]
+    df = trials.assign(_y=_num(trials[metric]))
+    df = df[np.isfinite(df["_y"]) & ~_status(df).isin(_BAD)]
+    if len(params) < 2 or len(df) < 2:
+        return None
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
+
+    axes_cols = params + [metric]
+    encoded, ticks = [], []
+    for c in axes_cols:
+        v, t = _encode(df[c] if c != metric else df["_y"])
+        encoded.append(v)
+        ticks.append(t)
+    data = np.column_stack(encoded)  # (trials, axes)
+    xs = np.arange(len(axes_cols), dtype=float)
+    norm = Normalize(vmin=df["_y"].min(), vmax=df["_y"].max())
+    order = np.argsort(df["_y"].to_numpy())  # best drawn last, on top
+    segments = [np.column_stack([xs, data[i]]) for i in order]
+    fig = _figure(max(6.0, 1.6 * len(axes_cols)), 4.8)
+    ax = fig.add_subplot()
+    lines = LineCollection(segments, cmap=_CMAP, norm=norm, linewidths=1.2, alpha=0.8)
+    lines.set_array(df["_y"].to_numpy()[order])
+    ax.add_collection(lines)
+    for x, t in zip(xs, ticks):
+        ax.axvline(x, c="0.3", lw=0.8)
+        for pos, label in t:
+            ax.text(x + 0.03, pos, label, fontsize=7, va="center", ha="left",
+                    bbox={"facecolor": "white", "alpha": 0.7, "lw": 0, "pad": 0.5})
+    ax.set_xlim(-0.2, xs[-1] + 0.5)
+    ax.set_ylim(-0.06, 1.06)
+    ax.set_xticks(xs, axes_cols)
+    ax.set_yticks([])
+    ax.set_title(f"searched params, coloured by {metric}")
+    fig.colorbar(lines, ax=ax, label=metric)
+    return fig

@@ -1,0 +1,110 @@
+"""How fast does ``analysis`` read a sweep back from MLflow? Bulk loading against the naive loop.
+
+``python -m bench.analysis_load [--trials 200] [--epochs 20] [--repeat 3] [--db PATH]``
+builds a SQLite store with one sweep of N trials x E epochs x every per-epoch metric of
+``tuner.metrics.PER_EPOCH`` (tagged and parented exactly as ``tuner.tracking`` does, written with
+``log_batch``), then times ``load_trials + load_history`` (one SQL query for the history) against
+``load_trials + naive_history`` (one ``get_metric_history`` call per run and metric), each part
+best of ``--repeat``, after checking both histories are the same frame.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Tuple
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from tuner import metrics as M  # noqa: E402
+from tuner import tracking as T  # noqa: E402
+from tuner.config import TrialConfig  # noqa: E402
+
+EXPERIMENT = "bench-analysis-load"
+_PARENT = "mlflow.parentRunId"
+
+
+def build_store(db: Path, trials: int, epochs: int) -> str:
+    """A store with one sweep of ``trials`` finished trials; returns its tracking URI."""
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{db.resolve().as_posix()}"
+    client = MlflowClient(uri)
+    client.create_experiment(EXPERIMENT, artifact_location=(db.parent / "artifacts").resolve().as_uri())
+    base = TrialConfig(epochs=epochs)
+    parent = T.start_sweep(uri, EXPERIMENT, "bench", params={f"base.{k}": v for k, v in base.to_dict().items()},
+                           tags={"srrl.teacher_val_acc": "97.0"}, resume=False)
+    exp_id = T.experiment_id(uri, EXPERIMENT)
+    t0 = int(time.time() * 1000)
+    for i in range(trials):
+        tid = f"bench_{i:05d}"
+        alpha, beta = 10 ** ((i % 17) / 4 - 2), 10 ** ((i % 13) / 3 - 2)
+        run = client.create_run(exp_id, run_name=tid, tags={_PARENT: parent, "mlflow.runName": tid,
+                                                            T.TAG_TRIAL_ID: tid, T.TAG_ROLE: "trial"})
+        rid = run.info.run_id
+        params = {**{k: str(v) for k, v in base.to_dict().items()}, "alpha": str(alpha), "beta": str(beta)}
+        client.log_batch(rid, params=[Param(k, v) for k, v in params.items()], synchronous=True)
+        metrics = []
+        for e in range(1, epochs + 1):
+            ms = t0 + (i * epochs + e) * 1000
+            acc = 90.0 * e / epochs - (i % 7)
+            for key in M.PER_EPOCH:
+                value = float(e) if key == M.EPOCH else acc if key in (M.VAL_ACC, M.BEST_VAL_ACC) else 1.0 / e
+                metrics.append(Metric(key, value, ms, e))
+        metrics.append(Metric(M.TEST_ACC, acc - 1, ms, epochs))
+        for j in range(0, len(metrics), 1000):  # MLflow: at most 1000 metrics per log_batch
+            client.log_batch(rid, metrics=metrics[j:j + 1000], synchronous=True)
+        client.log_batch(rid, tags=[RunTag(T.TAG_STATUS, "finished"), RunTag(T.TAG_LAST_EPOCH, str(epochs))],
+                         synchronous=True)
+        client.set_terminated(rid, status="FINISHED")
+    T.finish_sweep(uri, parent)
+    return uri
+
+
+def _best_of(repeat: int, fn: Callable[[], object]) -> Tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=200)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--db", default=None, help="reuse (or create) this SQLite file instead of a temporary one")
+    args = p.parse_args()
+
+    import pandas as pd
+
+    from analysis.runs import load_history, load_trials, naive_history
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-analysis-"))
+    db = Path(args.db) if args.db else folder / "mlflow.db"
+    if db.exists():
+        uri = f"sqlite:///{db.resolve().as_posix()}"
+    else:
+        start = time.perf_counter()
+        uri = build_store(db, args.trials, args.epochs)
+        print(f"built {db} ({args.trials} trials x {args.epochs} epochs x {len(M.PER_EPOCH)} metrics) "
+              f"in {time.perf_counter() - start:.1f} s")
+
+    trials_s, trials = _best_of(args.repeat, lambda: load_trials(EXPERIMENT, uri))
+    bulk_s, history = _best_of(args.repeat, lambda: load_history(EXPERIMENT, uri))
+    loop_s, naive = _best_of(args.repeat, lambda: naive_history(EXPERIMENT, uri))
+    pd.testing.assert_frame_equal(history, naive)
+    print(f"\n{len(trials)} trials, {len(history):,} history rows (best of {args.repeat})")
+    print(f"| {'what':<24} | {'rows':>7} | {'ours s':>7} | {'naive s':>7} | {'naive / ours':>12} |")
+    print(f"|{'-' * 26}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 14}|")
+    for what, rows, ours, slow in (("load_trials + history", len(history), trials_s + bulk_s, trials_s + loop_s),
+                                   ("history only", len(history), bulk_s, loop_s)):
+        print(f"| {what:<24} | {rows:>7,} | {ours:>7.2f} | {slow:>7.2f} | {slow / ours:>11.1f}x |")
+
+if __name__ == "__main__":
+    main()

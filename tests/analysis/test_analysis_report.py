@@ -1,0 +1,77 @@
+"""analysis.report: self-contained HTML with embedded PNGs, a Markdown twin, artifacts on the sweep runs."""
+from __future__ import annotations
+
+import base64
+import re
+
+import pandas as pd
+import pytest
+
+from analysis import report
+from analysis._format import fmt_value, to_markdown
+
+
+@pytest.fixture(scope="module")
+def written(store, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return report.write_report("srrl-a", store.uri, out), out
+
+
+def test_html_embeds_decodable_pngs(written):
+    (html_path, _), out = written
+    html = html_path.read_text()
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(images) == 5  # alpha-beta, learning curves, best so far, Pareto, parallel coordinates
+    for data in images:
+        png = base64.b64decode(data, validate=True)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    assert "lw, par" in html and "srrl-a" in html and "97.5" in html  # sweeps, experiment, teacher val_acc
+    assert "7 finished" in html and "1 stopped_early" in html and "1 running" in html
+    for title in ("Leaderboard", "Pareto front", "Marginal effects", "Trials by status"):
+        assert title in html
+    assert "Ablation" not in html  # no arm column in srrl-a
+    assert "<script" not in html and 'src="http' not in html  # self-contained
+
+
+def test_markdown_twin_references_the_pngs(written):
+    (_, md_path), out = written
+    md = md_path.read_text()
+    refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(refs) == 5
+    for ref in refs:
+        assert not ref.startswith("/") and (out / ref).stat().st_size > 1000
+    assert "| rank | sweep | trial_id |" in md and "|---:|" in md
+
+
+def test_artifacts_logged_to_the_parent_runs(store, written):
+    from mlflow.tracking import MlflowClient
+
+    (html_path, _), _ = written
+    client = MlflowClient(store.uri)
+    for sweep in ("lw", "par"):
+        names = {a.path for a in client.list_artifacts(store.parents[sweep], "report")}
+        assert {"report/report.html", "report/report.md", "report/pareto.png"} <= names
+    assert not client.list_artifacts(store.parents["abl"], "report")
+
+
+def test_ablation_report_and_no_logging(store, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    html_path, md_path = report.write_report(["srrl-b"], store.uri, tmp_path, log_artifacts=False)
+    html = html_path.read_text()
+    assert "Ablation (test_acc, finished trials)" in html and "CE+FM+SR+KD" in html
+    md = md_path.read_text()
+    assert "alpha_beta.png" not in md  # ablation weights are 0 or 1: no alpha-beta plane to show
+    assert "parallel_coordinates.png" in md and not (tmp_path / "alpha_beta.png").exists()
+    assert not MlflowClient(store.uri).list_artifacts(store.parents["abl"], "report")
+
+
+def test_markdown_table_and_formatting():
+    df = pd.DataFrame({"name": ["a|b", None], "x": [1234567.0, 0.000123456], "n": [3, 40000],
+                       "ok": [True, False]}, index=pd.Index([1, 2], name="rank"))
+    md = to_markdown(df).splitlines()
+    assert md[0] == "| rank | name | x | n | ok |"
+    assert md[1] == "|---:|---|---:|---:|---|"
+    assert md[2] == "| 1 | a\\|b | 1,234,567 | 3 | True |"
+    assert md[3] == "| 2 |  | 0.0001235 | 40,000 | False |"
+    assert fmt_value(float("nan")) == "" and fmt_value(97.5) == "97.5" and fmt_value(0.05025) == "0.05025"

@@ -1,0 +1,189 @@
+"""Faults a long sweep must survive, with real Ray, Optuna and MLflow: a worker node dies, the driver
+is SIGKILLed twice, a trial diverges, the tracking server is unreachable, a checkpoint cannot be written."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(tmp_path: Path) -> dict:
+    ray_tmp = Path("/tmp") / f"rf{os.getpid()}{abs(hash(str(tmp_path))) % 10_000}"
+    ray_tmp.mkdir(exist_ok=True)
+    return {**os.environ, "RAY_TMPDIR": str(ray_tmp), "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
+
+
+def _results(folder: Path) -> dict:
+    """trial dir name -> list of reported results (Tune's result.json lines)."""
+    out = {}
+    for path in folder.glob("train_srrl_*/result.json"):
+        out[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return out
+
+
+def _runs(tracking_uri: str, experiment: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000) if r.data.tags.get("srrl.role") == "trial"]
+
+
+def test_worker_node_dies_mid_sweep(tmp_path, monkeypatch):
+    """Remove a worker without grace while its trial runs: the trial resumes from its last checkpoint elsewhere."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from tuner.config import SweepConfig
+    from tuner.sweep import run_sweep
+
+    monkeypatch.setenv("RAY_TMPDIR", _env(tmp_path)["RAY_TMPDIR"])
+    monkeypatch.chdir(tmp_path)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    folder = tmp_path / "shared" / "nd"
+    killed: dict = {}
+
+    def kill_when_a_trial_is_midway() -> None:
+        deadline = time.monotonic() + 240
+        victim = workers[1]
+        while time.monotonic() < deadline and not killed:
+            for name, rows in _results(folder).items():
+                if len(rows) >= 3 and rows[-1].get("node_id") == victim.node_id and rows[-1]["epoch"] < 20:
+                    killed.update(trial=name, epoch=rows[-1]["epoch"])
+                    cluster.remove_node(victim, allow_graceful=False)
+                    return
+            time.sleep(0.05)
+
+    try:
+        ray.init(address=cluster.address)
+        killer = threading.Thread(target=kill_when_a_trial_is_midway, daemon=True)
+        killer.start()
+        sweep, base = SweepConfig.split({"name": "nd", "num_samples": 3, "epochs": 20, "teacher_epochs": 2,
+                                         "scheduler": "fifo", "max_failures": 3, "storage_path": str(tmp_path / "shared")})
+        result = run_sweep(sweep, base, verbose=0)
+        killer.join(timeout=5)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert killed, "no trial ran on the worker that was to be killed"
+    assert [r["status"] for r in result.rows] == ["finished"] * 3
+    rows = _results(folder)[killed["trial"]]
+    epochs = [r["epoch"] for r in rows]
+    assert epochs[-1] == 20 and sorted(set(epochs)) == list(range(1, 21))
+    assert epochs.count(1) == 1, "the trial restarted from scratch instead of its checkpoint"
+    assert len(epochs) - 20 <= 1, f"more than one epoch was redone: {epochs}"
+    assert rows[-1]["node_id"] != workers[1].node_id  # finished on the surviving worker
+    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "nd")
+    assert len(runs) == 3 and {r.data.tags["srrl.status"] for r in runs} == {"finished"}
+
+
+def _driver(tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "run_search.py"), *args], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if proc.poll() is not None:
+                pytest.fail("the driver ended before it could be killed")
+            time.sleep(0.1)
+        pytest.fail("the moment to kill the driver never came")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_driver_killed_twice_then_resumed(tmp_path):
+    import optuna
+
+    folder = tmp_path / "ray_results" / "kk"
+    epochs = 4
+    first = _driver(tmp_path, "--name", "kk", "--num-samples", "6", "--epochs", str(epochs), "--teacher-epochs", "3",
+                    "--scheduler", "fifo", "--max-concurrent", "2")
+    # 1st kill: right after the first trial finished
+    _kill_when(first, lambda: any(len(r) >= epochs for r in _results(folder).values()))
+    second = _driver(tmp_path, "--resume", str(folder))
+    # 2nd kill: mid-trial, once the resumed driver has reported new epochs
+    before = sum(len(r) for r in _results(folder).values())
+    _kill_when(second, lambda: sum(len(r) for r in _results(folder).values()) >= before + 3)
+    done = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--resume", str(folder)], cwd=tmp_path,
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Sweep kk: 6 trials, 6 finished" in done.stdout
+
+    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "kk")
+    assert len(runs) == 6 and len({r.data.tags["srrl.trial_id"] for r in runs}) == 6
+    assert all(r.info.status == "FINISHED" and r.data.tags["srrl.status"] == "finished" for r in runs)
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("kk")
+    assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
+
+    study = optuna.load_study(study_name="kk", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 6
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("orphaned") for t in others)
+    from_mlflow = sorted((round(float(r.data.params["alpha"]), 9), round(float(r.data.params["beta"]), 9),
+                          round(r.data.metrics["val_acc"], 9)) for r in runs)
+    from_study = sorted((round(t.params["alpha"], 9), round(t.params["beta"], 9), round(t.value, 9)) for t in complete)
+    assert from_mlflow == from_study
+
+
+def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+    import optuna
+
+    proc = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--name", "dv", "--num-samples", "3",
+                           "--epochs", "3", "--teacher-epochs", "2", "--set", "lr=1e6", "--set", "teacher_lr=0.05",
+                           "--scheduler", "fifo"],
+                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Sweep dv: 3 trials, 0 finished, 0 stopped_early, 3 diverged" in proc.stdout
+    for run in _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "dv"):
+        assert run.data.tags["srrl.status"] == "diverged" and run.data.tags["srrl.diverged_epoch"] == "1"
+        assert run.info.status == "FAILED"
+    study = optuna.load_study(study_name="dv", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 3
+    assert all(t.user_attrs["diverged_epoch"] == 1 for t in study.trials)
+
+
+def test_unreachable_tracking_server_refuses_to_start(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--tracking-uri", f"http://bob:s3cret@127.0.0.1:{port}"],
+                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: tracking_uri: cannot reach MLflow server at http://127.0.0.1:{port}")
+    assert "s3cret" not in proc.stderr + proc.stdout
+    assert time.monotonic() - start < 30 and not (tmp_path / "ray_results").exists()
+
+
+def test_unwritable_checkpoint_is_an_error_naming_the_path(tmp_path):
+    from tuner.trainable import _save
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OSError, match=r"^checkpoint: cannot write .*file/trainer_state.pt"):
+        _save({"x": 1}, blocker / "trainer_state.pt")
