@@ -4,9 +4,13 @@
     python -m analysis leaderboard --experiment NAME [--top N] [--metric val_acc]
     python -m analysis ablation    --experiment NAME [--metric test_acc] [--baseline CE]
     python -m analysis export      --experiment NAME --out FILE.csv|FILE.parquet [--history]
+    python -m analysis sync        --experiment NAME --sweep-dir PATH [--tracking-uri URI]
+
+``sync`` backfills MLflow from Tune's own result files (after a tracking-server outage); see analysis.sync.
 
 Exit status: 0 on success, 2 on bad input (unknown experiment, bad tracking URI, missing column,
-unsupported output format), with a one-line message on stderr.
+unsupported output format, no such sweep folder or sweep run, unreachable server), with a one-line
+message on stderr.
 """
 from __future__ import annotations
 
@@ -49,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", parents=[common], help="trials (or the per-epoch history) as CSV or Parquet")
     ex.add_argument("--out", required=True, metavar="FILE", help="FILE.csv or FILE.parquet")
     ex.add_argument("--history", action="store_true", help="export the long per-epoch history instead of the trials")
+
+    sy = sub.add_parser("sync", help="backfill MLflow from Tune's result files (after a tracking outage)")
+    sy.add_argument("--experiment", "-e", required=True, metavar="NAME", help="MLflow experiment of the sweep")
+    sy.add_argument("--sweep-dir", required=True, metavar="PATH",
+                    help="the sweep's Tune folder, <storage_path>/<sweep name> (its name is the sweep's)")
+    sy.add_argument("--tracking-uri", default=None, metavar="URI",
+                    help=f"MLflow store (default: {default_tracking_uri()})")
     return p
 
 
@@ -113,7 +124,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"report": _report, "leaderboard": _leaderboard, "ablation": _ablation, "export": _export}
+def _sync(args: argparse.Namespace) -> int:
+    from analysis.sync import sync_sweep
+
+    print(sync_sweep(args.experiment, args.sweep_dir, args.tracking_uri).line())
+    return 0
+
+
+_COMMANDS = {"report": _report, "leaderboard": _leaderboard, "ablation": _ablation, "export": _export, "sync": _sync}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -123,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)
-    except ValueError as e:  # bad input: unknown experiment, bad URI, missing column, format
+    except (ValueError, ConnectionError) as e:  # bad input: unknown experiment, bad URI, missing column, format
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"{PROG} {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -63,9 +63,27 @@ def to_markdown(df: pd.DataFrame, index: bool = True) -> str:
 
 
 def to_html(df: pd.DataFrame, index: bool = True) -> str:
-    """``DataFrame.to_html`` of the formatted cells (HTML-escaped), class ``tbl``; the index, if shown,
-    as a first column (one header row)."""
+    """The formatted cells (HTML-escaped) as a table of class ``tbl``: numbers right-aligned, text
+    left-aligned; the index, if shown, as a first column (one header row)."""
+    import html
+
     shown = for_display(df)
+    source = df
     if index:
         shown = shown.reset_index(names=str(df.index.name or ""))
-    return shown.to_html(index=False, border=0, classes="tbl", escape=True, na_rep="")
+        source = df.reset_index(names=str(df.index.name or ""))
+    align = ["num" if pd.api.types.is_numeric_dtype(source[c]) and not pd.api.types.is_bool_dtype(source[c]) else "txt"
+             for c in source.columns]
+    head = "".join(f'<th class="{a}">{html.escape(str(c))}</th>' for c, a in zip(shown.columns, align))
+    rows = []
+    for values in shown.itertuples(index=False):
+        cells = "".join(f'<td class="{a}">{"" if _blank(v) else html.escape(str(v))}</td>' for v, a in zip(values, align))
+        rows.append(f"<tr>{cells}</tr>")
+    return f'<table class="tbl"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _blank(value: object) -> bool:
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False

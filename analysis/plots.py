@@ -170,7 +170,8 @@ def best_so_far(trials: pd.DataFrame, metric: str = M.VAL_ACC) -> Optional[Any]:
 def pareto(trials: pd.DataFrame,
            objectives: Sequence[Tuple[str, str]] = ((M.VAL_ACC, "max"), (M.STUDENT_MACS, "min"))) -> Optional[Any]:
     """Every trial in the plane of two objectives (x: the second, y: the first) and the Pareto front
-    of the finished ones as a step line. None without both columns or with fewer than two points."""
+    of the finished ones as a step line. None without both columns, with fewer than two points, or
+    when every trial has the same cost (one student: there is no trade-off to show)."""
     if len(objectives) != 2:
         return None
     (ycol, ymode), (xcol, xmode) = objectives
@@ -178,7 +179,7 @@ def pareto(trials: pd.DataFrame,
         return None
     df = trials.assign(_x=_num(trials[xcol]), _y=_num(trials[ycol]), _s=_status(trials))
     df = df[np.isfinite(df["_x"]) & np.isfinite(df["_y"]) & ~df["_s"].isin(_BAD)]
-    if len(df) < 2:
+    if len(df) < 2 or df["_x"].nunique() < 2:
         return None
     front = pareto_front(trials, objectives)
     fig = _figure()

@@ -34,6 +34,7 @@ h2 { font-size: 1.25em; margin-top: 1.8em; color: #2d4a7a; }
 .note { color: #555; font-size: .9em; margin: .3em 0 .8em; }
 table.tbl { border-collapse: collapse; font-size: .86em; margin: .5em 0 1em; }
 table.tbl th, table.tbl td { padding: .28em .7em; border-bottom: 1px solid #ddd; text-align: right; }
+table.tbl .txt { text-align: left; }
 table.tbl th { background: #eef2f8; }
 table.tbl tbody tr:nth-child(even) { background: #fafafa; }
 figure { margin: 1em 0 2em; }

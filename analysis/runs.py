@@ -6,6 +6,9 @@ What it reads is what ``tuner.tracking`` writes: a parent run per sweep (tags ``
 trial's config; one metric per ``tuner.metrics`` name, logged with ``step = epoch``). Deleted runs
 are ignored, and so are trials whose parent sweep run is deleted.
 
+It also writes, for ``analysis.sync`` only: ``find_sweep_runs`` / ``logged_steps`` read what a sweep
+already has, ``create_trial_run`` and ``backfill_run`` add what Tune's own files show is missing.
+
 mlflow and sqlalchemy are imported inside the functions that need them.
 """
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -25,10 +29,12 @@ from tuner.tracking import (
     TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_ROLE, TAG_STATUS, TAG_STOPPED_AT, TAG_SWEEP,
     TAG_TRIAL_ID, check_tracking_uri, default_tracking_uri,
 )
+from tuner.tracking import _check_name
 
 __all__ = [
     "UnknownExperimentError", "load_trials", "load_history", "naive_history", "load_sweeps",
     "add_best", "log_report_artifacts", "list_experiments", "HISTORY_COLUMNS",
+    "SweepRuns", "TrialRun", "find_sweep_runs", "logged_steps", "create_trial_run", "backfill_run",
 ]
 
 Experiments = Union[str, Sequence[str]]
@@ -37,6 +43,9 @@ HISTORY_COLUMNS = ("sweep", "run_id", "trial_id", "metric", "epoch", "value")
 _PARENT = "mlflow.parentRunId"
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _PAGE = 1000  # search_runs page size
+_RUN_NAME = "mlflow.runName"
+_MAX_METRICS = 1000  # MLflow: at most 1000 metrics per log_batch
+_MAX_PARAMS = 100  # MLflow: at most 100 params + tags per log_batch
 _BASE = "base."  # parent param prefix of the sweep's base TrialConfig
 _FIXED = ("sweep", "experiment", "run_id", "trial_id", "status", "epochs_run", "duration_s", "start_time",
           "end_time", "stopped_at_epoch", "diverged_epoch", "error")
@@ -400,3 +409,117 @@ def log_report_artifacts(tracking_uri: Optional[str], run_ids: Iterable[str], pa
             client.log_artifact(run_id, path, artifact_path)
         done.append(run_id)
     return done
+
+
+# ---- writing: backfill from Tune's own files (analysis.sync decides what) ---------------------------
+@dataclass
+class TrialRun:
+    """A trial's child run as found in MLflow."""
+
+    run_id: str
+    status: str  # MLflow's: RUNNING, FINISHED, FAILED, KILLED
+    tags: Dict[str, str]
+    params: Dict[str, str]
+    run: Any = field(default=None, repr=False)  # the mlflow Run (for the server-side history loader)
+
+
+@dataclass
+class SweepRuns:
+    """A sweep's parent run (found by tag ``srrl.sweep``) and its child runs (by ``srrl.trial_id``)."""
+
+    uri: str
+    experiment_id: str
+    parent_id: str
+    base: Dict[str, str]  # the parent's ``base.*`` params, prefix dropped (strings, as stored)
+    trials: Dict[str, TrialRun]
+    parent: Any = field(default=None, repr=False)
+
+
+def find_sweep_runs(experiment: str, sweep: str, tracking_uri: Optional[str] = None) -> SweepRuns:
+    """The parent run of ``sweep`` in ``experiment`` and its active child runs (the oldest per trial id,
+    as ``MLflowTracking`` picks). A server URI is probed first, so a dead server fails in seconds.
+
+    Raises:
+        UnknownExperimentError: no such experiment.
+        ValueError: no sweep of that name in it, or a bad tracking URI / sweep name.
+        ConnectionError: the tracking server does not answer.
+    """
+    from mlflow.entities import ViewType
+
+    _check_name("sweep", sweep)
+    client, uri = _client(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        check_tracking_uri(uri, probe=True)
+    exp_id = next(iter(_experiments(client, uri, experiment)))
+    flt = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_ROLE}` = 'sweep'"
+    parents = client.search_runs([exp_id], filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY, max_results=10,
+                                 order_by=["attributes.start_time ASC"])
+    if not parents:
+        raise ValueError(f"sweep: no sweep run named {sweep!r} in experiment {experiment!r} of {_redact(uri)} "
+                         f"(its parent run is created when the sweep starts)")
+    parent = parents[0]
+    flt = f"tags.`{_PARENT}` = '{parent.info.run_id}'"
+    trials: Dict[str, TrialRun] = {}
+    token = None
+    while True:
+        page = client.search_runs([exp_id], filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY,
+                                  max_results=_PAGE, page_token=token, order_by=["attributes.start_time ASC"])
+        for run in page:
+            tid = run.data.tags.get(TAG_TRIAL_ID)
+            if tid and tid not in trials:
+                trials[tid] = TrialRun(run.info.run_id, run.info.status, dict(run.data.tags), dict(run.data.params), run)
+        token = page.token
+        if not token:
+            break
+    base = {k[len(_BASE):]: v for k, v in parent.data.params.items() if k.startswith(_BASE)}
+    return SweepRuns(uri, exp_id, parent.info.run_id, base, trials, parent)
+
+
+def logged_steps(sweep: SweepRuns, metrics: Sequence[str]) -> Dict[Tuple[str, str], set]:
+    """``{(run_id, metric): {steps}}`` already logged to the sweep's child runs, fetched in bulk like
+    ``load_history`` (one SQL query on a database store, a thread pool of history calls on a server)."""
+    ids = {t.run_id for t in sweep.trials.values()}
+    if not ids:
+        return {}
+    if _is_sql(sweep.uri):
+        raw = _history_sql(sweep.uri, [sweep.experiment_id], metrics)
+        raw = raw[raw["run_id"].isin(ids)]
+    else:
+        client, _ = _client(sweep.uri)
+        runs = [t.run for t in sweep.trials.values()]
+        raw = _history_client(client, {sweep.parent_id: sweep.parent}, runs, metrics, threads=_HISTORY_THREADS)
+    out: Dict[Tuple[str, str], set] = {}
+    for run_id, key, step in zip(raw["run_id"], raw["metric"], raw["epoch"]):
+        out.setdefault((run_id, key), set()).add(int(step))
+    return out
+
+
+def create_trial_run(sweep: SweepRuns, trial_id: str, start_time: Optional[int] = None) -> str:
+    """A child run for ``trial_id`` under the sweep's parent, tagged as ``MLflowTracking`` tags it; returns its id."""
+    client, _ = _client(sweep.uri)
+    tags = {_PARENT: sweep.parent_id, _RUN_NAME: trial_id, TAG_TRIAL_ID: trial_id, TAG_ROLE: "trial"}
+    run = client.create_run(sweep.experiment_id, start_time=start_time, tags=tags, run_name=trial_id)
+    sweep.trials[trial_id] = TrialRun(run.info.run_id, run.info.status, tags, {}, run)
+    return run.info.run_id
+
+
+def backfill_run(tracking_uri: str, run_id: str, params: Optional[Mapping[str, str]] = None,
+                 metrics: Sequence[Tuple[str, float, int, int]] = (), tags: Optional[Mapping[str, str]] = None,
+                 end: Optional[Tuple[str, Optional[int]]] = None) -> None:
+    """Add to a run: ``params`` (new keys only: MLflow params never change), ``metrics`` as
+    ``(key, value, timestamp_ms, step)`` in ``log_batch`` calls of at most 1000, then ``tags``, then
+    ``end = (status, end_time_ms)`` terminates it (status FINISHED, FAILED or KILLED)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client, _ = _client(tracking_uri)
+    items = [Param(k, v) for k, v in (params or {}).items()]
+    for i in range(0, len(items), _MAX_PARAMS):
+        client.log_batch(run_id, params=items[i:i + _MAX_PARAMS], synchronous=True)
+    rows = [Metric(*m) for m in metrics]
+    for i in range(0, len(rows), _MAX_METRICS):
+        client.log_batch(run_id, metrics=rows[i:i + _MAX_METRICS], synchronous=True)
+    items = [RunTag(k, v) for k, v in (tags or {}).items()]
+    for i in range(0, len(items), _MAX_PARAMS):
+        client.log_batch(run_id, tags=items[i:i + _MAX_PARAMS], synchronous=True)
+    if end is not None:
+        client.set_terminated(run_id, status=end[0], end_time=end[1])

@@ -56,6 +56,19 @@ def test_default_sweep_smoke_end_to_end(tmp_path):
     assert len(_children(f"sqlite:///{tmp_path / 'mlflow.db'}", name)) == 4
     assert (tmp_path / "optuna.db").is_file() and (tmp_path / "ray_results" / name / "srrl_sweep.yaml").is_file()
 
+    # the report command the summary prints works on the sweep's records
+    command = next(line.split() for line in out.splitlines() if "python -m analysis report" in line)
+    report = subprocess.run([sys.executable, *command[1:], "--out", str(tmp_path / "report")], cwd=tmp_path,
+                            env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    html = (tmp_path / "report" / "report.html").read_text()
+    import base64
+    import re
+
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) >= 3 and all(base64.b64decode(i).startswith(b"\x89PNG") and len(i) > 1000 for i in images)
+    assert (tmp_path / "report" / "report.md").is_file()
+
 
 def test_authors_points_come_first_and_asha_prunes_in_the_study(smoke_sweep):
     import optuna

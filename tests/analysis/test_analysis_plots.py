@@ -60,3 +60,14 @@ def test_not_enough_data_gives_none(a):
     # no epochs_run: only the trial-number panel
     fig = plots.best_so_far(trials.drop(columns="epochs_run"))
     assert len(fig.axes) == 1
+
+
+def test_pareto_plot_is_omitted_when_every_trial_has_the_same_cost():
+    import pandas as pd
+
+    from analysis import plots
+
+    same = pd.DataFrame({"val_acc": [80.0, 82.0, 75.0], "student_macs": [11560] * 3, "status": ["finished"] * 3})
+    assert plots.pareto(same) is None
+    varied = same.assign(student_macs=[11560, 40000, 9000])
+    assert plots.pareto(varied) is not None
