@@ -1,1 +1,11 @@
-"""Benchmarks (never part of the test run): ``python -m bench.<name>``."""
+"""Benchmarks (never part of the test run).
+
+``python -m bench [--quick] [--json FILE] [--only NAME[,NAME]]`` runs every scenario and prints one
+table: our figure, a baseline measured in the same run, their ratio and the target. One module per
+scenario, each with ``run(quick: bool) -> Row``; ``python -m bench.<name>`` runs one alone.
+``python -m bench.distill_quality`` (accuracy, not speed) is apart from the suite.
+"""
+
+#: the suite's scenarios, in the order they run: module names under ``bench/`` (what ``--only`` takes)
+SCENARIOS = ("trainable_overhead", "distill_cost", "data_pipeline", "sweep_overhead", "search_efficiency",
+             "analysis_load", "gpu_packing")

@@ -6,6 +6,8 @@ builds a SQLite store with one sweep of N trials x E epochs x every per-epoch me
 ``log_batch``), then times ``load_trials + load_history`` (one SQL query for the history) against
 ``load_trials + naive_history`` (one ``get_metric_history`` call per run and metric), each part
 best of ``--repeat``, after checking both histories are the same frame.
+
+``run(quick)`` is the same measurement as a scenario of the suite (``python -m bench --only analysis_load``).
 """
 from __future__ import annotations
 
@@ -14,13 +16,16 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Tuple
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from tuner import metrics as M  # noqa: E402
 from tuner import tracking as T  # noqa: E402
 from tuner.config import TrialConfig  # noqa: E402
+
+if TYPE_CHECKING:
+    from bench._common import Row
 
 EXPERIMENT = "bench-analysis-load"
 _PARENT = "mlflow.parentRunId"
@@ -73,6 +78,36 @@ def _best_of(repeat: int, fn: Callable[[], object]) -> Tuple[float, object]:
     return best, out
 
 
+def measure(uri: str, repeat: int) -> Dict[str, float]:
+    """Seconds (best of ``repeat``) of ``load_trials``, ``load_history`` and ``naive_history`` on one store,
+    after checking that both histories are the same frame; also the row counts."""
+    import pandas as pd
+
+    from analysis.runs import load_history, load_trials, naive_history
+
+    trials_s, trials = _best_of(repeat, lambda: load_trials(EXPERIMENT, uri))
+    bulk_s, history = _best_of(repeat, lambda: load_history(EXPERIMENT, uri))
+    loop_s, naive = _best_of(repeat, lambda: naive_history(EXPERIMENT, uri))
+    pd.testing.assert_frame_equal(history, naive)
+    return {"trials_s": trials_s, "bulk_s": bulk_s, "loop_s": loop_s, "trials": len(trials), "rows": len(history)}
+
+
+def run(quick: bool) -> "Row":
+    """The suite's scenario (``python -m bench``): load_trials + load_history against the naive loop."""
+    from bench._common import Row, scratch_dir
+
+    trials, epochs, repeat = (100, 10, 3) if quick else (1000, 30, 2)
+    with scratch_dir("analysis") as tmp:
+        uri = build_store(Path(tmp) / "mlflow.db", trials, epochs)
+        t = measure(uri, repeat)
+    ours = t["trials_s"] + t["bulk_s"]
+    return Row("analysis load", ours, t["loop_s"], "s", "<= 0.10",
+               note=f"{trials} trials x {epochs} epochs x {len(M.PER_EPOCH)} metrics ({t['rows']:,} rows), SQLite, best of "
+                    f"{repeat}; ours = load_trials {t['trials_s']:.2f} s + load_history {t['bulk_s']:.2f} s; baseline = "
+                    f"naive_history (search_runs + one get_metric_history per run and metric); load_history alone is "
+                    f"{t['bulk_s'] / t['loop_s']:.3f} of it")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=200)
@@ -80,10 +115,6 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--db", default=None, help="reuse (or create) this SQLite file instead of a temporary one")
     args = p.parse_args()
-
-    import pandas as pd
-
-    from analysis.runs import load_history, load_trials, naive_history
 
     folder = Path(tempfile.mkdtemp(prefix="bench-analysis-"))
     db = Path(args.db) if args.db else folder / "mlflow.db"
@@ -95,16 +126,15 @@ def main() -> None:
         print(f"built {db} ({args.trials} trials x {args.epochs} epochs x {len(M.PER_EPOCH)} metrics) "
               f"in {time.perf_counter() - start:.1f} s")
 
-    trials_s, trials = _best_of(args.repeat, lambda: load_trials(EXPERIMENT, uri))
-    bulk_s, history = _best_of(args.repeat, lambda: load_history(EXPERIMENT, uri))
-    loop_s, naive = _best_of(args.repeat, lambda: naive_history(EXPERIMENT, uri))
-    pd.testing.assert_frame_equal(history, naive)
-    print(f"\n{len(trials)} trials, {len(history):,} history rows (best of {args.repeat})")
+    t = measure(uri, args.repeat)
+    trials_s, bulk_s, loop_s, rows = t["trials_s"], t["bulk_s"], t["loop_s"], t["rows"]
+    print(f"\n{t['trials']} trials, {rows:,} history rows (best of {args.repeat})")
     print(f"| {'what':<24} | {'rows':>7} | {'ours s':>7} | {'naive s':>7} | {'naive / ours':>12} |")
     print(f"|{'-' * 26}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 14}|")
-    for what, rows, ours, slow in (("load_trials + history", len(history), trials_s + bulk_s, trials_s + loop_s),
-                                   ("history only", len(history), bulk_s, loop_s)):
+    for what, ours, slow in (("load_trials + history", trials_s + bulk_s, trials_s + loop_s),
+                             ("history only", bulk_s, loop_s)):
         print(f"| {what:<24} | {rows:>7,} | {ours:>7.2f} | {slow:>7.2f} | {slow / ours:>11.1f}x |")
+
 
 if __name__ == "__main__":
     main()

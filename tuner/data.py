@@ -125,15 +125,28 @@ def load_dataset(
 
 
 def _fixed_split(y: np.ndarray, fraction: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out) of a fixed split of ``y`` (N,); stratified whenever sklearn can."""
-    from sklearn.model_selection import train_test_split
+    """Indices (keep, held_out) of a fixed split of ``y`` (N,), stratified when every class can give one.
 
-    idx = np.arange(len(y))
-    n_held = math.ceil(fraction * len(y))
-    counts = np.unique(y, return_counts=True)[1]
-    can_stratify = counts.min() >= 2 and min(n_held, len(y) - n_held) >= len(counts)
-    keep, held = train_test_split(idx, test_size=n_held, random_state=SPLIT_SEED, stratify=y if can_stratify else None)
-    return np.sort(keep), np.sort(held)
+    Each class gives its share of the ``ceil(fraction * N)`` held-out samples (largest remainders
+    round), drawn from a permutation seeded with ``SPLIT_SEED``. Plain numpy on purpose: importing
+    scikit-learn's model_selection costs about a second of every CLI start, bad input included.
+    """
+    n = len(y)
+    n_held = math.ceil(fraction * n)
+    rng = np.random.RandomState(SPLIT_SEED)
+    classes, counts = np.unique(y, return_counts=True)
+    if counts.min() < 2 or min(n_held, n - n_held) < len(classes):  # too small to stratify
+        held = rng.permutation(n)[:n_held]
+    else:
+        quota = counts * n_held / n
+        take = np.floor(quota).astype(int)
+        extra = n_held - take.sum()
+        take[np.argsort(-(quota - take), kind="stable")[:extra]] += 1
+        take = np.clip(take, 1, counts - 1)
+        held = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take)])
+    mask = np.zeros(n, dtype=bool)
+    mask[held] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def _channel_stats(x: Tensor, scale: float, chunk: int = 8192) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
@@ -175,12 +188,19 @@ def _splits(name: str, parts: Sequence[Tensor], num_classes: int, scale: float, 
 
 @DATASETS.register("digits", input_size=8, family="digits", in_channels=1, num_classes=10)
 def _digits(data_dir: str | Path | None = None, seed: int = 0, val_fraction: float = 0.25) -> DataSplits:
-    """scikit-learn's bundled 8x8 digits (1797 images, values 0..16), fixed stratified 60/20/20 split."""
-    from sklearn.datasets import load_digits
+    """scikit-learn's bundled 8x8 digits (1797 images, values 0..16), fixed stratified 60/20/20 split.
 
-    d = load_digits()
-    x = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1)
-    y = torch.from_numpy(d.target.astype(np.int64))
+    Read straight from the file ``sklearn.datasets.load_digits`` reads (its ``digits.csv.gz``:
+    64 pixels + label per row), without importing scikit-learn (seconds of start-up).
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFoundError("digits: scikit-learn is not installed (pip install scikit-learn)")
+    table = np.loadtxt(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz", delimiter=",")
+    x = torch.from_numpy(table[:, :-1].astype(np.float32)).reshape(-1, 1, 8, 8)
+    y = torch.from_numpy(table[:, -1].astype(np.int64))
     return _splits("digits", _pool_splits(x, y, val_fraction), 10, scale=16.0, augment="none")
 
 

@@ -107,9 +107,6 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter can show the sampled params
     # per-epoch checkpoints with num_to_keep force frequent state snapshots; they are cheap here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    import ray
-    from ray import tune
-
     from search_spaces import SpaceContext, get_space
     from tuner import tracking
     from tuner.teacher import ensure_teacher
@@ -134,6 +131,9 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     check_pair(base, splits)
     needs_teacher = _any_trial_needs_teacher(space, base)
     teacher = ensure_teacher(base, splits, log=log) if needs_teacher and base.teacher_checkpoint else None
+
+    from ray import tune  # only now: bad input above is refused without paying for Ray's import
+
     _init_ray(sweep)
     if needs_teacher and teacher is None:  # from the cache, or trained once (as a GPU task if need be)
         teacher = ensure_teacher(base, splits, log=log, train=_teacher_trainer(sweep))

@@ -1,0 +1,132 @@
+"""What every benchmark scenario shares: the ``Row`` it returns, timing helpers, the digits base config, Ray."""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+__all__ = ["Row", "skipped", "timed", "torch_threads", "digits_base", "digits_teacher", "ensure_ray", "quiet",
+           "sqlite_uri", "median", "scratch_dir"]
+
+
+@dataclass
+class Row:
+    """One line of the table: our figure against a baseline measured in the same run.
+
+    ``ratio`` is always ``ours / baseline``; ``target`` is a comparison on it (``">= 0.95"``) or
+    ``None`` for a figure shown for information beside a scenario (``met`` is then ``None``).
+    """
+
+    scenario: str
+    ours: Optional[float]
+    baseline: Optional[float]
+    unit: str
+    target: Optional[str]
+    note: str = ""
+    name: str = ""  # the module that produced it (what --only takes); filled in by bench.__main__
+    ratio: Optional[float] = None
+    met: Optional[bool] = None
+    skipped: bool = False
+    error: Optional[str] = None
+    seconds: float = 0.0  # wall time of the scenario
+    beside: List["Row"] = field(default_factory=list)  # information rows printed under this one
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.ours is not None and self.baseline:
+            self.ratio = self.ours / self.baseline
+        if self.met is None and self.target and self.ratio is not None and math.isfinite(self.ratio):
+            op, value = self.target.split()
+            self.met = self.ratio >= float(value) if op == ">=" else self.ratio <= float(value)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = asdict(self)
+        out.pop("beside")
+        return out
+
+
+def skipped(scenario: str, unit: str, target: str, why: str) -> Row:
+    return Row(scenario, None, None, unit, target, note=why, skipped=True)
+
+
+def median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[List[float]]:
+    """``with timed() as t: ...`` then ``t[0]`` is the block's wall time in seconds."""
+    out: List[float] = []
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out.append(time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (``Trainer`` sets them process-wide); restore after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def digits_base(quick: bool, **changes: Any) -> "Any":
+    """The embedded default preset (``configs/digits.yaml``) as a TrialConfig, on CPU, one thread.
+
+    Quick mode trains its teacher for 8 epochs instead of 30; every digits scenario of a run uses
+    the same teacher recipe, so the teacher is trained (or loaded from ``SRRL_CACHE_DIR``) once.
+    """
+    from tuner.config import SweepConfig, load_yaml
+
+    _, base = SweepConfig.split(load_yaml(Path(__file__).resolve().parents[1] / "configs" / "digits.yaml"))
+    fixed = {"device": "cpu", "threads": 1, **({"teacher_epochs": 8} if quick else {})}
+    return base.replace(**{**fixed, **changes})
+
+
+def digits_teacher(base: Any) -> Tuple[Any, Any]:
+    """``(splits, teacher)`` for ``base``: the teacher from the cache, or trained now (one-time, not timed)."""
+    from tuner.teacher import ensure_teacher
+    from tuner.train import load_splits
+
+    splits = load_splits(base)
+    with torch_threads(1):
+        teacher = ensure_teacher(base, splits)
+    return splits, teacher
+
+
+def ensure_ray() -> None:
+    """A local Ray with every CPU, unless one is up already (``bench.__main__`` starts it once)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count(), log_to_driver=False)
+
+
+def quiet(_: str) -> None:
+    """A ``log`` callback that drops the message (the table is the output)."""
+
+
+def sqlite_uri(folder: Path, name: str = "mlflow.db") -> str:
+    return f"sqlite:///{(folder / name).resolve().as_posix()}"
+
+
+def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder for one scenario's stores (MLflow, Optuna, Ray storage); removed afterwards."""
+    return tempfile.TemporaryDirectory(prefix=f"srrl-bench-{prefix}-")
+
+
+def best(fn: Callable[[], float], repeat: int) -> float:
+    """The smallest of ``repeat`` calls of ``fn`` (each returns seconds): the least disturbed measurement."""
+    return min(fn() for _ in range(repeat))

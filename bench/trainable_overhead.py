@@ -1,0 +1,77 @@
+"""Trainable overhead: SRRL training inside a Ray Tune trial against the bare ``Trainer.fit`` loop.
+
+Both sides train the digits preset (digits_cnn4x64 -> digits_cnn2x4, one torch thread, the same
+data and teacher). A side's figure is training images per second of wall time per epoch in the
+steady state (epochs 2..E): for the trial, Tune's ``time_this_iter_s`` of each report (epoch +
+val eval + checkpoint write + ``tune.report``); for the bare loop, the time between ``on_epoch``
+callbacks (epoch + val eval). Trial and bare loop alternate; each side keeps its best repeat.
+
+``python -m bench.trainable_overhead [--quick]``
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, List
+
+from bench._common import Row, digits_base, digits_teacher, ensure_ray, scratch_dir, torch_threads
+
+SCENARIO = "trainable overhead"
+
+
+def _in_trial(base: Any, splits: Any, teacher: Any, storage: Path, name: str) -> float:
+    """Seconds of epochs 2..E of one Tune trial (sum of ``time_this_iter_s``), resources as a sweep gives them."""
+    from ray import tune
+
+    from tuner.config import SweepConfig
+    from tuner.trainable import train_srrl
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_srrl, base=base.to_dict(), teacher_state=teacher.model.state_dict(),
+                             teacher_info=teacher.info(), splits=splits),
+        {"cpu": 1, "gpu": 0})
+    tuner = tune.Tuner(trainable, param_space={}, tune_config=tune.TuneConfig(num_samples=1),
+                       run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
+                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=SweepConfig().num_to_keep)))
+    result = tuner.fit()[0]
+    if result.error:
+        raise RuntimeError(f"the Tune trial failed: {result.error}")
+    iters = result.metrics_dataframe["time_this_iter_s"].tolist()
+    if len(iters) != base.epochs:
+        raise RuntimeError(f"expected {base.epochs} reports, got {len(iters)}")
+    return float(sum(iters[1:]))
+
+
+def _bare(base: Any, splits: Any, teacher: Any) -> float:
+    """Seconds of epochs 2..E of ``Trainer.fit`` (time between the epoch callbacks)."""
+    from tuner.train import Trainer
+
+    stamps: List[float] = []
+    with torch_threads(base.threads):
+        Trainer(base, teacher.model, splits).fit(lambda row, _: stamps.append(time.perf_counter()))
+    return stamps[-1] - stamps[0]
+
+
+def run(quick: bool) -> Row:
+    epochs, repeat = (5, 2) if quick else (20, 3)
+    base = digits_base(quick, epochs=epochs)
+    splits, teacher = digits_teacher(base)
+    ensure_ray()
+    images = len(splits.train_x) * (epochs - 1)
+    trial_s, bare_s = [], []
+    with scratch_dir("overhead") as tmp:
+        for i in range(repeat):
+            trial_s.append(_in_trial(base, splits, teacher, Path(tmp), f"overhead{i}"))
+            bare_s.append(_bare(base, splits, teacher))
+    return Row(SCENARIO, images / min(trial_s), images / min(bare_s), "img/s", ">= 0.95",
+               note=f"digits_cnn4x64->digits_cnn2x4, 1 thread, {epochs} epochs, best of {repeat}; steady-state "
+                    "wall per epoch (epochs 2..E): train + val eval (+ checkpoint + tune.report in the trial); "
+                    "excludes worker start and Trainer construction")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from bench.__main__ import main
+
+    sys.exit(main(["--only", "trainable_overhead", *sys.argv[1:]]))

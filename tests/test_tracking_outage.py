@@ -1,0 +1,257 @@
+"""The MLflow server goes away mid-sweep: a real ``mlflow server`` (SQLite backend) on 127.0.0.1 is
+stopped with SIGTERM while a real in-process sweep runs.
+
+1. It comes back (same port, same store) while the sweep still runs: the callback's in-memory
+   buffer delivers everything, with no duplicate runs.
+2. It stays down until the sweep has ended: the sweep still returns normally, and once the server
+   is back ``python -m analysis sync`` fills in everything from Tune's result files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """``mlflow server`` in its own process group, stoppable and restartable on the same port and store."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 90) -> None:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.up():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}")
+            time.sleep(0.25)
+        raise RuntimeError("mlflow server did not answer /health")
+
+    def up(self) -> bool:
+        try:
+            urllib.request.urlopen(self.uri + "/health", timeout=1)
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM the whole process group (uvicorn and its worker), SIGKILL what is left after 20 s."""
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # the worker may outlive the parent by a moment
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = _Server(tmp_path_factory.mktemp("mlflow-server"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="ro-", dir="/tmp")  # short: Ray's unix socket paths have a length limit
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    ray.init(address="local", include_dashboard=False, num_cpus=2)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if before is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = before
+
+
+def _sweep(tmp_path: Path, uri: str, name: str, trials: int, epochs: int, **extra):
+    from tuner.config import SweepConfig
+    from tuner.sweep import run_sweep
+
+    sweep, base = SweepConfig.split({
+        "name": name, "num_samples": trials, "epochs": epochs, "teacher_epochs": 3, "scheduler": "fifo",
+        "max_concurrent": 1, "top_k": 1, "storage_path": str(tmp_path / "ray"), "tracking_uri": uri,
+        "optuna_storage": f"sqlite:///{tmp_path / 'optuna.db'}", **extra})
+    return run_sweep(sweep, base, verbose=0)
+
+
+def _stop_after_first_epoch(server: _Server, experiment: str, events: Dict[str, float],
+                            restart_after: Optional[float]) -> threading.Thread:
+    """A thread that SIGTERMs the server once some child run has val_acc logged, and restarts it
+    ``restart_after`` seconds later (never, for None). ``events`` gets the times (time.time())."""
+    import mlflow
+
+    def watch() -> None:
+        client = mlflow.MlflowClient(server.uri)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "stopped" not in events:
+            try:
+                exp = client.get_experiment_by_name(experiment)
+                runs = client.search_runs([exp.experiment_id], "tags.`srrl.role` = 'trial'") if exp else []
+                if any("val_acc" in r.data.metrics for r in runs):
+                    server.stop()
+                    events["stopped"] = time.time()
+            except Exception:  # noqa: BLE001 - the experiment may not exist yet
+                pass
+            time.sleep(0.2)
+        if restart_after is not None and "stopped" in events:
+            time.sleep(restart_after)
+            server.start()
+            events["back"] = time.time()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _tune_results(folder: Path) -> Dict[str, List[dict]]:
+    """trial_id -> Tune's result.json lines."""
+    out = {}
+    for path in folder.glob("train_srrl_*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out[rows[-1]["trial_id"]] = rows
+    return out
+
+
+def _children(uri: str, experiment: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+            if r.data.tags.get("srrl.role") == "trial"]
+
+
+def _check_complete(uri: str, experiment: str, folder: Path, epochs: int) -> None:
+    """Exactly one ended child per trial, and every finite metric of every epoch equal to result.json."""
+    from analysis.runs import load_history
+    from tuner import metrics as M
+
+    results = _tune_results(folder)
+    children = _children(uri, experiment)
+    assert sorted(c.data.tags["srrl.trial_id"] for c in children) == sorted(results)
+    for child in children:
+        assert child.info.status == "FINISHED", child.data.tags
+        assert child.data.tags["srrl.status"] == "finished"
+        assert child.data.tags["srrl.last_epoch"] == str(epochs)
+    history = load_history(experiment, uri)
+    logged = {(r.trial_id, r.metric, r.epoch): r.value for r in history.itertuples()}
+    for trial_id, rows in results.items():
+        assert sorted(e for (t, m, e) in logged if t == trial_id and m == M.VAL_ACC) == list(range(1, epochs + 1))
+        for row in rows:
+            for key in M.PER_EPOCH + M.PER_TRIAL:
+                value = row.get(key)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    assert logged.get((trial_id, key, row["epoch"])) == pytest.approx(value, rel=1e-12), (trial_id, key)
+
+
+def test_server_restarted_mid_sweep_loses_nothing(tmp_path, monkeypatch, server, ray_local):
+    monkeypatch.chdir(tmp_path)
+    if not server.up():
+        server.start()
+    events: Dict[str, float] = {}
+    watcher = _stop_after_first_epoch(server, "out-a", events, restart_after=2.0)
+    t0 = time.time()
+    # batch 16: ~1 s an epoch on a laptop CPU, so the sweep outlasts the outage (stop + 2 s + ~9 s restart)
+    result = _sweep(tmp_path, server.uri, "out-a", trials=3, epochs=8, batch_size=16)
+    ended = time.time()
+    watcher.join(timeout=120)
+    assert "stopped" in events and "back" in events, events
+    assert events["back"] < ended, "the sweep ended before the server came back: make its epochs slower"
+    assert [r["status"] for r in result.rows] == ["finished"] * 3
+    results = _tune_results(Path(result.path))
+    during = [r for rows in results.values() for r in rows if events["stopped"] <= r["timestamp"] < events["back"] - 1]
+    assert during, "no epoch ended while the server was down"
+    _check_complete(server.uri, "out-a", Path(result.path), epochs=8)
+    import mlflow
+
+    client = mlflow.MlflowClient(server.uri)
+    parent = client.search_runs([client.get_experiment_by_name("out-a").experiment_id], "tags.`srrl.role` = 'sweep'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    print(f"outage {events['back'] - events['stopped']:.1f} s of a {ended - t0:.1f} s sweep; "
+          f"{len(during)} results reported meanwhile")
+
+
+def test_server_down_until_the_end_then_sync_backfills(tmp_path, monkeypatch, server, ray_local):
+    monkeypatch.chdir(tmp_path)
+    if not server.up():
+        server.start()
+    events: Dict[str, float] = {}
+    watcher = _stop_after_first_epoch(server, "out-b", events, restart_after=None)
+    t0 = time.time()
+    result = _sweep(tmp_path, server.uri, "out-b", trials=2, epochs=4)  # returns although MLflow is gone
+    took = time.time() - t0
+    watcher.join(timeout=30)
+    assert "stopped" in events and not server.up()
+    assert [r["status"] for r in result.rows] == ["finished"] * 2
+    assert took < 90, f"the sweep took {took:.0f} s to give up on the dead server"
+    folder = Path(result.path)
+    assert folder.name == "out-b" and len(_tune_results(folder)) == 2
+
+    server.start()  # the same store comes back
+    before = {c.data.tags["srrl.trial_id"]: c for c in _children(server.uri, "out-b")}
+    assert len(before) >= 1 and any(c.info.status == "RUNNING" for c in before.values())
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "analysis", "sync", "--experiment", "out-b", "--sweep-dir", str(folder),
+           "--tracking-uri", server.uri]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert "\n" not in line and f"{2 - len(before)} runs created" in line and "2 runs ended" in line, line
+    assert " 0 metrics backfilled" not in line, line
+    _check_complete(server.uri, "out-b", folder, epochs=4)
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert again.returncode == 0 and "0 runs created, 0 metrics backfilled, 0 runs ended" in again.stdout, again.stdout
