@@ -124,13 +124,13 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     _check_writable(folder)
     ctx = SpaceContext.for_config(base)
     param_names = space.check(ctx, sweep.seeds)  # a space that cannot yield valid trials stops here
-    if not resume:
-        _check_study_name(sweep)
     # the data, and a user's teacher checkpoint, are read before Ray starts: bad ones stop here
     splits = load_splits(base)
     check_pair(base, splits)
     needs_teacher = _any_trial_needs_teacher(space, base)
     teacher = ensure_teacher(base, splits, log=log) if needs_teacher and base.teacher_checkpoint else None
+    if not resume:
+        _check_study_name(sweep)  # last: opening the SQLite study storage creates its file
 
     from ray import tune  # only now: bad input above is refused without paying for Ray's import
 

@@ -1,0 +1,101 @@
+"""Every user-facing input is refused before Ray starts: one line naming the field, exit code 2, nothing written."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import run_search
+from tuner.models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _files(tmp: Path) -> dict:
+    (tmp / "bad.yaml").write_text("alpha: [1, 2\n")
+    (tmp / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp / "unknown.yaml").write_text("space: loss_weights\nalpah: 1\n")
+    (tmp / "evil.yaml").write_text("alpha: !!python/object/apply:os.system ['echo pwned']\n")
+    (tmp / "cifar" / "cifar-10-batches-py").mkdir(parents=True)
+    torch.save(build_model("digits_cnn2x8", 10, in_channels=1).state_dict(), tmp / "wrong.pt")
+    (tmp / "afile").write_text("not a folder")
+    return {"tmp": str(tmp)}
+
+
+CASES = [  # (argv, field, a fragment of what the line must say)
+    (["--space", "loss_weight"], "space", 'did you mean "loss_weights"'),
+    (["--searcher", "tpee"], "searcher", 'did you mean "tpe"'),
+    (["--scheduler", "hyperband"], "scheduler", "choose from: asha, fifo"),
+    (["--dataset", "cifar1000"], "dataset", 'did you mean "cifar100"'),
+    (["--teacher", "resnet32x5"], "teacher", 'did you mean "resnet32x4"'),
+    (["--student", "resnt8x4"], "student", 'did you mean "resnet8x4"'),
+    (["--connector", "conv1x1"], "connector", "did you mean"),
+    (["--num-samples", "0"], "num_samples", "out of range; allowed: [1, inf]"),
+    (["--num-samples", "many"], "num_samples", "must be an integer, got 'many'"),
+    (["--epochs", "-1"], "epochs", "out of range"),
+    (["--cpus-per-trial", "0"], "cpus_per_trial", "out of range"),
+    (["--gpus-per-trial", "-1"], "gpus_per_trial", "out of range"),
+    (["--max-concurrent", "-2"], "max_concurrent", "out of range"),
+    (["--reduction-factor", "1"], "reduction_factor", "out of range; allowed: (1, inf]"),
+    (["--alpha", "-1"], "alpha", "out of range; allowed: [0, inf]"),
+    (["--set", "lr=0"], "lr", "out of range; allowed: (0, inf]"),
+    (["--set", "momentum=2"], "momentum", "out of range; allowed: [0, 1)"),
+    (["--set", "nesterov=maybe"], "nesterov", "must be true or false"),
+    (["--set", "lrr=0.1"], "lrr", 'unknown config field (did you mean "lr"?)'),
+    (["--set", "lr"], "set", "must look like FIELD=VALUE"),
+    (["--name", "bad name"], "name", "letters, digits"),
+    (["--config", "{tmp}/missing.yaml"], "config", "does not exist"),
+    (["--config", "{tmp}/bad.yaml"], "config", "is not valid YAML"),
+    (["--config", "{tmp}/list.yaml"], "config", "must hold a mapping"),
+    (["--config", "{tmp}/unknown.yaml"], "alpah", 'did you mean "alpha"'),
+    (["--config", "{tmp}/evil.yaml"], "config", "is not valid YAML"),
+    (["--dataset", "cifar100", "--teacher", "resnet32x4", "--student", "resnet8x4", "--data-dir", "{tmp}/nowhere"],
+     "cifar100", "missing"),
+    (["--dataset", "cifar10", "--teacher", "resnet32x4", "--student", "resnet8x4", "--data-dir", "{tmp}/cifar"],
+     "cifar10", "data_batch_1"),
+    (["--connector", "identity"], "connector", "cannot join student digits_cnn2x4 (4 channels) to teacher digits_cnn4x64"),
+    (["--teacher-checkpoint", "{tmp}/absent.pt"], "teacher_checkpoint", "does not exist"),
+    (["--teacher-checkpoint", "{tmp}/wrong.pt"], "teacher_checkpoint", "does not match architecture 'digits_cnn4x64'"),
+    (["--tracking-uri", "file:///tmp/mlruns"], "tracking_uri", "sqlite:///"),
+    (["--tracking-uri", "nonsense"], "tracking_uri", ""),
+    (["--storage-path", "{tmp}/afile/sub"], "storage_path", "cannot write to"),
+    (["--resume", "{tmp}/no-sweep-here"], "resume", "holds no sweep"),
+    (["--optuna-storage", "notaurl"], "optuna_storage", "cannot open"),
+]
+
+
+@pytest.mark.parametrize("argv, field, says", CASES, ids=[" ".join(c[0])[:40] for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, field, says, tmp_path, monkeypatch, capsys):
+    fmt = _files(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    before = set(os.listdir(tmp_path))
+    import ray
+
+    assert run_search.main([a.format(**fmt) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert err.startswith(f"error: {field}: ") and says in err, err
+    assert set(os.listdir(tmp_path)) == before  # no mlflow.db, optuna.db or ray_results left behind
+    assert not ray.is_initialized()
+
+
+def test_there_are_at_least_25_cases():
+    assert len(CASES) >= 25
+
+
+@pytest.mark.slow
+def test_refusal_from_the_shell_is_quick_and_clean(tmp_path):
+    """As a user sees it: a new process, exit code 2, one line on stderr, nothing on stdout."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--student", "resnt8x4"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: student: 'resnt8x4' is not allowed")
+    assert elapsed < 30  # a generous bound for a loaded CI machine; typical is ~2.5 s (see README)
+    assert list(tmp_path.iterdir()) == []
