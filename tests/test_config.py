@@ -114,3 +114,8 @@ def test_sweep_split_routes_keys_and_rejects_unknown_ones():
         SweepConfig.split({"cpus_per_trial": 0})
     with pytest.raises(ConfigError, match=r"^name: 'a b' is not allowed"):
         SweepConfig.split({"name": "a b"})
+
+
+def test_trial_config_reads_a_sweep_preset_ignoring_its_sweep_keys():
+    cfg = TrialConfig.from_yaml(Path(__file__).parents[1] / "configs" / "digits.yaml", {"beta": 5})
+    assert (cfg.teacher, cfg.student, cfg.beta) == ("digits_cnn4x64", "digits_cnn2x4", 5.0)

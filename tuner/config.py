@@ -83,10 +83,13 @@ class TrialConfig:
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None) -> "TrialConfig":
-        """Read a YAML file (safe_load) and apply ``overrides`` (e.g. CLI flags) on top."""
+        """Read a YAML file (safe_load) and apply ``overrides`` (e.g. CLI flags) on top.
+
+        A sweep preset's ``SweepConfig`` keys are validated and ignored, so one YAML serves both.
+        """
         data = load_yaml(path)
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(data)
+        return SweepConfig.split(data)[1]
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

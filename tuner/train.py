@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from tuner import metrics as M
-from tuner.config import ConfigError, SweepConfig, TrialConfig, load_yaml
+from tuner.config import ConfigError, TrialConfig
 from tuner.connectors import build_connector
 from tuner.data import DataSplits, load_dataset, make_loaders
 from tuner.distiller import LOSS_TERMS, Distiller
@@ -257,8 +257,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     path = args.pop("config")
     overrides = {k: v for k, v in args.items() if v is not None}
     try:
-        data = {**(load_yaml(path) if path else {}), **overrides}
-        _, cfg = SweepConfig.split(data)  # a sweep preset's YAML also runs one trial: sweep keys are ignored
+        cfg = TrialConfig.from_yaml(path, overrides) if path else TrialConfig.from_dict(overrides)
         from tuner.teacher import ensure_teacher
 
         splits = load_splits(cfg)
