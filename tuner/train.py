@@ -107,7 +107,10 @@ class Trainer:
             connector = build_connector(cfg.connector, student.feature_channels, teacher.feature_channels)
         else:
             teacher = None
-        self.distiller = Distiller(teacher, student, connector, cfg.alpha, cfg.beta, cfg.gamma, cfg.temperature).to(self.device)
+        # channels_last lets cuDNN use its fastest (tensor-core) convolution kernels; a no-op on CPU
+        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        self.distiller = Distiller(teacher, student, connector, cfg.alpha, cfg.beta, cfg.gamma, cfg.temperature).to(
+            self.device, memory_format=self.memory_format)
         self.optimizer = _build_optimizer(cfg, list(self.distiller.learnable_parameters()))
         self.scheduler = _build_scheduler(cfg, self.optimizer)
         self.epoch = 0  # epochs completed
@@ -130,6 +133,7 @@ class Trainer:
         seen = 0
         start = time.perf_counter()
         for x, y in self.train_loader:
+            x = x.contiguous(memory_format=self.memory_format)
             with self._autocast():
                 _, terms = self.distiller(x, y)
             self.optimizer.zero_grad(set_to_none=True)
@@ -152,7 +156,7 @@ class Trainer:
         """Student accuracy (percent) and mean cross-entropy on ``split`` ('val' or 'test')."""
         self.distiller.eval()
         loader = {"val": self.val_loader, "test": self.test_loader}[split]
-        return evaluate_model(self.student, loader, self._autocast)
+        return evaluate_model(self.student, loader, self._autocast, self.memory_format)
 
     def step(self) -> Dict[str, float]:
         """Train one epoch, evaluate on val, advance the LR schedule; returns the epoch's metrics."""
@@ -205,10 +209,12 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate_model(model: nn.Module, loader: Any, autocast: Callable[[], Any] = contextlib.nullcontext) -> Tuple[float, float]:
+def evaluate_model(model: nn.Module, loader: Any, autocast: Callable[[], Any] = contextlib.nullcontext,
+                   memory_format: torch.memory_format = torch.contiguous_format) -> Tuple[float, float]:
     """Accuracy (percent) and mean cross-entropy of ``model`` (already in eval mode) over ``loader``."""
     correct, loss, n = 0, 0.0, 0
     for x, y in loader:
+        x = x.contiguous(memory_format=memory_format)
         with autocast():
             z = model(x)
         loss += float(nn.functional.cross_entropy(z.float(), y, reduction="sum"))
