@@ -138,6 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import os
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the command's own
     args = _parser().parse_args(argv)
     try:
         return _COMMANDS[args.command](args)

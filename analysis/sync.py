@@ -31,7 +31,7 @@ from tuner.tracking import (
 )
 from tuner.tracking import _error_summary, _flatten, _number  # the callback's own rules, shared on purpose
 
-__all__ = ["TuneTrial", "SyncSummary", "read_sweep_dir", "sync_sweep"]
+__all__ = ["TuneTrial", "SyncSummary", "METRIC_KEYS", "read_sweep_dir", "trial_metrics", "trial_end", "sync_sweep"]
 
 _NONFINITE = "srrl.nonfinite."
 _MLFLOW_END = {"finished": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "errored": "FAILED"}
@@ -99,7 +99,9 @@ def _tune_statuses(folder: Path) -> Dict[str, str]:
 def read_sweep_dir(path: str) -> List[TuneTrial]:
     """Every trial folder (one with a ``result.json``) of a Tune experiment folder, oldest first.
 
-    Trials without any result are left out (nothing to backfill, and no trial id to name them by).
+    Trials without any result are left out (nothing to backfill, and no trial id to name them by), and
+    so are trials that Tune's experiment state, when there is one, does not list: those of a driver
+    killed before its next state snapshot, whose runs the resumed sweep deleted as orphans.
 
     Raises:
         ValueError: ``path`` is not a folder, or holds no trial folders.
@@ -125,6 +127,8 @@ def read_sweep_dir(path: str) -> List[TuneTrial]:
         error_file = file.parent / "error.txt"
         error = _error_summary(error_file.read_text(errors="replace")) if error_file.is_file() else None
         tid = str(results[-1]["trial_id"])
+        if statuses and tid not in statuses:
+            continue
         trials.append(TuneTrial(tid, file.parent, dict(config), results, statuses.get(tid), error))
     return trials
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import math
 import numbers
@@ -148,6 +149,25 @@ def _probe_server(uri: str, timeout: float = 3.0) -> None:
 
 
 # ---- sweep (parent run), on the driver ------------------------------------------------------------
+def _skip_when_unreachable(default: Any) -> Any:
+    """For the driver's calls after the trials: a server that does not answer /health (3 s) is a warning
+    and ``default()`` is returned, instead of minutes of MLflow's own retries and then an exception."""
+    def wrap(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def inner(tracking_uri: str, *args: Any, **kwargs: Any) -> Any:
+            if tracking_uri.startswith(("http://", "https://")):
+                try:
+                    _probe_server(tracking_uri)
+                except ConnectionError:
+                    log.warning("MLflow at %s unreachable: %s skipped; once it is back, `python -m analysis sync "
+                                "--experiment NAME --sweep-dir FOLDER` fills in what is missing",
+                                _redact(tracking_uri), fn.__name__)
+                    return default()
+            return fn(tracking_uri, *args, **kwargs)
+        return inner
+    return wrap
+
+
 def _client(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
@@ -221,6 +241,7 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
     return run.info.run_id
 
 
+@_skip_when_unreachable(lambda: None)
 def finish_sweep(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     """End the parent run with MLflow ``status`` (FINISHED, FAILED or KILLED)."""
     if status not in _SWEEP_STATUSES:
@@ -228,6 +249,7 @@ def finish_sweep(tracking_uri: str, run_id: str, status: str = "FINISHED") -> No
     _client(tracking_uri).set_terminated(run_id, status=status)
 
 
+@_skip_when_unreachable(list)
 def log_artifacts_once(tracking_uri: str, run_id: str, files: Mapping[str, Any]) -> List[str]:
     """Log local files to a run as ``{artifact_dir: local_path}``, skipping any already there (resume).
 
@@ -244,6 +266,7 @@ def log_artifacts_once(tracking_uri: str, run_id: str, files: Mapping[str, Any])
     return logged
 
 
+@_skip_when_unreachable(dict)
 def child_run_ids(tracking_uri: str, parent_run_id: str) -> Dict[str, str]:
     """``{trial_id: run_id}`` of the parent's child runs (one paged search)."""
     client = _client(tracking_uri)
@@ -259,6 +282,7 @@ def child_run_ids(tracking_uri: str, parent_run_id: str) -> Dict[str, str]:
             return out
 
 
+@_skip_when_unreachable(int)
 def remove_orphan_runs(tracking_uri: str, parent_run_id: str, trial_ids: Iterable[str]) -> int:
     """Delete child runs of trials Tune no longer knows; returns how many.
 
@@ -506,8 +530,9 @@ class _MLflowTrackingImpl:
     def on_experiment_end(self, trials: List[Any], **info: Any) -> None:
         self._flush(retry=True)
         if self._pending:
-            log.warning("MLflow at %s unreachable: %d tracking requests are lost",
-                        _redact(self.tracking_uri), len(self._pending))
+            log.warning("MLflow at %s unreachable: %d tracking requests are lost; once it is back, "
+                        "`python -m analysis sync --experiment NAME --sweep-dir FOLDER` backfills them from "
+                        "Tune's result files", _redact(self.tracking_uri), len(self._pending))
 
     # -- internals ---------------------------------------------------------------------------------
     def _planned(self, trial: Any) -> int:

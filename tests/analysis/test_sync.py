@@ -1,0 +1,321 @@
+"""python -m analysis sync: MLflow backfilled from Tune's own files.
+
+A tiny real sweep (2 trials x 3 epochs, FIFO) runs once in-process with tracking on; each test then
+gives a FRESH SQLite store that only has the sweep's parent run (made by ``tuner.tracking.start_sweep``,
+as the driver makes it before any trial) and checks that sync puts every epoch of every trial there,
+exactly as Tune's result.json has it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Dict, List
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from analysis.__main__ import main  # noqa: E402
+from tuner import metrics as M  # noqa: E402
+from tuner import tracking as T  # noqa: E402
+
+KEYS = M.PER_EPOCH + M.PER_TRIAL
+NAME, EPOCHS = "syn", 3
+
+
+# ---- one real sweep per module ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """The sweep's folder, its experiment and the parent params of the store it was tracked in."""
+    import mlflow
+    import ray
+
+    from tuner.config import SweepConfig
+    from tuner.sweep import run_sweep
+
+    tmp = tmp_path_factory.mktemp("sync-sweep")
+    ray_tmp = tempfile.mkdtemp(prefix="ry-", dir="/tmp")  # short: Ray's unix socket paths have a length limit
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = ray_tmp
+    uri = f"sqlite:///{tmp / 'tracked.db'}"
+    sweep, base = SweepConfig.split({"name": NAME, "num_samples": 2, "epochs": EPOCHS, "teacher_epochs": 3,
+                                     "scheduler": "fifo", "top_k": 0, "storage_path": str(tmp / "ray"),
+                                     "tracking_uri": uri, "optuna_storage": f"sqlite:///{tmp / 'optuna.db'}"})
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    ray.init(address="local", include_dashboard=False, num_cpus=2)
+    try:
+        result = run_sweep(sweep, base, verbose=0)
+    finally:
+        ray.shutdown()
+        os.chdir(cwd)
+        if before is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = before
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(result.experiment).experiment_id])
+    parent = next(r for r in runs if r.data.tags.get(T.TAG_ROLE) == "sweep")
+    children = {r.data.tags[T.TAG_TRIAL_ID]: r for r in runs if r.data.tags.get(T.TAG_ROLE) == "trial"}
+    return SimpleNamespace(path=Path(result.path), experiment=result.experiment, uri=uri,
+                           parent_params=dict(parent.data.params), children=children)
+
+
+def _fresh_store(folder: Path, swept) -> str:
+    """A new store with only the sweep's parent run, as the driver leaves it before the first trial."""
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    T.start_sweep(uri, swept.experiment, NAME, swept.parent_params, {}, resume=False)
+    return uri
+
+
+def _tune_results(folder: Path) -> Dict[str, List[dict]]:
+    out = {}
+    for path in folder.glob("train_srrl_*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out[rows[-1]["trial_id"]] = rows
+    return out
+
+
+def _expected(rows: List[dict]) -> Dict[tuple, float]:
+    """(metric, epoch) -> value: every finite contract metric of every reported epoch."""
+    return {(k, r["epoch"]): float(r[k]) for r in rows for k in KEYS
+            if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) and math.isfinite(r[k])}
+
+
+def _children(uri: str, experiment: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(T.TAG_ROLE) == "trial"]
+
+
+def _parent_id(uri: str, experiment: str) -> str:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`srrl.role` = 'sweep'")
+    return parent.info.run_id
+
+
+def _logged(uri: str, experiment: str) -> Dict[str, Dict[tuple, float]]:
+    """trial id -> (metric, epoch) -> value, every value of every logged step (repeats would show)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    out: Dict[str, Dict[tuple, float]] = {}
+    for run in _children(uri, experiment):
+        got = out.setdefault(run.data.tags[T.TAG_TRIAL_ID], {})
+        for key in run.data.metrics:
+            history = client.get_metric_history(run.info.run_id, key)
+            assert len({m.step for m in history}) == len(history), f"{key} logged twice at a step"
+            got.update({(key, m.step): m.value for m in history})
+    return out
+
+
+def _sync(uri: str, folder: Path, capsys, experiment: str = "syn") -> str:
+    capsys.readouterr()
+    assert main(["sync", "--experiment", experiment, "--sweep-dir", str(folder), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out
+    return out.strip()
+
+
+# ---- tests --------------------------------------------------------------------------------------------
+def test_sync_fills_a_store_that_has_only_the_parent(swept, tmp_path, capsys):
+    uri = _fresh_store(tmp_path / "fresh", swept)
+    results = _tune_results(swept.path)
+    total = sum(len(_expected(rows)) for rows in results.values())
+    assert len(results) == 2 and total > 2 * EPOCHS * 10
+
+    line = _sync(uri, swept.path, capsys)
+    assert line == f"sync 'syn' (experiment 'syn'): 2 trials, 2 runs created, {total} metrics backfilled, 2 runs ended"
+    assert _logged(uri, swept.experiment) == {tid: _expected(rows) for tid, rows in results.items()}
+
+    parent_id = _parent_id(uri, swept.experiment)
+    for child in _children(uri, swept.experiment):
+        tid = child.data.tags[T.TAG_TRIAL_ID]
+        tags = child.data.tags
+        assert tags["mlflow.parentRunId"] == parent_id and tags["mlflow.runName"] == tid == child.info.run_name
+        assert tags[T.TAG_STATUS] == "finished" and tags[T.TAG_LAST_EPOCH] == str(EPOCHS)
+        assert child.info.status == "FINISHED" and child.info.end_time >= child.info.start_time
+        # params: base.* of the parent overridden by the trial's config; the same as the callback
+        # logged, except the per-trial resources it adds (threads, device) that the parent does not hold
+        tracked = swept.children[tid].data.params
+        assert set(child.data.params) == set(tracked)
+        assert {k: v for k, v in child.data.params.items() if k not in ("threads", "device")} == \
+               {k: v for k, v in tracked.items() if k not in ("threads", "device")}
+
+    assert _sync(uri, swept.path, capsys).endswith("2 trials, 0 runs created, 0 metrics backfilled, 0 runs ended")
+
+
+def test_sync_completes_runs_the_callback_started(swept, tmp_path, capsys):
+    """The server died after trial A's first epoch: its run exists (made by the real callback) and
+    is RUNNING with epoch 1; trial B has no run at all. Sync finds A's run by tag and completes both."""
+    uri = _fresh_store(tmp_path / "partial", swept)
+    results = _tune_results(swept.path)
+    first = sorted(results)[0]
+    callback = T._MLflowTrackingImpl(uri, None, _parent_id(uri, swept.experiment), epochs=EPOCHS)
+    trial = SimpleNamespace(trial_id=first, config=json.loads((next(swept.path.glob(f"train_srrl_{first}_*")) /
+                                                               "params.json").read_text()))
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_result(0, [trial], trial, results[first][0])
+    assert [c.info.status for c in _children(uri, swept.experiment)] == ["RUNNING"]
+
+    total = sum(len(_expected(rows)) for rows in results.values())
+    already = len(_expected(results[first][:1]))
+    line = _sync(uri, swept.path, capsys)
+    assert line.endswith(f"2 trials, 1 runs created, {total - already} metrics backfilled, 2 runs ended"), line
+    children = _children(uri, swept.experiment)
+    assert sorted(c.data.tags[T.TAG_TRIAL_ID] for c in children) == sorted(results)  # one run per trial
+    assert all(c.info.status == "FINISHED" and c.data.tags[T.TAG_STATUS] == "finished" for c in children)
+    assert _logged(uri, swept.experiment) == {tid: _expected(rows) for tid, rows in results.items()}
+    assert _sync(uri, swept.path, capsys).endswith("0 runs created, 0 metrics backfilled, 0 runs ended")
+
+
+def _edited_copy(swept, tmp_path: Path, keep_state: bool) -> Path:
+    """The sweep folder copied (same name), its first trial cut after epoch 2 with a NaN val_loss at
+    epoch 2, its second trial diverged at its last epoch; Tune's experiment state kept or removed."""
+    folder = tmp_path / ("with-state" if keep_state else "no-state") / NAME
+    shutil.copytree(swept.path, folder, ignore=shutil.ignore_patterns("checkpoint_*"))
+    if not keep_state:
+        for state in folder.glob("experiment_state-*.json"):
+            state.unlink()
+    files = sorted(folder.glob("train_srrl_*/result.json"), key=lambda p: p.parent.name)
+    cut = [json.loads(line) for line in files[0].read_text().splitlines()][:2]
+    cut[1][M.VAL_LOSS] = float("nan")
+    files[0].write_text("".join(json.dumps(r) + "\n" for r in cut))
+    rows = [json.loads(line) for line in files[1].read_text().splitlines()]
+    rows[-1][T.DIVERGED_KEY] = 1.0
+    files[1].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if keep_state:  # a trial the state does not know: an orphan of a killed driver, never synced
+        orphan = folder / "train_srrl_orphan_00009_9_x"
+        orphan.mkdir()
+        (orphan / "result.json").write_text("".join(json.dumps({**r, "trial_id": "orphan"}) + "\n" for r in rows))
+    return folder
+
+
+@pytest.mark.parametrize("keep_state", [False, True], ids=["no-tune-state", "tune-state"])
+def test_sync_ends_only_trials_that_ended(swept, tmp_path, capsys, keep_state):
+    """Short of its planned epochs, a trial is still open unless Tune's state says TERMINATED
+    (then it stopped early); a diverged last result ends it as diverged; NaN is tagged, not logged."""
+    folder = _edited_copy(swept, tmp_path, keep_state)
+    uri = _fresh_store(tmp_path / "store", swept)
+    line = _sync(uri, folder, capsys)
+    assert "2 runs created" in line and f"{2 if keep_state else 1} runs ended" in line, line
+    runs = {c.data.tags[T.TAG_TRIAL_ID]: c for c in _children(uri, swept.experiment)}
+    results = {tid: rows for tid, rows in _tune_results(folder).items() if tid != "orphan"}
+    assert sorted(runs) == sorted(results)
+    cut, diverged = (tid for tid, _ in sorted(results.items(), key=lambda kv: len(kv[1])))
+    assert _logged(uri, swept.experiment)[cut] == _expected(results[cut])
+    assert (M.VAL_LOSS, 2) not in _expected(results[cut]) and (M.VAL_ACC, 2) in _expected(results[cut])
+    tags = runs[cut].data.tags
+    assert tags["srrl.nonfinite.val_loss"] == "2"
+    if keep_state:
+        assert runs[cut].info.status == "FINISHED" and tags[T.TAG_STATUS] == "stopped_early"
+        assert tags[T.TAG_STOPPED_AT] == "2" and tags[T.TAG_LAST_EPOCH] == "2"
+    else:
+        assert runs[cut].info.status == "RUNNING" and T.TAG_STATUS not in tags
+    assert runs[diverged].info.status == "FAILED"
+    assert runs[diverged].data.tags[T.TAG_STATUS] == "diverged"
+    assert runs[diverged].data.tags[T.TAG_DIVERGED_EPOCH] == str(EPOCHS)
+    assert _sync(uri, folder, capsys).endswith("0 runs created, 0 metrics backfilled, 0 runs ended")
+
+
+def _trial(last: dict, tune_status=None, error=None):
+    from analysis.sync import TuneTrial
+
+    return TuneTrial("t", Path("."), {}, [{M.EPOCH: 1}, last], tune_status, error)
+
+
+@pytest.mark.parametrize("last, tune_status, planned, expected", [
+    ({M.EPOCH: 3}, None, 3, ("finished", {T.TAG_LAST_EPOCH: "3"})),
+    ({M.EPOCH: 3}, "TERMINATED", 3, ("finished", {T.TAG_LAST_EPOCH: "3"})),
+    ({M.EPOCH: 2}, None, 3, None),
+    ({M.EPOCH: 2}, "RUNNING", 3, None),
+    ({M.EPOCH: 2}, "TERMINATED", 3, ("stopped_early", {T.TAG_LAST_EPOCH: "2", T.TAG_STOPPED_AT: "2"})),
+    ({M.EPOCH: 2, "done": True}, None, 3, ("stopped_early", {T.TAG_LAST_EPOCH: "2", T.TAG_STOPPED_AT: "2"})),
+    ({M.EPOCH: 2, T.DIVERGED_KEY: 1.0}, "TERMINATED", 3, ("diverged", {T.TAG_LAST_EPOCH: "2", T.TAG_DIVERGED_EPOCH: "2"})),
+    ({M.EPOCH: 2}, "ERROR", 3, ("errored", {T.TAG_LAST_EPOCH: "2", T.TAG_ERROR: "ValueError: boom"})),
+    ({M.EPOCH: 3}, "ERROR", 3, ("errored", {T.TAG_LAST_EPOCH: "3", T.TAG_ERROR: "ValueError: boom"})),
+    ({"training_iteration": 3}, None, None, None),
+    ({"training_iteration": 3, "done": True}, None, None, ("stopped_early", {T.TAG_LAST_EPOCH: "3", T.TAG_STOPPED_AT: "3"})),
+])
+def test_trial_end_follows_the_callbacks_rules(last, tune_status, planned, expected):
+    from analysis.sync import trial_end
+
+    assert trial_end(_trial(last, tune_status, "ValueError: boom"), planned) == expected
+
+
+def test_sync_logs_in_batches_of_at_most_1000_metrics(tmp_path, capsys, monkeypatch):
+    """A long trial (150 epochs x 17 metrics), written as Tune writes it, goes in log_batch calls of <= 1000."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'long.db'}"
+    T.start_sweep(uri, "long", "long", {"base.epochs": 150}, {}, resume=False)
+    trial = tmp_path / "long" / "train_srrl_abc_00000_0_x"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text(json.dumps({"alpha": 0.5}))
+    rows = [{**{k: float(e * 100 + i) for i, k in enumerate(KEYS)}, M.EPOCH: e, "trial_id": "abc_00000",
+             "timestamp": 1_700_000_000 + e, "done": False, "training_iteration": e} for e in range(1, 151)]
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sizes: List[int] = []
+    real = MlflowClient.log_batch
+
+    def spy(self, run_id, metrics=(), *args, **kwargs):
+        if metrics:
+            sizes.append(len(metrics))
+        return real(self, run_id, metrics, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", spy)
+    line = _sync(uri, tmp_path / "long", capsys, experiment="long")
+    assert line.endswith(f"1 trials, 1 runs created, {150 * len(KEYS)} metrics backfilled, 1 runs ended"), line
+    total = 150 * len(KEYS)  # 2550
+    assert sizes == [1000] * (total // 1000) + [total % 1000]
+    (run,) = _children(uri, "long")
+    assert run.data.params["alpha"] == "0.5" and run.data.params["epochs"] == "150"
+    assert run.data.tags[T.TAG_STATUS] == "finished"
+    history = MlflowClient(uri).get_metric_history(run.info.run_id, M.VAL_ACC)
+    assert [(m.step, m.value, m.timestamp) for m in history] == \
+           [(e, float(e * 100 + KEYS.index(M.VAL_ACC)), (1_700_000_000 + e) * 1000) for e in range(1, 151)]
+
+
+# ---- errors: one line, exit 2 ----------------------------------------------------------------------
+def _error(argv: List[str], capsys) -> str:
+    capsys.readouterr()  # what came before (MLflow's own log lines while creating a store)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m analysis sync: error: "), err
+    return err
+
+
+def test_sync_errors_are_one_line_exit_2(swept, tmp_path, capsys):
+    uri = _fresh_store(tmp_path / "err", swept)
+    base = ["sync", "--tracking-uri", uri]
+    assert "no folder" in _error(base + ["-e", "syn", "--sweep-dir", str(tmp_path / "nope")], capsys)
+    (tmp_path / "empty").mkdir()
+    assert "holds no Tune trial folders" in _error(base + ["-e", "syn", "--sweep-dir", str(tmp_path / "empty")], capsys)
+    assert "holds no Tune trial folders" in _error(base + ["-e", "syn", "--sweep-dir", str(swept.path.parent)], capsys)
+    other = tmp_path / "other"
+    shutil.copytree(swept.path, other / "not-this-sweep", ignore=shutil.ignore_patterns("checkpoint_*"))
+    err = _error(base + ["-e", "syn", "--sweep-dir", str(other / "not-this-sweep")], capsys)
+    assert "no sweep run named 'not-this-sweep'" in err
+    err = _error(base + ["-e", "nope", "--sweep-dir", str(swept.path)], capsys)
+    assert "no experiment named 'nope'" in err and "syn" in err
+    err = _error(["sync", "-e", "syn", "--sweep-dir", str(swept.path), "--tracking-uri", f"sqlite:///{tmp_path}/none.db"], capsys)
+    assert "no MLflow database" in err
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    err = _error(["sync", "-e", "syn", "--sweep-dir", str(swept.path), "--tracking-uri", f"http://127.0.0.1:{port}"], capsys)
+    assert "cannot reach MLflow server" in err
