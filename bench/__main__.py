@@ -112,6 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     names = _names(args.only)
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints no per-run config box
     made: List[Path] = []
     if not os.environ.get("RAY_TMPDIR"):  # short: Ray's unix socket paths must stay under ~107 characters
         ray_tmp = Path(f"/tmp/rb{os.getpid()}")

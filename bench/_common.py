@@ -1,18 +1,16 @@
-"""What every benchmark scenario shares: the ``Row`` it returns, timing helpers, the digits base config, Ray."""
+"""Shared by every scenario: the ``Row`` it returns, torch threads, the digits preset and teacher, Ray, temp folders."""
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-__all__ = ["Row", "skipped", "timed", "torch_threads", "digits_base", "digits_teacher", "ensure_ray", "quiet",
-           "sqlite_uri", "median", "scratch_dir"]
+__all__ = ["Row", "skipped", "torch_threads", "digits_base", "digits_teacher", "ensure_ray", "quiet", "sqlite_uri",
+           "scratch_dir"]
 
 
 @dataclass
@@ -54,21 +52,6 @@ def skipped(scenario: str, unit: str, target: str, why: str) -> Row:
     return Row(scenario, None, None, unit, target, note=why, skipped=True)
 
 
-def median(xs: Sequence[float]) -> float:
-    return float(statistics.median(xs))
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[List[float]]:
-    """``with timed() as t: ...`` then ``t[0]`` is the block's wall time in seconds."""
-    out: List[float] = []
-    start = time.perf_counter()
-    try:
-        yield out
-    finally:
-        out.append(time.perf_counter() - start)
-
-
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with ``n`` torch threads (``Trainer`` sets them process-wide); restore after."""
@@ -88,9 +71,9 @@ def digits_base(quick: bool, **changes: Any) -> "Any":
     Quick mode trains its teacher for 8 epochs instead of 30; every digits scenario of a run uses
     the same teacher recipe, so the teacher is trained (or loaded from ``SRRL_CACHE_DIR``) once.
     """
-    from tuner.config import SweepConfig, load_yaml
+    from tuner.config import TrialConfig
 
-    _, base = SweepConfig.split(load_yaml(Path(__file__).resolve().parents[1] / "configs" / "digits.yaml"))
+    base = TrialConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "digits.yaml")
     fixed = {"device": "cpu", "threads": 1, **({"teacher_epochs": 8} if quick else {})}
     return base.replace(**{**fixed, **changes})
 
@@ -126,7 +109,3 @@ def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:
     """A temporary folder for one scenario's stores (MLflow, Optuna, Ray storage); removed afterwards."""
     return tempfile.TemporaryDirectory(prefix=f"srrl-bench-{prefix}-")
 
-
-def best(fn: Callable[[], float], repeat: int) -> float:
-    """The smallest of ``repeat`` calls of ``fn`` (each returns seconds): the least disturbed measurement."""
-    return min(fn() for _ in range(repeat))

@@ -4,13 +4,13 @@ resnet32x4 (frozen, random weights) -> resnet8x4 with the paper's connector on C
 synthetic data (100 classes). Ours: ``Trainer.train_epoch`` of the SRRL trainer (alpha = beta = 1),
 per step. Baseline: the same student trained with CE alone (``Trainer.train_epoch`` with
 alpha = beta = 0, so the teacher never runs) plus the teacher's no-grad forward over the same
-batches, per step. The three measurements alternate; each keeps its best repeat (the first is a warm-up).
+batches, per step. One torch thread, as a CPU sweep runs each trial. The three measurements
+alternate; each keeps its best repeat (the first is a warm-up).
 
 ``python -m bench.distill_cost [--quick]``
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -35,8 +35,8 @@ def run(quick: bool) -> Row:
     from tuner.models import build_model
     from tuner.train import Trainer
 
-    batch, steps, repeat = (16, 4, 3) if quick else (64, 6, 3)
-    threads = os.cpu_count() or 1
+    batch, steps, repeat = (16, 3, 3) if quick else (64, 6, 3)
+    threads = 1  # as a CPU sweep runs each trial (threads = cpus_per_trial); also the least disturbed by neighbours
     splits = load_dataset("synthetic", num_classes=100, image_size=32, in_channels=3, train_size=batch * steps,
                           val_size=batch, test_size=batch)
     cfg = TrialConfig(dataset="synthetic", teacher="resnet32x4", student="resnet8x4", connector="conv1x1_bn_relu",
@@ -54,7 +54,7 @@ def run(quick: bool) -> Row:
     ours = min(times["srrl"]) / steps
     student, teacher_s = min(times["student"]) / steps, min(times["teacher"]) / steps
     return Row(SCENARIO, ours, student + teacher_s, "s/step", "<= 1.10",
-               note=f"resnet32x4->resnet8x4, batch {batch}, {steps} steps x best of {repeat}, {threads} threads, CPU; "
+               note=f"resnet32x4->resnet8x4, batch {batch}, {steps} steps x best of {repeat}, 1 torch thread, CPU; "
                     f"baseline = student fwd+bwd+SGD alone {student:.3f} s + teacher no-grad fwd {teacher_s:.3f} s")
 
 

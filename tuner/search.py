@@ -64,10 +64,12 @@ class PruneAwareOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         step = int(result.get(M.EPOCH, result.get("training_iteration", 0)))
-        if self._storage_state(ot_trial).is_finished():
+        frozen = ot_trial.storage.get_trial(ot_trial._trial_id)
+        if frozen.state.is_finished():
             self._completed_trials.add(trial_id)  # recorded before a driver restart
             return
-        ot_trial.report(float(value), step)
+        if step not in frozen.intermediate_values:  # Tune may hand the last result to both hooks
+            ot_trial.report(float(value), step)
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
         if trial_id not in self._completed_trials and trial_id in self._ot_trials:

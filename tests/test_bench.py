@@ -1,0 +1,47 @@
+"""The benchmark suite runs end to end in quick mode and reports every scenario (targets are not asserted: CI is noisy)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_quick_suite_reports_every_scenario(tmp_path):
+    from bench import SCENARIOS
+
+    ray_tmp = Path("/tmp") / f"rb{os.getpid()}{abs(hash(str(tmp_path))) % 10_000}"  # short: unix socket path limit
+    ray_tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO),
+           "SRRL_CACHE_DIR": os.environ["SRRL_CACHE_DIR"]}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", "out.json"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=900)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
+
+    header = next((line for line in proc.stdout.splitlines() if line.startswith("scenario")), "")
+    assert header.split() == ["scenario", "ours", "baseline", "ratio", "target", "met"], proc.stdout[-3000:]
+
+    report = json.loads((tmp_path / "out.json").read_text())
+    assert report["mode"] == "quick"
+    rows = {r["name"]: r for r in report["rows"] if not r["info"]}
+    assert set(rows) == set(SCENARIOS), sorted(rows)
+    for name, row in rows.items():
+        assert row["error"] is None, (name, row["error"])
+        if row["skipped"]:
+            assert name == "gpu_packing" and row["note"] == "no GPU" and report["gpu"] is None, row
+            continue
+        for key in ("ours", "baseline", "ratio"):
+            assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] > 0, (name, key, row)
+        assert row["target"] and isinstance(row["met"], bool), row
+        assert row["scenario"] in proc.stdout
