@@ -124,6 +124,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     _check_writable(folder)
     ctx = SpaceContext.for_config(base)
     param_names = space.check(ctx, sweep.seeds)  # a space that cannot yield valid trials stops here
+    grid = space.grid(ctx, sweep.seeds) if space.grid is not None else None  # exhaustive spaces: every trial, once
     # the data, and a user's teacher checkpoint, are read before Ray starts: bad ones stop here
     splits = load_splits(base)
     check_pair(base, splits)
@@ -171,10 +172,10 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=_grid_param_space(space.grid(ctx, sweep.seeds)) if space.grid else {},
+            param_space=_grid_param_space(grid) if grid is not None else {},
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(sweep, space, ctx), scheduler=_scheduler(sweep, space, base),
-                num_samples=len(space.grid(ctx, sweep.seeds)) if space.grid else sweep.num_samples,
+                search_alg=_searcher(sweep, space, ctx, grid), scheduler=_scheduler(sweep, space, base),
+                num_samples=len(grid) if grid is not None else sweep.num_samples,
                 max_concurrent_trials=_max_concurrent(sweep), reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -331,13 +332,12 @@ def _check_study_name(sweep: SweepConfig) -> None:
                           "pass --study-name to continue it on purpose, or pick another --name")
 
 
-def _searcher(sweep: SweepConfig, space: Any, ctx: Any) -> Any:
-    """OptunaSearch over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive grid."""
+def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]]) -> Any:
+    """OptunaSearch over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    if space.grid is not None:
-        points = space.grid(ctx, sweep.seeds)
-        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=_max_concurrent(sweep))
+    if grid is not None:
+        return BasicVariantGenerator(points_to_evaluate=grid, max_concurrent=_max_concurrent(sweep))
     import optuna
 
     from search_spaces import build_sampler
