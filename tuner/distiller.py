@@ -83,16 +83,20 @@ class Distiller(nn.Module):
         Args:
             x: images ``B x C x H x W``. y: labels ``B`` (int64).
         """
+        if self.uses_teacher:
+            # Teacher features and logits once per batch, no graph (inference_mode cannot be used: SR
+            # backpropagates through the teacher's head). Run before the student so its temporaries are
+            # freed before the student's graph holds memory: on CPU this avoids ~57k page faults per
+            # batch-64 resnet32x4 step (bench/distill_cost on 2 CPUs: ratio 1.09 -> 0.96).
+            with torch.no_grad():
+                f_t = self.teacher.forward_features(x)
+                z_t = self.teacher.head(f_t)
         f_s = self.student.forward_features(x)
         z_s = self.student.head(f_s)
         ce = F.cross_entropy(z_s, y)
         zero = ce.new_zeros(())
         if not self.uses_teacher:
             return z_s, {"ce": ce, "fm": zero, "sr": zero, "kd": zero, "total": ce}
-
-        with torch.no_grad():  # teacher features and logits once per batch, no graph
-            f_t = self.teacher.forward_features(x)
-            z_t = self.teacher.head(f_t)
         fm = sr = zero
         if self.alpha > 0 or self.beta > 0:
             if f_s.shape[-2:] != f_t.shape[-2:] and f_s.shape[-1] > f_t.shape[-1]:
