@@ -5,7 +5,8 @@ synthetic data (100 classes). Ours: ``Trainer.train_epoch`` of the SRRL trainer 
 per step. Baseline: the same student trained with CE alone (``Trainer.train_epoch`` with
 alpha = beta = 0, so the teacher never runs) plus the teacher's no-grad forward over the same
 batches, per step. One torch thread, as a CPU sweep runs each trial. The three measurements
-alternate; each keeps its best repeat (the first is a warm-up).
+alternate; each keeps its best repeat (the first is a warm-up). With a CUDA GPU a second row
+measures the same on it, with the bf16 autocast and channels_last that ``Trainer`` uses there.
 
 ``python -m bench.distill_cost [--quick]``
 """
@@ -19,28 +20,33 @@ from bench._common import Row, torch_threads
 SCENARIO = "distillation cost"
 
 
-def _teacher_forward(teacher: Any, batches: list) -> float:
+def _teacher_forward(trainer: Any, batches: list) -> float:
+    """Seconds of the teacher's no-grad forward over ``batches``, as ``Distiller.forward`` runs it on that device."""
     import torch
 
+    teacher = trainer.distiller.teacher
     start = time.perf_counter()
-    with torch.no_grad():  # what Distiller.forward runs for the teacher
+    with torch.no_grad(), trainer._autocast():
         for x in batches:
-            teacher.head(teacher.forward_features(x))
+            out = teacher.head(teacher.forward_features(x.contiguous(memory_format=trainer.memory_format)))
+    float(out.float().sum())  # wait for the device, as train_epoch does once per epoch
     return time.perf_counter() - start
 
 
-def run(quick: bool) -> Row:
+def _measure(device: str, batch: int, steps: int, repeat: int) -> Row:
+    """One row: SRRL step against student-alone step + teacher forward, on ``device``."""
+    import torch
+
     from tuner.config import TrialConfig
     from tuner.data import load_dataset
     from tuner.models import build_model
     from tuner.train import Trainer
 
-    batch, steps, repeat = (16, 3, 3) if quick else (64, 6, 3)
     threads = 1  # as a CPU sweep runs each trial (threads = cpus_per_trial); also the least disturbed by neighbours
     splits = load_dataset("synthetic", num_classes=100, image_size=32, in_channels=3, train_size=batch * steps,
                           val_size=batch, test_size=batch)
     cfg = TrialConfig(dataset="synthetic", teacher="resnet32x4", student="resnet8x4", connector="conv1x1_bn_relu",
-                      alpha=1.0, beta=1.0, batch_size=batch, epochs=1, device="cpu", threads=threads)
+                      alpha=1.0, beta=1.0, batch_size=batch, epochs=1, device=device, threads=threads)
     with torch_threads(threads):
         teacher = build_model("resnet32x4", 100).eval().requires_grad_(False)
         srrl = Trainer(cfg, teacher, splits)
@@ -50,12 +56,23 @@ def run(quick: bool) -> Row:
         for _ in range(repeat):
             times["srrl"].append(srrl.train_epoch()["epoch_time_s"])
             times["student"].append(alone.train_epoch()["epoch_time_s"])
-            times["teacher"].append(_teacher_forward(teacher, batches))
+            times["teacher"].append(_teacher_forward(srrl, batches))
     ours = min(times["srrl"]) / steps
     student, teacher_s = min(times["student"]) / steps, min(times["teacher"]) / steps
-    return Row(SCENARIO, ours, student + teacher_s, "s/step", "<= 1.10",
-               note=f"resnet32x4->resnet8x4, batch {batch}, {steps} steps x best of {repeat}, 1 torch thread, CPU; "
-                    f"baseline = student fwd+bwd+SGD alone {student:.3f} s + teacher no-grad fwd {teacher_s:.3f} s")
+    where = ("1 torch thread, CPU" if device == "cpu"
+             else f"{torch.cuda.get_device_name(0)}, bf16 autocast + channels_last")
+    return Row(SCENARIO if device == "cpu" else f"{SCENARIO} (GPU)", ours, student + teacher_s, "s/step", "<= 1.10",
+               note=f"resnet32x4->resnet8x4, batch {batch}, {steps} steps x best of {repeat}, {where}; baseline = "
+                    f"student fwd+bwd+SGD alone {student:.4f} s + teacher no-grad fwd {teacher_s:.4f} s")
+
+
+def run(quick: bool) -> Row:
+    import torch
+
+    row = _measure("cpu", *((16, 3, 3) if quick else (64, 6, 3)))
+    if torch.cuda.is_available():  # the same ratio where sweeps spend their GPU time, beside the CPU row
+        row.beside.append(_measure("cuda", 64, 50 if quick else 200, 3 if quick else 5))
+    return row
 
 
 if __name__ == "__main__":

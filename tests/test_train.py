@@ -106,3 +106,26 @@ def test_cli_bad_input_exits_2_with_one_line(capsys):
     assert main(["--alpha", "-3"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: alpha: -3.0 is out of range; allowed: [0, inf]"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_trainer_learns_and_its_checkpoint_loads_on_cpu(digits):
+    """On CUDA (bf16 autocast, channels_last) SRRL learns, and its state continues on a CPU Trainer."""
+    import copy
+
+    cfg, splits, teacher = digits
+    gpu = Trainer(cfg.replace(device="cuda", epochs=4), copy.deepcopy(teacher.model), splits)
+    assert gpu.memory_format == torch.channels_last and next(gpu.student.parameters()).is_cuda
+    result = gpu.fit()
+    losses = [r[M.TRAIN_LOSS] for r in result.history]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
+    assert result.history[-1][M.LOSS_FM] > 0 and result.history[-1][M.LOSS_SR] > 0
+    assert result.final[M.TEST_ACC] > 30  # 10 classes: chance is 10%
+    buf = __import__("io").BytesIO()
+    torch.save(gpu.state_dict(), buf)
+    buf.seek(0)
+    cpu = Trainer(cfg.replace(epochs=4), copy.deepcopy(teacher.model), splits)
+    cpu.load_state_dict(torch.load(buf, weights_only=True, map_location="cpu"))
+    assert cpu.epoch == 4
+    val_acc, _ = cpu.evaluate("val")  # fp32 on CPU against the bf16 evaluation on the GPU
+    assert val_acc == pytest.approx(result.history[-1][M.VAL_ACC], abs=2.0)
