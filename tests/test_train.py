@@ -26,7 +26,12 @@ def test_same_config_and_seed_give_identical_numbers(digits):
     a = Trainer(cfg, teacher.model, splits).fit()
     b = Trainer(cfg, teacher.model, splits).fit()
     strip = lambda rows: [{k: v for k, v in r.items() if k not in (M.IMAGES_PER_S, M.EPOCH_TIME_S)} for r in rows]
-    assert strip(a.history) == strip(b.history) and a.final[M.TEST_ACC] == b.final[M.TEST_ACC]
+    # Accuracies exactly; losses to 1e-6: on some CPUs (an H100 host's, seen) a BLAS kernel's result
+    # depends on memory alignment in the last bits of a float32.
+    assert [{k: v for k, v in r.items() if "acc" in k} for r in a.history] == \
+        [{k: v for k, v in r.items() if "acc" in k} for r in b.history]
+    assert strip(a.history) == [pytest.approx(r, rel=1e-6) for r in strip(b.history)]
+    assert a.final[M.TEST_ACC] == b.final[M.TEST_ACC]
     c = Trainer(cfg.replace(seed=1), teacher.model, splits).fit()
     assert strip(c.history) != strip(a.history)
 
@@ -109,22 +114,26 @@ def test_cli_bad_input_exits_2_with_one_line(capsys):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_trainer_learns_and_its_checkpoint_loads_on_cpu(digits):
-    """On CUDA (bf16 autocast, channels_last) SRRL learns, and its state continues on a CPU Trainer."""
+def test_cuda_trainer_matches_cpu_and_its_checkpoint_loads_on_cpu(digits):
+    """On CUDA (bf16 autocast, channels_last) SRRL learns as on the CPU, and its state continues on a CPU Trainer."""
     import copy
 
     cfg, splits, teacher = digits
-    gpu = Trainer(cfg.replace(device="cuda", epochs=4), copy.deepcopy(teacher.model), splits)
+    cfg = cfg.replace(epochs=4)
+    gpu = Trainer(cfg.replace(device="cuda"), copy.deepcopy(teacher.model), splits)
     assert gpu.memory_format == torch.channels_last and next(gpu.student.parameters()).is_cuda
     result = gpu.fit()
+    on_cpu = Trainer(cfg, copy.deepcopy(teacher.model), splits).fit()
     losses = [r[M.TRAIN_LOSS] for r in result.history]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     assert result.history[-1][M.LOSS_FM] > 0 and result.history[-1][M.LOSS_SR] > 0
-    assert result.final[M.TEST_ACC] > 30  # 10 classes: chance is 10%
+    # same seed, data order and init; bf16 rounding moves the numbers a little, not the learning
+    assert losses[-1] == pytest.approx(on_cpu.history[-1][M.TRAIN_LOSS], rel=0.05)
+    assert result.final[M.TEST_ACC] == pytest.approx(on_cpu.final[M.TEST_ACC], abs=5.0)
     buf = __import__("io").BytesIO()
     torch.save(gpu.state_dict(), buf)
     buf.seek(0)
-    cpu = Trainer(cfg.replace(epochs=4), copy.deepcopy(teacher.model), splits)
+    cpu = Trainer(cfg, copy.deepcopy(teacher.model), splits)
     cpu.load_state_dict(torch.load(buf, weights_only=True, map_location="cpu"))
     assert cpu.epoch == 4
     val_acc, _ = cpu.evaluate("val")  # fp32 on CPU against the bf16 evaluation on the GPU

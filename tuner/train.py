@@ -109,6 +109,10 @@ class Trainer:
             teacher = None
         # channels_last lets cuDNN use its fastest (tensor-core) convolution kernels; a no-op on CPU
         self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+        if self.device.type == "cuda":
+            # A trial's shapes are fixed, so cuDNN's one-time autotuning pays back: on an H100, batch 64,
+            # resnet8x4's step went 5.5 -> 4.5 ms and the SRRL step 9.8 -> 8.9 ms (bench/distill_cost).
+            torch.backends.cudnn.benchmark = True
         self.distiller = Distiller(teacher, student, connector, cfg.alpha, cfg.beta, cfg.gamma, cfg.temperature).to(
             self.device, memory_format=self.memory_format)
         self.optimizer = _build_optimizer(cfg, list(self.distiller.learnable_parameters()))
