@@ -14,6 +14,7 @@ from search_spaces._base import (
     SpaceContext,
     apply_params,
     build_sampler,
+    grid_size,
 )
 from search_spaces._registry import SPACES, describe_spaces, get_space, list_spaces
 
@@ -30,6 +31,7 @@ __all__ = [
     "list_spaces",
     "describe_spaces",
     "build_sampler",
+    "grid_size",
     "apply_params",
     "LABEL_KEYS",
     "SAMPLERS",

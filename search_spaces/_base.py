@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -230,12 +231,17 @@ def _checked(space: SearchSpace, ctx: SpaceContext, params: Mapping[str, Any]) -
     return apply_params(ctx.base, params)
 
 
+def grid_size(space: SearchSpace, ctx: SpaceContext) -> int:
+    """Number of points the ``grid`` sampler enumerates for ``space`` (the product of its value lists)."""
+    return math.prod(len(v) for v in space.grid_values(ctx).values()) if space.grid_values is not None else 0
+
+
 def build_sampler(name: str, seed: int, space: SearchSpace, ctx: SpaceContext) -> "optuna.samplers.BaseSampler":
     """The Optuna sampler ``name`` for ``space``, seeded.
 
     ``tpe``: multivariate TPE with the constant liar (trials run in parallel under Ray);
-    ``random``; ``nsga2``; ``grid``: a ``GridSampler`` over ``space.grid_values(ctx)``
-    (the sweep ends once every combination has run).
+    ``random``; ``nsga2``; ``grid``: a ``GridSampler`` over ``space.grid_values(ctx)``, each
+    combination once (the sweep runs ``grid_size`` trials).
 
     Raises:
         ValueError: unknown name, or ``grid`` for a space without ``grid_values``.
@@ -254,7 +260,9 @@ def build_sampler(name: str, seed: int, space: SearchSpace, ctx: SpaceContext) -
         if space.grid_values is None:
             others = ", ".join(s for s in SAMPLERS if s != "grid")
             raise ValueError(f"searcher: 'grid' is not available for space {space.name!r}; choose from: {others}")
-        return optuna.samplers.GridSampler(space.grid_values(ctx), seed=seed)
+        from search_spaces._grid import TuneGridSampler
+
+        return TuneGridSampler(space.grid_values(ctx), seed=seed)
     with warnings.catch_warnings():  # multivariate / constant_liar are experimental in optuna 4.x
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=5)

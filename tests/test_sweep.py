@@ -103,6 +103,25 @@ def test_two_trials_overlap_in_time_on_two_cpus(smoke_sweep):
     assert any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
 
 
+def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path):
+    """``--searcher grid``: 25 (alpha, beta) trials, each once; the last one used to fail and run twice."""
+    import itertools
+
+    import optuna
+
+    proc = _run_search(tmp_path, "--name", "grd", "--searcher", "grid", "--scheduler", "fifo", "--epochs", "1",
+                       "--teacher-epochs", "3", "--cpus-per-trial", "1", "--set", "max_failures=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Sweep grd: 25 trials" in proc.stdout
+    runs = _children(f"sqlite:///{tmp_path / 'mlflow.db'}", "grd")
+    assert len(runs) == 25 and {r.info.status for r in runs} == {"FINISHED"}
+    study = optuna.load_study(study_name="grd", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 25
+    grid = [0.01, 0.1, 1.0, 10.0, 100.0]
+    assert {(t.params["alpha"], t.params["beta"]) for t in study.trials} == set(itertools.product(grid, grid))
+    assert not list((tmp_path / "ray_results" / "grd").glob("*/error.*"))  # no trial failed (and was retried)
+
+
 def test_bad_flag_value_exits_2_before_ray_starts(tmp_path):
     start = time.monotonic()
     proc = _run_search(tmp_path, "--space", "loss_weight", "--epochs", "2")

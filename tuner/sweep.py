@@ -175,7 +175,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
             param_space=_grid_param_space(grid) if grid is not None else {},
             tune_config=tune.TuneConfig(
                 search_alg=_searcher(sweep, space, ctx, grid), scheduler=_scheduler(sweep, space, base),
-                num_samples=len(grid) if grid is not None else sweep.num_samples,
+                num_samples=_num_samples(sweep, space, ctx, grid),
                 max_concurrent_trials=_max_concurrent(sweep), reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -330,6 +330,15 @@ def _check_study_name(sweep: SweepConfig) -> None:
     if sweep.name in existing:
         raise ConfigError(f"study_name: an Optuna study {sweep.name!r} already exists in {sweep.optuna_storage}; "
                           "pass --study-name to continue it on purpose, or pick another --name")
+
+
+def _num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]]) -> int:
+    """Trials in the sweep: every point of an exhaustive space or of ``--searcher grid``, else ``num_samples``."""
+    from search_spaces import grid_size
+
+    if grid is not None:
+        return len(grid)
+    return grid_size(space, ctx) if sweep.searcher == "grid" else sweep.num_samples
 
 
 def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]]) -> Any:

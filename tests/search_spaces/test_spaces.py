@@ -20,6 +20,7 @@ from search_spaces import (
     SpaceContext,
     apply_params,
     build_sampler,
+    grid_size,
     describe_spaces,
     get_space,
     list_spaces,
@@ -352,24 +353,28 @@ def test_ablation_rejects_zero_seeds_and_optuna(digits_ctx: SpaceContext) -> Non
 # ---------------------------------------------------------------------------------------- samplers
 
 
-def test_grid_sampler_enumerates_loss_weights(digits_ctx: SpaceContext) -> None:
-    space = get_space("loss_weights")
-    study = optuna.create_study(direction="maximize", sampler=build_sampler("grid", 0, space, digits_ctx))
+def _ask_tell_grid(space: SearchSpace, ctx: SpaceContext) -> List[Dict[str, Any]]:
+    """Every trial of the ``grid`` sampler, asked and told as Tune's searcher does (outside ``optimize``)."""
+    study = optuna.create_study(direction="maximize", sampler=build_sampler("grid", 0, space, ctx))
     seen = []
-    study.optimize(lambda t: seen.append(space.sample(t, digits_ctx)) or 0.0, n_trials=100)  # GridSampler stops the study
-    combos = {(p["alpha"], p["beta"]) for p in seen}
+    for _ in range(grid_size(space, ctx)):
+        trial = study.ask()
+        seen.append(space.sample(trial, ctx))
+        study.tell(trial, 0.0)  # the stock GridSampler raised here on the last point (study.stop outside optimize)
+    return seen
+
+
+def test_grid_sampler_enumerates_loss_weights(digits_ctx: SpaceContext) -> None:
+    seen = _ask_tell_grid(get_space("loss_weights"), digits_ctx)
     grid = [0.01, 0.1, 1.0, 10.0, 100.0]
-    assert len(seen) == 25 and combos == set(itertools.product(grid, grid))
+    assert len(seen) == 25 and {(p["alpha"], p["beta"]) for p in seen} == set(itertools.product(grid, grid))
 
 
 def test_grid_sampler_enumerates_connectors(digits_ctx: SpaceContext) -> None:
-    space = get_space("connectors")
-    study = optuna.create_study(direction="maximize", sampler=build_sampler("grid", 0, space, digits_ctx))
-    seen = []
-    study.optimize(lambda t: seen.append(space.sample(t, digits_ctx)) or 0.0, n_trials=200)
+    seen = _ask_tell_grid(get_space("connectors"), digits_ctx)
     fit = [c for c in list_connectors() if c != "identity"]
-    assert {(p["connector"], p["alpha"], p["beta"]) for p in seen} == set(itertools.product(fit, [0.1, 1.0, 10.0], [0.1, 1.0, 10.0]))
     assert len(seen) == len(fit) * 9
+    assert {(p["connector"], p["alpha"], p["beta"]) for p in seen} == set(itertools.product(fit, [0.1, 1.0, 10.0], [0.1, 1.0, 10.0]))
 
 
 @pytest.mark.parametrize("name", OPTUNA_SPACES)
