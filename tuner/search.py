@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Set
 
 from ray.tune.search.optuna import OptunaSearch
 
@@ -29,10 +29,12 @@ class PruneAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._max_epochs = int(max_epochs)
         self._reconciled = True
+        self._reported: Dict[str, Set[int]] = {}  # trial_id -> epochs already reported to the study
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
         self._reconciled = False
+        self._reported = {}  # the snapshot may be older than the study: read each trial's steps again
 
     def suggest(self, trial_id: str) -> Optional[Dict]:
         if not self._reconciled:
@@ -64,12 +66,16 @@ class PruneAwareOptunaSearch(OptunaSearch):
             return
         ot_trial = self._ot_trials[trial_id]
         step = int(result.get(M.EPOCH, result.get("training_iteration", 0)))
-        frozen = ot_trial.storage.get_trial(ot_trial._trial_id)
-        if frozen.state.is_finished():
-            self._completed_trials.add(trial_id)  # recorded before a driver restart
-            return
-        if step not in frozen.intermediate_values:  # Tune may hand the last result to both hooks
+        steps = self._reported.get(trial_id)
+        if steps is None:  # first result of this trial in this process: one storage read, not one per epoch
+            frozen = ot_trial.storage.get_trial(ot_trial._trial_id)
+            if frozen.state.is_finished():
+                self._completed_trials.add(trial_id)  # recorded before a driver restart
+                return
+            steps = self._reported[trial_id] = set(frozen.intermediate_values)
+        if step not in steps:  # Tune may hand the last result to both hooks
             ot_trial.report(float(value), step)
+            steps.add(step)
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
         if trial_id not in self._completed_trials and trial_id in self._ot_trials:
@@ -104,3 +110,4 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 values = values[0]
         self._ot_study.tell(ot_trial, values, state=state)
         self._completed_trials.add(trial_id)
+        self._reported.pop(trial_id, None)

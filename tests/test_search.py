@@ -1,0 +1,67 @@
+"""PruneAwareOptunaSearch on a real Optuna RDB study, driven as Tune drives it (no Ray runtime needed)."""
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from tuner.search import PruneAwareOptunaSearch
+
+State = optuna.trial.TrialState
+
+
+def _define(trial: optuna.Trial) -> None:
+    trial.suggest_float("alpha", 0.01, 100.0, log=True)
+
+
+def _searcher(storage: str, max_epochs: int = 3) -> PruneAwareOptunaSearch:
+    return PruneAwareOptunaSearch(space=_define, metric="val_acc", mode="max", study_name="s",
+                                  storage=optuna.storages.RDBStorage(storage), max_epochs=max_epochs,
+                                  sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def _study(storage: str) -> optuna.Study:
+    return optuna.load_study(study_name="s", storage=storage)
+
+
+def test_states_and_intermediate_values(storage):
+    s = _searcher(storage)
+    for tid in ("full", "cut", "nan", "div"):
+        assert "alpha" in s.suggest(tid)
+    for epoch, acc in ((1, 40.0), (2, 50.0)):
+        s.on_trial_result("full", {"val_acc": acc, "epoch": epoch})
+    s.on_trial_result("full", {"val_acc": 50.0, "epoch": 2})  # the same epoch twice is reported once
+    s.on_trial_complete("full", {"val_acc": 60.0, "epoch": 3})  # the last result reaches only this hook
+    s.on_trial_result("cut", {"val_acc": 30.0, "epoch": 1})
+    s.on_trial_complete("cut", {"val_acc": 30.0, "epoch": 1})  # ASHA stopped it after epoch 1 of 3
+    s.on_trial_result("nan", {"val_acc": float("nan"), "epoch": 1})
+    s.on_trial_complete("nan", {"val_acc": float("nan"), "epoch": 3})
+    s.on_trial_complete("div", {"val_acc": 10.0, "epoch": 1, "diverged": True})
+    trials = {t.number: t for t in _study(storage).trials}
+    assert [trials[i].state for i in range(4)] == [State.COMPLETE, State.PRUNED, State.FAIL, State.FAIL]
+    assert trials[0].value == 60.0 and trials[0].intermediate_values == {1: 40.0, 2: 50.0, 3: 60.0}
+    assert trials[1].intermediate_values == {1: 30.0} and trials[1].user_attrs["stopped_at_epoch"] == 1
+    assert trials[2].intermediate_values == {} and trials[3].user_attrs["diverged_epoch"] == 1
+
+
+def test_restored_searcher_neither_repeats_steps_nor_retells_finished_trials(storage, tmp_path):
+    s = _searcher(storage)
+    s.suggest("a"), s.suggest("b")
+    s.on_trial_result("a", {"val_acc": 40.0, "epoch": 1})
+    s.save(str(tmp_path / "searcher.pkl"))  # Tune's snapshot, taken here ...
+    s.on_trial_result("a", {"val_acc": 45.0, "epoch": 2})  # ... while these reached the study after it
+    s.on_trial_complete("b", {"val_acc": 70.0, "epoch": 3})
+
+    restored = _searcher(storage)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("a", {"val_acc": 45.5, "epoch": 2})  # the resumed trial re-reports epoch 2
+    restored.on_trial_complete("a", {"val_acc": 50.0, "epoch": 3})
+    restored.on_trial_complete("b", {"val_acc": 70.0, "epoch": 3})  # already COMPLETE in the study
+    trials = sorted(_study(storage).trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [State.COMPLETE, State.COMPLETE]
+    assert trials[0].intermediate_values == {1: 40.0, 2: 45.0, 3: 50.0} and trials[0].value == 50.0
+    assert trials[1].value == 70.0
