@@ -2,7 +2,6 @@
 is SIGKILLed twice, a trial diverges, the tracking server is unreachable, a checkpoint cannot be written."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._helpers import free_port, trial_runs, tune_results
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,22 +22,6 @@ def _env(tmp_path: Path) -> dict:
     ray_tmp = Path("/tmp") / f"rf{os.getpid()}{abs(hash(str(tmp_path))) % 10_000}"
     ray_tmp.mkdir(exist_ok=True)
     return {**os.environ, "RAY_TMPDIR": str(ray_tmp), "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
-
-
-def _results(folder: Path) -> dict:
-    """trial dir name -> list of reported results (Tune's result.json lines)."""
-    out = {}
-    for path in folder.glob("train_srrl_*/result.json"):
-        out[path.parent.name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return out
-
-
-def _runs(tracking_uri: str, experiment: str) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    return [r for r in client.search_runs([exp.experiment_id], max_results=1000) if r.data.tags.get("srrl.role") == "trial"]
 
 
 def test_worker_node_dies_mid_sweep(tmp_path, monkeypatch):
@@ -59,7 +44,7 @@ def test_worker_node_dies_mid_sweep(tmp_path, monkeypatch):
         deadline = time.monotonic() + 240
         victim = workers[1]
         while time.monotonic() < deadline and not killed:
-            for name, rows in _results(folder).items():
+            for name, rows in tune_results(folder, by_dir=True).items():
                 if len(rows) >= 3 and rows[-1].get("node_id") == victim.node_id and rows[-1]["epoch"] < 20:
                     killed.update(trial=name, epoch=rows[-1]["epoch"])
                     cluster.remove_node(victim, allow_graceful=False)
@@ -79,13 +64,13 @@ def test_worker_node_dies_mid_sweep(tmp_path, monkeypatch):
         cluster.shutdown()
     assert killed, "no trial ran on the worker that was to be killed"
     assert [r["status"] for r in result.rows] == ["finished"] * 3
-    rows = _results(folder)[killed["trial"]]
+    rows = tune_results(folder, by_dir=True)[killed["trial"]]
     epochs = [r["epoch"] for r in rows]
     assert epochs[-1] == 20 and sorted(set(epochs)) == list(range(1, 21))
     assert epochs.count(1) == 1, "the trial restarted from scratch instead of its checkpoint"
     assert len(epochs) - 20 <= 1, f"more than one epoch was redone: {epochs}"
     assert rows[-1]["node_id"] != workers[1].node_id  # finished on the surviving worker
-    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "nd")
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "nd")
     assert len(runs) == 3 and {r.data.tags["srrl.status"] for r in runs} == {"finished"}
 
 
@@ -117,17 +102,17 @@ def test_driver_killed_twice_then_resumed(tmp_path):
     first = _driver(tmp_path, "--name", "kk", "--num-samples", "6", "--epochs", str(epochs), "--teacher-epochs", "3",
                     "--scheduler", "fifo", "--max-concurrent", "2")
     # 1st kill: right after the first trial finished
-    _kill_when(first, lambda: any(len(r) >= epochs for r in _results(folder).values()))
+    _kill_when(first, lambda: any(len(r) >= epochs for r in tune_results(folder, by_dir=True).values()))
     second = _driver(tmp_path, "--resume", str(folder))
     # 2nd kill: mid-trial, once the resumed driver has reported new epochs
-    before = sum(len(r) for r in _results(folder).values())
-    _kill_when(second, lambda: sum(len(r) for r in _results(folder).values()) >= before + 3)
+    before = sum(len(r) for r in tune_results(folder, by_dir=True).values())
+    _kill_when(second, lambda: sum(len(r) for r in tune_results(folder, by_dir=True).values()) >= before + 3)
     done = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--resume", str(folder)], cwd=tmp_path,
                           env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Sweep kk: 6 trials, 6 finished" in done.stdout
 
-    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "kk")
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "kk")
     assert len(runs) == 6 and len({r.data.tags["srrl.trial_id"] for r in runs}) == 6
     assert all(r.info.status == "FINISHED" and r.data.tags["srrl.status"] == "finished" for r in runs)
     import mlflow
@@ -156,7 +141,7 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
                           cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep dv: 3 trials, 0 finished, 0 stopped_early, 3 diverged" in proc.stdout
-    for run in _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "dv"):
+    for run in trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "dv"):
         assert run.data.tags["srrl.status"] == "diverged" and run.data.tags["srrl.diverged_epoch"] == "1"
         assert run.info.status == "FAILED"
     study = optuna.load_study(study_name="dv", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
@@ -165,11 +150,7 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_unreachable_tracking_server_refuses_to_start(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     start = time.monotonic()
     proc = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--tracking-uri", f"http://bob:s3cret@127.0.0.1:{port}"],
                           cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests._helpers import trial_runs
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,15 +27,6 @@ def _env(tmp_path: Path) -> dict:
 def _run_search(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "run_search.py"), *args], cwd=tmp_path, env=_env(tmp_path),
                           capture_output=True, text=True, timeout=timeout)
-
-
-def _children(tracking_uri: str, experiment: str) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    return [r for r in runs if r.data.tags.get("srrl.role") == "trial"]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +46,7 @@ def test_default_sweep_smoke_end_to_end(tmp_path):
     assert name.startswith("loss_weights-digits-") and f"Sweep {name}: 4 trials" in out
     assert "best val_acc" in out and f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
     assert f"python run_search.py --resume {tmp_path / 'ray_results' / name}" in out
-    assert len(_children(f"sqlite:///{tmp_path / 'mlflow.db'}", name)) == 4
+    assert len(trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", name)) == 4
     assert (tmp_path / "optuna.db").is_file() and (tmp_path / "ray_results" / name / "srrl_sweep.yaml").is_file()
 
     # the report command the summary prints works on the sweep's records
@@ -90,7 +83,7 @@ def test_authors_points_come_first_and_asha_prunes_in_the_study(smoke_sweep):
             assert t.state == optuna.trial.TrialState.PRUNED and len(steps) < 4
             assert t.user_attrs["stopped_at_epoch"] == steps[-1]
     # MLflow agrees with the study
-    children = _children(f"sqlite:///{tmp / 'mlflow.db'}", "smk")
+    children = trial_runs(f"sqlite:///{tmp / 'mlflow.db'}", "smk")
     mlflow_states = sorted(r.data.tags["srrl.status"] for r in children)
     expected = sorted("finished" if t.state == optuna.trial.TrialState.COMPLETE else "stopped_early" for t in trials)
     assert mlflow_states == expected
@@ -99,7 +92,7 @@ def test_authors_points_come_first_and_asha_prunes_in_the_study(smoke_sweep):
 def test_two_trials_overlap_in_time_on_two_cpus(smoke_sweep):
     tmp, proc = smoke_sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
-    spans = sorted((r.info.start_time, r.info.end_time) for r in _children(f"sqlite:///{tmp / 'mlflow.db'}", "smk"))
+    spans = sorted((r.info.start_time, r.info.end_time) for r in trial_runs(f"sqlite:///{tmp / 'mlflow.db'}", "smk"))
     assert any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
 
 
@@ -113,7 +106,7 @@ def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path):
                        "--teacher-epochs", "3", "--cpus-per-trial", "1", "--set", "max_failures=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep grd: 25 trials" in proc.stdout
-    runs = _children(f"sqlite:///{tmp_path / 'mlflow.db'}", "grd")
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "grd")
     assert len(runs) == 25 and {r.info.status for r in runs} == {"FINISHED"}
     study = optuna.load_study(study_name="grd", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 25
@@ -157,7 +150,7 @@ def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path):
     proc = _run_search(tmp_path, "--resume", str(folder))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep rsm: 4 trials, 4 finished" in proc.stdout
-    children = _children(f"sqlite:///{tmp_path / 'mlflow.db'}", "rsm")
+    children = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "rsm")
     assert len(children) == 4 and {r.data.tags["srrl.status"] for r in children} == {"finished"}
     import optuna
 

@@ -3,41 +3,26 @@ parent/child structure, full params, complete per-epoch metrics, artifacts, best
 back and reproduce their logged test accuracy."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests._helpers import MlflowServer, local_ray
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sweep(tmp_path: Path, tracking_uri: str, name: str):
     """A 4-trial FIFO sweep of 3 epochs, run in this process against ``tracking_uri``."""
-    import ray
-
     from tuner.config import SweepConfig
     from tuner.sweep import run_sweep
 
     sweep, base = SweepConfig.split({"name": name, "num_samples": 4, "epochs": 3, "teacher_epochs": 3, "scheduler": "fifo",
                                      "top_k": 2, "storage_path": str(tmp_path / "ray"), "tracking_uri": tracking_uri,
                                      "optuna_storage": f"sqlite:///{tmp_path / 'optuna.db'}"})
-    ray.init(address="local", include_dashboard=False, num_cpus=2)
-    try:
+    with local_ray():
         return run_sweep(sweep, base, verbose=0)
-    finally:
-        ray.shutdown()
 
 
 def _check_records(tracking_uri: str, result) -> None:
@@ -96,28 +81,12 @@ def test_sweep_records_on_sqlite(tmp_path, monkeypatch):
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
-         "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(uri + "/health", timeout=1)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("mlflow server exited")
-            time.sleep(0.5)
-    else:
-        pytest.fail("mlflow server did not answer /health")
-    yield uri
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
 
 
 def test_sweep_records_on_an_mlflow_server(tmp_path, monkeypatch, mlflow_server):

@@ -8,21 +8,18 @@ stopped with SIGTERM while a real in-process sweep runs.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import pytest
+
+from tests._helpers import MlflowServer, local_ray, trial_runs, tune_results
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -30,68 +27,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """``mlflow server`` in its own process group, stoppable and restartable on the same port and store."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = _free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: Optional[subprocess.Popen] = None
-
-    def start(self, timeout: float = 90) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
-             "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.up():
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}")
-            time.sleep(0.25)
-        raise RuntimeError("mlflow server did not answer /health")
-
-    def up(self) -> bool:
-        try:
-            urllib.request.urlopen(self.uri + "/health", timeout=1)
-            return True
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        """SIGTERM the whole process group (uvicorn and its worker), SIGKILL what is left after 20 s."""
-        if self.proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:  # the worker may outlive the parent by a moment
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc = None
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = _Server(tmp_path_factory.mktemp("mlflow-server"))
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     srv.start()
     try:
         yield srv
@@ -101,20 +39,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="ro-", dir="/tmp")  # short: Ray's unix socket paths have a length limit
-    before = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    ray.init(address="local", include_dashboard=False, num_cpus=2)
-    try:
+    with local_ray():
         yield
-    finally:
-        ray.shutdown()
-        if before is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = before
 
 
 def _sweep(tmp_path: Path, uri: str, name: str, trials: int, epochs: int, **extra):
@@ -128,7 +54,7 @@ def _sweep(tmp_path: Path, uri: str, name: str, trials: int, epochs: int, **extr
     return run_sweep(sweep, base, verbose=0)
 
 
-def _stop_after_first_epoch(server: _Server, experiment: str, events: Dict[str, float],
+def _stop_after_first_epoch(server: MlflowServer, experiment: str, events: Dict[str, float],
                             restart_after: Optional[float]) -> threading.Thread:
     """A thread that SIGTERMs the server once some child run has val_acc logged, and restarts it
     ``restart_after`` seconds later (never, for None). ``events`` gets the times (time.time())."""
@@ -157,31 +83,13 @@ def _stop_after_first_epoch(server: _Server, experiment: str, events: Dict[str, 
     return thread
 
 
-def _tune_results(folder: Path) -> Dict[str, List[dict]]:
-    """trial_id -> Tune's result.json lines."""
-    out = {}
-    for path in folder.glob("train_srrl_*/result.json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        out[rows[-1]["trial_id"]] = rows
-    return out
-
-
-def _children(uri: str, experiment: str) -> list:
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
-            if r.data.tags.get("srrl.role") == "trial"]
-
-
 def _check_complete(uri: str, experiment: str, folder: Path, epochs: int) -> None:
     """Exactly one ended child per trial, and every finite metric of every epoch equal to result.json."""
     from analysis.runs import load_history
     from tuner import metrics as M
 
-    results = _tune_results(folder)
-    children = _children(uri, experiment)
+    results = tune_results(folder)
+    children = trial_runs(uri, experiment)
     assert sorted(c.data.tags["srrl.trial_id"] for c in children) == sorted(results)
     for child in children:
         assert child.info.status == "FINISHED", child.data.tags
@@ -212,7 +120,7 @@ def test_server_restarted_mid_sweep_loses_nothing(tmp_path, monkeypatch, server,
     assert "stopped" in events and "back" in events, events
     assert events["back"] < ended, "the sweep ended before the server came back: make its epochs slower"
     assert [r["status"] for r in result.rows] == ["finished"] * 3
-    results = _tune_results(Path(result.path))
+    results = tune_results(Path(result.path))
     during = [r for rows in results.values() for r in rows if events["stopped"] <= r["timestamp"] < events["back"] - 1]
     assert during, "no epoch ended while the server was down"
     _check_complete(server.uri, "out-a", Path(result.path), epochs=8)
@@ -239,10 +147,10 @@ def test_server_down_until_the_end_then_sync_backfills(tmp_path, monkeypatch, se
     assert [r["status"] for r in result.rows] == ["finished"] * 2
     assert took < 90, f"the sweep took {took:.0f} s to give up on the dead server"
     folder = Path(result.path)
-    assert folder.name == "out-b" and len(_tune_results(folder)) == 2
+    assert folder.name == "out-b" and len(tune_results(folder)) == 2
 
     server.start()  # the same store comes back
-    before = {c.data.tags["srrl.trial_id"]: c for c in _children(server.uri, "out-b")}
+    before = {c.data.tags["srrl.trial_id"]: c for c in trial_runs(server.uri, "out-b")}
     assert len(before) >= 1 and any(c.info.status == "RUNNING" for c in before.values())
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "analysis", "sync", "--experiment", "out-b", "--sweep-dir", str(folder),

@@ -1,0 +1,119 @@
+"""Helpers shared by several test modules (import as ``from tests._helpers import ...``); ray and mlflow load lazily."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: for a server to start on, or to stand for an unreachable one."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tune_results(folder: Path, by_dir: bool = False) -> Dict[str, List[dict]]:
+    """trial id (with ``by_dir``: trial dir name, safe on a result.json still empty) -> Tune's result.json lines."""
+    out = {}
+    for path in folder.glob("train_srrl_*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out[path.parent.name if by_dir else rows[-1]["trial_id"]] = rows
+    return out
+
+
+def trial_runs(tracking_uri: str, experiment: str) -> list:
+    """The experiment's child runs (tag srrl.role = trial), up to 1000, as the MLflow client returns them."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if r.data.tags.get("srrl.role") == "trial"]
+
+
+@contextlib.contextmanager
+def local_ray(**init_kwargs) -> Iterator:
+    """``ray`` started locally on 2 CPUs, in a short temp dir (unix socket paths have a length limit) removed after."""
+    import ray
+
+    tmp = tempfile.mkdtemp(prefix="ry-", dir="/tmp")
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = tmp
+    try:
+        ray.init(address="local", include_dashboard=False, num_cpus=2, **init_kwargs)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+    finally:
+        if before is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = before
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class MlflowServer:
+    """``mlflow server`` (SQLite store in ``folder``) in its own process group; restarts on the same port and store."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 90) -> None:
+        """Start it and wait until it answers /health; RuntimeError if it exits or stays silent."""
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
+             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.up():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited with {self.proc.returncode}")
+            time.sleep(0.25)
+        raise RuntimeError("mlflow server did not answer /health")
+
+    def up(self) -> bool:
+        """Whether it answers /health now."""
+        try:
+            urllib.request.urlopen(self.uri + "/health", timeout=1)
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM the whole process group (uvicorn and its worker), SIGKILL what is left after 20 s."""
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:  # the worker may outlive the parent by a moment
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc = None
