@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Sequence
 from search_spaces._base import SpaceContext, feature_channels
 
 __all__ = [
+    "suggest_architecture",
+    "base_architecture",
     "AUTHORS_WEIGHTS",
     "WEIGHT_LOW",
     "WEIGHT_HIGH",
@@ -70,3 +72,19 @@ def connector_choices(ctx: SpaceContext, students: Sequence[str]) -> List[str]:
     from tuner.connectors import list_connectors
 
     return [c for c in list_connectors() if all(connector_fits_student(ctx, c, s) for s in students)]
+
+
+def suggest_architecture(trial: Any, ctx: SpaceContext) -> None:
+    """Student and a connector that fits every student choice (the ``full`` and ``pareto`` spaces)."""
+    students = student_choices(ctx)
+    trial.suggest_categorical("student", students)
+    trial.suggest_categorical("connector", connector_choices(ctx, students))
+
+
+def base_architecture(ctx: SpaceContext) -> Dict[str, Any]:
+    """The base student and connector as a starting point; the paper's connector where the base one is no choice."""
+    students = student_choices(ctx)
+    connectors = connector_choices(ctx, students)
+    fixed: Dict[str, Any] = {"student": ctx.base.student} if ctx.base.student in students else {}
+    fixed["connector"] = ctx.base.connector if ctx.base.connector in connectors else PAPER_CONNECTOR
+    return fixed

@@ -4,13 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from search_spaces._base import SearchSpace, SpaceContext
-from search_spaces._choices import (
-    PAPER_CONNECTOR,
-    connector_choices,
-    student_choices,
-    suggest_loss_weights,
-    weight_points,
-)
+from search_spaces._choices import base_architecture, suggest_architecture, suggest_loss_weights, weight_points
 from search_spaces._registry import register_space
 
 LR_FACTOR = 10.0  # lr searched on [base.lr / 10, base.lr * 10]
@@ -18,9 +12,7 @@ WEIGHT_DECAY_RANGE = (1e-5, 1e-3)
 
 
 def define(trial: Any, ctx: SpaceContext) -> None:
-    students = student_choices(ctx)
-    trial.suggest_categorical("student", students)
-    trial.suggest_categorical("connector", connector_choices(ctx, students))
+    suggest_architecture(trial, ctx)
     suggest_loss_weights(trial)
     trial.suggest_float("lr", ctx.base.lr / LR_FACTOR, ctx.base.lr * LR_FACTOR, log=True)
     trial.suggest_float("weight_decay", *WEIGHT_DECAY_RANGE, log=True)
@@ -28,13 +20,7 @@ def define(trial: Any, ctx: SpaceContext) -> None:
 
 def initial_points(ctx: SpaceContext) -> List[Dict[str, Any]]:
     """The base recipe at the authors' weights (a base value outside the space is left to the sampler)."""
-    students = student_choices(ctx)
-    connectors = connector_choices(ctx, students)
-    fixed: Dict[str, Any] = {}
-    if ctx.base.student in students:
-        fixed["student"] = ctx.base.student
-    fixed["connector"] = ctx.base.connector if ctx.base.connector in connectors else PAPER_CONNECTOR
-    fixed["lr"] = ctx.base.lr
+    fixed = {**base_architecture(ctx), "lr": ctx.base.lr}
     if WEIGHT_DECAY_RANGE[0] <= ctx.base.weight_decay <= WEIGHT_DECAY_RANGE[1]:
         fixed["weight_decay"] = ctx.base.weight_decay
     return weight_points(**fixed)

@@ -4,30 +4,18 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from search_spaces._base import SearchSpace, SpaceContext
-from search_spaces._choices import (
-    PAPER_CONNECTOR,
-    connector_choices,
-    student_choices,
-    suggest_loss_weights,
-    weight_points,
-)
+from search_spaces._choices import base_architecture, suggest_architecture, suggest_loss_weights, weight_points
 from search_spaces._registry import register_space
 from tuner import metrics
 
 
 def define(trial: Any, ctx: SpaceContext) -> None:
-    students = student_choices(ctx)
-    trial.suggest_categorical("student", students)
-    trial.suggest_categorical("connector", connector_choices(ctx, students))
+    suggest_architecture(trial, ctx)
     suggest_loss_weights(trial)
 
 
 def initial_points(ctx: SpaceContext) -> List[Dict[str, Any]]:
-    students = student_choices(ctx)
-    connectors = connector_choices(ctx, students)
-    fixed: Dict[str, Any] = {"student": ctx.base.student} if ctx.base.student in students else {}
-    fixed["connector"] = ctx.base.connector if ctx.base.connector in connectors else PAPER_CONNECTOR
-    return weight_points(**fixed)
+    return weight_points(**base_architecture(ctx))
 
 
 SPACE = register_space(

@@ -4,16 +4,15 @@ from __future__ import annotations
 import http.server
 import os
 import pickle
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from types import SimpleNamespace
 
 import pytest
+
+from tests._helpers import free_port, local_ray
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -42,30 +41,13 @@ def _stop_early(trial_id, result):
     return result["config"]["mode"] == "early" and result["epoch"] >= 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ---- fixtures: one Ray, one store, one sweep per module -----------------------------------------
 @pytest.fixture(scope="module")
 def ray_local():
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's unix socket paths have a length limit
-    before = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    ray.init(address="local", include_dashboard=False, num_cpus=2, log_to_driver=False)
-    # the trainable lives in this test module, which Ray workers cannot import: ship it by value
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield ray
-    ray.shutdown()
-    if before is None:
-        os.environ.pop("RAY_TMPDIR", None)
-    else:
-        os.environ["RAY_TMPDIR"] = before
-    shutil.rmtree(tmp, ignore_errors=True)
+    with local_ray(log_to_driver=False) as ray:
+        # the trainable lives in this test module, which Ray workers cannot import: ship it by value
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        yield ray
 
 
 @pytest.fixture(scope="module")
@@ -222,19 +204,20 @@ def test_unreachable_server_buffers_then_flushes(uri, client, monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)  # the callback must bound them itself
     parent = T.start_sweep(uri, "exp-outage", "s", {}, {}, resume=False)
     exp_id = client.get_experiment_by_name("exp-outage").experiment_id
-    cb = T.MLflowTracking(uri, exp_id, parent, epochs=3, retry_delays=(0.05, 0.1))
+    cb = T.MLflowTracking(uri, exp_id, parent, epochs=3, retry_delays=(0.05, 0.1), flush_interval_s=0)
     trial = SimpleNamespace(trial_id="t0", config={"epochs": 3})
     cb.on_trial_start(0, [trial], trial)
     cb.on_trial_result(0, [trial], trial, {"epoch": 1, "val_acc": 1.0})
 
-    cb.tracking_uri, cb._client_obj = f"http://127.0.0.1:{_free_port()}", None  # the server goes away
+    cb.tracking_uri, cb._client_obj = f"http://127.0.0.1:{free_port()}", None  # the server goes away
     t0 = time.perf_counter()
     cb.on_trial_result(0, [trial], trial, {"epoch": 2, "val_acc": 2.0})
     cb.on_trial_result(0, [trial], trial, {"epoch": 3, "val_acc": 3.0})
     assert time.perf_counter() - t0 < 10
-    assert len(cb._pending) == 2
+    assert len(cb._pending) == 1  # epochs 2 and 3 wait as one request
+    assert [m[3] for m in cb._pending[0][2][0] if m[0] == "val_acc"] == [2, 3]
     state = pickle.loads(pickle.dumps(cb))  # the buffer survives pickling
-    assert len(state._pending) == 2
+    assert state._pending == cb._pending
 
     cb.tracking_uri, cb._client_obj = uri, None  # and comes back
     cb.on_trial_complete(0, [trial], trial)
@@ -243,6 +226,35 @@ def test_unreachable_server_buffers_then_flushes(uri, client, monkeypatch):
     run_id = cb._runs["t0"]
     assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3]
     run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["srrl.status"] == "finished"
+
+
+def test_epoch_metrics_are_held_then_sent_as_one_request_per_trial(uri, client, monkeypatch):
+    parent = T.start_sweep(uri, "exp-coalesce", "s", {}, {}, resume=False)
+    cb = T.MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
+    a, b = (SimpleNamespace(trial_id=t, config={"epochs": 3}) for t in ("ta", "tb"))
+    for trial in (a, b):
+        cb.on_trial_start(0, [a, b], trial)  # a start is sent at once: the runs exist
+    calls = []
+    real = cb._client.log_batch
+    monkeypatch.setattr(cb._client, "log_batch", lambda run_id, **kw: calls.append(run_id) or real(run_id, **kw))
+    for epoch in (1, 2):
+        for trial in (a, b):
+            cb.on_trial_result(0, [a, b], trial, {"epoch": epoch, "val_acc": 10.0 * epoch})
+    cb.on_step_end(0, [a, b])
+    assert calls == [] and client.get_metric_history(cb._runs["ta"], "val_acc") == []  # held: not due yet
+
+    cb.flush_interval_s = 0.0
+    cb.on_step_end(0, [a, b])  # due: one request per trial for both epochs
+    assert sorted(calls) == sorted(cb._runs.values())
+    for tid in ("ta", "tb"):
+        assert [(m.step, m.value) for m in client.get_metric_history(cb._runs[tid], "val_acc")] == [(1, 10.0), (2, 20.0)]
+
+    cb.flush_interval_s = 3600
+    cb.on_trial_result(0, [a, b], a, {"epoch": 3, "val_acc": 30.0})  # held ...
+    cb.on_trial_complete(0, [a, b], a)  # ... and sent before the trial's end
+    assert [m.step for m in client.get_metric_history(cb._runs["ta"], "val_acc")] == [1, 2, 3]
+    run = client.get_run(cb._runs["ta"])
     assert run.info.status == "FINISHED" and run.data.tags["srrl.status"] == "finished"
 
 
@@ -284,7 +296,7 @@ def test_good_tracking_uris_pass(tmp_path):
 
 
 def test_unreachable_server_raises_connection_error_quickly_without_password():
-    port = _free_port()
+    port = free_port()
     t0 = time.perf_counter()
     with pytest.raises(ConnectionError, match=r"^tracking_uri: cannot reach MLflow server at http://127\.0\.0\.1") as info:
         T.check_tracking_uri(f"http://alice:s3cret@127.0.0.1:{port}")

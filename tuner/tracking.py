@@ -57,6 +57,7 @@ _RUN_NAME = "mlflow.runName"
 _MLFLOW_END = {"finished": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "errored": "FAILED"}
 _SWEEP_STATUSES = ("FINISHED", "FAILED", "KILLED")
 _BATCH = 100  # MLflow: at most 100 params + tags per log_batch
+_METRIC_BATCH = 1000  # MLflow: at most 1000 metrics per log_batch
 _MAX_PARAM = 6000  # MLflow: longest param value
 _MAX_TAG = 8000
 _MAX_KEY = 250
@@ -426,7 +427,8 @@ class _MLflowTrackingImpl:
     def __init__(self, tracking_uri: str, experiment_id: Optional[str], parent_run_id: str, epochs: int,
                  metric_keys: Optional[Sequence[str]] = None,
                  retry_delays: Sequence[float] = (0.5, 1.0, 2.0),
-                 base_params: Optional[Mapping[str, Any]] = None) -> None:
+                 base_params: Optional[Mapping[str, Any]] = None,
+                 flush_interval_s: float = 1.0) -> None:
         """Args:
             tracking_uri: where the parent run lives (checked for form, not reached, here).
             experiment_id: the parent's experiment; None looks it up from the parent run.
@@ -437,6 +439,9 @@ class _MLflowTrackingImpl:
                 spent, requests are buffered and sent with the next one that succeeds.
             base_params: the sweep's base TrialConfig as a dict: a trial's params are these
                 overridden by its sampled config, so every TrialConfig field is on every child run.
+            flush_interval_s: per-epoch metrics are held at most this long and sent as one request
+                per trial (each request to a SQLite store costs ~20 ms of the driver's loop, which
+                every trial's ``tune.report`` waits on); a trial's start and end are sent at once.
         """
         check_tracking_uri(tracking_uri, probe=False)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -453,7 +458,10 @@ class _MLflowTrackingImpl:
         self._fresh: set = set()  # trial ids whose run was created but whose params are not logged yet
         self._last: Dict[str, Tuple[int, bool]] = {}  # trial_id -> (last epoch, diverged)
         self._nonfinite: set = set()  # (trial_id, key) already tagged
+        self.flush_interval_s = float(flush_interval_s)
         self._pending: List[Op] = []
+        self._last_flush = 0.0  # time.monotonic() of the last send
+        self._down = False  # the last send failed: MLflow is unreachable, ops wait in _pending
         self._client_obj: Any = None
         self._synced = False  # children of the parent listed from MLflow in this process
 
@@ -527,6 +535,11 @@ class _MLflowTrackingImpl:
         if failures is not None:
             self._submit(("log", trial.trial_id, ([], {TAG_NUM_FAILURES: str(failures)})))
 
+    def on_step_end(self, iteration: int, trials: List[Any], **info: Any) -> None:
+        """Send held metrics once they are ``flush_interval_s`` old (Tune calls this every loop step)."""
+        if self._pending and self._due():
+            self._flush(retry=not self._down)
+
     def on_experiment_end(self, trials: List[Any], **info: Any) -> None:
         self._flush(retry=True)
         if self._pending:
@@ -574,12 +587,30 @@ class _MLflowTrackingImpl:
         return self._client_obj
 
     def _submit(self, op: Op) -> None:
-        had_backlog = bool(self._pending)
+        self._enqueue(op)
+        if op[0] == "log" and not self._due():
+            return  # held: sent with the next due flush, or before this trial's end
+        self._flush(retry=not self._down)  # while MLflow is down: one try, no waiting
+
+    def _due(self) -> bool:
+        return time.monotonic() - self._last_flush >= self.flush_interval_s
+
+    def _enqueue(self, op: Op) -> None:
+        """Append ``op``, or merge a "log" op into the trial's held one (one request per trial per flush)."""
+        kind, tid, payload = op
+        if kind == "log":
+            held = next((p for p in reversed(self._pending) if p[1] == tid), None)
+            if held is not None and held[0] == "log":  # nothing of this trial queued after it: order kept
+                held[2][0].extend(payload[0])
+                held[2][1].update(payload[1])
+                return
+            op = (kind, tid, (list(payload[0]), dict(payload[1])))  # our own copy: merges mutate it
         self._pending.append(op)
-        self._flush(retry=not had_backlog)  # with a backlog the server was down: one try, no waiting
 
     def _flush(self, retry: bool) -> None:
         """Send buffered ops in order; stop at the first that still fails (it and the rest stay buffered)."""
+        self._last_flush = time.monotonic()
+        self._down = False
         while self._pending:
             op = self._pending[0]
             delays = self.retry_delays if retry else ()
@@ -593,6 +624,7 @@ class _MLflowTrackingImpl:
                         log.warning("MLflow rejected %s for trial %s; dropped: %s", op[0], op[1], _redact(str(e)))
                         break
                     if attempt == len(delays):
+                        self._down = True
                         log.warning("MLflow at %s unreachable (%s); %d tracking requests buffered",
                                     _redact(self.tracking_uri), _redact(str(e)).splitlines()[0][:200],
                                     len(self._pending))
@@ -644,8 +676,10 @@ class _MLflowTrackingImpl:
                 self._client.update_run(run_id, status="RUNNING")
         elif kind == "log":
             metrics, tags = payload
-            self._client.log_batch(run_id, metrics=[Metric(*m) for m in metrics],
-                                   tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+            tag_list = [RunTag(k, v) for k, v in tags.items()]
+            for i in range(0, max(len(metrics), 1), _METRIC_BATCH):  # a long outage's backlog: several requests
+                self._client.log_batch(run_id, metrics=[Metric(*m) for m in metrics[i:i + _METRIC_BATCH]],
+                                       tags=tag_list if i == 0 else [], synchronous=True)
         elif kind == "end":
             tags, status = payload
             self._client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
