@@ -6,11 +6,13 @@
     python -m analysis export      --experiment NAME --out FILE.csv|FILE.parquet [--history]
     python -m analysis sync        --experiment NAME --sweep-dir PATH [--tracking-uri URI]
 
-``sync`` backfills MLflow from Tune's own result files (after a tracking-server outage); see analysis.sync.
+``sync`` backfills MLflow from Tune's own result files (after a tracking-server outage) and, once the
+Tune experiment is over, ends the sweep as its driver would (best students exported, parent run
+FINISHED); see analysis.sync.
 
 Exit status: 0 on success, 2 on bad input (unknown experiment, bad tracking URI, missing column,
-unsupported output format, no such sweep folder or sweep run, unreachable server), with a one-line
-message on stderr.
+unsupported output format, no such sweep folder or sweep run, a student's checkpoint missing,
+unreachable server), with a one-line message on stderr.
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, metavar="FILE", help="FILE.csv or FILE.parquet")
     ex.add_argument("--history", action="store_true", help="export the long per-epoch history instead of the trials")
 
-    sy = sub.add_parser("sync", help="backfill MLflow from Tune's result files (after a tracking outage)")
+    sy = sub.add_parser("sync", help="backfill MLflow from Tune's result files (after a tracking outage); "
+                                     "end a sweep that is over")
     sy.add_argument("--experiment", "-e", required=True, metavar="NAME", help="MLflow experiment of the sweep")
     sy.add_argument("--sweep-dir", required=True, metavar="PATH",
                     help="the sweep's Tune folder, <storage_path>/<sweep name> (its name is the sweep's)")

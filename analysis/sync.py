@@ -15,15 +15,24 @@ reads them and adds to MLflow only what is missing, so running it twice logs not
 
 A trial has ended when Tune's state says TERMINATED or ERROR, its last result says ``done``, or it
 reached its planned epochs. This module reads files and decides; ``analysis.runs`` does the MLflow calls.
+
+Then, if the Tune experiment is over (every trial in Tune's state TERMINATED or ERROR, and Tune's
+search state has no trial left to start), sync does what the driver does at a sweep's end: it removes
+child runs of trials Tune does not know (``tracking.remove_orphan_runs``), exports the best ``top_k``
+students to their runs with the sweep's own ``_log_best_students`` (checkpoints from the Tune folder,
+``srrl_sweep.yaml`` for the sweep's settings; a run that has its ``model/student.pt`` is skipped) and
+ends a RUNNING parent run as FINISHED. A sweep not over keeps its parent run as it is.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from tuner import metrics as M
 from tuner.tracking import (
@@ -31,9 +40,17 @@ from tuner.tracking import (
 )
 from tuner.tracking import _error_summary, _flatten, _number  # the callback's own rules, shared on purpose
 
-__all__ = ["TuneTrial", "SyncSummary", "METRIC_KEYS", "read_sweep_dir", "trial_metrics", "trial_end", "sync_sweep"]
+if TYPE_CHECKING:
+    from analysis.runs import SweepRuns
+    from tuner.config import SweepConfig, TrialConfig
+
+__all__ = ["TuneTrial", "SyncSummary", "METRIC_KEYS", "read_sweep_dir", "trial_metrics", "trial_end", "sweep_not_over",
+           "sync_sweep"]
 
 _NONFINITE = "srrl.nonfinite."
+_TUNE_ENDED = ("TERMINATED", "ERROR")
+#: what Tune's search algorithm saves: SearchGenerator (Optuna), BasicVariantGenerator (exhaustive grids)
+_SEARCH_STATES = ("search_gen_state-*.json", "basic-variant-state-*.json")
 _MLFLOW_END = {"finished": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "errored": "FAILED"}
 METRIC_KEYS = tuple(M.PER_EPOCH + M.PER_TRIAL)
 
@@ -59,11 +76,16 @@ class SyncSummary:
     metrics_backfilled: int = 0
     runs_ended: int = 0
     params_logged: int = 0
+    students_exported: int = 0
+    orphans_removed: int = 0
+    parent: str = ""  # what became of the parent run, e.g. "ended FINISHED" or "left RUNNING: ..."
 
     def line(self) -> str:
+        orphans = f", {self.orphans_removed} orphan runs removed" if self.orphans_removed else ""
         return (f"sync {self.sweep!r} (experiment {self.experiment!r}): {self.trials} trials, "
                 f"{self.runs_created} runs created, {self.metrics_backfilled} metrics backfilled, "
-                f"{self.runs_ended} runs ended")
+                f"{self.runs_ended} runs ended, {self.students_exported} students exported{orphans}; "
+                f"parent run {self.parent}")
 
 
 # ---- Tune's files ----------------------------------------------------------------------------------
@@ -79,13 +101,19 @@ def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
     return rows
 
 
+def _newest(folder: Path, *patterns: str) -> Optional[Path]:
+    """The most recently written file matching any of ``patterns`` (Tune keeps one per session)."""
+    files = [p for pattern in patterns for p in folder.glob(pattern)]
+    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+
+
 def _tune_statuses(folder: Path) -> Dict[str, str]:
     """``{trial_id: status}`` from the newest ``experiment_state-*.json``; {} if absent or unreadable."""
-    states = sorted(folder.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
+    state = _newest(folder, "experiment_state-*.json")
+    if state is None:
         return {}
     try:
-        data = json.loads(states[-1].read_text())
+        data = json.loads(state.read_text())
         out = {}
         for entry in data.get("trial_data", []):
             trial = json.loads(entry[0]) if isinstance(entry, (list, tuple)) else entry
@@ -94,6 +122,39 @@ def _tune_statuses(folder: Path) -> Dict[str, str]:
         return out
     except (OSError, ValueError, TypeError, KeyError, IndexError):
         return {}
+
+
+def _search_left(folder: Path, started: int) -> Optional[str]:
+    """Why Tune's search algorithm would still start trials, or None: its newest saved state (what
+    ``Tuner.restore`` reads; a cloudpickle, so ray is imported) is not finished and plans more than the
+    ``started`` trials. None too when that state is missing or unreadable: then Tune's trial statuses decide."""
+    path = _newest(folder, *_SEARCH_STATES)
+    if path is None:
+        return None
+    try:
+        import ray.cloudpickle as cloudpickle
+
+        with path.open("rb") as f:
+            state = cloudpickle.load(f)
+        finished = state.get("finished", state.get("_finished"))  # SearchGenerator / BasicVariantGenerator
+        total = state.get("total_samples", state.get("_total_samples"))
+    except Exception:  # noqa: BLE001 - a torn or foreign file: the statuses alone decide
+        return None
+    if finished or not isinstance(total, int) or started >= total:
+        return None
+    return f"{started} of its {total} trials started"
+
+
+def sweep_not_over(folder: Path, statuses: Mapping[str, str]) -> Optional[str]:
+    """Why the Tune experiment in ``folder`` is not over (still running, or interrupted with trials
+    pending or not yet started), or None when it is: every trial of Tune's ``statuses`` TERMINATED or
+    ERROR and its search algorithm has nothing left to start."""
+    if not statuses:
+        return "no Tune experiment state"
+    still = sum(status not in _TUNE_ENDED for status in statuses.values())
+    if still:
+        return f"{still} of {len(statuses)} trials not ended"
+    return _search_left(folder, len(statuses))
 
 
 def read_sweep_dir(path: str) -> List[TuneTrial]:
@@ -106,7 +167,11 @@ def read_sweep_dir(path: str) -> List[TuneTrial]:
     Raises:
         ValueError: ``path`` is not a folder, or holds no trial folders.
     """
-    folder = Path(path).expanduser()
+    return _read_sweep_dir(Path(path).expanduser())[0]
+
+
+def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
+    """``read_sweep_dir`` and Tune's ``{trial_id: status}`` of every trial it knows (see ``_tune_statuses``)."""
     if not folder.is_dir():
         raise ValueError(f"--sweep-dir: no folder {str(folder)!r}")
     files = sorted(folder.glob("*/result.json"), key=lambda p: p.stat().st_mtime)
@@ -130,7 +195,7 @@ def read_sweep_dir(path: str) -> List[TuneTrial]:
         if statuses and tid not in statuses:
             continue
         trials.append(TuneTrial(tid, file.parent, dict(config), results, statuses.get(tid), error))
-    return trials
+    return trials, statuses
 
 
 # ---- what a trial should have in MLflow ------------------------------------------------------------
@@ -197,20 +262,86 @@ def _ms(result: Mapping[str, Any], minus_iter: bool = False) -> Optional[int]:
     return int(stamp * 1000)
 
 
+# ---- the sweep's end ------------------------------------------------------------------------------
+def _data_shapes(base: TrialConfig) -> Any:
+    """``num_classes`` and ``in_channels`` of the sweep's data set (all the export needs of it): from the
+    dataset registry when it knows them, else from the data set itself, as the sweep loaded it."""
+    from tuner.data import dataset_info
+
+    info = dataset_info(base.dataset)
+    if info.get("num_classes") and info.get("in_channels"):
+        return SimpleNamespace(num_classes=info["num_classes"], in_channels=info["in_channels"])
+    from tuner.train import load_splits
+
+    return load_splits(base)
+
+
+def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: TrialConfig) -> int:
+    """The sweep's own best-``top_k`` export (``tuner.sweep._log_best_students``) from the Tune folder's
+    results and checkpoints, into the store being synced; returns how many students were logged now."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    from tuner.models import build_model
+    from tuner.sweep import _log_best_students, _trial_base, leaderboard_rows
+
+    grid = ResultGrid(ExperimentAnalysis(str(folder)))
+    shapes = _data_shapes(base)
+    # the export reads only the teacher's feature channels (to rebuild connectors): its architecture, no weights
+    teacher = SimpleNamespace(model=build_model(base.teacher, shapes.num_classes, in_channels=shapes.in_channels))
+    try:
+        return _log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
+                                  _trial_base(sweep, base), shapes, teacher, runs.parent_id)
+    except FileNotFoundError as e:  # a checkpoint the Tune state names is gone (folder copied without them)
+        raise ValueError(f"--sweep-dir: cannot export the best students: {e}") from None
+
+
+def _end_sweep(folder: Path, runs: SweepRuns, trials: List[TuneTrial], statuses: Mapping[str, str],
+               summary: SyncSummary) -> None:
+    """What the driver does when a sweep ends, if the Tune experiment is over; the parent as it is if not."""
+    from analysis import runs as R
+    from tuner.sweep import SWEEP_FILE, load_sweep_dir
+    from tuner.tracking import remove_orphan_runs
+
+    status = runs.parent.info.status
+    why = sweep_not_over(folder, statuses)
+    if why is not None:
+        summary.parent = (f"left {status}: the sweep is not over ({why}); sync again once it is "
+                          f"(a sweep whose driver died: `python run_search.py --resume {folder}`)")
+        return
+    if not (folder / SWEEP_FILE).is_file():
+        summary.parent = f"left {status}: no {SWEEP_FILE} in {str(folder)!r} says which students to export"
+        return
+    sweep, base = load_sweep_dir(str(folder))
+    summary.orphans_removed = remove_orphan_runs(runs.uri, runs.parent_id, statuses)
+    if sweep.top_k > 0:
+        summary.students_exported = _export_students(folder, runs, sweep, base)
+    if status != "RUNNING":
+        summary.parent = f"already {status}"
+        return
+    # ended when its last trial reported (not now), as FINISHED as the driver's finish_sweep ends it
+    ends = [ms for ms in (_ms(t.results[-1]) for t in trials) if ms is not None]
+    end = max(ends + [runs.parent.info.start_time or 0]) if ends else None
+    R.backfill_run(runs.uri, runs.parent_id, end=("FINISHED", end))
+    summary.parent = "ended FINISHED"
+
+
 # ---- the command -----------------------------------------------------------------------------------
 def sync_sweep(experiment: str, sweep_dir: str, tracking_uri: Optional[str] = None) -> SyncSummary:
-    """Backfill the MLflow records of the sweep in ``sweep_dir`` (its name is the folder's name).
+    """Backfill the MLflow records of the sweep in ``sweep_dir`` (its name is the folder's name) and,
+    if its Tune experiment is over, end it as its driver would (best students exported, parent ended).
 
-    Returns counts of what was added; a second call returns zeros.
+    Returns counts of what was added and what became of the parent run; a second call adds nothing.
 
     Raises:
-        ValueError: no such folder or no trials in it, unknown experiment, no parent run of that sweep.
+        ValueError: no such folder or no trials in it, unknown experiment, no parent run of that sweep,
+            a checkpoint of a student to export is missing.
         ConnectionError: the tracking server does not answer.
     """
     from analysis import runs as R
 
-    trials = read_sweep_dir(sweep_dir)
-    name = Path(sweep_dir).expanduser().resolve().name
+    folder = Path(sweep_dir).expanduser().resolve()
+    trials, statuses = _read_sweep_dir(folder)
+    name = folder.name
     sweep = R.find_sweep_runs(experiment, name, tracking_uri)
     have = R.logged_steps(sweep, METRIC_KEYS)
     summary = SyncSummary(name, experiment, trials=len(trials))
@@ -240,4 +371,5 @@ def sync_sweep(experiment: str, sweep_dir: str, tracking_uri: Optional[str] = No
         summary.params_logged += len(params)
         summary.metrics_backfilled += len(metrics)
         summary.runs_ended += end is not None
+    _end_sweep(folder, sweep, trials, statuses, summary)
     return summary

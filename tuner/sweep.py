@@ -141,7 +141,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     teacher_state = teacher.model.state_dict() if teacher else None
     teacher_info = teacher.info() if teacher else {}
 
-    per_trial = base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
+    per_trial = _trial_base(sweep, base)
     trainable = tune.with_resources(
         tune.with_parameters(train_srrl, base=per_trial.to_dict(), teacher_state=teacher_state,
                              teacher_info=teacher_info, splits=splits),
@@ -197,12 +197,18 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
                        sweep.study_name or sweep.name if space.grid is None else None, rows)
 
 
+def _trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
+    """The base config every trial runs with: torch threads and device from the sweep's per-trial resources."""
+    return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
+
+
 def _log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, base: TrialConfig,
-                       splits: Any, teacher: Any, parent_run: str) -> None:
+                       splits: Any, teacher: Any, parent_run: str) -> int:
     """Export the final student + connector of the ``top_k`` finished trials (by final val_acc) to their runs.
 
     The driver reads each trial's last checkpoint from ``storage_path`` (shared storage on a
-    cluster), so trials that ran on other nodes reach the store too.
+    cluster), so trials that ran on other nodes reach the store too. Returns how many students were
+    logged now (a run that already has its student is skipped, so a second call logs none).
     """
     from tuner import tracking
     from tuner.config import apply_params
@@ -212,6 +218,7 @@ def _log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig
     finished = sorted((r for r in rows if r["status"] == "finished"), key=lambda r: -float(r[M.VAL_ACC] or 0))
     wanted = {r["trial_id"] for r in finished[: sweep.top_k]}
     runs = tracking.child_run_ids(sweep.tracking_uri, parent_run)
+    logged = 0
     for result in grid:
         trial_id = (result.metrics or {}).get("trial_id")
         if trial_id not in wanted or result.checkpoint is None or trial_id not in runs:
@@ -222,7 +229,8 @@ def _log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig
                                   teacher.model.feature_channels if teacher and cfg.needs_teacher else None,
                                   {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
                                   Path(out) / STUDENT_FILE)
-            tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path})
+            logged += bool(tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path}))
+    return logged
 
 
 def _check_writable(folder: Path) -> None:
