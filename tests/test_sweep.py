@@ -126,14 +126,19 @@ def test_bad_flag_value_exits_2_before_ray_starts(tmp_path):
     assert time.monotonic() - start < 15 and not (tmp_path / "ray_results").exists()
 
 
-def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path):
-    """Kill the driver (SIGKILL) once the first trial finished; --resume ends with exactly 4 trials."""
+@pytest.mark.parametrize("storage", ["path", "uri"])
+def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path, storage):
+    """Kill the driver (SIGKILL) once the first trial finished; --resume ends with exactly 4 trials.
+
+    ``uri``: storage given as a file:// URI, which goes through pyarrow's filesystem as s3:// and gs:// do.
+    """
+    folder = tmp_path / "ray_results" / "rsm"
+    where = ["--storage-path", f"file://{folder.parent}"] if storage == "uri" else []
     args = [sys.executable, str(REPO / "run_search.py"), "--name", "rsm", "--num-samples", "4", "--epochs", "3",
-            "--teacher-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1"]
+            "--teacher-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1", *where]
     env = _env(tmp_path)
     driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
-    folder = tmp_path / "ray_results" / "rsm"
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
@@ -147,9 +152,11 @@ def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path):
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    proc = _run_search(tmp_path, "--resume", str(folder))
+    resume_at = f"file://{folder}" if storage == "uri" else str(folder)
+    proc = _run_search(tmp_path, "--resume", resume_at)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep rsm: 4 trials, 4 finished" in proc.stdout
+    assert f"python run_search.py --resume {resume_at}" in proc.stdout
     children = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "rsm")
     assert len(children) == 4 and {r.data.tags["srrl.status"] for r in children} == {"finished"}
     import optuna

@@ -19,6 +19,7 @@ import yaml
 
 from tuner import metrics as M
 from tuner.config import ConfigError, SweepConfig, TrialConfig
+from tuner.storage import SweepFolder
 from tuner.trainable import DIVERGED, train_srrl
 
 __all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke"]
@@ -80,23 +81,18 @@ def _beside(tracking_uri: str, filename: str) -> Optional[str]:
 
 
 def load_sweep_dir(path: str) -> Tuple[SweepConfig, TrialConfig]:
-    """The sweep and base trial config saved in a sweep folder (what ``--resume PATH`` reads)."""
-    file = Path(path).expanduser() / SWEEP_FILE
-    if not file.is_file():
-        raise ConfigError(f"resume: {path!r} holds no sweep (no {SWEEP_FILE}); give the folder a sweep printed at its start")
-    data = yaml.safe_load(file.read_text())
+    """The sweep and base trial config saved in a sweep folder, local or a URI (what ``--resume PATH`` reads)."""
+    folder = SweepFolder.of(path, field="resume")
+    if not folder.has_file(SWEEP_FILE):
+        raise ConfigError(f"resume: {str(folder)!r} holds no sweep (no {SWEEP_FILE}); give the folder a sweep printed at its start")
+    data = yaml.safe_load(folder.read_text(SWEEP_FILE))
     sweep = SweepConfig(**data["sweep"])
     sweep.validate()
     return sweep, TrialConfig.from_dict(data["base"])
 
 
-def _write_sweep_file(folder: Path, sweep: SweepConfig, base: TrialConfig) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump({"sweep": sweep.to_dict(), "base": base.to_dict()}, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, folder / SWEEP_FILE)
+def _sweep_yaml(sweep: SweepConfig, base: TrialConfig) -> str:
+    return yaml.safe_dump({"sweep": sweep.to_dict(), "base": base.to_dict()}, sort_keys=False)
 
 
 def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: Callable[[str], None] = print,
@@ -115,13 +111,13 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     sweep, base = prepare_sweep(sweep, base)
     space = get_space(sweep.space)
     tracking.check_tracking_uri(sweep.tracking_uri)
-    folder = _sweep_folder(sweep)
-    if resume and not (folder / SWEEP_FILE).is_file():
+    folder = SweepFolder.of(sweep.storage_path).child(sweep.name)
+    if resume and not folder.has_file(SWEEP_FILE):
         raise ConfigError(f"resume: {str(folder)!r} holds no sweep")
-    if not resume and folder.exists() and any(folder.iterdir()):
+    if not resume and not folder.is_empty():
         raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {sweep.storage_path}; pass --resume {folder} or pick another name")
 
-    _check_writable(folder)
+    folder.check_writable()
     ctx = SpaceContext.for_config(base)
     param_names = space.check(ctx, sweep.seeds)  # a space that cannot yield valid trials stops here
     grid = space.grid(ctx, sweep.seeds) if space.grid is not None else None  # exhaustive spaces: every trial, once
@@ -161,10 +157,10 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
                                        base_params=per_trial.to_dict())
 
     if not resume:
-        _write_sweep_file(folder, sweep, base)
+        folder.write_text(SWEEP_FILE, _sweep_yaml(sweep, base))
     with tempfile.TemporaryDirectory() as tmp:  # the artifact copy carries no credentials
         shown = dataclasses.replace(sweep, **{k: tracking.redact(getattr(sweep, k)) for k in _URI_FIELDS if getattr(sweep, k)})
-        _write_sweep_file(Path(tmp), shown, base)
+        (Path(tmp) / SWEEP_FILE).write_text(_sweep_yaml(shown, base))
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
             "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
     if resume:
@@ -231,35 +227,6 @@ def _log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig
                                   Path(out) / STUDENT_FILE)
             logged += bool(tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path}))
     return logged
-
-
-def _check_writable(folder: Path) -> None:
-    """The sweep folder can be created and written (local storage only); leaves nothing behind."""
-    if "srrl-remote" in folder.parts:
-        return
-    created = []
-    probe = folder
-    while not probe.exists():
-        created.append(probe)
-        probe = probe.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise ConfigError(f"storage_path: cannot write to {str(folder)!r} ({e.strerror or e})") from None
-    finally:
-        for path in created:  # deepest first
-            try:
-                path.rmdir()
-            except OSError:
-                pass
-
-
-def _sweep_folder(sweep: SweepConfig) -> Path:
-    if "://" in sweep.storage_path:
-        return Path(tempfile.gettempdir()) / "srrl-remote" / sweep.name  # remote storage: nothing local to check
-    return Path(sweep.storage_path) / sweep.name
 
 
 def _init_ray(sweep: SweepConfig) -> None:
