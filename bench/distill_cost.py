@@ -6,7 +6,9 @@ per step. Baseline: the same student trained with CE alone (``Trainer.train_epoc
 alpha = beta = 0, so the teacher never runs) plus the teacher's no-grad forward over the same
 batches, per step. One torch thread, as a CPU sweep runs each trial. The three measurements
 alternate; each keeps its best repeat (the first is a warm-up). With a CUDA GPU a second row
-measures the same on it, with the bf16 autocast and channels_last that ``Trainer`` uses there.
+measures the same on it, with the bf16 autocast and channels_last that ``Trainer`` uses there;
+there ours replays the teacher's forward from a CUDA graph (``tuner.graphs``) while the baseline's
+teacher forward is the plain eager call a hand-written loop would make.
 
 ``python -m bench.distill_cost [--quick]``
 """

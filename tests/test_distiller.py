@@ -101,3 +101,38 @@ def test_larger_student_map_is_pooled_to_teacher_size():
     r = build_connector("conv3x3_bn_relu", student.feature_channels, teacher.feature_channels)
     _, terms = Distiller(teacher, student, r, 1.0, 1.0)(torch.randn(2, 3, 32, 32), torch.tensor([1, 2]))
     assert torch.isfinite(terms["total"])
+
+
+def test_graphed_teacher_is_eager_on_cpu():
+    from tuner.graphs import GraphedTeacher
+
+    teacher = build_model("digits_cnn4x64", 10, in_channels=1).eval().requires_grad_(False)
+    x = torch.randn(4, 1, 8, 8)
+    graphed = GraphedTeacher(teacher)
+    f_t, z_t = graphed(x)
+    assert torch.equal(z_t, teacher(x)) and not f_t.requires_grad and graphed._graphs == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("bf16", [False, True])
+def test_graphed_teacher_replays_what_eager_computes(bf16):
+    """One graph per input shape (at most 2), each replay on the new batch; a third shape runs eagerly."""
+    import contextlib
+
+    from tuner.graphs import GraphedTeacher
+
+    torch.manual_seed(0)
+    teacher = build_model("resnet8x4", 100).cuda().to(memory_format=torch.channels_last).eval().requires_grad_(False)
+    graphed = GraphedTeacher(teacher)
+    ctx = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    tol = dict(atol=5e-2, rtol=5e-2) if bf16 else dict(atol=1e-4, rtol=1e-4)
+    batches = [torch.randn(n, 3, 32, 32, device="cuda").contiguous(memory_format=torch.channels_last)
+               for n in (16, 16, 8, 4)]
+    for x, graphs in zip(batches, (1, 1, 2, 2)):
+        with ctx():
+            f_t, z_t = graphed(x)
+            f_e, z_e = graphed.eager(x)
+        assert f_t.shape == f_e.shape and z_t.shape == (len(x), 100)
+        assert torch.allclose(f_t.float(), f_e.float(), **tol) and torch.allclose(z_t.float(), z_e.float(), **tol)
+        assert len(graphed._graphs) == graphs
+    assert not graphed._failed
