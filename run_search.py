@@ -135,7 +135,7 @@ def print_summary(result: Any, top: int = 10) -> None:
     print(f"  mlflow ui --backend-store-uri {redact(result.tracking_uri)}      # experiment {result.experiment!r}")
     if result.optuna_storage:
         print(f"  optuna-dashboard {redact(result.optuna_storage)}      # study {result.study_name!r}")
-    print(f"  python run_search.py --resume {result.path}      # continue it if it was interrupted")
+    print(f"  python run_search.py --resume {redact(result.path)}      # continue it if it was interrupted")
 
 
 def _fmt(v: Any) -> str:

@@ -14,12 +14,13 @@ reads them and adds to MLflow only what is missing, so running it twice logs not
   ``srrl.stopped_at_epoch`` / ``srrl.diverged_epoch`` / ``srrl.error``), then FINISHED or FAILED.
 
 A trial has ended when Tune's state says TERMINATED or ERROR, its last result says ``done``, or it
-reached its planned epochs. This module reads files and decides; ``analysis.runs`` does the MLflow calls.
+reached its planned epochs. This module reads files and decides; ``analysis.runs`` does the MLflow
+calls of the backfill, and the sweep's end reuses the driver's own functions (below) so both end a sweep alike.
 
 Then, if the Tune experiment is over (every trial in Tune's state TERMINATED or ERROR, and Tune's
 search state has no trial left to start), sync does what the driver does at a sweep's end: it removes
 child runs of trials Tune does not know (``tracking.remove_orphan_runs``), exports the best ``top_k``
-students to their runs with the sweep's own ``_log_best_students`` (checkpoints from the Tune folder,
+students to their runs with the sweep's own ``log_best_students`` (checkpoints from the Tune folder,
 ``srrl_sweep.yaml`` for the sweep's settings; a run that has its ``model/student.pt`` is skipped) and
 ends a RUNNING parent run as FINISHED. A sweep not over keeps its parent run as it is.
 """
@@ -102,9 +103,9 @@ def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
 
 
 def _newest(folder: Path, *patterns: str) -> Optional[Path]:
-    """The most recently written file matching any of ``patterns`` (Tune keeps one per session)."""
+    """The newest session's file matching any of ``patterns`` (Tune keeps one per session, named by its start)."""
     files = [p for pattern in patterns for p in folder.glob(pattern)]
-    return max(files, key=lambda p: p.stat().st_mtime) if files else None
+    return max(files, key=lambda p: p.name) if files else None  # as Tune picks: names carry the session's time
 
 
 def _tune_statuses(folder: Path) -> Dict[str, str]:
@@ -277,20 +278,20 @@ def _data_shapes(base: TrialConfig) -> Any:
 
 
 def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: TrialConfig) -> int:
-    """The sweep's own best-``top_k`` export (``tuner.sweep._log_best_students``) from the Tune folder's
+    """The sweep's own best-``top_k`` export (``tuner.sweep.log_best_students``) from the Tune folder's
     results and checkpoints, into the store being synced; returns how many students were logged now."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
     from tuner.models import build_model
-    from tuner.sweep import _log_best_students, _trial_base, leaderboard_rows
+    from tuner.sweep import leaderboard_rows, log_best_students, trial_base
 
     grid = ResultGrid(ExperimentAnalysis(str(folder)))
     shapes = _data_shapes(base)
     # the export reads only the teacher's feature channels (to rebuild connectors): its architecture, no weights
     teacher = SimpleNamespace(model=build_model(base.teacher, shapes.num_classes, in_channels=shapes.in_channels))
     try:
-        return _log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
-                                  _trial_base(sweep, base), shapes, teacher, runs.parent_id)
+        return log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
+                                 trial_base(sweep, base), shapes, teacher, runs.parent_id)
     except FileNotFoundError as e:  # a checkpoint the Tune state names is gone (folder copied without them)
         raise ValueError(f"--sweep-dir: cannot export the best students: {e}") from None
 
@@ -311,7 +312,7 @@ def _end_sweep(folder: Path, runs: SweepRuns, trials: List[TuneTrial], statuses:
     if not (folder / SWEEP_FILE).is_file():
         summary.parent = f"left {status}: no {SWEEP_FILE} in {str(folder)!r} says which students to export"
         return
-    sweep, base = load_sweep_dir(str(folder))
+    sweep, base = load_sweep_dir(str(folder), field="--sweep-dir")
     summary.orphans_removed = remove_orphan_runs(runs.uri, runs.parent_id, statuses)
     if sweep.top_k > 0:
         summary.students_exported = _export_students(folder, runs, sweep, base)

@@ -233,7 +233,9 @@ def _checked(space: SearchSpace, ctx: SpaceContext, params: Mapping[str, Any]) -
 
 def grid_size(space: SearchSpace, ctx: SpaceContext) -> int:
     """Number of points the ``grid`` sampler enumerates for ``space`` (the product of its value lists)."""
-    return math.prod(len(v) for v in space.grid_values(ctx).values()) if space.grid_values is not None else 0
+    if space.grid_values is None:
+        raise ValueError(f"searcher: 'grid' is not available for space {space.name!r}")
+    return math.prod(len(v) for v in space.grid_values(ctx).values())
 
 
 def build_sampler(name: str, seed: int, space: SearchSpace, ctx: SpaceContext) -> "optuna.samplers.BaseSampler":

@@ -39,3 +39,16 @@ def test_unknown_scheme_names_the_field_without_secrets():
     with pytest.raises(ConfigError, match=r"^resume: cannot open 'nosuch://bucket/x'") as info:
         SweepFolder.of("nosuch://user:pw@bucket/x", field="resume")
     assert "pw" not in str(info.value)
+
+
+def test_s3_uri_keeps_its_options_and_hides_its_keys():
+    """The sweep name goes into the path, not after ``?options``; errors and printed paths carry no keys."""
+    from tests._helpers import free_port
+
+    uri = f"s3://AKEY:SKEY@bucket/runs?region=us-east-1&scheme=http&endpoint_override=127.0.0.1:{free_port()}"
+    folder = SweepFolder.of(uri).child("sweep-a")
+    assert str(folder) == uri.replace("/runs?", "/runs/sweep-a?") and folder.path == "bucket/runs/sweep-a"
+    assert "SKEY" not in folder.shown and folder.shown.startswith("s3://bucket/runs/sweep-a?region=")
+    with pytest.raises(ConfigError, match=r"^storage_path: cannot read 's3://bucket/runs/sweep-a\?") as info:
+        folder.has_file("srrl_sweep.yaml")  # nothing listens on that port: pyarrow's S3 client fails at once
+    assert "SKEY" not in str(info.value) and "\n" not in str(info.value)

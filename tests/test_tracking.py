@@ -258,6 +258,23 @@ def test_epoch_metrics_are_held_then_sent_as_one_request_per_trial(uri, client, 
     assert run.info.status == "FINISHED" and run.data.tags["srrl.status"] == "finished"
 
 
+def test_a_run_that_sync_created_meanwhile_is_reused(uri, client):
+    """``analysis sync`` during a live sweep creates a trial's run; the callback's late start must not add a second."""
+    from analysis.runs import create_trial_run, find_sweep_runs
+
+    parent = T.start_sweep(uri, "exp-sync-live", "s", {}, {}, resume=False)
+    cb = T.MLflowTracking(uri, None, parent, epochs=3)
+    first, late = (SimpleNamespace(trial_id=t, config={"epochs": 3}) for t in ("t1", "t2"))
+    cb.on_trial_start(0, [first], first)  # the callback has listed the sweep's children now
+    made = create_trial_run(find_sweep_runs("exp-sync-live", "s", uri), "t2")
+    cb.on_trial_start(0, [first, late], late)
+    cb.on_trial_result(0, [first, late], late, {"epoch": 3, "val_acc": 5.0})
+    cb.on_trial_complete(0, [first, late], late)
+    assert cb._runs["t2"] == made
+    runs = client.search_runs([T.experiment_id(uri, "exp-sync-live")], "tags.`srrl.trial_id` = 't2'")
+    assert [r.info.run_id for r in runs] == [made] and runs[0].data.tags["srrl.status"] == "finished"
+
+
 def test_result_without_epoch_uses_training_iteration(uri, client):
     parent = T.start_sweep(uri, "exp-noepoch", "s", {}, {}, resume=False)
     cb = T.MLflowTracking(uri, None, parent, epochs=5, metric_keys=["val_acc", "custom"])

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Iterator, List, Optional
+from urllib.parse import urlsplit, urlunsplit
 
 from tuner.config import ConfigError
 
@@ -32,33 +34,53 @@ def _redact(location: str) -> str:
 
 @dataclass(frozen=True)
 class SweepFolder:
-    """``location`` is a local path or a URI; ``fs``/``path`` are set for a URI (pyarrow filesystem + its path)."""
+    """``location`` is a local path or a URI; ``fs``/``path`` are set for a URI (pyarrow filesystem + its path).
+
+    ``str()`` is the full location (what Tune is given); ``shown`` is the same without credentials,
+    for messages and printed commands. ``field`` is the setting named in errors.
+    """
 
     location: str
     fs: Any = None
     path: str = ""
+    field: str = "storage_path"
 
     @classmethod
     def of(cls, location: str, field: str = "storage_path") -> "SweepFolder":
         """The folder at ``location``; a URI pyarrow cannot open is a ``ConfigError`` naming ``field``."""
-        location = location.rstrip("/") if is_uri(location) else location
         if not is_uri(location):
-            return cls(str(Path(location).expanduser()))
+            return cls(str(Path(location).expanduser()), field=field)
         import pyarrow.fs
 
+        parts = urlsplit(location)
+        location = urlunsplit(parts._replace(path=parts.path.rstrip("/")))
         try:
             fs, path = pyarrow.fs.FileSystem.from_uri(location)
         except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid / OSError / ValueError here
             raise ConfigError(f"{field}: cannot open {_redact(location)!r} ({_redact(str(e).splitlines()[0])})") from None
-        return cls(location, fs, path)
+        return cls(location, fs, path.rstrip("/"), field)
 
     def child(self, name: str) -> "SweepFolder":
         if self.fs is None:
-            return SweepFolder(str(Path(self.location) / name))
-        return SweepFolder(f"{self.location}/{name}", self.fs, f"{self.path}/{name}")
+            return SweepFolder(str(Path(self.location) / name), field=self.field)
+        parts = urlsplit(self.location)  # the name goes into the path, before any ?query (s3 options)
+        return SweepFolder(urlunsplit(parts._replace(path=f"{parts.path}/{name}")), self.fs, f"{self.path}/{name}",
+                           self.field)
 
     def __str__(self) -> str:
         return self.location
+
+    @property
+    def shown(self) -> str:
+        return _redact(self.location)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A remote filesystem's error (credentials, network) as one line naming the field."""
+        try:
+            yield
+        except OSError as e:
+            raise ConfigError(f"{self.field}: cannot read {self.shown!r} ({_redact(str(e).splitlines()[0])})") from None
 
     # ---- queries -------------------------------------------------------------------------------
     def has_file(self, name: str) -> bool:
@@ -66,28 +88,34 @@ class SweepFolder:
             return (Path(self.location) / name).is_file()
         import pyarrow.fs
 
-        return self.fs.get_file_info(f"{self.path}/{name}").type == pyarrow.fs.FileType.File
+        with self._reading():
+            return self.fs.get_file_info(f"{self.path}/{name}").type == pyarrow.fs.FileType.File
 
     def is_empty(self) -> bool:
         """True when the folder does not exist or holds nothing."""
         if self.fs is None:
             folder = Path(self.location)
             return not folder.exists() or not any(folder.iterdir())
+        return not self._entries(self.path)
+
+    def _entries(self, path: str) -> list:
         import pyarrow.fs
 
-        if self.fs.get_file_info(self.path).type != pyarrow.fs.FileType.Directory:
-            return True
-        return not self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, allow_not_found=True))
+        with self._reading():
+            if self.fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+                return []
+            return self.fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
 
     def read_text(self, name: str) -> str:
         if self.fs is None:
             return (Path(self.location) / name).read_text()
-        with self.fs.open_input_stream(f"{self.path}/{name}") as f:
+        with self._reading(), self.fs.open_input_stream(f"{self.path}/{name}") as f:
             return f.read().decode()
 
     # ---- writes --------------------------------------------------------------------------------
     def write_text(self, name: str, text: str) -> None:
-        """Write ``name`` whole or not at all: a local temp file renamed over it; one object upload remotely."""
+        """Write ``name``: locally a temp file renamed over it (whole or not at all); remotely one upload
+        (whole or not at all on object stores such as s3 and gs)."""
         if self.fs is not None:
             self.fs.create_dir(self.path, recursive=True)
             with self.fs.open_output_stream(f"{self.path}/{name}") as f:
@@ -114,13 +142,14 @@ class SweepFolder:
                 self.write_text(_PROBE, "")
                 self.fs.delete_file(f"{self.path}/{_PROBE}")
             except Exception as e:  # noqa: BLE001 - pyarrow's errors differ per filesystem
-                raise ConfigError(f"storage_path: cannot write to {_redact(self.location)!r} "
+                raise ConfigError(f"{self.field}: cannot write to {self.shown!r} "
                                   f"({_redact(str(e).splitlines()[0])})") from None
             finally:
-                for path in created:
+                for path in created:  # deepest first; delete_dir is recursive, so only while still empty
                     try:
-                        self.fs.delete_dir(path)
-                    except Exception:  # noqa: BLE001 - not there (never created) or not empty: leave it
+                        if not self._entries(path):
+                            self.fs.delete_dir(path)
+                    except Exception:  # noqa: BLE001 - never created, or gone: nothing to clean
                         pass
             return
         folder = Path(self.location)

@@ -22,7 +22,8 @@ from tuner.config import ConfigError, SweepConfig, TrialConfig
 from tuner.storage import SweepFolder
 from tuner.trainable import DIVERGED, train_srrl
 
-__all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke"]
+__all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke",
+           "trial_base", "log_best_students"]
 
 SWEEP_FILE = "srrl_sweep.yaml"
 _URI_FIELDS = ("tracking_uri", "optuna_storage", "storage_path", "address")  # may carry credentials
@@ -80,11 +81,11 @@ def _beside(tracking_uri: str, filename: str) -> Optional[str]:
     return None
 
 
-def load_sweep_dir(path: str) -> Tuple[SweepConfig, TrialConfig]:
+def load_sweep_dir(path: str, field: str = "resume") -> Tuple[SweepConfig, TrialConfig]:
     """The sweep and base trial config saved in a sweep folder, local or a URI (what ``--resume PATH`` reads)."""
-    folder = SweepFolder.of(path, field="resume")
+    folder = SweepFolder.of(path, field=field)
     if not folder.has_file(SWEEP_FILE):
-        raise ConfigError(f"resume: {str(folder)!r} holds no sweep (no {SWEEP_FILE}); give the folder a sweep printed at its start")
+        raise ConfigError(f"{field}: {folder.shown!r} holds no sweep (no {SWEEP_FILE}); give the folder a sweep printed at its start")
     data = yaml.safe_load(folder.read_text(SWEEP_FILE))
     sweep = SweepConfig(**data["sweep"])
     sweep.validate()
@@ -113,9 +114,10 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     tracking.check_tracking_uri(sweep.tracking_uri)
     folder = SweepFolder.of(sweep.storage_path).child(sweep.name)
     if resume and not folder.has_file(SWEEP_FILE):
-        raise ConfigError(f"resume: {str(folder)!r} holds no sweep")
+        raise ConfigError(f"resume: {folder.shown!r} holds no sweep")
     if not resume and not folder.is_empty():
-        raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {sweep.storage_path}; pass --resume {folder} or pick another name")
+        raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {tracking.redact(sweep.storage_path)}; "
+                          f"pass --resume {folder.shown} or pick another name")
 
     folder.check_writable()
     ctx = SpaceContext.for_config(base)
@@ -137,7 +139,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     teacher_state = teacher.model.state_dict() if teacher else None
     teacher_info = teacher.info() if teacher else {}
 
-    per_trial = _trial_base(sweep, base)
+    per_trial = trial_base(sweep, base)
     trainable = tune.with_resources(
         tune.with_parameters(train_srrl, base=per_trial.to_dict(), teacher_state=teacher_state,
                              teacher_info=teacher_info, splits=splits),
@@ -187,18 +189,18 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     if orphans:
         log(f"removed {orphans} MLflow run(s) of trials lost with the interrupted driver")
     rows = leaderboard_rows(grid, base)
-    _log_best_students(grid, rows, sweep, per_trial, splits, teacher, parent_run)
+    log_best_students(grid, rows, sweep, per_trial, splits, teacher, parent_run)
     tracking.finish_sweep(sweep.tracking_uri, parent_run)
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                        sweep.study_name or sweep.name if space.grid is None else None, rows)
 
 
-def _trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
+def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
     """The base config every trial runs with: torch threads and device from the sweep's per-trial resources."""
     return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
 
 
-def _log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, base: TrialConfig,
+def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, base: TrialConfig,
                        splits: Any, teacher: Any, parent_run: str) -> int:
     """Export the final student + connector of the ``top_k`` finished trials (by final val_acc) to their runs.
 
@@ -313,7 +315,9 @@ def _num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[D
 
     if grid is not None:
         return len(grid)
-    return grid_size(space, ctx) if sweep.searcher == "grid" else sweep.num_samples
+    if sweep.searcher == "grid":  # the whole grid; a smoke run only its first few points
+        return min(grid_size(space, ctx), sweep.num_samples) if sweep.smoke else grid_size(space, ctx)
+    return sweep.num_samples
 
 
 def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]]) -> Any:

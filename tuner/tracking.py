@@ -2,8 +2,8 @@
 
 Driver-side only. ``start_sweep`` creates the experiment and the parent run before Ray starts any
 trial (concurrent creation in a fresh SQLite store collides); ``MLflowTracking`` is a Tune callback
-that gives every trial a nested child run, logs each epoch's metrics in one ``log_batch`` request and
-tags how the trial ended. A resumed sweep finds its runs again by tag, so it never duplicates them.
+that gives every trial a nested child run, logs its per-epoch metrics (held up to a second and sent
+as one ``log_batch`` per trial) and tags how the trial ended. A resumed sweep finds its runs again by tag, so it never duplicates them.
 
 mlflow is imported inside the functions that need it and ray only when ``MLflowTracking`` is first
 looked up, so ``default_tracking_uri`` and ``check_tracking_uri`` stay cheap.
@@ -470,6 +470,7 @@ class _MLflowTrackingImpl:
         state = self.__dict__.copy()
         state["_client_obj"] = None
         state["_synced"] = False  # the map may be stale: re-list the children from MLflow after resume
+        state["_last_flush"], state["_down"] = 0.0, False  # a monotonic time means nothing in another process
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
@@ -633,9 +634,18 @@ class _MLflowTrackingImpl:
             self._pending.pop(0)
 
     def _lookup(self, tid: str) -> Optional[str]:
-        if tid not in self._runs and not self._synced:
-            if self.experiment_id is None:
-                self.experiment_id = self._client.get_run(self.parent_run_id).info.experiment_id
+        """The trial's child run: all children are listed once per process, then a new trial is looked
+        up alone (``analysis sync`` may have created its run meanwhile) before one is created."""
+        if tid in self._runs:
+            return self._runs[tid]
+        if self.experiment_id is None:
+            self.experiment_id = self._client.get_run(self.parent_run_id).info.experiment_id
+        if self._synced:
+            flt = f"tags.`{_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{tid}'"
+            found = self._client.search_runs([self.experiment_id], filter_string=flt, max_results=1)
+            if found:
+                self._runs[tid] = found[0].info.run_id
+        else:
             flt = f"tags.`{_PARENT}` = '{self.parent_run_id}'"
             token = None
             while True:
@@ -694,7 +704,8 @@ def _build_callback_class() -> type:
     class MLflowTracking(_MLflowTrackingImpl, Callback):
         """Ray Tune callback (driver side): a nested MLflow child run per trial under the sweep's parent.
 
-        Per result: the numeric ``metric_keys`` in one ``log_batch`` at ``step = result["epoch"]``
+        Per result: the numeric ``metric_keys`` at ``step = result["epoch"]``, merged with the trial's
+        other held results into one ``log_batch`` (sent after ``flush_interval_s`` or at the trial's end)
         (``training_iteration`` when absent); NaN/inf are not logged but tagged ``srrl.nonfinite.<key>``
         with the epoch. At the end: ``srrl.status`` in ``TRIAL_STATUSES`` (+ ``srrl.stopped_at_epoch``,
         ``srrl.diverged_epoch`` or ``srrl.error``), run status FINISHED or FAILED. Picklable: the client
