@@ -6,9 +6,8 @@ per step. Baseline: the same student trained with CE alone (``Trainer.train_epoc
 alpha = beta = 0, so the teacher never runs) plus the teacher's no-grad forward over the same
 batches, per step. One torch thread, as a CPU sweep runs each trial. The three measurements
 alternate; each keeps its best repeat (the first is a warm-up). With a CUDA GPU a second row
-measures the same on it, with the bf16 autocast and channels_last that ``Trainer`` uses there;
-there ours replays the teacher's forward from a CUDA graph (``tuner.graphs``) while the baseline's
-teacher forward is the plain eager call a hand-written loop would make.
+measures the same on it (channels_last, as ``Trainer`` runs there); both sides replay the teacher's
+forward from CUDA graphs (``tuner.graphs``), and the plain eager forward's time is shown beside.
 
 ``python -m bench.distill_cost [--quick]``
 """
@@ -22,15 +21,17 @@ from bench._common import Row, torch_threads
 SCENARIO = "distillation cost"
 
 
-def _teacher_forward(trainer: Any, batches: list) -> float:
-    """Seconds of the teacher's no-grad forward over ``batches``, as ``Distiller.forward`` runs it on that device."""
+def _teacher_forward(trainer: Any, batches: list, graphed: bool) -> float:
+    """Seconds of the teacher's no-grad forward over ``batches``: as ``Distiller.forward`` runs it
+    (``graphed``: from CUDA graphs on a GPU), or as a plain eager call."""
     import torch
 
-    teacher = trainer.distiller.teacher
+    distiller = trainer.distiller
     start = time.perf_counter()
     with torch.no_grad(), trainer._autocast():
         for x in batches:
-            out = teacher.head(teacher.forward_features(x.contiguous(memory_format=trainer.memory_format)))
+            x = x.contiguous(memory_format=trainer.memory_format)
+            _, out = distiller._teacher_forward(x) if graphed else distiller._teacher_forward.eager(x)
     float(out.float().sum())  # wait for the device, as train_epoch does once per epoch
     return time.perf_counter() - start
 
@@ -54,15 +55,19 @@ def _measure(device: str, batch: int, steps: int, repeat: int) -> Row:
         srrl = Trainer(cfg, teacher, splits)
         alone = Trainer(cfg.replace(alpha=0.0, beta=0.0), None, splits)
         batches = [x for x, _ in alone.train_loader]
-        times = {"srrl": [], "student": [], "teacher": []}
+        times = {"srrl": [], "student": [], "teacher": [], "eager teacher": []}
         for _ in range(repeat):
             times["srrl"].append(srrl.train_epoch()["epoch_time_s"])
             times["student"].append(alone.train_epoch()["epoch_time_s"])
-            times["teacher"].append(_teacher_forward(srrl, batches))
+            times["teacher"].append(_teacher_forward(srrl, batches, graphed=True))
+            if device != "cpu":  # on the CPU both are the same eager call
+                times["eager teacher"].append(_teacher_forward(srrl, batches, graphed=False))
     ours = min(times["srrl"]) / steps
     student, teacher_s = min(times["student"]) / steps, min(times["teacher"]) / steps
-    where = ("1 torch thread, CPU" if device == "cpu"
-             else f"{torch.cuda.get_device_name(0)}, bf16 autocast + channels_last")
+    where = "1 torch thread, CPU"
+    if device != "cpu":
+        where = (f"{torch.cuda.get_device_name(0)}, {'bf16 autocast' if cfg.bf16 else 'fp32'} + channels_last; "
+                 f"teacher from CUDA graphs (eager: {min(times['eager teacher']) / steps:.4f} s)")
     return Row(SCENARIO if device == "cpu" else f"{SCENARIO} (GPU)", ours, student + teacher_s, "s/step", "<= 1.10",
                note=f"resnet32x4->resnet8x4, batch {batch}, {steps} steps x best of {repeat}, {where}; baseline = "
                     f"student fwd+bwd+SGD alone {student:.4f} s + teacher no-grad fwd {teacher_s:.4f} s")

@@ -136,3 +136,9 @@ def test_graphed_teacher_replays_what_eager_computes(bf16):
         assert torch.allclose(f_t.float(), f_e.float(), **tol) and torch.allclose(z_t.float(), z_e.float(), **tol)
         assert len(graphed._graphs) == graphs
     assert not graphed._failed
+    with ctx():
+        teacher.to(memory_format=torch.contiguous_format).float()  # new weight storage: the graphs are stale
+        x = batches[0]
+        f_t, z_t = graphed(x)
+        f_e, z_e = graphed.eager(x)
+    assert torch.allclose(z_t.float(), z_e.float(), **tol) and len(graphed._graphs) == 1  # captured anew

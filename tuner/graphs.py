@@ -28,7 +28,7 @@ class GraphedTeacher:
     ``max_graphs`` shapes are captured (a loader's full batch and its last, shorter one); other
     shapes, and any capture that fails, run eagerly.
 
-    A graph holds the addresses of the teacher's weights: move the teacher before the first CUDA call.
+    A graph holds the addresses of the teacher's weights: when they move, the graphs are captured anew.
 
     Args:
         teacher: a frozen ``DistillableModel`` in eval mode (``forward_features``, ``head``).
@@ -39,6 +39,7 @@ class GraphedTeacher:
         self.teacher = teacher
         self.max_graphs = max_graphs
         self._graphs: Dict[Tuple, _Entry] = {}
+        self._weights = 0  # data_ptr of the teacher's first parameter when the graphs were captured
         self._failed = False
 
     def eager(self, x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -49,7 +50,12 @@ class GraphedTeacher:
     def __call__(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         if not x.is_cuda or self._failed:
             return self.eager(x)
-        key = (tuple(x.shape), x.stride(), x.dtype, x.device, torch.is_autocast_enabled("cuda"))
+        weights = next(self.teacher.parameters()).data_ptr()
+        if weights != self._weights:  # the teacher moved (.to, .half, ...): graphs point at freed memory
+            self._graphs.clear()
+            self._weights = weights
+        autocast = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+        key = (tuple(x.shape), x.stride(), x.dtype, x.device, autocast)
         entry = self._graphs.get(key)
         if entry is None:
             if len(self._graphs) >= self.max_graphs:
@@ -63,12 +69,10 @@ class GraphedTeacher:
         return f_t, z_t
 
     def _capture(self, x: Tensor, key: Tuple) -> Optional[_Entry]:
-        # Autocast's weight-cast cache must be off while capturing (its cached casts would be freed
-        # memory the graph still points at); warm-up on a side stream lets cuDNN autotune first.
-        dtype = torch.get_autocast_dtype("cuda")
-
+        # Autocast's cast cache off while capturing, as PyTorch's CUDA-graph notes ask (a cast cached
+        # during capture would outlive it); warm-up on a side stream lets cuDNN autotune first.
         def autocast() -> contextlib.AbstractContextManager:
-            return torch.autocast("cuda", dtype=dtype, cache_enabled=False) if key[-1] else contextlib.nullcontext()
+            return torch.autocast("cuda", dtype=key[-1], cache_enabled=False) if key[-1] else contextlib.nullcontext()
 
         try:
             static_x = torch.empty_like(x).copy_(x)
