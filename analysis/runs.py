@@ -27,7 +27,7 @@ from analysis._params import field_types, parse_param, typed_column
 from tuner import metrics as M
 from tuner.tracking import (
     TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_ROLE, TAG_STATUS, TAG_STOPPED_AT, TAG_SWEEP,
-    TAG_TRIAL_ID, check_tracking_uri, default_tracking_uri,
+    TAG_TRIAL_ID, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, check_tracking_uri, default_tracking_uri,
 )
 from tuner.tracking import _check_name
 
@@ -44,8 +44,6 @@ _PARENT = "mlflow.parentRunId"
 _SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 _PAGE = 1000  # search_runs page size
 _RUN_NAME = "mlflow.runName"
-_MAX_METRICS = 1000  # MLflow: at most 1000 metrics per log_batch
-_MAX_PARAMS = 100  # MLflow: at most 100 params + tags per log_batch
 _BASE = "base."  # parent param prefix of the sweep's base TrialConfig
 _FIXED = ("sweep", "experiment", "run_id", "trial_id", "status", "epochs_run", "duration_s", "start_time",
           "end_time", "stopped_at_epoch", "diverged_epoch", "error")
@@ -513,13 +511,13 @@ def backfill_run(tracking_uri: str, run_id: str, params: Optional[Mapping[str, s
 
     client, _ = _client(tracking_uri)
     items = [Param(k, v) for k, v in (params or {}).items()]
-    for i in range(0, len(items), _MAX_PARAMS):
-        client.log_batch(run_id, params=items[i:i + _MAX_PARAMS], synchronous=True)
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
     rows = [Metric(*m) for m in metrics]
-    for i in range(0, len(rows), _MAX_METRICS):
-        client.log_batch(run_id, metrics=rows[i:i + _MAX_METRICS], synchronous=True)
+    for i in range(0, len(rows), MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=rows[i:i + MAX_METRICS_PER_BATCH], synchronous=True)
     items = [RunTag(k, v) for k, v in (tags or {}).items()]
-    for i in range(0, len(items), _MAX_PARAMS):
-        client.log_batch(run_id, tags=items[i:i + _MAX_PARAMS], synchronous=True)
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, tags=items[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
     if end is not None:
         client.set_terminated(run_id, status=end[0], end_time=end[1])

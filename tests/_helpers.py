@@ -27,7 +27,8 @@ def tune_results(folder: Path, by_dir: bool = False) -> Dict[str, List[dict]]:
     """trial id (with ``by_dir``: trial dir name, safe on a result.json still empty) -> Tune's result.json lines."""
     out = {}
     for path in folder.glob("train_srrl_*/result.json"):
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        lines = path.read_text().split("\n")
+        rows = [json.loads(line) for line in lines[:-1] if line.strip()]  # the last, unended line may be half-written
         out[path.parent.name if by_dir else rows[-1]["trial_id"]] = rows
     return out
 

@@ -28,8 +28,10 @@ def _study(storage: str) -> optuna.Study:
     return optuna.load_study(study_name="s", storage=storage)
 
 
-def test_states_and_intermediate_values(storage):
+def test_states_and_intermediate_values(storage, monkeypatch):
     s = _searcher(storage)
+    reads = []
+    monkeypatch.setattr(s, "_frozen", lambda ot: reads.append(ot.number) or PruneAwareOptunaSearch._frozen(ot))
     for tid in ("full", "cut", "nan", "div"):
         assert "alpha" in s.suggest(tid)
     for epoch, acc in ((1, 40.0), (2, 50.0)):
@@ -41,6 +43,7 @@ def test_states_and_intermediate_values(storage):
     s.on_trial_result("nan", {"val_acc": float("nan"), "epoch": 1})
     s.on_trial_complete("nan", {"val_acc": float("nan"), "epoch": 3})
     s.on_trial_complete("div", {"val_acc": 10.0, "epoch": 1, "diverged": True})
+    assert sorted(reads) == [0, 1]  # one study read per trial with a finite value to report, not one per result
     trials = {t.number: t for t in _study(storage).trials}
     assert [trials[i].state for i in range(4)] == [State.COMPLETE, State.PRUNED, State.FAIL, State.FAIL]
     assert trials[0].value == 60.0 and trials[0].intermediate_values == {1: 40.0, 2: 50.0, 3: 60.0}

@@ -47,7 +47,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._reconciled = True
         known = {t.number for t in self._ot_trials.values()}
         for trial_id, ot_trial in self._ot_trials.items():
-            if self._storage_state(ot_trial).is_finished():
+            if self._frozen(ot_trial).state.is_finished():
                 self._completed_trials.add(trial_id)
         for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if frozen.number not in known:  # asked by the killed driver, never run by Tune
@@ -55,8 +55,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
                 self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
 
     @staticmethod
-    def _storage_state(ot_trial: Any) -> Any:
-        return ot_trial.storage.get_trial(ot_trial._trial_id).state
+    def _frozen(ot_trial: Any) -> Any:
+        """The study's current record of ``ot_trial`` (a storage read)."""
+        return ot_trial.storage.get_trial(ot_trial._trial_id)
 
     def _report(self, trial_id: str, result: Dict) -> None:
         if isinstance(self.metric, list) or result.get("diverged"):
@@ -68,7 +69,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
         step = int(result.get(M.EPOCH, result.get("training_iteration", 0)))
         steps = self._reported.get(trial_id)
         if steps is None:  # first result of this trial in this process: one storage read, not one per epoch
-            frozen = ot_trial.storage.get_trial(ot_trial._trial_id)
+            frozen = self._frozen(ot_trial)
             if frozen.state.is_finished():
                 self._completed_trials.add(trial_id)  # recorded before a driver restart
                 return

@@ -56,8 +56,8 @@ _PARENT = "mlflow.parentRunId"
 _RUN_NAME = "mlflow.runName"
 _MLFLOW_END = {"finished": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "errored": "FAILED"}
 _SWEEP_STATUSES = ("FINISHED", "FAILED", "KILLED")
-_BATCH = 100  # MLflow: at most 100 params + tags per log_batch
-_METRIC_BATCH = 1000  # MLflow: at most 1000 metrics per log_batch
+MAX_PARAMS_PER_BATCH = 100  # MLflow: at most 100 params + tags per log_batch
+MAX_METRICS_PER_BATCH = 1000  # MLflow: at most 1000 metrics per log_batch
 _MAX_PARAM = 6000  # MLflow: longest param value
 _MAX_TAG = 8000
 _MAX_KEY = 250
@@ -365,8 +365,8 @@ def _log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
     from mlflow.entities import Param
 
     items = [Param(k, v) for k, v in params.items()]
-    for i in range(0, len(items), _BATCH):
-        client.log_batch(run_id, params=items[i:i + _BATCH], synchronous=True)
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
 
 
 def _number(value: Any) -> Optional[float]:
@@ -687,8 +687,8 @@ class _MLflowTrackingImpl:
         elif kind == "log":
             metrics, tags = payload
             tag_list = [RunTag(k, v) for k, v in tags.items()]
-            for i in range(0, max(len(metrics), 1), _METRIC_BATCH):  # a long outage's backlog: several requests
-                self._client.log_batch(run_id, metrics=[Metric(*m) for m in metrics[i:i + _METRIC_BATCH]],
+            for i in range(0, max(len(metrics), 1), MAX_METRICS_PER_BATCH):  # a long outage's backlog: several requests
+                self._client.log_batch(run_id, metrics=[Metric(*m) for m in metrics[i:i + MAX_METRICS_PER_BATCH]],
                                        tags=tag_list if i == 0 else [], synchronous=True)
         elif kind == "end":
             tags, status = payload
