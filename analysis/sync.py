@@ -29,9 +29,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
@@ -297,7 +298,7 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
 
 
 def _end_sweep(folder: Path, runs: SweepRuns, trials: List[TuneTrial], statuses: Mapping[str, str],
-               summary: SyncSummary) -> None:
+               summary: SyncSummary, shown: str) -> None:
     """What the driver does when a sweep ends, if the Tune experiment is over; the parent as it is if not."""
     from analysis import runs as R
     from tuner.sweep import SWEEP_FILE, load_sweep_dir
@@ -307,10 +308,10 @@ def _end_sweep(folder: Path, runs: SweepRuns, trials: List[TuneTrial], statuses:
     why = sweep_not_over(folder, statuses)
     if why is not None:
         summary.parent = (f"left {status}: the sweep is not over ({why}); sync again once it is "
-                          f"(a sweep whose driver died: `python run_search.py --resume {folder}`)")
+                          f"(a sweep whose driver died: `python run_search.py --resume {shown}`)")
         return
     if not (folder / SWEEP_FILE).is_file():
-        summary.parent = f"left {status}: no {SWEEP_FILE} in {str(folder)!r} says which students to export"
+        summary.parent = f"left {status}: no {SWEEP_FILE} in {shown!r} says which students to export"
         return
     sweep, base = load_sweep_dir(str(folder), field="--sweep-dir")
     summary.orphans_removed = remove_orphan_runs(runs.uri, runs.parent_id, statuses)
@@ -338,9 +339,33 @@ def sync_sweep(experiment: str, sweep_dir: str, tracking_uri: Optional[str] = No
             a checkpoint of a student to export is missing.
         ConnectionError: the tracking server does not answer.
     """
+    from tuner.storage import SweepFolder, is_uri
+
+    if is_uri(sweep_dir):  # s3://, gs://, ...: a local copy of what sync reads, then the same sync
+        remote = SweepFolder.of(sweep_dir, field="--sweep-dir")
+        with tempfile.TemporaryDirectory(prefix="srrl-sync-") as tmp:
+            local = Path(tmp) / PurePosixPath(remote.path).name  # the folder's name is the sweep's
+            remote.download(_needed(remote.files()), local)
+            return _sync_local(experiment, local, tracking_uri, shown=remote.shown)
+    return _sync_local(experiment, Path(sweep_dir).expanduser().resolve(), tracking_uri)
+
+
+def _needed(files: List[str]) -> List[str]:
+    """What sync reads of a sweep folder: all but the trials' older checkpoints (only the last is exported)."""
+    def checkpoint(name: str) -> Optional[Tuple[str, str]]:  # (trial folder, checkpoint folder), or None
+        parts = name.split("/")
+        return (parts[0], parts[1]) if len(parts) > 2 and parts[1].startswith("checkpoint_") else None
+
+    last: Dict[str, str] = {}
+    for name in files:
+        if (c := checkpoint(name)) is not None:
+            last[c[0]] = max(last.get(c[0], ""), c[1])  # checkpoint_000029 > checkpoint_000028
+    return [n for n in files if (c := checkpoint(n)) is None or last[c[0]] == c[1]]
+
+
+def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], shown: Optional[str] = None) -> SyncSummary:
     from analysis import runs as R
 
-    folder = Path(sweep_dir).expanduser().resolve()
     trials, statuses = _read_sweep_dir(folder)
     name = folder.name
     sweep = R.find_sweep_runs(experiment, name, tracking_uri)
@@ -372,5 +397,5 @@ def sync_sweep(experiment: str, sweep_dir: str, tracking_uri: Optional[str] = No
         summary.params_logged += len(params)
         summary.metrics_backfilled += len(metrics)
         summary.runs_ended += end is not None
-    _end_sweep(folder, sweep, trials, statuses, summary)
+    _end_sweep(folder, sweep, trials, statuses, summary, shown or str(folder))
     return summary

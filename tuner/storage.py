@@ -112,6 +112,23 @@ class SweepFolder:
         with self._reading(), self.fs.open_input_stream(f"{self.path}/{name}") as f:
             return f.read().decode()
 
+    def files(self) -> List[str]:
+        """Every file under the folder, as paths relative to it ('/'-separated)."""
+        import pyarrow.fs
+
+        with self._reading():
+            infos = self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, recursive=True))
+        return sorted(i.path[len(self.path) + 1:] for i in infos if i.type == pyarrow.fs.FileType.File)
+
+    def download(self, names: List[str], to: Path) -> None:
+        """Copy the files ``names`` (relative, from ``files()``) of a remote folder under the local folder ``to``."""
+        for name in names:
+            target = to / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with self._reading(), self.fs.open_input_stream(f"{self.path}/{name}") as src, open(target, "wb") as dst:
+                while chunk := src.read(1 << 22):
+                    dst.write(chunk)
+
     # ---- writes --------------------------------------------------------------------------------
     def write_text(self, name: str, text: str) -> None:
         """Write ``name``: locally a temp file renamed over it (whole or not at all); remotely one upload

@@ -250,17 +250,20 @@ def _records(uri: str, experiment: str, artifacts: Path) -> list:
 
 
 @pytest.mark.slow  # needs the module's real sweep (Ray workers)
-def test_sync_ends_a_finished_sweep_as_its_driver_does(swept, tmp_path, capsys):
+@pytest.mark.parametrize("given", ["path", "uri"])
+def test_sync_ends_a_finished_sweep_as_its_driver_does(swept, tmp_path, capsys, given):
     """The outage lasted to the sweep's end: sync ends the parent run FINISHED and exports the best
     TOP_K students (by final val_acc, as the sweep ranks them) with the sweep's own export, the very
-    files its driver wrote where tracking never failed; a second sync changes nothing."""
+    files its driver wrote where tracking never failed; a second sync changes nothing. ``uri``: the
+    sweep folder given as a file:// URI, read through pyarrow as an s3:// or gs:// one is."""
     import mlflow
     import torch
 
     from tuner.export import load_student
 
     uri = _fresh_store(tmp_path / "store", swept)
-    _sync(uri, swept.path, capsys)
+    folder = f"file://{swept.path}" if given == "uri" else swept.path
+    _sync(uri, folder, capsys)
     parent = mlflow.MlflowClient(uri).get_run(_parent_id(uri, swept.experiment))
     assert parent.info.status == "FINISHED" and parent.info.end_time >= parent.info.start_time
 
@@ -281,7 +284,7 @@ def test_sync_ends_a_finished_sweep_as_its_driver_does(swept, tmp_path, capsys):
             assert loaded.student(torch.zeros(2, 1, 8, 8)).shape == (2, 10)  # digits: 1 x 8 x 8, 10 classes
 
     before = _records(uri, swept.experiment, tmp_path / "store" / "artifacts")
-    assert _sync(uri, swept.path, capsys).endswith(
+    assert _sync(uri, folder, capsys).endswith(
         "0 runs created, 0 metrics backfilled, 0 runs ended, 0 students exported; parent run already FINISHED")
     assert _records(uri, swept.experiment, tmp_path / "store" / "artifacts") == before
 
@@ -472,3 +475,11 @@ def test_sync_errors_are_one_line_exit_2(swept, tmp_path, capsys):
     port = free_port()
     err = _error(["sync", "-e", "syn", "--sweep-dir", str(swept.path), "--tracking-uri", f"http://127.0.0.1:{port}"], capsys)
     assert "cannot reach MLflow server" in err
+
+
+def test_a_remote_sweep_is_fetched_without_older_checkpoints():
+    from analysis.sync import _needed
+
+    files = ["srrl_sweep.yaml", "experiment_state-x.json", "t1/result.json", "t1/checkpoint_000001/trainer_state.pt",
+             "t1/checkpoint_000002/trainer_state.pt", "t2/result.json", "t2/checkpoint_000000/trainer_state.pt"]
+    assert _needed(files) == [f for f in files if "checkpoint_000001" not in f]
