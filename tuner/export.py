@@ -7,8 +7,6 @@
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -19,6 +17,7 @@ from torch import nn
 from tuner.config import TrialConfig
 from tuner.connectors import build_connector
 from tuner.models import build_model
+from tuner.storage import atomic_write
 
 __all__ = ["StudentBundle", "export_student", "load_student", "STUDENT_FILE"]
 
@@ -49,11 +48,7 @@ def export_student(trainer_state: Union[str, Path], config: TrialConfig, num_cla
                "config": config.to_dict(), "num_classes": int(num_classes), "in_channels": int(in_channels),
                "teacher_channels": teacher_channels, "metrics": {k: float(v) for k, v in metrics.items()}}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        torch.save(payload, f)
-    os.replace(tmp, out)
+    atomic_write(out, lambda f: torch.save(payload, f))
     return out
 
 

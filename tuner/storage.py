@@ -12,18 +12,34 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any, BinaryIO, Callable, Iterator, List, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from tuner.config import ConfigError
 
-__all__ = ["SweepFolder", "is_uri"]
+__all__ = ["SweepFolder", "is_uri", "atomic_write"]
 
 _PROBE = ".srrl-write-probe"
 
 
 def is_uri(location: str) -> bool:
     return "://" in location
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(file)`` to a temp file in its folder, fsync, then rename:
+    readers see the old file or the whole new one, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _redact(location: str) -> str:
@@ -138,12 +154,7 @@ class SweepFolder:
             with self.fs.open_output_stream(f"{self.path}/{name}") as f:
                 f.write(text.encode())
             return
-        folder = Path(self.location)
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, folder / name)
+        atomic_write(Path(self.location) / name, lambda f: f.write(text.encode()))
 
     def check_writable(self) -> None:
         """The folder can be created and written; leaves nothing behind. ``ConfigError`` naming storage_path if not."""

@@ -5,7 +5,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -17,6 +16,7 @@ from tuner import metrics as M
 from tuner.config import ConfigError, TrialConfig
 from tuner.data import DataSplits
 from tuner.models import build_model, load_weights
+from tuner.storage import atomic_write
 
 __all__ = ["Teacher", "ensure_teacher", "train_teacher", "teacher_key", "default_cache_dir", "load_user_weights"]
 
@@ -93,8 +93,8 @@ def ensure_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], No
     log(f"training teacher {cfg.teacher} on {cfg.dataset} for {cfg.teacher_epochs} epochs (cached after: {path})")
     state, val_acc, test_acc = (train or functools.partial(train_teacher, log=log))(cfg, splits)
     model.load_state_dict(state)
-    _atomic_save({"state_dict": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc,
-                  "arch": cfg.teacher, "key": key}, path)
+    payload = {"state_dict": model.state_dict(), "val_acc": val_acc, "test_acc": test_acc, "arch": cfg.teacher, "key": key}
+    atomic_write(path, lambda f: torch.save(payload, f))
     log(f"teacher {cfg.teacher}: val_acc {val_acc:.2f} test_acc {test_acc:.2f}")
     return Teacher(model.eval(), cfg.teacher, key, str(path), val_acc, test_acc)
 
@@ -142,18 +142,3 @@ def _accuracy(model: nn.Module, cfg: TrialConfig, splits: DataSplits) -> Tuple[f
     _, val, test = make_loaders(splits, cfg.batch_size, seed=0, eval_batch_size=cfg.eval_batch_size)
     model.eval()
     return evaluate_model(model, val)[0], evaluate_model(model, test)[0]
-
-
-def _atomic_save(obj: Dict[str, Any], path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, then rename: readers see all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
