@@ -267,20 +267,31 @@ def log_artifacts_once(tracking_uri: str, run_id: str, files: Mapping[str, Any])
     return logged
 
 
-@_skip_when_unreachable(dict)
-def child_run_ids(tracking_uri: str, parent_run_id: str) -> Dict[str, str]:
-    """``{trial_id: run_id}`` of the parent's child runs (one paged search)."""
-    client = _client(tracking_uri)
-    exp = client.get_run(parent_run_id).info.experiment_id
+def _child_runs(client: Any, experiment_id: str, parent_run_id: str, trial_id: Optional[str] = None) -> Iterator[Any]:
+    """The parent's child runs, oldest first (pages of 1000), or only the one of ``trial_id``."""
     flt = f"tags.`{_PARENT}` = '{parent_run_id}'"
-    out: Dict[str, str] = {}
+    if trial_id is not None:
+        flt += f" and tags.`{TAG_TRIAL_ID}` = '{trial_id}'"
     token = None
     while True:
-        page = client.search_runs([exp], filter_string=flt, max_results=1000, page_token=token)
-        out.update({r.data.tags[TAG_TRIAL_ID]: r.info.run_id for r in page if TAG_TRIAL_ID in r.data.tags})
+        page = client.search_runs([experiment_id], filter_string=flt, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        yield from page
         token = page.token
         if not token:
-            return out
+            return
+
+
+@_skip_when_unreachable(dict)
+def child_run_ids(tracking_uri: str, parent_run_id: str) -> Dict[str, str]:
+    """``{trial_id: run_id}`` of the parent's child runs."""
+    client = _client(tracking_uri)
+    exp = client.get_run(parent_run_id).info.experiment_id
+    out: Dict[str, str] = {}
+    for run in _child_runs(client, exp, parent_run_id):
+        if TAG_TRIAL_ID in run.data.tags:
+            out.setdefault(run.data.tags[TAG_TRIAL_ID], run.info.run_id)  # oldest first: a trial's first run wins
+    return out
 
 
 @_skip_when_unreachable(int)
@@ -294,9 +305,8 @@ def remove_orphan_runs(tracking_uri: str, parent_run_id: str, trial_ids: Iterabl
     client = _client(tracking_uri)
     parent = client.get_run(parent_run_id)
     keep = set(trial_ids)
-    flt = f"tags.`{_PARENT}` = '{parent_run_id}'"
     removed = 0
-    for run in client.search_runs([parent.info.experiment_id], filter_string=flt, max_results=50_000):
+    for run in list(_child_runs(client, parent.info.experiment_id, parent_run_id)):  # listed before deleting
         if run.data.tags.get(TAG_TRIAL_ID) not in keep:
             client.set_tag(run.info.run_id, TAG_STATUS, "orphaned")
             client.set_terminated(run.info.run_id, status="KILLED")
@@ -640,25 +650,11 @@ class _MLflowTrackingImpl:
             return self._runs[tid]
         if self.experiment_id is None:
             self.experiment_id = self._client.get_run(self.parent_run_id).info.experiment_id
-        if self._synced:
-            flt = f"tags.`{_PARENT}` = '{self.parent_run_id}' and tags.`{TAG_TRIAL_ID}` = '{tid}'"
-            found = self._client.search_runs([self.experiment_id], filter_string=flt, max_results=1)
-            if found:
-                self._runs[tid] = found[0].info.run_id
-        else:
-            flt = f"tags.`{_PARENT}` = '{self.parent_run_id}'"
-            token = None
-            while True:
-                page = self._client.search_runs([self.experiment_id], filter_string=flt, max_results=1000,
-                                                page_token=token, order_by=["attributes.start_time ASC"])
-                for run in page:
-                    t = run.data.tags.get(TAG_TRIAL_ID)
-                    if t and t not in self._runs:
-                        self._runs[t] = run.info.run_id
-                token = page.token
-                if not token:
-                    break
-            self._synced = True
+        for run in _child_runs(self._client, self.experiment_id, self.parent_run_id, tid if self._synced else None):
+            t = run.data.tags.get(TAG_TRIAL_ID)
+            if t and t not in self._runs:  # oldest first: a trial's first run wins
+                self._runs[t] = run.info.run_id
+        self._synced = True
         return self._runs.get(tid)
 
     def _execute(self, op: Op) -> None:
