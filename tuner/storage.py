@@ -138,12 +138,14 @@ class SweepFolder:
 
     def download(self, names: List[str], to: Path) -> None:
         """Copy the files ``names`` (relative, from ``files()``) of a remote folder under the local folder ``to``."""
+        import pyarrow.fs
+
+        local = pyarrow.fs.LocalFileSystem()
         for name in names:
-            target = to / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with self._reading(), self.fs.open_input_stream(f"{self.path}/{name}") as src, open(target, "wb") as dst:
-                while chunk := src.read(1 << 22):
-                    dst.write(chunk)
+            (to / name).parent.mkdir(parents=True, exist_ok=True)
+            with self._reading():
+                pyarrow.fs.copy_files(f"{self.path}/{name}", str(to / name), source_filesystem=self.fs,
+                                      destination_filesystem=local)
 
     # ---- writes --------------------------------------------------------------------------------
     def write_text(self, name: str, text: str) -> None:

@@ -19,7 +19,7 @@ import yaml
 
 from tuner import metrics as M
 from tuner.config import ConfigError, SweepConfig, TrialConfig
-from tuner.storage import SweepFolder
+from tuner.storage import SweepFolder, is_uri
 from tuner.trainable import DIVERGED, train_srrl
 
 __all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke",
@@ -58,7 +58,7 @@ def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, T
     space = get_space(sweep.space)
     name = sweep.name or f"{sweep.space}-{base.dataset}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     storage = sweep.storage_path
-    if "://" not in storage:
+    if not is_uri(storage):
         storage = str(Path(storage).expanduser().resolve())
     tracking_uri = sweep.tracking_uri or default_tracking_uri()
     optuna_storage = sweep.optuna_storage
@@ -145,10 +145,11 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
                              teacher_info=teacher_info, splits=splits),
         {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial},
     )
+    # what MLflow keeps (params, the config artifact) carries no credentials
+    shown = dataclasses.replace(sweep, **{k: tracking.redact(getattr(sweep, k)) for k in _URI_FIELDS if getattr(sweep, k)})
     parent_run = tracking.start_sweep(
         sweep.tracking_uri, sweep.experiment, sweep.name,
-        params={**{f"sweep.{k}": tracking.redact(v) if k in _URI_FIELDS and v else v for k, v in sweep.to_dict().items()},
-                **{f"base.{k}": v for k, v in base.to_dict().items()}},
+        params={**{f"sweep.{k}": v for k, v in shown.to_dict().items()}, **{f"base.{k}": v for k, v in base.to_dict().items()}},
         tags={**tracking.set_git_and_version_tags(), "srrl.space": sweep.space, "srrl.searcher": sweep.searcher,
               "srrl.scheduler": sweep.scheduler, "srrl.dataset": base.dataset,
               **{f"srrl.{k}": str(v) for k, v in teacher_info.items()}},
@@ -160,8 +161,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
 
     if not resume:
         folder.write_text(SWEEP_FILE, _sweep_yaml(sweep, base))
-    with tempfile.TemporaryDirectory() as tmp:  # the artifact copy carries no credentials
-        shown = dataclasses.replace(sweep, **{k: tracking.redact(getattr(sweep, k)) for k in _URI_FIELDS if getattr(sweep, k)})
+    with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / SWEEP_FILE).write_text(_sweep_yaml(shown, base))
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
             "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
@@ -183,13 +183,13 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),
             ),
         )
-    grid = tuner.fit()
-    trial_ids = [t.trial_id for t in tune.ExperimentAnalysis(grid.experiment_path).trials]
+    results = tuner.fit()
+    trial_ids = [t.trial_id for t in tune.ExperimentAnalysis(results.experiment_path).trials]
     orphans = tracking.remove_orphan_runs(sweep.tracking_uri, parent_run, trial_ids)
     if orphans:
         log(f"removed {orphans} MLflow run(s) of trials lost with the interrupted driver")
-    rows = leaderboard_rows(grid, base)
-    log_best_students(grid, rows, sweep, per_trial, splits, teacher, parent_run)
+    rows = leaderboard_rows(results, base)
+    log_best_students(results, rows, sweep, per_trial, splits, teacher, parent_run)
     tracking.finish_sweep(sweep.tracking_uri, parent_run)
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                        sweep.study_name or sweep.name if space.grid is None else None, rows)
