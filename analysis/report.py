@@ -19,6 +19,7 @@ import pandas as pd
 from analysis import plots, runs, tables
 from analysis._format import fmt_value, to_html, to_markdown
 from tuner import metrics as M
+from tuner.tracking import redact
 
 __all__ = ["write_report", "build_sections", "Section"]
 
@@ -122,7 +123,7 @@ def _header(trials: pd.DataFrame, sweeps: pd.DataFrame, experiments: List[str],
     counts = trials["status"].value_counts() if not trials.empty else pd.Series(dtype="int64")
     by_status = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
     meta = [f"Experiment(s): {', '.join(experiments)}",
-            f"Tracking URI: {runs._redact(tracking_uri)}",
+            f"Tracking URI: {redact(tracking_uri)}",
             f"Trials: {len(trials)} ({by_status})"]
     if not sweeps.empty:
         for col, label in (("teacher", "Teacher"), ("teacher_val_acc", "teacher val_acc"),

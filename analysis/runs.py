@@ -14,7 +14,6 @@ mlflow and sqlalchemy are imported inside the functions that need them.
 from __future__ import annotations
 
 import math
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +26,10 @@ from analysis._params import field_types, parse_param, typed_column
 from tuner import metrics as M
 from tuner.tracking import (
     TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_ROLE, TAG_STATUS, TAG_STOPPED_AT, TAG_SWEEP,
-    TAG_TRIAL_ID, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, check_tracking_uri, default_tracking_uri,
+    TAG_TRIAL_ID, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, check_tracking_uri, child_runs, default_tracking_uri,
+    find_parent, redact, search_all, trial_tags,
 )
-from tuner.tracking import _check_name
+from tuner.tracking import _DB_SCHEMES, _PARENT, _check_name, _log_params  # the callback's own rules, shared on purpose
 
 __all__ = [
     "UnknownExperimentError", "load_trials", "load_history", "naive_history", "load_sweeps",
@@ -40,10 +40,8 @@ __all__ = [
 Experiments = Union[str, Sequence[str]]
 
 HISTORY_COLUMNS = ("sweep", "run_id", "trial_id", "metric", "epoch", "value")
-_PARENT = "mlflow.parentRunId"
-_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
-_PAGE = 1000  # search_runs page size
-_RUN_NAME = "mlflow.runName"
+_SQL_SCHEMES = ("sqlite",) + _DB_SCHEMES
+_PAGE = 1000  # search_experiments page size
 _BASE = "base."  # parent param prefix of the sweep's base TrialConfig
 _FIXED = ("sweep", "experiment", "run_id", "trial_id", "status", "epochs_run", "duration_s", "start_time",
           "end_time", "stopped_at_epoch", "diverged_epoch", "error")
@@ -56,10 +54,6 @@ class UnknownExperimentError(ValueError):
 
 
 # ---- connection -----------------------------------------------------------------------------------
-def _redact(uri: str) -> str:
-    return re.sub(r"(?<=//)[^/@\s]*@", "", str(uri))
-
-
 def _resolve_uri(tracking_uri: Optional[str]) -> str:
     uri = tracking_uri or default_tracking_uri()
     check_tracking_uri(uri, probe=False)
@@ -105,24 +99,14 @@ def _experiments(client: Any, uri: str, experiment: Experiments) -> Dict[str, st
             existing = _experiment_names(client)
             shown = ", ".join(existing[:30]) + (f", ... ({len(existing)} in all)" if len(existing) > 30 else "")
             raise UnknownExperimentError(
-                f"experiment: no experiment named {name!r} in {_redact(uri)}; existing: {shown or '(none)'}")
+                f"experiment: no experiment named {name!r} in {redact(uri)}; existing: {shown or '(none)'}")
         out[exp.experiment_id] = name
     return out
 
 
 def _search(client: Any, experiment_ids: List[str], role: str) -> List[Any]:
-    """Every active run with ``srrl.role = role``: one ``search_runs`` call per page of 1000."""
-    from mlflow.entities import ViewType
-
-    flt = f"tags.`{TAG_ROLE}` = '{role}'"
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY,
-                                  max_results=_PAGE, page_token=token, order_by=["attributes.start_time ASC"])
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    """Every active run with ``srrl.role = role``, oldest first."""
+    return list(search_all(client, experiment_ids, f"tags.`{TAG_ROLE}` = '{role}'"))
 
 
 def _sweeps_and_trials(client: Any, experiment_ids: List[str]) -> Tuple[Dict[str, Any], List[Any]]:
@@ -442,33 +426,21 @@ def find_sweep_runs(experiment: str, sweep: str, tracking_uri: Optional[str] = N
         ValueError: no sweep of that name in it, or a bad tracking URI / sweep name.
         ConnectionError: the tracking server does not answer.
     """
-    from mlflow.entities import ViewType
-
     _check_name("sweep", sweep)
     client, uri = _client(tracking_uri)
     if uri.startswith(("http://", "https://")):
         check_tracking_uri(uri, probe=True)
     exp_id = next(iter(_experiments(client, uri, experiment)))
-    flt = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_ROLE}` = 'sweep'"
-    parents = client.search_runs([exp_id], filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY, max_results=10,
-                                 order_by=["attributes.start_time ASC"])
+    parents = find_parent(client, exp_id, sweep)
     if not parents:
-        raise ValueError(f"sweep: no sweep run named {sweep!r} in experiment {experiment!r} of {_redact(uri)} "
+        raise ValueError(f"sweep: no sweep run named {sweep!r} in experiment {experiment!r} of {redact(uri)} "
                          f"(its parent run is created when the sweep starts)")
     parent = parents[0]
-    flt = f"tags.`{_PARENT}` = '{parent.info.run_id}'"
     trials: Dict[str, TrialRun] = {}
-    token = None
-    while True:
-        page = client.search_runs([exp_id], filter_string=flt, run_view_type=ViewType.ACTIVE_ONLY,
-                                  max_results=_PAGE, page_token=token, order_by=["attributes.start_time ASC"])
-        for run in page:
-            tid = run.data.tags.get(TAG_TRIAL_ID)
-            if tid and tid not in trials:
-                trials[tid] = TrialRun(run.info.run_id, run.info.status, dict(run.data.tags), dict(run.data.params), run)
-        token = page.token
-        if not token:
-            break
+    for run in child_runs(client, exp_id, parent.info.run_id):
+        tid = run.data.tags.get(TAG_TRIAL_ID)
+        if tid and tid not in trials:  # oldest first: a trial's first run, as the callback picks
+            trials[tid] = TrialRun(run.info.run_id, run.info.status, dict(run.data.tags), dict(run.data.params), run)
     base = {k[len(_BASE):]: v for k, v in parent.data.params.items() if k.startswith(_BASE)}
     return SweepRuns(uri, exp_id, parent.info.run_id, base, trials, parent)
 
@@ -495,7 +467,7 @@ def logged_steps(sweep: SweepRuns, metrics: Sequence[str]) -> Dict[Tuple[str, st
 def create_trial_run(sweep: SweepRuns, trial_id: str, start_time: Optional[int] = None) -> str:
     """A child run for ``trial_id`` under the sweep's parent, tagged as ``MLflowTracking`` tags it; returns its id."""
     client, _ = _client(sweep.uri)
-    tags = {_PARENT: sweep.parent_id, _RUN_NAME: trial_id, TAG_TRIAL_ID: trial_id, TAG_ROLE: "trial"}
+    tags = trial_tags(sweep.parent_id, trial_id)
     run = client.create_run(sweep.experiment_id, start_time=start_time, tags=tags, run_name=trial_id)
     sweep.trials[trial_id] = TrialRun(run.info.run_id, run.info.status, tags, {}, run)
     return run.info.run_id
@@ -507,12 +479,10 @@ def backfill_run(tracking_uri: str, run_id: str, params: Optional[Mapping[str, s
     """Add to a run: ``params`` (new keys only: MLflow params never change), ``metrics`` as
     ``(key, value, timestamp_ms, step)`` in ``log_batch`` calls of at most 1000, then ``tags``, then
     ``end = (status, end_time_ms)`` terminates it (status FINISHED, FAILED or KILLED)."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, RunTag
 
     client, _ = _client(tracking_uri)
-    items = [Param(k, v) for k, v in (params or {}).items()]
-    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-        client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
+    _log_params(client, run_id, params or {})
     rows = [Metric(*m) for m in metrics]
     for i in range(0, len(rows), MAX_METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=rows[i:i + MAX_METRICS_PER_BATCH], synchronous=True)

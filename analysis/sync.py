@@ -28,33 +28,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
-from tuner import metrics as M
 from tuner.tracking import (
-    DIVERGED_KEY, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_STATUS, TAG_STOPPED_AT,
+    DIVERGED_KEY, METRIC_KEYS, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
+    TAG_STOPPED_AT, result_metrics, result_step,
 )
-from tuner.tracking import _error_summary, _flatten, _number  # the callback's own rules, shared on purpose
+from tuner.tracking import _MLFLOW_END, _error_summary, _flatten, _number, _text  # the callback's own rules, shared on purpose
 
 if TYPE_CHECKING:
     from analysis.runs import SweepRuns
     from tuner.config import SweepConfig, TrialConfig
 
-__all__ = ["TuneTrial", "SyncSummary", "METRIC_KEYS", "read_sweep_dir", "trial_metrics", "trial_end", "sweep_not_over",
+__all__ = ["TuneTrial", "SyncSummary", "trial_metrics", "trial_end", "sweep_not_over",
            "sync_sweep"]
 
-_NONFINITE = "srrl.nonfinite."
 _TUNE_ENDED = ("TERMINATED", "ERROR")
 #: what Tune's search algorithm saves: SearchGenerator (Optuna), BasicVariantGenerator (exhaustive grids)
 _SEARCH_STATES = ("search_gen_state-*.json", "basic-variant-state-*.json")
-_MLFLOW_END = {"finished": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "errored": "FAILED"}
-METRIC_KEYS = tuple(M.PER_EPOCH + M.PER_TRIAL)
 
 
 @dataclass
@@ -159,8 +154,9 @@ def sweep_not_over(folder: Path, statuses: Mapping[str, str]) -> Optional[str]:
     return _search_left(folder, len(statuses))
 
 
-def read_sweep_dir(path: str) -> List[TuneTrial]:
-    """Every trial folder (one with a ``result.json``) of a Tune experiment folder, oldest first.
+def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
+    """Every trial folder (one with a ``result.json``) of a Tune experiment folder, oldest first, and Tune's
+    ``{trial_id: status}`` of every trial it knows (see ``_tune_statuses``).
 
     Trials without any result are left out (nothing to backfill, and no trial id to name them by), and
     so are trials that Tune's experiment state, when there is one, does not list: those of a driver
@@ -169,11 +165,6 @@ def read_sweep_dir(path: str) -> List[TuneTrial]:
     Raises:
         ValueError: ``path`` is not a folder, or holds no trial folders.
     """
-    return _read_sweep_dir(Path(path).expanduser())[0]
-
-
-def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
-    """``read_sweep_dir`` and Tune's ``{trial_id: status}`` of every trial it knows (see ``_tune_statuses``)."""
     if not folder.is_dir():
         raise ValueError(f"--sweep-dir: no folder {str(folder)!r}")
     files = sorted(folder.glob("*/result.json"), key=lambda p: p.stat().st_mtime)
@@ -201,40 +192,26 @@ def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
 
 
 # ---- what a trial should have in MLflow ------------------------------------------------------------
-def _step(result: Mapping[str, Any]) -> int:
-    step = _number(result.get(M.EPOCH))
-    if step is None or not math.isfinite(step):
-        step = _number(result.get("training_iteration")) or 0.0
-    return int(step)
-
-
 def trial_metrics(trial: TuneTrial) -> Tuple[Dict[Tuple[str, int], Tuple[float, int]], Dict[str, int]]:
     """``({(key, step): (value, timestamp_ms)}, {key: first non-finite step})`` as ``MLflowTracking``
     logs them (a step reported twice, as after a restart, keeps its last value)."""
     values: Dict[Tuple[str, int], Tuple[float, int]] = {}
     nonfinite: Dict[str, int] = {}
     for result in trial.results:
-        step = _step(result)
-        stamp = _number(result.get("timestamp"))
-        ms = int(stamp * 1000) if stamp is not None else int(time.time() * 1000)
-        for key in METRIC_KEYS:
-            value = _number(result.get(key))
-            if value is None:
-                continue
-            if math.isfinite(value):
-                values[(key, step)] = (value, ms)
-            else:
-                nonfinite.setdefault(key, step)
+        step, ms, finite, bad = result_metrics(result, METRIC_KEYS)
+        values.update({(key, step): (value, ms) for key, value in finite.items()})
+        for key in bad:
+            nonfinite.setdefault(key, step)
     return values, nonfinite
 
 
 def trial_end(trial: TuneTrial, planned: Optional[int]) -> Optional[Tuple[str, Dict[str, str]]]:
     """``(srrl.status, tags)`` if the trial has ended (the callback's rules), else None."""
     last = trial.results[-1]
-    epoch = _step(last)
+    epoch = result_step(last)
     tags = {TAG_LAST_EPOCH: str(epoch)}
     if trial.tune_status == "ERROR":
-        tags[TAG_ERROR] = (trial.error or "unknown error (no error file)")[:1000]
+        tags[TAG_ERROR] = _text(trial.error or "unknown error (no error file)", 1000)  # as the callback cuts it
         return "errored", tags
     if bool(last.get(DIVERGED_KEY)):
         tags[TAG_DIVERGED_EPOCH] = str(epoch)
@@ -384,7 +361,7 @@ def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], show
         values, nonfinite = trial_metrics(trial)
         metrics = [(key, value, ms, step) for (key, step), (value, ms) in sorted(values.items())
                    if step not in have.get((run_id, key), ())]
-        tags = {_NONFINITE + k: str(s) for k, s in nonfinite.items() if _NONFINITE + k not in run_tags}
+        tags = {TAG_NONFINITE + k: str(s) for k, s in nonfinite.items() if TAG_NONFINITE + k not in run_tags}
         end = None
         ended = trial_end(trial, _planned(trial.config, sweep.base)) if status == "RUNNING" else None
         if ended is not None:

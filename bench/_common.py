@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-__all__ = ["Row", "skipped", "torch_threads", "digits_base", "digits_teacher", "ensure_ray", "quiet", "sqlite_uri",
+__all__ = ["Row", "skipped", "torch_threads", "digits_base", "digits_teacher", "ensure_ray", "quiet",
            "scratch_dir"]
 
 
@@ -99,10 +99,6 @@ def ensure_ray() -> None:
 
 def quiet(_: str) -> None:
     """A ``log`` callback that drops the message (the table is the output)."""
-
-
-def sqlite_uri(folder: Path, name: str = "mlflow.db") -> str:
-    return f"sqlite:///{(folder / name).resolve().as_posix()}"
 
 
 def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:

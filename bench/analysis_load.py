@@ -28,13 +28,13 @@ if TYPE_CHECKING:
     from bench._common import Row
 
 EXPERIMENT = "bench-analysis-load"
-_PARENT = "mlflow.parentRunId"
 
 
 def build_store(db: Path, trials: int, epochs: int) -> str:
     """A store with one sweep of ``trials`` finished trials; returns its tracking URI."""
-    from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
+
+    from analysis.runs import backfill_run
 
     uri = f"sqlite:///{db.resolve().as_posix()}"
     client = MlflowClient(uri)
@@ -47,24 +47,18 @@ def build_store(db: Path, trials: int, epochs: int) -> str:
     for i in range(trials):
         tid = f"bench_{i:05d}"
         alpha, beta = 10 ** ((i % 17) / 4 - 2), 10 ** ((i % 13) / 3 - 2)
-        run = client.create_run(exp_id, run_name=tid, tags={_PARENT: parent, "mlflow.runName": tid,
-                                                            T.TAG_TRIAL_ID: tid, T.TAG_ROLE: "trial"})
-        rid = run.info.run_id
+        rid = client.create_run(exp_id, run_name=tid, tags=T.trial_tags(parent, tid)).info.run_id
         params = {**{k: str(v) for k, v in base.to_dict().items()}, "alpha": str(alpha), "beta": str(beta)}
-        client.log_batch(rid, params=[Param(k, v) for k, v in params.items()], synchronous=True)
         metrics = []
         for e in range(1, epochs + 1):
             ms = t0 + (i * epochs + e) * 1000
             acc = 90.0 * e / epochs - (i % 7)
             for key in M.PER_EPOCH:
                 value = float(e) if key == M.EPOCH else acc if key in (M.VAL_ACC, M.BEST_VAL_ACC) else 1.0 / e
-                metrics.append(Metric(key, value, ms, e))
-        metrics.append(Metric(M.TEST_ACC, acc - 1, ms, epochs))
-        for j in range(0, len(metrics), 1000):  # MLflow: at most 1000 metrics per log_batch
-            client.log_batch(rid, metrics=metrics[j:j + 1000], synchronous=True)
-        client.log_batch(rid, tags=[RunTag(T.TAG_STATUS, "finished"), RunTag(T.TAG_LAST_EPOCH, str(epochs))],
-                         synchronous=True)
-        client.set_terminated(rid, status="FINISHED")
+                metrics.append((key, value, ms, e))
+        metrics.append((M.TEST_ACC, acc - 1, ms, epochs))
+        backfill_run(uri, rid, params=params, metrics=metrics, end=("FINISHED", None),
+                     tags={T.TAG_STATUS: "finished", T.TAG_LAST_EPOCH: str(epochs)})
     T.finish_sweep(uri, parent)
     return uri
 

@@ -17,7 +17,8 @@ import statistics
 from pathlib import Path
 from typing import Any, List, Tuple
 
-from bench._common import Row, digits_base, digits_teacher, ensure_ray, quiet, scratch_dir, sqlite_uri
+from bench._common import Row, digits_base, digits_teacher, ensure_ray, quiet, scratch_dir
+from tuner.tracking import default_tracking_uri
 
 SCENARIO = "search efficiency"
 CONCURRENT = 2
@@ -32,7 +33,7 @@ def _sweep(name: str, searcher: str, scheduler: str, samples: int, seed: int, ba
 
     sweep = SweepConfig(name=name, space="loss_weights", searcher=searcher, scheduler=scheduler, num_samples=samples,
                         max_concurrent=CONCURRENT, cpus_per_trial=1, storage_path=str(folder / "ray"),
-                        tracking_uri=sqlite_uri(folder), seed=seed)
+                        tracking_uri=default_tracking_uri(str(folder)), seed=seed)
     result = run_sweep(sweep, base, log=quiet, verbose=0)
     trials = load_trials(result.experiment, result.tracking_uri)
     if len(trials) != samples:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bench._common import Row, digits_base, digits_teacher, ensure_ray, quiet, scratch_dir, sqlite_uri
+from bench._common import Row, digits_base, digits_teacher, ensure_ray, quiet, scratch_dir
+from tuner.tracking import default_tracking_uri
 
 SCENARIO = "sweep overhead"
 CONCURRENT = 2
@@ -33,7 +34,7 @@ def run(quick: bool) -> Row:
     with scratch_dir("sweep") as tmp:
         sweep = SweepConfig(name="bench-sweep", space="loss_weights", searcher="tpe", scheduler="fifo",
                             num_samples=trials, max_concurrent=CONCURRENT, cpus_per_trial=1,
-                            storage_path=str(Path(tmp) / "ray"), tracking_uri=sqlite_uri(Path(tmp)), seed=0)
+                            storage_path=str(Path(tmp) / "ray"), tracking_uri=default_tracking_uri(tmp), seed=0)
         start = time.perf_counter()
         result = run_sweep(sweep, base, log=quiet, verbose=0)
         wall = time.perf_counter() - start

@@ -30,9 +30,10 @@ from tuner import metrics as M
 
 __all__ = [
     "default_tracking_uri", "check_tracking_uri", "start_sweep", "finish_sweep", "remove_orphan_runs", "experiment_id",
-    "log_artifacts_once", "child_run_ids", "redact", "MLflowTracking",
+    "log_artifacts_once", "child_run_ids", "child_runs", "find_parent", "search_all", "trial_tags", "result_step",
+    "result_metrics", "redact", "MLflowTracking",
     "set_git_and_version_tags", "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT",
-    "TAG_DIVERGED_EPOCH", "TAG_ERROR", "TAG_LAST_EPOCH", "TRIAL_STATUSES", "DIVERGED_KEY",
+    "TAG_DIVERGED_EPOCH", "TAG_ERROR", "TAG_LAST_EPOCH", "TRIAL_STATUSES", "DIVERGED_KEY", "METRIC_KEYS",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ TAG_RESUMES = "srrl.resume_count"
 TRIAL_STATUSES = ("finished", "stopped_early", "diverged", "errored")
 #: result key a trainable sets (truthy) when training diverged; not a metric, so it lives here
 DIVERGED_KEY = "diverged"
+#: the result keys logged as metrics unless a callback is given others
+METRIC_KEYS = tuple(M.PER_EPOCH + M.PER_TRIAL)
 
 _PARENT = "mlflow.parentRunId"
 _RUN_NAME = "mlflow.runName"
@@ -181,7 +184,8 @@ def _check_name(field: str, value: Any) -> str:
     return value
 
 
-def _find_parent(client: Any, experiment_id: str, sweep_name: str) -> List[Any]:
+def find_parent(client: Any, experiment_id: str, sweep_name: str) -> List[Any]:
+    """The parent runs of sweep ``sweep_name`` (normally one), oldest first."""
     flt = f"tags.`{TAG_SWEEP}` = '{sweep_name}' and tags.`{TAG_ROLE}` = 'sweep'"
     return list(client.search_runs([experiment_id], filter_string=flt, max_results=10,
                                    order_by=["attributes.start_time ASC"]))
@@ -220,7 +224,7 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
             experiment_id = exp.experiment_id
     else:
         experiment_id = exp.experiment_id
-    found = _find_parent(client, experiment_id, sweep_name)
+    found = find_parent(client, experiment_id, sweep_name)
     if resume:
         if not found:
             raise ValueError(f"resume: no sweep named {sweep_name!r} in experiment {experiment!r}; "
@@ -267,19 +271,24 @@ def log_artifacts_once(tracking_uri: str, run_id: str, files: Mapping[str, Any])
     return logged
 
 
-def _child_runs(client: Any, experiment_id: str, parent_run_id: str, trial_id: Optional[str] = None) -> Iterator[Any]:
-    """The parent's child runs, oldest first (pages of 1000), or only the one of ``trial_id``."""
-    flt = f"tags.`{_PARENT}` = '{parent_run_id}'"
-    if trial_id is not None:
-        flt += f" and tags.`{TAG_TRIAL_ID}` = '{trial_id}'"
+def search_all(client: Any, experiment_ids: Sequence[str], filter_string: str) -> Iterator[Any]:
+    """Every active run matching ``filter_string``, oldest first, one ``search_runs`` call per page of 1000."""
     token = None
     while True:
-        page = client.search_runs([experiment_id], filter_string=flt, max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time ASC"])
+        page = client.search_runs(list(experiment_ids), filter_string=filter_string, max_results=1000,
+                                  page_token=token, order_by=["attributes.start_time ASC"])
         yield from page
         token = page.token
         if not token:
             return
+
+
+def child_runs(client: Any, experiment_id: str, parent_run_id: str, trial_id: Optional[str] = None) -> Iterator[Any]:
+    """The parent's child runs, oldest first, or only those of ``trial_id``."""
+    flt = f"tags.`{_PARENT}` = '{parent_run_id}'"
+    if trial_id is not None:
+        flt += f" and tags.`{TAG_TRIAL_ID}` = '{trial_id}'"
+    return search_all(client, [experiment_id], flt)
 
 
 @_skip_when_unreachable(dict)
@@ -288,7 +297,7 @@ def child_run_ids(tracking_uri: str, parent_run_id: str) -> Dict[str, str]:
     client = _client(tracking_uri)
     exp = client.get_run(parent_run_id).info.experiment_id
     out: Dict[str, str] = {}
-    for run in _child_runs(client, exp, parent_run_id):
+    for run in child_runs(client, exp, parent_run_id):
         if TAG_TRIAL_ID in run.data.tags:
             out.setdefault(run.data.tags[TAG_TRIAL_ID], run.info.run_id)  # oldest first: a trial's first run wins
     return out
@@ -306,7 +315,7 @@ def remove_orphan_runs(tracking_uri: str, parent_run_id: str, trial_ids: Iterabl
     parent = client.get_run(parent_run_id)
     keep = set(trial_ids)
     removed = 0
-    for run in list(_child_runs(client, parent.info.experiment_id, parent_run_id)):  # listed before deleting
+    for run in list(child_runs(client, parent.info.experiment_id, parent_run_id)):  # listed before deleting
         if run.data.tags.get(TAG_TRIAL_ID) not in keep:
             client.set_tag(run.info.run_id, TAG_STATUS, "orphaned")
             client.set_terminated(run.info.run_id, status="KILLED")
@@ -388,6 +397,36 @@ def _number(value: Any) -> Optional[float]:
     return None
 
 
+def result_step(result: Mapping[str, Any]) -> int:
+    """The epoch a Tune result is logged at: its ``epoch``, else ``training_iteration``, else 0."""
+    step = _number(result.get(M.EPOCH))
+    if step is None or not math.isfinite(step):
+        step = _number(result.get("training_iteration")) or 0.0
+    return int(step)
+
+
+def result_metrics(result: Mapping[str, Any], keys: Sequence[str]) -> Tuple[int, int, Dict[str, float], List[str]]:
+    """``(step, timestamp_ms, {key: finite value}, [keys whose value is NaN/inf])`` of one Tune result:
+    the rules by which both the callback and ``analysis sync`` log it (bools and non-numbers are skipped)."""
+    stamp = _number(result.get("timestamp"))
+    ms = int(stamp * 1000) if stamp is not None else int(time.time() * 1000)
+    finite: Dict[str, float] = {}
+    nonfinite: List[str] = []
+    for key in keys:
+        value = _number(result.get(key))
+        if value is not None:
+            if math.isfinite(value):
+                finite[key] = value
+            else:
+                nonfinite.append(key)
+    return result_step(result), ms, finite, nonfinite
+
+
+def trial_tags(parent_run_id: str, trial_id: str) -> Dict[str, str]:
+    """The tags of a trial's child run: nested under the sweep's parent, named and found by trial id."""
+    return {_PARENT: parent_run_id, _RUN_NAME: trial_id, TAG_TRIAL_ID: trial_id, TAG_ROLE: "trial"}
+
+
 def _retryable(exc: BaseException) -> bool:
     code = getattr(exc, "error_code", None)
     return code not in _NOT_RETRYABLE
@@ -460,7 +499,7 @@ class _MLflowTrackingImpl:
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
         self.epochs = epochs
-        self.metric_keys = tuple(metric_keys) if metric_keys is not None else tuple(M.PER_EPOCH + M.PER_TRIAL)
+        self.metric_keys = tuple(metric_keys) if metric_keys is not None else METRIC_KEYS
         self.retry_delays = tuple(retry_delays)
         self.base_params = dict(base_params or {})
         self._runs: Dict[str, str] = {}  # trial_id -> child run id
@@ -500,24 +539,14 @@ class _MLflowTrackingImpl:
 
     def on_trial_result(self, iteration: int, trials: List[Any], trial: Any, result: Dict, **info: Any) -> None:
         tid = trial.trial_id
-        step = _number(result.get(M.EPOCH))
-        if step is None or not math.isfinite(step):
-            step = _number(result.get("training_iteration")) or 0.0
-        step_i = int(step)
-        stamp = _number(result.get("timestamp"))
-        ms = int(stamp * 1000) if stamp is not None else int(time.time() * 1000)
-        metrics, tags = [], {}
-        for key in self.metric_keys:
-            value = _number(result.get(key))
-            if value is None:
-                continue
-            if not math.isfinite(value):
-                if (tid, key) not in self._nonfinite:
-                    self._nonfinite.add((tid, key))
-                    tags[_key(TAG_NONFINITE + key)] = str(step_i)
-                continue
-            metrics.append((_key(key), value, ms, step_i))
-        self._last[tid] = (step_i, bool(result.get(DIVERGED_KEY)))
+        step, ms, finite, nonfinite = result_metrics(result, self.metric_keys)
+        metrics = [(_key(key), value, ms, step) for key, value in finite.items()]
+        tags = {}
+        for key in nonfinite:
+            if (tid, key) not in self._nonfinite:
+                self._nonfinite.add((tid, key))
+                tags[_key(TAG_NONFINITE + key)] = str(step)
+        self._last[tid] = (step, bool(result.get(DIVERGED_KEY)))
         if metrics or tags:
             self._submit(("log", tid, (metrics, tags)))
 
@@ -568,10 +597,7 @@ class _MLflowTrackingImpl:
         if trial.trial_id in self._last:
             return self._last[trial.trial_id]
         last = getattr(trial, "last_result", None) or {}  # e.g. a trial restored from an earlier run
-        epoch = _number(last.get(M.EPOCH))
-        if epoch is None:
-            epoch = _number(last.get("training_iteration")) or 0.0
-        return int(epoch), bool(last.get(DIVERGED_KEY))
+        return result_step(last), bool(last.get(DIVERGED_KEY))
 
     @staticmethod
     def _error_line(trial: Any) -> str:
@@ -650,7 +676,7 @@ class _MLflowTrackingImpl:
             return self._runs[tid]
         if self.experiment_id is None:
             self.experiment_id = self._client.get_run(self.parent_run_id).info.experiment_id
-        for run in _child_runs(self._client, self.experiment_id, self.parent_run_id, tid if self._synced else None):
+        for run in child_runs(self._client, self.experiment_id, self.parent_run_id, tid if self._synced else None):
             t = run.data.tags.get(TAG_TRIAL_ID)
             if t and t not in self._runs:  # oldest first: a trial's first run wins
                 self._runs[t] = run.info.run_id
@@ -664,7 +690,7 @@ class _MLflowTrackingImpl:
         run_id = self._lookup(tid)
         created = False
         if run_id is None:
-            tags = {_PARENT: self.parent_run_id, _RUN_NAME: tid, TAG_TRIAL_ID: tid, TAG_ROLE: "trial"}
+            tags = trial_tags(self.parent_run_id, tid)
             run = self._client.create_run(self.experiment_id, tags=tags, run_name=tid)
             run_id = self._runs[tid] = run.info.run_id
             self._fresh.add(tid)
