@@ -111,6 +111,7 @@ def test_driver_killed_twice_then_resumed(tmp_path):
                           env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Sweep kk: 6 trials, 6 finished" in done.stdout
+    assert f"python run_search.py --resume {folder}" in done.stdout
 
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "kk")
     assert len(runs) == 6 and len({r.data.tags["srrl.trial_id"] for r in runs}) == 6
@@ -141,7 +142,9 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
                           cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep dv: 3 trials, 0 finished, 0 stopped_early, 3 diverged" in proc.stdout
-    for run in trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "dv"):
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "dv")
+    assert len(runs) == 3
+    for run in runs:
         assert run.data.tags["srrl.status"] == "diverged" and run.data.tags["srrl.diverged_epoch"] == "1"
         assert run.info.status == "FAILED"
     study = optuna.load_study(study_name="dv", storage=f"sqlite:///{tmp_path / 'optuna.db'}")

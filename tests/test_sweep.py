@@ -126,11 +126,11 @@ def test_bad_flag_value_exits_2_before_ray_starts(tmp_path):
     assert time.monotonic() - start < 15 and not (tmp_path / "ray_results").exists()
 
 
-@pytest.mark.parametrize("storage", ["path", "uri"])
+@pytest.mark.parametrize("storage", ["uri"])  # a local path: test_faults.test_driver_killed_twice_then_resumed
 def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path, storage):
     """Kill the driver (SIGKILL) once the first trial finished; --resume ends with exactly 4 trials.
 
-    ``uri``: storage given as a file:// URI, which goes through pyarrow's filesystem as s3:// and gs:// do.
+    Storage given as a file:// URI, which goes through pyarrow's filesystem as s3:// and gs:// do.
     """
     folder = tmp_path / "ray_results" / "rsm"
     where = ["--storage-path", f"file://{folder.parent}"] if storage == "uri" else []

@@ -6,7 +6,6 @@ sweep writes. (A module of its own, not conftest, so test modules can import its
 """
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import time
@@ -89,8 +88,8 @@ def _sweep(uri: str, experiment: str, name: str, base: TrialConfig, space: str) 
             "srrl.teacher_val_acc": "97.5", "srrl.teacher_test_acc": "96.5"}
     parent = T.start_sweep(uri, experiment, name, params=params, tags=tags, resume=False)
     kwargs: Dict[str, Any] = {"retry_delays": ()}
-    if space == "ablation" and "base_params" in inspect.signature(T._MLflowTrackingImpl).parameters:
-        kwargs["base_params"] = base.to_dict()  # newer tracking: every field on every child run
+    if space == "ablation":
+        kwargs["base_params"] = base.to_dict()  # every field on every child run
     cb = T._MLflowTrackingImpl(uri, T.experiment_id(uri, experiment), parent, epochs=base.epochs, **kwargs)
     return parent, cb
 

@@ -118,6 +118,7 @@ def _sync(uri: str, folder: Path, capsys, experiment: str = "syn") -> str:
 
 
 # ---- tests --------------------------------------------------------------------------------------------
+@pytest.mark.slow  # needs the module's real sweep (Ray workers)
 def test_sync_fills_a_store_that_has_only_the_parent(swept, tmp_path, capsys):
     uri = _fresh_store(tmp_path / "fresh", swept)
     results = tune_results(swept.path)
@@ -147,6 +148,7 @@ def test_sync_fills_a_store_that_has_only_the_parent(swept, tmp_path, capsys):
                                                    "0 students exported; parent run already FINISHED")
 
 
+@pytest.mark.slow  # needs the module's real sweep (Ray workers)
 def test_sync_completes_runs_the_callback_started(swept, tmp_path, capsys):
     """The server died after trial A's first epoch: its run exists (made by the real callback) and
     is RUNNING with epoch 1; trial B has no run at all. Sync finds A's run by tag and completes both."""
@@ -196,6 +198,7 @@ def _edited_copy(swept, tmp_path: Path, keep_state: bool) -> Path:
     return folder
 
 
+@pytest.mark.slow  # needs the module's real sweep (Ray workers)
 @pytest.mark.parametrize("keep_state", [False, True], ids=["no-tune-state", "tune-state"])
 def test_sync_ends_only_trials_that_ended(swept, tmp_path, capsys, keep_state):
     """Short of its planned epochs, a trial is still open unless Tune's state says TERMINATED
@@ -457,6 +460,7 @@ def _error(argv: List[str], capsys) -> str:
     return err
 
 
+@pytest.mark.slow  # needs the module's real sweep (Ray workers)
 def test_sync_errors_are_one_line_exit_2(swept, tmp_path, capsys):
     uri = _fresh_store(tmp_path / "err", swept)
     base = ["sync", "--tracking-uri", uri]
