@@ -30,11 +30,11 @@ PROG = "python -m analysis"
 def _parser() -> argparse.ArgumentParser:
     from tuner.tracking import default_tracking_uri
 
-    common = argparse.ArgumentParser(add_help=False)
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--tracking-uri", default=None, metavar="URI", help=f"MLflow store (default: {default_tracking_uri()})")
+    common = argparse.ArgumentParser(add_help=False, parents=[store])
     common.add_argument("--experiment", "-e", action="append", required=True, metavar="NAME",
                         help="MLflow experiment (repeat to combine several)")
-    common.add_argument("--tracking-uri", default=None, metavar="URI",
-                        help=f"MLflow store (default: {default_tracking_uri()})")
     p = argparse.ArgumentParser(prog=PROG, description="Tables, plots and reports from SRRL sweeps recorded in MLflow.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -56,13 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, metavar="FILE", help="FILE.csv or FILE.parquet")
     ex.add_argument("--history", action="store_true", help="export the long per-epoch history instead of the trials")
 
-    sy = sub.add_parser("sync", help="backfill MLflow from Tune's result files (after a tracking outage); "
-                                     "end a sweep that is over")
+    sy = sub.add_parser("sync", parents=[store], help="backfill MLflow from Tune's result files (after a tracking "
+                                                      "outage); end a sweep that is over")
     sy.add_argument("--experiment", "-e", required=True, metavar="NAME", help="MLflow experiment of the sweep")
     sy.add_argument("--sweep-dir", required=True, metavar="PATH",
                     help="the sweep's Tune folder, <storage_path>/<sweep name> (its name is the sweep's)")
-    sy.add_argument("--tracking-uri", default=None, metavar="URI",
-                    help=f"MLflow store (default: {default_tracking_uri()})")
     return p
 
 

@@ -177,6 +177,9 @@ def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
         results = _read_json_lines(file)
         if not results or not results[-1].get("trial_id"):
             continue
+        tid = str(results[-1]["trial_id"])
+        if statuses and tid not in statuses:
+            continue
         params = file.parent / "params.json"
         try:
             config = json.loads(params.read_text())
@@ -184,9 +187,6 @@ def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
             config = results[-1].get("config") or {}
         error_file = file.parent / "error.txt"
         error = _error_summary(error_file.read_text(errors="replace")) if error_file.is_file() else None
-        tid = str(results[-1]["trial_id"])
-        if statuses and tid not in statuses:
-            continue
         trials.append(TuneTrial(tid, file.parent, dict(config), results, statuses.get(tid), error))
     return trials, statuses
 
