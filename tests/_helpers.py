@@ -13,7 +13,11 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -44,25 +48,67 @@ def trial_runs(tracking_uri: str, experiment: str) -> list:
 
 
 @contextlib.contextmanager
+def ray_tmpdir() -> Iterator[str]:
+    """A short folder for ``RAY_TMPDIR`` (Ray's unix socket paths must stay under ~107 characters), removed after."""
+    tmp = tempfile.mkdtemp(prefix="ry-", dir="/tmp")
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def local_ray(**init_kwargs) -> Iterator:
-    """``ray`` started locally on 2 CPUs, in a short temp dir (unix socket paths have a length limit) removed after."""
+    """``ray`` started locally on 2 CPUs, in its own ``ray_tmpdir``."""
     import ray
 
-    tmp = tempfile.mkdtemp(prefix="ry-", dir="/tmp")
     before = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    try:
-        ray.init(address="local", include_dashboard=False, num_cpus=2, **init_kwargs)
+    with ray_tmpdir() as tmp:
+        os.environ["RAY_TMPDIR"] = tmp
         try:
-            yield ray
+            ray.init(address="local", include_dashboard=False, num_cpus=2, **init_kwargs)
+            try:
+                yield ray
+            finally:
+                ray.shutdown()
         finally:
-            ray.shutdown()
+            if before is None:
+                os.environ.pop("RAY_TMPDIR", None)
+            else:
+                os.environ["RAY_TMPDIR"] = before
+
+
+def cli_env(ray_tmp: str, **extra: str) -> Dict[str, str]:
+    """The environment of a subprocess running this repo's CLIs: ``RAY_TMPDIR``, no telemetry, the repo importable."""
+    return {**os.environ, "RAY_TMPDIR": ray_tmp, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO), **extra}
+
+
+def run_search(cwd: Path, env: Dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python run_search.py ARGS`` in ``cwd``, to its end, output captured."""
+    return subprocess.run([sys.executable, str(REPO / "run_search.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_run_search(cwd: Path, env: Dict[str, str], *args: str) -> subprocess.Popen:
+    """``python run_search.py ARGS`` in the background, in its own process group (to SIGKILL it whole)."""
+    return subprocess.Popen([sys.executable, str(REPO / "run_search.py"), *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240) -> None:
+    """SIGKILL ``proc``'s process group once ``ready()``; fail if it ends first or the moment never comes."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if proc.poll() is not None:
+                pytest.fail("the driver ended before it could be killed")
+            time.sleep(0.1)
+        pytest.fail("the moment to kill the driver never came")
     finally:
-        if before is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = before
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 class MlflowServer:

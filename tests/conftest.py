@@ -22,3 +22,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def env():
+    """The environment for this repo's CLIs run as subprocesses, with its own short RAY_TMPDIR (removed after)."""
+    from tests._helpers import cli_env, ray_tmpdir
+
+    with ray_tmpdir() as ray_tmp:
+        yield cli_env(ray_tmp)

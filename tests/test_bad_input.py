@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,9 +9,9 @@ import pytest
 import torch
 
 import run_search
+from tests._helpers import run_search as run_cli
 from tuner.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _files(tmp: Path) -> dict:
@@ -89,11 +87,10 @@ def test_there_are_at_least_25_cases():
 
 
 @pytest.mark.slow
-def test_refusal_from_the_shell_is_quick_and_clean(tmp_path):
+def test_refusal_from_the_shell_is_quick_and_clean(tmp_path, env):
     """As a user sees it: a new process, exit code 2, one line on stderr, nothing on stdout."""
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--student", "resnt8x4"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = run_cli(tmp_path, env, "--student", "resnt8x4", timeout=60)
     elapsed = time.monotonic() - start
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: student: 'resnt8x4' is not allowed")

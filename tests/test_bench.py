@@ -3,30 +3,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 
 
-def test_quick_suite_reports_every_scenario(tmp_path):
+def test_quick_suite_reports_every_scenario(tmp_path, env):
     from bench import SCENARIOS
 
-    ray_tmp = Path("/tmp") / f"rb{os.getpid()}{abs(hash(str(tmp_path))) % 10_000}"  # short: unix socket path limit
-    ray_tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO),
-           "SRRL_CACHE_DIR": os.environ["SRRL_CACHE_DIR"]}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", "out.json"], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=900)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", "out.json"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-5000:])
 
     header = next((line for line in proc.stdout.splitlines() if line.startswith("scenario")), "")

@@ -2,29 +2,17 @@
 is SIGKILLed twice, a trial diverges, the tracking server is unreachable, a checkpoint cannot be written."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-from tests._helpers import free_port, trial_runs, tune_results
+from tests._helpers import free_port, kill_when, run_search, start_run_search, trial_runs, tune_results
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 
 
-def _env(tmp_path: Path) -> dict:
-    ray_tmp = Path("/tmp") / f"rf{os.getpid()}{abs(hash(str(tmp_path))) % 10_000}"
-    ray_tmp.mkdir(exist_ok=True)
-    return {**os.environ, "RAY_TMPDIR": str(ray_tmp), "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
-
-
-def test_worker_node_dies_mid_sweep(tmp_path, monkeypatch):
+def test_worker_node_dies_mid_sweep(tmp_path, env, monkeypatch):
     """Remove a worker without grace while its trial runs: the trial resumes from its last checkpoint elsewhere."""
     import ray
     from ray.cluster_utils import Cluster
@@ -32,7 +20,7 @@ def test_worker_node_dies_mid_sweep(tmp_path, monkeypatch):
     from tuner.config import SweepConfig
     from tuner.sweep import run_sweep
 
-    monkeypatch.setenv("RAY_TMPDIR", _env(tmp_path)["RAY_TMPDIR"])
+    monkeypatch.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])
     monkeypatch.chdir(tmp_path)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
@@ -74,41 +62,20 @@ def test_worker_node_dies_mid_sweep(tmp_path, monkeypatch):
     assert len(runs) == 3 and {r.data.tags["srrl.status"] for r in runs} == {"finished"}
 
 
-def _driver(tmp_path: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(REPO / "run_search.py"), *args], cwd=tmp_path, env=_env(tmp_path),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-
-
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            if proc.poll() is not None:
-                pytest.fail("the driver ended before it could be killed")
-            time.sleep(0.1)
-        pytest.fail("the moment to kill the driver never came")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def test_driver_killed_twice_then_resumed(tmp_path):
+def test_driver_killed_twice_then_resumed(tmp_path, env):
     import optuna
 
     folder = tmp_path / "ray_results" / "kk"
     epochs = 4
-    first = _driver(tmp_path, "--name", "kk", "--num-samples", "6", "--epochs", str(epochs), "--teacher-epochs", "3",
+    first = start_run_search(tmp_path, env, "--name", "kk", "--num-samples", "6", "--epochs", str(epochs), "--teacher-epochs", "3",
                     "--scheduler", "fifo", "--max-concurrent", "2")
     # 1st kill: right after the first trial finished
-    _kill_when(first, lambda: any(len(r) >= epochs for r in tune_results(folder, by_dir=True).values()))
-    second = _driver(tmp_path, "--resume", str(folder))
+    kill_when(first, lambda: any(len(r) >= epochs for r in tune_results(folder, by_dir=True).values()))
+    second = start_run_search(tmp_path, env, "--resume", str(folder))
     # 2nd kill: mid-trial, once the resumed driver has reported new epochs
     before = sum(len(r) for r in tune_results(folder, by_dir=True).values())
-    _kill_when(second, lambda: sum(len(r) for r in tune_results(folder, by_dir=True).values()) >= before + 3)
-    done = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--resume", str(folder)], cwd=tmp_path,
-                          env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    kill_when(second, lambda: sum(len(r) for r in tune_results(folder, by_dir=True).values()) >= before + 3)
+    done = run_search(tmp_path, env, "--resume", str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Sweep kk: 6 trials, 6 finished" in done.stdout
     assert f"python run_search.py --resume {folder}" in done.stdout
@@ -133,13 +100,11 @@ def test_driver_killed_twice_then_resumed(tmp_path):
     assert from_mlflow == from_study
 
 
-def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
+def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path, env):
     import optuna
 
-    proc = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--name", "dv", "--num-samples", "3",
-                           "--epochs", "3", "--teacher-epochs", "2", "--set", "lr=1e6", "--set", "teacher_lr=0.05",
-                           "--scheduler", "fifo"],
-                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    proc = run_search(tmp_path, env, "--name", "dv", "--num-samples", "3", "--epochs", "3", "--teacher-epochs", "2",
+                      "--set", "lr=1e6", "--set", "teacher_lr=0.05", "--scheduler", "fifo")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep dv: 3 trials, 0 finished, 0 stopped_early, 3 diverged" in proc.stdout
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "dv")
@@ -152,11 +117,10 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert all(t.user_attrs["diverged_epoch"] == 1 for t in study.trials)
 
 
-def test_unreachable_tracking_server_refuses_to_start(tmp_path):
+def test_unreachable_tracking_server_refuses_to_start(tmp_path, env):
     port = free_port()
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, str(REPO / "run_search.py"), "--tracking-uri", f"http://bob:s3cret@127.0.0.1:{port}"],
-                          cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    proc = run_search(tmp_path, env, "--tracking-uri", f"http://bob:s3cret@127.0.0.1:{port}", timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: tracking_uri: cannot reach MLflow server at http://127.0.0.1:{port}")

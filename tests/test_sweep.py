@@ -2,44 +2,29 @@
 interrupt + resume, and a two-node ``ray.cluster_utils.Cluster``."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests._helpers import trial_runs
+from tests._helpers import cli_env, kill_when, ray_tmpdir, run_search, start_run_search, trial_runs, tune_results
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _env(tmp_path: Path) -> dict:
-    ray_tmp = Path("/tmp") / f"rt{os.getpid()}{abs(hash(str(tmp_path))) % 10_000}"  # short: unix socket path limit
-    ray_tmp.mkdir(exist_ok=True)
-    return {**os.environ, "RAY_TMPDIR": str(ray_tmp), "MLFLOW_DISABLE_TELEMETRY": "true",
-            "SRRL_CACHE_DIR": os.environ["SRRL_CACHE_DIR"], "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
-
-
-def _run_search(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "run_search.py"), *args], cwd=tmp_path, env=_env(tmp_path),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory):
     """A small default-space sweep with ASHA cutting hard, so that some trials are pruned."""
     tmp = tmp_path_factory.mktemp("smoke")
-    proc = _run_search(tmp, "--name", "smk", "--num-samples", "6", "--epochs", "4", "--teacher-epochs", "3",
-                       "--grace-period", "1", "--reduction-factor", "2", "--cpus-per-trial", "1")
+    with ray_tmpdir() as ray_tmp:
+        proc = run_search(tmp, cli_env(ray_tmp), "--name", "smk", "--num-samples", "6", "--epochs", "4",
+                          "--teacher-epochs", "3", "--grace-period", "1", "--reduction-factor", "2", "--cpus-per-trial", "1")
     return tmp, proc
 
 
-def test_default_sweep_smoke_end_to_end(tmp_path):
-    proc = _run_search(tmp_path, "--smoke")
+def test_default_sweep_smoke_end_to_end(tmp_path, env):
+    proc = run_search(tmp_path, env, "--smoke")
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     name = next(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("Sweep "))
@@ -52,7 +37,7 @@ def test_default_sweep_smoke_end_to_end(tmp_path):
     # the report command the summary prints works on the sweep's records
     command = next(line.split() for line in out.splitlines() if "python -m analysis report" in line)
     report = subprocess.run([sys.executable, *command[1:], "--out", str(tmp_path / "report")], cwd=tmp_path,
-                            env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+                            env=env, capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr[-2000:]
     html = (tmp_path / "report" / "report.html").read_text()
     import base64
@@ -96,13 +81,13 @@ def test_two_trials_overlap_in_time_on_two_cpus(smoke_sweep):
     assert any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
 
 
-def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path):
+def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path, env):
     """``--searcher grid``: 25 (alpha, beta) trials, each once; the last one used to fail and run twice."""
     import itertools
 
     import optuna
 
-    proc = _run_search(tmp_path, "--name", "grd", "--searcher", "grid", "--scheduler", "fifo", "--epochs", "1",
+    proc = run_search(tmp_path, env, "--name", "grd", "--searcher", "grid", "--scheduler", "fifo", "--epochs", "1",
                        "--teacher-epochs", "3", "--cpus-per-trial", "1", "--set", "max_failures=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep grd: 25 trials" in proc.stdout
@@ -115,9 +100,9 @@ def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path):
     assert not list((tmp_path / "ray_results" / "grd").glob("*/error.*"))  # no trial failed (and was retried)
 
 
-def test_bad_flag_value_exits_2_before_ray_starts(tmp_path):
+def test_bad_flag_value_exits_2_before_ray_starts(tmp_path, env):
     start = time.monotonic()
-    proc = _run_search(tmp_path, "--space", "loss_weight", "--epochs", "2")
+    proc = run_search(tmp_path, env, "--space", "loss_weight", "--epochs", "2")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: space: 'loss_weight' is not allowed (did you mean \"loss_weights\"?); choose from: "
@@ -127,33 +112,25 @@ def test_bad_flag_value_exits_2_before_ray_starts(tmp_path):
 
 
 @pytest.mark.parametrize("storage", ["uri"])  # a local path: test_faults.test_driver_killed_twice_then_resumed
-def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path, storage):
+def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path, env, storage):
     """Kill the driver (SIGKILL) once the first trial finished; --resume ends with exactly 4 trials.
 
     Storage given as a file:// URI, which goes through pyarrow's filesystem as s3:// and gs:// do.
     """
     folder = tmp_path / "ray_results" / "rsm"
     where = ["--storage-path", f"file://{folder.parent}"] if storage == "uri" else []
-    args = [sys.executable, str(REPO / "run_search.py"), "--name", "rsm", "--num-samples", "4", "--epochs", "3",
-            "--teacher-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1", *where]
-    env = _env(tmp_path)
-    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:
-            done = [p for p in folder.glob("train_srrl_*/result.json") if p.read_text().count("\n") >= 3]
-            if done:
-                time.sleep(1.5)  # past TUNE_GLOBAL_CHECKPOINT_S=1, so the finished trial is in the snapshot
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("no trial finished in time")
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    driver = start_run_search(tmp_path, env, "--name", "rsm", "--num-samples", "4", "--epochs", "3",
+                              "--teacher-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1", *where)
+
+    def one_trial_finished() -> bool:
+        if any(len(rows) >= 3 for rows in tune_results(folder, by_dir=True).values()):
+            time.sleep(1.5)  # past TUNE_GLOBAL_CHECKPOINT_S=1, so the finished trial is in the snapshot
+            return True
+        return False
+
+    kill_when(driver, one_trial_finished)
     resume_at = f"file://{folder}" if storage == "uri" else str(folder)
-    proc = _run_search(tmp_path, "--resume", resume_at)
+    proc = run_search(tmp_path, env, "--resume", resume_at)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep rsm: 4 trials, 4 finished" in proc.stdout
     assert f"python run_search.py --resume {resume_at}" in proc.stdout
@@ -166,14 +143,13 @@ def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path, stora
     assert len(complete) == 4
 
 
-def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, monkeypatch):
+def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, env, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
     from tuner.config import SweepConfig
     from tuner.sweep import run_sweep
 
-    env = _env(tmp_path)
     monkeypatch.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])
     monkeypatch.chdir(tmp_path)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
