@@ -3,11 +3,17 @@ for s3:// and gs://, which take the same code path)."""
 from __future__ import annotations
 
 import os
+import pickle
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from tuner.config import ConfigError
 from tuner.storage import SweepFolder
+
+from tests._helpers import REPO
 
 
 @pytest.fixture(params=["path", "uri"])
@@ -52,3 +58,40 @@ def test_s3_uri_keeps_its_options_and_hides_its_keys():
     with pytest.raises(ConfigError, match=r"^storage_path: cannot read 's3://bucket/runs/sweep-a\?") as info:
         folder.has_file("srrl_sweep.yaml")  # nothing listens on that port: pyarrow's S3 client fails at once
     assert "SKEY" not in str(info.value) and "\n" not in str(info.value)
+    # an object store keeps its URI and Tune's own filesystem: an upload there lands whole already
+    assert folder.for_tune() == (uri.replace("/runs?", "/runs/sweep-a?"), None)
+
+
+def test_local_storage_given_to_tune_writes_whole_files(location, tmp_path):
+    """Tune rewrites tuner.pkl and its state files in place; a writer killed mid-file must leave the old file."""
+    import pyarrow.fs
+
+    from tuner.atomic_fs import PART_SUFFIX, remove_parts
+
+    path, fs = SweepFolder.of(location).child("sweep-a").for_tune()
+    assert path == str(tmp_path / "store" / "sweep-a") and fs.type_name == "py::srrl-atomic-local"
+    state = tmp_path / "store" / "sweep-a" / "tuner.pkl"
+    pyarrow.fs.copy_files(str(_file(tmp_path / "v1", b"old" * 1000)), str(state), destination_filesystem=fs)
+    assert state.read_bytes() == b"old" * 1000 and os.listdir(state.parent) == ["tuner.pkl"]
+
+    # a writer SIGKILLed halfway through the new tuner.pkl (as Tune's driver was, mid-upload)
+    code = ("import os, signal, sys, pyarrow.fs\nfrom tuner.atomic_fs import AtomicLocalHandler\n"
+            "f = AtomicLocalHandler.filesystem().open_output_stream(sys.argv[1])\n"
+            "f.write(b'new' * 500_000); os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", code, str(state)], cwd=REPO)
+    assert killed.returncode == -signal.SIGKILL
+    assert state.read_bytes() == b"old" * 1000  # pyarrow's own local filesystem leaves b'new' * 500 here
+    parts = [n for n in os.listdir(state.parent) if n.endswith(PART_SUFFIX)]
+    assert len(parts) == 1 and (state.parent / parts[0]).read_bytes().startswith(b"new" * 1000)  # the torn write
+    assert remove_parts(path) == 1 and os.listdir(state.parent) == ["tuner.pkl"]
+
+    with fs.open_output_stream(str(state)) as f:  # a write that ends replaces the file whole
+        f.write(b"new")
+    fs.copy_file(str(state), str(state.parent / "copy.pkl"))
+    assert state.read_bytes() == (state.parent / "copy.pkl").read_bytes() == b"new"
+    assert pickle.loads(pickle.dumps(fs)) == fs  # Tune ships it to the trials' workers
+
+
+def _file(path, data: bytes):
+    path.write_bytes(data)
+    return path

@@ -12,7 +12,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, List, Optional
+from typing import Any, BinaryIO, Callable, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from tuner.config import ConfigError
@@ -85,6 +85,23 @@ class SweepFolder:
 
     def __str__(self) -> str:
         return self.location
+
+    def for_tune(self) -> Tuple[str, Any]:
+        """``(path, storage_filesystem)`` to give Tune for this folder.
+
+        A local disk (a path or ``file://``) gets the filesystem whose writes land by rename
+        (``tuner.atomic_fs``): pyarrow's own truncates Tune's state files in place. Object stores
+        (s3, gs) keep the URI and Tune's own filesystem: an upload there lands whole or not at all.
+        """
+        import pyarrow.fs
+
+        from tuner.atomic_fs import AtomicLocalHandler
+
+        if self.fs is None:
+            return self.location, AtomicLocalHandler.filesystem()
+        if isinstance(self.fs, pyarrow.fs.LocalFileSystem):
+            return self.path, AtomicLocalHandler.filesystem()
+        return self.location, None
 
     @property
     def shown(self) -> str:

@@ -112,7 +112,8 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     sweep, base = prepare_sweep(sweep, base)
     space = get_space(sweep.space)
     tracking.check_tracking_uri(sweep.tracking_uri)
-    folder = SweepFolder.of(sweep.storage_path).child(sweep.name)
+    storage = SweepFolder.of(sweep.storage_path)
+    folder = storage.child(sweep.name)
     if resume and not folder.has_file(SWEEP_FILE):
         raise ConfigError(f"resume: {folder.shown!r} holds no sweep")
     if not resume and not folder.is_empty():
@@ -166,8 +167,15 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
             "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
     if resume:
-        tuner = tune.Tuner.restore(str(folder), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        path, fs = folder.for_tune()
+        if fs is not None:
+            from tuner.atomic_fs import remove_parts
+
+            remove_parts(path)  # writes the killed driver had in flight
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
     else:
+        storage_path, fs = storage.for_tune()
         tuner = tune.Tuner(
             trainable,
             param_space=_grid_param_space(grid) if grid is not None else {},
@@ -177,7 +185,8 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
                 max_concurrent_trials=_max_concurrent(sweep), reuse_actors=True,
             ),
             run_config=tune.RunConfig(
-                name=sweep.name, storage_path=sweep.storage_path, callbacks=[callback], verbose=verbose,
+                name=sweep.name, storage_path=storage_path, storage_filesystem=fs,
+                callbacks=[callback], verbose=verbose,
                 progress_reporter=_reporter(space, param_names),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),

@@ -1,0 +1,128 @@
+"""A local (or NFS) ``pyarrow.fs`` filesystem for Tune whose file writes land whole, by rename.
+
+Tune rewrites its state files on storage in place (``tuner.pkl``, ``experiment_state-*.json``, the
+searcher state, each trial's ``result.json``; a resumed driver re-uploads all of them every second).
+pyarrow's local filesystem truncates a file before writing it, so a driver SIGKILLed mid-copy left a
+torn ``tuner.pkl`` and the sweep could not be resumed (``EOFError`` in ``Tuner.restore``). Handed to
+Tune as ``storage_filesystem``, this filesystem leaves the previous file instead.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any, List
+
+import pyarrow
+import pyarrow.fs
+
+__all__ = ["AtomicLocalHandler", "PART_SUFFIX", "remove_parts"]
+
+PART_SUFFIX = ".srrl-part"  # a write in flight, or cut short by a kill; never a name Tune reads
+
+
+class _RenameOnClose:
+    """A write-only file that lands at ``path`` by rename when closed; a writer killed first leaves only its part file."""
+
+    def __init__(self, path: str) -> None:
+        folder, name = os.path.split(path)
+        os.makedirs(folder or ".", exist_ok=True)  # as pyarrow's local filesystem does
+        self._path, self._part = path, os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+        # 0o666 less the umask, as a plain open() gives (mkstemp's 0o600 would hide files from a cluster's other users)
+        self._file = os.fdopen(os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+
+    def write(self, data: Any) -> int:
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        # no fsync: the rename already makes a killed process leave the old file or the new one, whole,
+        # and Tune rewrites its state every second (an fsync each time would slow every sweep)
+        self._file.close()
+        os.replace(self._part, self._path)
+
+
+class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
+    """Handler for ``pyarrow.fs.PyFileSystem``: pyarrow's ``LocalFileSystem``, but every write goes to a part
+    file renamed over the target when closed (readers and restores see the old file or the new one, whole)."""
+
+    def __init__(self) -> None:
+        self._fs = pyarrow.fs.LocalFileSystem()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AtomicLocalHandler)
+
+    def __hash__(self) -> int:
+        return hash(AtomicLocalHandler)
+
+    def __reduce__(self) -> tuple:  # pickled to Tune's workers: rebuilt there
+        return AtomicLocalHandler, ()
+
+    @classmethod
+    def filesystem(cls) -> pyarrow.fs.FileSystem:
+        return pyarrow.fs.PyFileSystem(cls())
+
+    def get_type_name(self) -> str:
+        return "srrl-atomic-local"
+
+    def normalize_path(self, path: str) -> str:
+        return self._fs.normalize_path(path)
+
+    def get_file_info(self, paths: List[str]) -> list:
+        return self._fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: Any) -> list:
+        return self._fs.get_file_info(selector)
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self._fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path: str) -> None:
+        self._fs.delete_dir(path)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self._fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self) -> None:
+        raise OSError("srrl-atomic-local: refusing to delete the contents of '/'")
+
+    def delete_file(self, path: str) -> None:
+        self._fs.delete_file(path)
+
+    def move(self, src: str, dest: str) -> None:
+        self._fs.move(src, dest)
+
+    def copy_file(self, src: str, dest: str) -> None:
+        with self._fs.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
+            while chunk := source.read(1 << 20):
+                target.write(chunk)
+
+    def open_input_stream(self, path: str) -> Any:
+        return self._fs.open_input_stream(path)
+
+    def open_input_file(self, path: str) -> Any:
+        return self._fs.open_input_file(path)
+
+    def open_output_stream(self, path: str, metadata: Any) -> Any:
+        return pyarrow.PythonFile(_RenameOnClose(path), mode="w")
+
+    def open_append_stream(self, path: str, metadata: Any) -> Any:
+        return self._fs.open_append_stream(path)
+
+
+def remove_parts(folder: str) -> int:
+    """Delete the part files that killed writers left under ``folder``; returns how many."""
+    removed = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            if name.endswith(PART_SUFFIX):
+                os.unlink(os.path.join(root, name))
+                removed += 1
+    return removed
