@@ -9,26 +9,22 @@ Tune as ``storage_filesystem``, this filesystem leaves the previous file instead
 from __future__ import annotations
 
 import os
-import uuid
 from typing import Any, List
 
 import pyarrow
 import pyarrow.fs
 
-__all__ = ["AtomicLocalHandler", "PART_SUFFIX", "remove_parts"]
+from tuner.storage import PART_SUFFIX, open_part
 
-PART_SUFFIX = ".srrl-part"  # a write in flight, or cut short by a kill; never a name Tune reads
+__all__ = ["AtomicLocalHandler", "PART_SUFFIX", "remove_parts"]
 
 
 class _RenameOnClose:
     """A write-only file that lands at ``path`` by rename when closed; a writer killed first leaves only its part file."""
 
     def __init__(self, path: str) -> None:
-        folder, name = os.path.split(path)
-        os.makedirs(folder or ".", exist_ok=True)  # as pyarrow's local filesystem does
-        self._path, self._part = path, os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
-        # 0o666 less the umask, as a plain open() gives (mkstemp's 0o600 would hide files from a cluster's other users)
-        self._file = os.fdopen(os.open(self._part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+        self._path = path
+        self._part, self._file = open_part(path)
 
     def write(self, data: Any) -> int:
         return self._file.write(data)

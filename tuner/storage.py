@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,25 +21,37 @@ from tuner.config import ConfigError
 __all__ = ["SweepFolder", "is_uri", "atomic_write"]
 
 _PROBE = ".srrl-write-probe"
+PART_SUFFIX = ".srrl-part"  # a write in flight, or cut short by a kill
 
 
 def is_uri(location: str) -> bool:
     return "://" in location
 
 
+def open_part(path: str) -> Tuple[str, BinaryIO]:
+    """A new part file beside ``path`` to write and then rename over it: ``(part path, open binary file)``.
+
+    Mode 0o666 less the umask, as a plain ``open()`` gives (``mkstemp``'s 0o600 would hide the file
+    from a cluster's other users). The name never ends like one Tune or the sweep reads.
+    """
+    folder, name = os.path.split(path)
+    os.makedirs(folder or ".", exist_ok=True)
+    part = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+    return part, os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(file)`` to a temp file in its folder, fsync, then rename:
+    """Write ``path`` through ``write(file)`` to a part file in its folder, fsync, then rename:
     readers see the old file or the whole new one, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    part, f = open_part(str(path))
     try:
-        with os.fdopen(fd, "wb") as f:
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(part, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        Path(part).unlink(missing_ok=True)
         raise
 
 
