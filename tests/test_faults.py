@@ -62,6 +62,14 @@ def test_worker_node_dies_mid_sweep(tmp_path, env, monkeypatch):
     assert len(runs) == 3 and {r.data.tags["srrl.status"] for r in runs} == {"finished"}
 
 
+def _loads(path) -> bool:
+    import json
+    import pickle
+
+    data = path.read_bytes()  # Tune's search_gen_state-*.json is a pickle despite its name
+    return (json.loads(data) if path.name.startswith("experiment_state") else pickle.loads(data)) is not None
+
+
 def test_driver_killed_twice_then_resumed(tmp_path, env):
     import optuna
 
@@ -75,8 +83,14 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
     # 2nd kill: mid-trial, once the resumed driver has reported new epochs
     before = sum(len(r) for r in tune_results(folder, by_dir=True).values())
     kill_when(second, lambda: sum(len(r) for r in tune_results(folder, by_dir=True).values()) >= before + 3)
+    # Tune's state files are whole after the kills (a resumed driver re-uploads them every second)
+    states = sorted(folder.glob("*.pkl")) + sorted(folder.glob("*.json"))
+    assert len(states) >= 4 and all(_loads(p) for p in states), states
+    # a tuner.pkl torn by an older version's killed upload is rebuilt from the sweep file
+    (folder / "tuner.pkl").write_bytes(b"")
     done = run_search(tmp_path, env, "--resume", str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "tuner.pkl was torn by a killed driver; rebuilt it from srrl_sweep.yaml" in done.stdout
     assert "Sweep kk: 6 trials, 6 finished" in done.stdout
     assert f"python run_search.py --resume {folder}" in done.stdout
 

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as _dt
 import functools
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,17 +167,9 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
         (Path(tmp) / SWEEP_FILE).write_text(_sweep_yaml(shown, base))
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
             "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
-    if resume:
-        path, fs = folder.for_tune()
-        if fs is not None:
-            from tuner.atomic_fs import remove_parts
-
-            remove_parts(path)  # writes the killed driver had in flight
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   storage_filesystem=fs)
-    else:
+    def new_tuner() -> Any:  # writes the sweep's tuner.pkl
         storage_path, fs = storage.for_tune()
-        tuner = tune.Tuner(
+        return tune.Tuner(
             trainable,
             param_space=_grid_param_space(grid) if grid is not None else {},
             tune_config=tune.TuneConfig(
@@ -192,6 +185,28 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),
             ),
         )
+
+    if resume:
+        path, fs = folder.for_tune()
+        if fs is not None:
+            from tuner.atomic_fs import remove_parts
+
+            remove_parts(path)  # writes the killed driver had in flight
+
+        def restore() -> Any:
+            return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                      storage_filesystem=fs)
+
+        try:
+            tuner = restore()
+        except (EOFError, pickle.UnpicklingError):
+            # torn by a driver killed mid-upload (before tuner.atomic_fs); it holds only what the sweep
+            # file rebuilds: the trials' progress and the searcher's state live in their own files
+            log(f"{folder.shown}/tuner.pkl was torn by a killed driver; rebuilt it from {SWEEP_FILE}")
+            new_tuner()
+            tuner = restore()
+    else:
+        tuner = new_tuner()
     results = tuner.fit()
     trial_ids = [t.trial_id for t in tune.ExperimentAnalysis(results.experiment_path).trials]
     orphans = tracking.remove_orphan_runs(sweep.tracking_uri, parent_run, trial_ids)
