@@ -106,8 +106,9 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
     study = optuna.load_study(study_name="kk", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 6
-    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("orphaned") for t in others)
+    assert len(complete) == 6 and len({(t.params["alpha"], t.params["beta"]) for t in complete}) == 6  # none twice
+    assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("orphaned") for t in others), \
+        [(t.state, t.params) for t in others]
     from_mlflow = sorted((round(float(r.data.params["alpha"]), 9), round(float(r.data.params["beta"]), 9),
                           round(r.data.metrics["val_acc"], 9)) for r in runs)
     from_study = sorted((round(t.params["alpha"], 9), round(t.params["beta"], 9), round(t.value, 9)) for t in complete)

@@ -167,13 +167,14 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
         (Path(tmp) / SWEEP_FILE).write_text(_sweep_yaml(shown, base))
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
             "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
-    def new_tuner() -> Any:  # writes the sweep's tuner.pkl
+    def new_tuner(again: bool = False) -> Any:  # writes the sweep's tuner.pkl
         storage_path, fs = storage.for_tune()
         return tune.Tuner(
             trainable,
             param_space=_grid_param_space(grid) if grid is not None else {},
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(sweep, space, ctx, grid), scheduler=_scheduler(sweep, space, base),
+                search_alg=_searcher(sweep, space, ctx, grid, initial_points=not again),
+                scheduler=_scheduler(sweep, space, base),
                 num_samples=_num_samples(sweep, space, ctx, grid),
                 max_concurrent_trials=_max_concurrent(sweep), reuse_actors=True,
             ),
@@ -203,7 +204,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
             # torn by a driver killed mid-upload (before tuner.atomic_fs); it holds only what the sweep
             # file rebuilds: the trials' progress and the searcher's state live in their own files
             log(f"{folder.shown}/tuner.pkl was torn by a killed driver; rebuilt it from {SWEEP_FILE}")
-            new_tuner()
+            new_tuner(again=True)
             tuner = restore()
     else:
         tuner = new_tuner()
@@ -344,8 +345,13 @@ def _num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[D
     return sweep.num_samples
 
 
-def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]]) -> Any:
-    """OptunaSearch over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``."""
+def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]],
+              initial_points: bool = True) -> Any:
+    """OptunaSearch over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``.
+
+    ``initial_points=False`` when a sweep's searcher is built again for its study: OptunaSearch
+    enqueues them in the study as it is built, and the study holds them from the first time.
+    """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if grid is not None:
@@ -362,7 +368,7 @@ def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict
     return PruneAwareOptunaSearch(
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
-        points_to_evaluate=(space.initial_points(ctx) or None) if sweep.searcher != "grid" else None,
+        points_to_evaluate=(space.initial_points(ctx) or None) if sweep.searcher != "grid" and initial_points else None,
         sampler=build_sampler(sweep.searcher, sweep.seed, space, ctx),
         study_name=study_name, storage=storage, max_epochs=ctx.base.epochs,
     )
