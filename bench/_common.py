@@ -97,6 +97,24 @@ def ensure_ray() -> None:
         ray.init(address="local", include_dashboard=False, num_cpus=os.cpu_count(), log_to_driver=False)
 
 
+def fit_in_tune(trainable: Any, storage: Path, name: str, num_to_keep: int, **tune_config: Any) -> Any:
+    """``tune.Tuner(...).fit()`` on ``storage`` as a sweep runs it (the same storage filesystem and
+    checkpoint retention); ``tune_config`` takes ``param_space`` and ``TuneConfig`` fields. Raises on a failed trial."""
+    from ray import tune
+
+    from tuner.storage import SweepFolder
+
+    storage_path, fs = SweepFolder.of(str(storage)).for_tune()
+    param_space = tune_config.pop("param_space", {})
+    grid = tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(**tune_config),
+                      run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=fs, verbose=0,
+                                                checkpoint_config=tune.CheckpointConfig(num_to_keep=num_to_keep))).fit()
+    for result in grid:
+        if result.error:
+            raise RuntimeError(f"a Tune trial failed: {result.error}")
+    return grid
+
+
 def quiet(_: str) -> None:
     """A ``log`` callback that drops the message (the table is the output)."""
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench._common import Row, ensure_ray, scratch_dir, skipped
+from bench._common import Row, ensure_ray, fit_in_tune, scratch_dir, skipped
 
 SCENARIO = "GPU packing"
 PACKED = 4
@@ -32,14 +32,9 @@ def packed_throughput(trials: int, gpu: float, cpus: int, base: Any, splits: Any
         tune.with_parameters(train_srrl, base=base.replace(threads=cpus).to_dict(), teacher_state=teacher_state,
                              splits=splits),
         {"cpu": cpus, "gpu": gpu})
-    tuner = tune.Tuner(trainable, param_space={"seed": tune.grid_search(list(range(trials)))},
-                       tune_config=tune.TuneConfig(max_concurrent_trials=trials),
-                       run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
-                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     total = 0.0
-    for result in tuner.fit():
-        if result.error:
-            raise RuntimeError(f"a Tune trial failed: {result.error}")
+    for result in fit_in_tune(trainable, storage, name, 1, param_space={"seed": tune.grid_search(list(range(trials)))},
+                              max_concurrent_trials=trials):
         rates = result.metrics_dataframe[M.IMAGES_PER_S].tolist()[1:]
         total += sum(rates) / len(rates)
     return total

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, List
 
-from bench._common import Row, digits_base, digits_teacher, ensure_ray, scratch_dir, torch_threads
+from bench._common import Row, digits_base, digits_teacher, ensure_ray, fit_in_tune, scratch_dir, torch_threads
 
 SCENARIO = "trainable overhead"
 
@@ -31,12 +31,7 @@ def _in_trial(base: Any, splits: Any, teacher: Any, storage: Path, name: str) ->
         tune.with_parameters(train_srrl, base=base.to_dict(), teacher_state=teacher.model.state_dict(),
                              teacher_info=teacher.info(), splits=splits),
         {"cpu": 1, "gpu": 0})
-    tuner = tune.Tuner(trainable, param_space={}, tune_config=tune.TuneConfig(num_samples=1),
-                       run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
-                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=SweepConfig().num_to_keep)))
-    result = tuner.fit()[0]
-    if result.error:
-        raise RuntimeError(f"the Tune trial failed: {result.error}")
+    result = fit_in_tune(trainable, storage, name, SweepConfig().num_to_keep, num_samples=1)[0]
     iters = result.metrics_dataframe["time_this_iter_s"].tolist()
     if len(iters) != base.epochs:
         raise RuntimeError(f"expected {base.epochs} reports, got {len(iters)}")
