@@ -9,12 +9,14 @@ Tune as ``storage_filesystem``, this filesystem leaves the previous file instead
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Any, List
 
 import pyarrow
 import pyarrow.fs
 
-from tuner.storage import PART_SUFFIX, open_part
+from tuner.storage import PART_SUFFIX, atomic_write, open_part
 
 __all__ = ["AtomicLocalHandler", "PART_SUFFIX", "remove_parts"]
 
@@ -96,9 +98,8 @@ class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
         self._fs.move(src, dest)
 
     def copy_file(self, src: str, dest: str) -> None:
-        with self._fs.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
-            while chunk := source.read(1 << 20):
-                target.write(chunk)
+        with open(src, "rb") as source:
+            atomic_write(Path(dest), lambda target: shutil.copyfileobj(source, target))
 
     def open_input_stream(self, path: str) -> Any:
         return self._fs.open_input_stream(path)

@@ -223,7 +223,7 @@ class SweepFolder:
             with tempfile.NamedTemporaryFile(dir=folder):
                 pass
         except OSError as e:
-            raise ConfigError(f"storage_path: cannot write to {str(folder)!r} ({e.strerror or e})") from None
+            raise ConfigError(f"{self.field}: cannot write to {str(folder)!r} ({e.strerror or e})") from None
         finally:
             for path in created:  # deepest first
                 try:

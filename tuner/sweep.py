@@ -167,6 +167,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
         (Path(tmp) / SWEEP_FILE).write_text(_sweep_yaml(shown, base))
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
             "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
+
     def new_tuner(again: bool = False) -> Any:  # writes the sweep's tuner.pkl
         storage_path, fs = storage.for_tune()
         return tune.Tuner(
