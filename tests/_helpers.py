@@ -13,7 +13,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -45,6 +45,13 @@ def trial_runs(tracking_uri: str, experiment: str) -> list:
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     return [r for r in runs if r.data.tags.get("srrl.role") == "trial"]
+
+
+def cli_study(folder: Path, name: str) -> Any:
+    """The Optuna study ``name`` that ``run_search.py`` run in ``folder`` keeps (its default ``optuna.db`` there)."""
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests._helpers import free_port, kill_when, run_search, start_run_search, trial_runs, tune_results
+from tests._helpers import cli_study, free_port, kill_when, run_search, start_run_search, trial_runs, tune_results
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
     exp = client.get_experiment_by_name("kk")
     assert not client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'")
 
-    study = optuna.load_study(study_name="kk", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = cli_study(tmp_path, "kk")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     others = [t for t in study.trials if t.state != optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 6 and len({(t.params["alpha"], t.params["beta"]) for t in complete}) == 6  # none twice
@@ -127,7 +127,7 @@ def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path, env):
     for run in runs:
         assert run.data.tags["srrl.status"] == "diverged" and run.data.tags["srrl.diverged_epoch"] == "1"
         assert run.info.status == "FAILED"
-    study = optuna.load_study(study_name="dv", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = cli_study(tmp_path, "dv")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 3
     assert all(t.user_attrs["diverged_epoch"] == 1 for t in study.trials)
 

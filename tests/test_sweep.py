@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests._helpers import cli_env, kill_when, ray_tmpdir, run_search, start_run_search, trial_runs, tune_results
+from tests._helpers import cli_env, cli_study, kill_when, ray_tmpdir, run_search, start_run_search, trial_runs, tune_results
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +53,7 @@ def test_authors_points_come_first_and_asha_prunes_in_the_study(smoke_sweep):
 
     tmp, proc = smoke_sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
-    study = optuna.load_study(study_name="smk", storage=f"sqlite:///{tmp / 'optuna.db'}")
+    study = cli_study(tmp, "smk")
     trials = sorted(study.trials, key=lambda t: t.number)
     assert len(trials) == 6
     assert [(t.params["alpha"], t.params["beta"]) for t in trials[:3]] == [(1, 1), (1, 5), (10, 1)]
@@ -93,7 +93,7 @@ def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path, env):
     assert "Sweep grd: 25 trials" in proc.stdout
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "grd")
     assert len(runs) == 25 and {r.info.status for r in runs} == {"FINISHED"}
-    study = optuna.load_study(study_name="grd", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = cli_study(tmp_path, "grd")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 25
     grid = [0.01, 0.1, 1.0, 10.0, 100.0]
     assert {(t.params["alpha"], t.params["beta"]) for t in study.trials} == set(itertools.product(grid, grid))
@@ -138,7 +138,7 @@ def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path, env, 
     assert len(children) == 4 and {r.data.tags["srrl.status"] for r in children} == {"finished"}
     import optuna
 
-    study = optuna.load_study(study_name="rsm", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = cli_study(tmp_path, "rsm")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4
 
