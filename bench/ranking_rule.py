@@ -1,0 +1,145 @@
+"""Which per-trial number should rank a search, and how early can ASHA cut? Measured on a digits grid over seeds.
+
+``python -m bench.ranking_rule [--seeds 5] [--workers 2] [--json out.json] [--from out.json]``
+
+Every point of the ``loss_weights`` grid (25 alpha x beta pairs) trains at the full epoch budget
+for each seed, with no early stopping. A configuration's quality is its multi-seed mean of final
+test accuracy. For each candidate rule (the max of val_acc over epochs, the final epoch's val_acc,
+the mean of the last k epochs' val_acc) and each seed s, the rule's value on seed s is rank-
+correlated (Spearman) with the quality measured on the OTHER seeds, so one seed's noise cannot
+predict itself; the table reports the mean over s. The same is done for the val_acc at each epoch
+(what an ASHA rung sees), which tells the smallest grace period whose cut still ranks well.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import time
+from typing import Any, Dict, List, Sequence
+
+from tuner import metrics as M
+from tuner.config import TrialConfig
+
+GRID = [0.01, 0.1, 1.0, 10.0, 100.0]
+
+
+def _train(job: Dict[str, Any]) -> Dict[str, Any]:
+    from tuner.teacher import ensure_teacher
+    from tuner.train import Trainer, load_splits
+
+    cfg = TrialConfig.from_dict(job["cfg"])
+    splits = load_splits(cfg)
+    teacher = ensure_teacher(cfg, splits, log=lambda _: None)
+    result = Trainer(cfg, teacher.model, splits).fit()
+    return {"alpha": cfg.alpha, "beta": cfg.beta, "seed": cfg.seed,
+            "val": [row[M.VAL_ACC] for row in result.history], "test": result.final[M.TEST_ACC]}
+
+
+def run(config: str, seeds: int, workers: int) -> List[Dict[str, Any]]:
+    base = TrialConfig.from_yaml(config, {"threads": 1})
+    jobs = [{"cfg": base.replace(alpha=a, beta=b, seed=s).to_dict()} for s in range(seeds) for a in GRID for b in GRID]
+    from tuner.teacher import ensure_teacher
+    from tuner.train import load_splits
+
+    ensure_teacher(base, load_splits(base), log=print)  # trained once, before the workers read the cache
+    start = time.perf_counter()
+    with mp.get_context("spawn").Pool(workers) as pool:
+        out = []
+        for i, row in enumerate(pool.imap_unordered(_train, jobs), 1):
+            out.append(row)
+            if i % 25 == 0:
+                print(f"{i}/{len(jobs)} runs, {time.perf_counter() - start:.0f} s", flush=True)
+    return out
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(xs, ys).statistic)
+
+
+def held_out(runs: List[Dict[str, Any]], score: Any) -> Dict[str, float]:
+    """Over seeds s, how well ``score`` of seed s's val history predicts the other seeds' mean final test acc.
+
+    ``rho``: Spearman across all configurations; ``rho_top``: across the better half (by the held-out
+    quality), where a search's decision is made; ``regret``: quality of the best configuration minus
+    that of the one the rule picks on seed s (test points; 0 is a perfect pick). Means over s.
+    """
+    seeds = sorted({r["seed"] for r in runs})
+    configs = sorted({(r["alpha"], r["beta"]) for r in runs})
+    by = {(r["alpha"], r["beta"], r["seed"]): r for r in runs}
+    out: Dict[str, List[float]] = {"rho": [], "rho_top": [], "regret": []}
+    for s in seeds:
+        xs = [score(by[(a, b, s)]["val"]) for a, b in configs]
+        ys = [statistics.mean(by[(a, b, o)]["test"] for o in seeds if o != s) for a, b in configs]
+        out["rho"].append(spearman(xs, ys))
+        top = sorted(range(len(ys)), key=lambda i: -ys[i])[: len(ys) // 2]
+        out["rho_top"].append(spearman([xs[i] for i in top], [ys[i] for i in top]))
+        out["regret"].append(max(ys) - ys[max(range(len(xs)), key=lambda i: xs[i])])
+    return {k: statistics.mean(v) for k, v in out.items()}
+
+
+def held_out_rho(runs: List[Dict[str, Any]], score: Any) -> float:
+    return held_out(runs, score)["rho"]
+
+
+RULES = {
+    "max over epochs": lambda v: max(v),
+    "final epoch": lambda v: v[-1],
+    "mean of last 3": lambda v: statistics.mean(v[-3:]),
+    "mean of last 5": lambda v: statistics.mean(v[-5:]),
+    "mean of last 10": lambda v: statistics.mean(v[-10:]),
+}
+
+
+def report(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    epochs = len(runs[0]["val"])
+    seeds = len({r["seed"] for r in runs})
+    stats = {name: held_out(runs, fn) for name, fn in RULES.items()}
+    rules = {name: st["rho"] for name, st in stats.items()}
+    # the multi-seed mean's own ceiling: seed s's final test acc against the other seeds' mean
+    ceiling = held_out([{**r, "val": [r["test"]]} for r in runs], lambda v: v[-1])
+    print(f"\nRanking rules ({len(runs) // seeds} configurations x {seeds} seeds, {epochs} epochs): the rule on one "
+          "seed vs the other seeds' mean final test acc (Spearman over all / the better half; regret of its pick)")
+    print("| rule | Spearman, all | Spearman, better half | regret of the top pick (test points) |\n|---|---|---|---|")
+    for name, st in sorted(stats.items(), key=lambda kv: kv[1]["regret"]):
+        print(f"| {name} | {st['rho']:.3f} | {st['rho_top']:.3f} | {st['regret']:.2f} |")
+    print(f"| (one seed's final test acc, for scale) | {ceiling['rho']:.3f} | {ceiling['rho_top']:.3f} | "
+          f"{ceiling['regret']:.2f} |")
+    # an ASHA rung at epoch e sees the rule's value over the epochs so far
+    best = min(stats, key=lambda n: (stats[n]["regret"], -stats[n]["rho_top"]))
+    rung = {e: held_out(runs, lambda v, e=e: RULES[best](v[:e])) for e in range(1, epochs + 1)}
+    print(f"\nASHA rungs: '{best}' over the first e epochs vs the final multi-seed mean")
+    print("| epoch | Spearman, all | Spearman, better half |\n|---|---|---|")
+    for e, st in rung.items():
+        print(f"| {e} | {st['rho']:.3f} | {st['rho_top']:.3f} |")
+    final = rung[epochs]["rho"]
+    grace = next(e for e, st in rung.items() if st["rho"] >= 0.9 * final)
+    print(f"\nfirst epoch whose Spearman reaches 90% of the final epoch's ({final:.3f}): {grace} "
+          f"= {grace / epochs:.2f} of the budget")
+    return {"rules": rules, "ceiling": ceiling, "best": best, "rungs": rung, "grace": grace}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="configs/digits.yaml")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", help="write the raw per-run histories here")
+    p.add_argument("--from", dest="src", help="read raw histories from this file instead of training")
+    args = p.parse_args()
+    if args.src:
+        with open(args.src) as f:
+            runs = json.load(f)
+    else:
+        runs = run(args.config, args.seeds, args.workers)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(runs, f)
+    report(runs)
+
+
+if __name__ == "__main__":
+    main()
