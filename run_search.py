@@ -29,10 +29,12 @@ SWEEP_FLAGS = {
     "study_name": "continue this existing Optuna study on purpose",
     "optuna_storage": "SQLAlchemy URL of the Optuna study (default: sqlite beside the MLflow store)",
     "seed": "seed of the searcher and of every trial",
-    "grace_period": "ASHA: epochs every trial gets before the first cut (default epochs // 4)",
+    "grace_period": "ASHA: epochs every trial gets before the first cut (default 0.4 x epochs, where the rung ranks well)",
     "reduction_factor": "ASHA reduction factor",
     "max_failures": "retries of a trial whose worker died",
     "top_k": "best trials whose checkpoints are kept as MLflow artifacts",
+    "confirm": "confirmation stage: re-run the search's best K over seeds beside the reference point and CE-only (0: off)",
+    "confirm_seeds": "seeds per configuration in the confirmation stage",
 }
 TRIAL_FLAGS = {
     "dataset": "data set (digits, cifar10, cifar100, imagefolder, synthetic)",
@@ -54,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML", help="flat YAML of sweep and trial fields; flags override it")
     for key, text in {**SWEEP_FLAGS, **TRIAL_FLAGS}.items():
         p.add_argument("--" + key.replace("_", "-"), dest=key, metavar=key.upper(), help=text)
+    p.add_argument("--warm-start", action="append", dest="warm_start", metavar="EXPERIMENT",
+                   help="seed the study with this earlier sweep's confirmed (else best) point; repeatable")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other TrialConfig field, e.g. --set lr=0.01")
     p.add_argument("--resume", metavar="PATH", help="continue the interrupted sweep in this folder")
     p.add_argument("--smoke", action="store_true", help="a tiny, fast version of whatever was asked")
@@ -67,6 +71,8 @@ def _collect(args: argparse.Namespace) -> Dict[str, Any]:
 
     data: Dict[str, Any] = load_yaml(args.config) if args.config else {}
     data.update({k: v for k, v in vars(args).items() if k in SWEEP_FLAGS or k in TRIAL_FLAGS if v is not None})
+    if args.warm_start:
+        data["warm_start"] = args.warm_start
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -118,24 +124,33 @@ def print_summary(result: Any, top: int = 10) -> None:
     rows = result.rows
     searched = [k for k in ("arm", "alpha", "beta", "connector", "student", "lr", "weight_decay", "seed")
                 if len({str(r.get(k)) for r in rows}) > 1 or k in ("alpha", "beta")]
+    origin = ["origin"] if any(r.get("origin") for r in rows) else []
     print(f"\nSweep {result.sweep.name}: {len(rows)} trials, "
-          + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in ("finished", "stopped_early", "diverged", "errored")))
-    header = ["#"] + searched + ["status", "epochs", "best val_acc", "test_acc"]
-    table = []
-    for i, r in enumerate(rows[:top], 1):
-        cells = [str(i)] + [_fmt(r.get(k)) for k in searched]
-        cells += [r["status"], str(r["epochs"]), _fmt(r[M.BEST_VAL_ACC]), _fmt(r.get(M.TEST_ACC))]
-        table.append(cells)
-    widths = [max(len(h), *(len(c[j]) for c in table)) if table else len(h) for j, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-    for cells in table:
-        print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
+          + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in ("finished", "stopped_early", "diverged", "errored"))
+          + f"; ranked by {M.RANK_VAL_ACC}, trials that ran every epoch first")
+    table = [[str(i)] + [_fmt(r.get(k)) for k in searched + origin]
+             + [r["status"], str(r["epochs"]), _fmt(r[M.RANK_VAL_ACC]), _fmt(r.get(M.TEST_ACC))]
+             for i, r in enumerate(rows[:top], 1)]
+    _table(["#"] + searched + origin + ["status", "epochs", M.RANK_VAL_ACC, "test_acc"], table)
+    if result.verdict is not None:
+        from tuner.verdict import format_verdict
+
+        print("\n" + format_verdict(result.verdict))
+    elif result.note:
+        print(f"\nNo confirmation: {result.note}")
     print("\nLook further:")
     print(f"  python -m analysis report --experiment {result.experiment} --tracking-uri {redact(result.tracking_uri)}")
     print(f"  mlflow ui --backend-store-uri {redact(result.tracking_uri)}      # experiment {result.experiment!r}")
     if result.optuna_storage:
         print(f"  optuna-dashboard {redact(result.optuna_storage)}      # study {result.study_name!r}")
     print(f"  python run_search.py --resume {redact(result.path)}      # continue it if it was interrupted")
+
+
+def _table(header: List[str], rows: List[List[str]]) -> None:
+    widths = [max(len(h), *(len(c[j]) for c in rows)) if rows else len(h) for j, h in enumerate(header)]
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    for cells in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(cells, widths)))
 
 
 def _fmt(v: Any) -> str:

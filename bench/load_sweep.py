@@ -30,7 +30,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("SRRL_CACHE_DIR", str(Path(tmp) / "cache"))
         uri = f"sqlite:///{tmp}/mlflow.db"
-        sweep, base = SweepConfig.split({"name": "load", "num_samples": args.trials, "epochs": args.epochs,
+        sweep, base = SweepConfig.split({"name": "load", "confirm": 0, "num_samples": args.trials, "epochs": args.epochs,
                                          "scheduler": "fifo", "storage_path": f"{tmp}/ray", "tracking_uri": uri,
                                          "optuna_storage": f"sqlite:///{tmp}/optuna.db"})
         t0 = time.perf_counter()

@@ -31,7 +31,7 @@ def _sweep(name: str, searcher: str, scheduler: str, samples: int, seed: int, ba
     from tuner.config import SweepConfig
     from tuner.sweep import run_sweep
 
-    sweep = SweepConfig(name=name, space="loss_weights", searcher=searcher, scheduler=scheduler, num_samples=samples,
+    sweep = SweepConfig(name=name, confirm=0, space="loss_weights", searcher=searcher, scheduler=scheduler, num_samples=samples,
                         max_concurrent=CONCURRENT, cpus_per_trial=1, storage_path=str(folder / "ray"),
                         tracking_uri=default_tracking_uri(str(folder)), seed=seed)
     result = run_sweep(sweep, base, log=quiet, verbose=0)

@@ -32,7 +32,7 @@ def run(quick: bool) -> Row:
     digits_teacher(base)  # train it now if it is not cached: not part of the measurement
     ensure_ray()
     with scratch_dir("sweep") as tmp:
-        sweep = SweepConfig(name="bench-sweep", space="loss_weights", searcher="tpe", scheduler="fifo",
+        sweep = SweepConfig(name="bench-sweep", confirm=0, space="loss_weights", searcher="tpe", scheduler="fifo",
                             num_samples=trials, max_concurrent=CONCURRENT, cpus_per_trial=1,
                             storage_path=str(Path(tmp) / "ray"), tracking_uri=default_tracking_uri(tmp), seed=0)
         start = time.perf_counter()

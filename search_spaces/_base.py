@@ -140,7 +140,7 @@ class SearchSpace:
     initial_points: Callable[[SpaceContext], List[Dict[str, Any]]] = _no_points
     grid: Optional[Callable[[SpaceContext, int], List[Dict[str, Any]]]] = None
     grid_values: Optional[Callable[[SpaceContext], Dict[str, List[Any]]]] = None
-    objectives: Tuple[Tuple[str, str], ...] = ((metrics.VAL_ACC, "max"),)
+    objectives: Tuple[Tuple[str, str], ...] = ((metrics.RANK_VAL_ACC, "max"),)
     sampler: str = "tpe"
     scheduler: str = "asha"
 
@@ -180,6 +180,51 @@ class SearchSpace:
     @property
     def modes(self) -> List[str]:
         return [m for _, m in self.objectives]
+
+    def reference_point(self, ctx: SpaceContext) -> Optional[Dict[str, Any]]:
+        """What a tuned result must beat: the authors' defaults, i.e. the first initial point
+        (the authors' alpha = beta = 1 in every space that searches the weights); None if there is none."""
+        points = self.initial_points(ctx) if self.define is not None else []
+        return dict(points[0]) if points else None
+
+    def reference_name(self, ctx: SpaceContext) -> str:
+        """How a verdict names the reference point: ``the authors' (1, 1)`` (+ the other fixed values)."""
+        point = self.reference_point(ctx) or {}
+        if "alpha" not in point or "beta" not in point:
+            return "the reference point"
+        rest = " ".join(f"{k} {v}" for k, v in point.items() if k not in ("alpha", "beta"))
+        return f"the authors' ({point['alpha']:g}, {point['beta']:g})" + (f" with {rest}" if rest else "")
+
+    def outside(self, ctx: SpaceContext, point: Mapping[str, Any]) -> Optional[str]:
+        """Why ``point`` (param -> value) is not a point of this space, or None if it is.
+
+        Each key must be a parameter the space samples (within its range or among its choices) or a
+        constant it sets (at that value); keys the point leaves out are sampled as usual.
+        """
+        import optuna
+
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            trial = optuna.create_study(directions=["maximize"] * len(self.objectives)).ask()
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        constants = (self.define(trial, ctx=ctx) or {}) if self.define is not None else {}
+        dists = trial.distributions
+        for key, value in point.items():
+            if key in constants:
+                if constants[key] != value:
+                    return f"{key} = {value!r}, but this space fixes it at {constants[key]!r}"
+                continue
+            dist = dists.get(key)
+            if dist is None:
+                return f"{key} is not searched by space {self.name!r} (it searches {', '.join(dists) or 'nothing'})"
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                if value not in dist.choices:
+                    return f"{key} = {value!r} is not one of its choices here ({', '.join(map(str, dist.choices))})"
+            elif not (isinstance(value, (int, float)) and dist.low <= value <= dist.high):
+                return f"{key} = {value!r} is outside [{dist.low:g}, {dist.high:g}]"
+        return None
 
     def sample(self, trial: "optuna.Trial", ctx: SpaceContext) -> Dict[str, Any]:
         """Run ``define`` on ``trial``; return ``{**trial.params, **constants}`` (what Ray's OptunaSearch yields)."""

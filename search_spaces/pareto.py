@@ -24,7 +24,7 @@ SPACE = register_space(
         description="val_acc vs student MACs (NSGA-II): student, connector, alpha and beta",
         define=define,
         initial_points=initial_points,
-        objectives=((metrics.VAL_ACC, "max"), (metrics.STUDENT_MACS, "min")),
+        objectives=((metrics.RANK_VAL_ACC, "max"), (metrics.STUDENT_MACS, "min")),
         sampler="nsga2",
         scheduler="fifo",
     )

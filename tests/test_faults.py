@@ -43,7 +43,7 @@ def test_worker_node_dies_mid_sweep(tmp_path, env, monkeypatch):
         ray.init(address=cluster.address)
         killer = threading.Thread(target=kill_when_a_trial_is_midway, daemon=True)
         killer.start()
-        sweep, base = SweepConfig.split({"name": "nd", "num_samples": 3, "epochs": 20, "teacher_epochs": 2,
+        sweep, base = SweepConfig.split({"name": "nd", "num_samples": 3, "confirm": 0, "epochs": 20, "teacher_epochs": 2,
                                          "scheduler": "fifo", "max_failures": 3, "storage_path": str(tmp_path / "shared")})
         result = run_sweep(sweep, base, verbose=0)
         killer.join(timeout=5)
@@ -75,7 +75,7 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
 
     folder = tmp_path / "ray_results" / "kk"
     epochs = 4
-    first = start_run_search(tmp_path, env, "--name", "kk", "--num-samples", "6", "--epochs", str(epochs), "--teacher-epochs", "3",
+    first = start_run_search(tmp_path, env, "--name", "kk", "--confirm", "0", "--num-samples", "6", "--epochs", str(epochs), "--teacher-epochs", "3",
                     "--scheduler", "fifo", "--max-concurrent", "2")
     # 1st kill: right after the first trial finished
     kill_when(first, lambda: any(len(r) >= epochs for r in tune_results(folder, by_dir=True).values()))
@@ -118,7 +118,7 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
 def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path, env):
     import optuna
 
-    proc = run_search(tmp_path, env, "--name", "dv", "--num-samples", "3", "--epochs", "3", "--teacher-epochs", "2",
+    proc = run_search(tmp_path, env, "--name", "dv", "--confirm", "0", "--num-samples", "3", "--epochs", "3", "--teacher-epochs", "2",
                       "--set", "lr=1e6", "--set", "teacher_lr=0.05", "--scheduler", "fifo")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep dv: 3 trials, 0 finished, 0 stopped_early, 3 diverged" in proc.stdout

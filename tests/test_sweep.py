@@ -18,7 +18,7 @@ def smoke_sweep(tmp_path_factory):
     """A small default-space sweep with ASHA cutting hard, so that some trials are pruned."""
     tmp = tmp_path_factory.mktemp("smoke")
     with ray_tmpdir() as ray_tmp:
-        proc = run_search(tmp, cli_env(ray_tmp), "--name", "smk", "--num-samples", "6", "--epochs", "4",
+        proc = run_search(tmp, cli_env(ray_tmp), "--name", "smk", "--confirm", "0", "--num-samples", "6", "--epochs", "4",
                           "--teacher-epochs", "3", "--grace-period", "1", "--reduction-factor", "2", "--cpus-per-trial", "1")
     return tmp, proc
 
@@ -29,9 +29,10 @@ def test_default_sweep_smoke_end_to_end(tmp_path, env):
     out = proc.stdout
     name = next(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("Sweep "))
     assert name.startswith("loss_weights-digits-") and f"Sweep {name}: 4 trials" in out
-    assert "best val_acc" in out and f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
+    assert "best_val_acc" in out and f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
     assert f"python run_search.py --resume {tmp_path / 'ray_results' / name}" in out
-    assert len(trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", name)) == 4
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", name)
+    assert sorted(r.data.tags["srrl.stage"] for r in runs) == ["confirm"] * 6 + ["search"] * 4  # smoke: 3 configs x 2 seeds
     assert (tmp_path / "optuna.db").is_file() and (tmp_path / "ray_results" / name / "srrl_sweep.yaml").is_file()
 
     # the report command the summary prints works on the sweep's records
@@ -87,7 +88,7 @@ def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path, env):
 
     import optuna
 
-    proc = run_search(tmp_path, env, "--name", "grd", "--searcher", "grid", "--scheduler", "fifo", "--epochs", "1",
+    proc = run_search(tmp_path, env, "--name", "grd", "--confirm", "0", "--searcher", "grid", "--scheduler", "fifo", "--epochs", "1",
                        "--teacher-epochs", "3", "--cpus-per-trial", "1", "--set", "max_failures=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep grd: 25 trials" in proc.stdout
@@ -119,7 +120,7 @@ def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path, env, 
     """
     folder = tmp_path / "ray_results" / "rsm"
     where = ["--storage-path", f"file://{folder.parent}"] if storage == "uri" else []
-    driver = start_run_search(tmp_path, env, "--name", "rsm", "--num-samples", "4", "--epochs", "3",
+    driver = start_run_search(tmp_path, env, "--name", "rsm", "--confirm", "0", "--num-samples", "4", "--epochs", "3",
                               "--teacher-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1", *where)
 
     def one_trial_finished() -> bool:
@@ -157,7 +158,7 @@ def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, env, monkeypatch):
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address)
-        sweep, base = SweepConfig.split({"name": "two", "num_samples": 4, "epochs": 2, "teacher_epochs": 2,
+        sweep, base = SweepConfig.split({"name": "two", "confirm": 0, "num_samples": 4, "epochs": 2, "teacher_epochs": 2,
                                          "scheduler": "fifo", "storage_path": str(tmp_path / "shared")})
         result = run_sweep(sweep, base, verbose=0)
         nodes = {r["node_id"] for r in result.rows}

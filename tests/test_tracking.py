@@ -31,7 +31,7 @@ def _trainable(config):
         if config["mode"] == "fail" and e == 2:
             raise ValueError("boom at epoch 2")
         diverged = config["mode"] == "diverge" and e == 2
-        tune.report({"epoch": e, "val_acc": 10.0 * e, "train_loss": float("nan") if diverged else 1.0 / e,
+        tune.report({"epoch": e, "val_acc": 10.0 * e, "loss_total": float("nan") if diverged else 1.0 / e,
                      "diverged": diverged, "not_a_contract_metric": 5.0})
         if diverged:
             return
@@ -125,8 +125,8 @@ def test_metrics_are_logged_per_epoch(sweep, client):
     assert "diverged" not in runs["ok"].data.metrics  # bools are not metrics
     # NaN is never logged; the epoch it appeared in is tagged instead
     diverge = runs["diverge"]
-    assert [m.step for m in client.get_metric_history(diverge.info.run_id, "train_loss")] == [1]
-    assert diverge.data.tags["srrl.nonfinite.train_loss"] == "2"
+    assert [m.step for m in client.get_metric_history(diverge.info.run_id, "loss_total")] == [1]
+    assert diverge.data.tags["srrl.nonfinite.loss_total"] == "2"
 
 
 def test_trial_end_status_tags(sweep):
@@ -280,7 +280,7 @@ def test_result_without_epoch_uses_training_iteration(uri, client):
     cb = T.MLflowTracking(uri, None, parent, epochs=5, metric_keys=["val_acc", "custom"])
     trial = SimpleNamespace(trial_id="t1", config={})
     cb.on_trial_start(0, [trial], trial)
-    cb.on_trial_result(0, [trial], trial, {"training_iteration": 2, "val_acc": 5.0, "custom": 1, "train_loss": 1.0})
+    cb.on_trial_result(0, [trial], trial, {"training_iteration": 2, "val_acc": 5.0, "custom": 1, "loss_total": 1.0})
     cb.on_trial_complete(0, [trial], trial)
     run = client.get_run(cb._runs["t1"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [2]

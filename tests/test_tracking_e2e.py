@@ -18,7 +18,7 @@ def _sweep(tmp_path: Path, tracking_uri: str, name: str):
     from tuner.config import SweepConfig
     from tuner.sweep import run_sweep
 
-    sweep, base = SweepConfig.split({"name": name, "num_samples": 4, "epochs": 3, "teacher_epochs": 3, "scheduler": "fifo",
+    sweep, base = SweepConfig.split({"name": name, "confirm": 0, "num_samples": 4, "epochs": 3, "teacher_epochs": 3, "scheduler": "fifo",
                                      "top_k": 2, "storage_path": str(tmp_path / "ray"), "tracking_uri": tracking_uri,
                                      "optuna_storage": f"sqlite:///{tmp_path / 'optuna.db'}"})
     with local_ray():
@@ -56,7 +56,7 @@ def _check_records(tracking_uri: str, result) -> None:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert fields <= set(child.data.params), fields - set(child.data.params)
         assert child.data.tags["srrl.status"] == "finished" and child.info.status == "FINISHED"
-        for key in (M.VAL_ACC, M.TRAIN_LOSS, M.LOSS_SR):
+        for key in (M.VAL_ACC, M.LOSS_TOTAL, M.LOSS_SR):
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [1, 2, 3]
 
     with_model = [c for c in children if any(f.path == "model/student.pt" for f in client.list_artifacts(c.info.run_id, "model"))]

@@ -48,7 +48,7 @@ def _sweep(tmp_path: Path, uri: str, name: str, trials: int, epochs: int, **extr
     from tuner.sweep import run_sweep
 
     sweep, base = SweepConfig.split({
-        "name": name, "num_samples": trials, "epochs": epochs, "teacher_epochs": 3, "scheduler": "fifo",
+        "name": name, "confirm": 0, "num_samples": trials, "epochs": epochs, "teacher_epochs": 3, "scheduler": "fifo",
         "max_concurrent": 1, "top_k": 1, "storage_path": str(tmp_path / "ray"), "tracking_uri": uri,
         "optuna_storage": f"sqlite:///{tmp_path / 'optuna.db'}", **extra})
     return run_sweep(sweep, base, verbose=0)

@@ -89,7 +89,7 @@ def test_resume_from_state_dict_continues_exactly(digits):
     done = resumed.fit()
     assert [r[M.EPOCH] for r in done.history] == [1, 2, 3]
     for a, b in zip(straight.history, done.history):
-        assert a[M.VAL_ACC] == b[M.VAL_ACC] and a[M.TRAIN_LOSS] == pytest.approx(b[M.TRAIN_LOSS], rel=1e-6)
+        assert a[M.VAL_ACC] == b[M.VAL_ACC] and a[M.LOSS_TOTAL] == pytest.approx(b[M.LOSS_TOTAL], rel=1e-6)
     assert straight.final[M.TEST_ACC] == done.final[M.TEST_ACC]
 
 
@@ -126,11 +126,11 @@ def test_cuda_trainer_matches_cpu_and_its_checkpoint_loads_on_cpu(digits):
     graphed = gpu.distiller._teacher_forward
     assert graphed._graphs and not graphed._failed  # the teacher ran from CUDA graphs, not the eager fallback
     on_cpu = Trainer(cfg, copy.deepcopy(teacher.model), splits).fit()
-    losses = [r[M.TRAIN_LOSS] for r in result.history]
+    losses = [r[M.LOSS_TOTAL] for r in result.history]
     assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     assert result.history[-1][M.LOSS_FM] > 0 and result.history[-1][M.LOSS_SR] > 0
     # same seed, data order and init; GPU kernels round differently, which moves the numbers a little
-    assert losses[-1] == pytest.approx(on_cpu.history[-1][M.TRAIN_LOSS], rel=0.05)
+    assert losses[-1] == pytest.approx(on_cpu.history[-1][M.LOSS_TOTAL], rel=0.05)
     assert result.final[M.TEST_ACC] == pytest.approx(on_cpu.final[M.TEST_ACC], abs=5.0)
     buf = __import__("io").BytesIO()
     torch.save(gpu.state_dict(), buf)

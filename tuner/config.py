@@ -179,11 +179,13 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             return None
         raise ConfigError(f"{name}: must be {_TYPE_NAMES.get(base, base)}, got null")
     if base.startswith("List["):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        inner = base[len("List["):-1]
+        if isinstance(value, str if inner == "str" else (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: must be a list of numbers, got {value!r}")
-        return [_coerce(name, v, "float") for v in value]
+            kind = "numbers" if inner == "float" else "names"
+            raise ConfigError(f"{name}: must be a list of {kind}, got {_shown(value)}")
+        return [_coerce(name, v, inner) for v in value]
     if base == "bool":
         if isinstance(value, bool):
             return value
@@ -217,6 +219,12 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     return value
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error line never embeds an unbounded value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _choice(name: str, value: str, allowed: Any) -> None:
     allowed = list(allowed)
     if value not in allowed:
@@ -239,8 +247,10 @@ def _range(
 
 SEARCHERS = ("tpe", "random", "grid", "nsga2")
 SCHEDULERS = ("asha", "fifo")
-#: keys a search space may put in a trial's params that are labels, not TrialConfig fields
-LABEL_KEYS = ("arm",)
+#: keys a trial's params may carry that are labels, not TrialConfig fields: the ablation's ``arm``; the
+#: search's ``origin`` (authors | warm-start | search) and ``optuna_trial`` (its number in the study); a
+#: confirmation run's ``config_id`` (groups its seeds), ``config_role`` (candidate | reference | ce), ``config_rank``
+LABEL_KEYS = ("arm", "origin", "optuna_trial", "config_id", "config_role", "config_rank")
 
 
 def apply_params(base: Union[TrialConfig, Mapping[str, Any]], params: Mapping[str, Any]) -> TrialConfig:
@@ -273,11 +283,14 @@ class SweepConfig:
     study_name: Optional[str] = None  # continue an existing Optuna study on purpose
     optuna_storage: Optional[str] = None  # SQLAlchemy URL; None: sqlite beside the MLflow store
     seed: int = 0
-    grace_period: int = 0  # ASHA: epochs before the first cut; 0: max(1, epochs // 4)
+    grace_period: int = 0  # ASHA: epochs before the first cut; 0: metrics.GRACE_FRACTION of the epochs
     reduction_factor: float = 3.0
     max_failures: int = 2
     num_to_keep: int = 4
     top_k: int = 3
+    confirm: int = 2  # confirmation stage: the search's top K re-run over seeds (0: off); see tuner/confirm.py
+    confirm_seeds: int = 5
+    warm_start: List[str] = field(default_factory=list)  # MLflow experiments whose best points start the study
     smoke: bool = False
 
     @classmethod
@@ -312,8 +325,12 @@ class SweepConfig:
             _choice("scheduler", self.scheduler, SCHEDULERS)
         for name in ("num_samples", "seeds", "max_failures", "num_to_keep"):
             _range(name, getattr(self, name), lo=1 if name != "max_failures" else 0)
-        for name in ("max_concurrent", "grace_period", "top_k", "seed"):
+        for name in ("max_concurrent", "grace_period", "top_k", "seed", "confirm"):
             _range(name, getattr(self, name), lo=0)
+        _range("confirm_seeds", self.confirm_seeds, lo=2)  # one seed has no spread to test against
+        for exp in self.warm_start:
+            if not exp.strip():
+                raise ConfigError("warm_start: an experiment name must not be empty")
         _range("cpus_per_trial", self.cpus_per_trial, lo=0.0, lo_open=True)
         _range("gpus_per_trial", self.gpus_per_trial, lo=0.0)
         _range("reduction_factor", self.reduction_factor, lo=1.0, lo_open=True)

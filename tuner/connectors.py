@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 from typing import Callable, List
 
-import torch
 from torch import Tensor, nn
 
 from tuner.registry import Registry

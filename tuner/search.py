@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
 from ray.tune.search.optuna import OptunaSearch
 
@@ -25,9 +25,13 @@ class PruneAwareOptunaSearch(OptunaSearch):
     and study trials left RUNNING by the dead driver (asked, never started) are marked FAIL.
     """
 
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_epochs: int, origins: Optional[Dict[str, List[Dict[str, Any]]]] = None,
+                 **kwargs: Any) -> None:
+        """``origins``: label -> the points enqueued under it (``authors``, ``warm-start``); a trial whose
+        params match one is labelled so in its config (``origin``), any other ``search``."""
         super().__init__(*args, **kwargs)
         self._max_epochs = int(max_epochs)
+        self._origins = {k: [dict(p) for p in v] for k, v in (origins or {}).items()}
         self._reconciled = True
         self._reported: Dict[str, Set[int]] = {}  # trial_id -> epochs already reported to the study
 
@@ -39,7 +43,16 @@ class PruneAwareOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> Optional[Dict]:
         if not self._reconciled:
             self._reconcile()
-        return super().suggest(trial_id)
+        params = super().suggest(trial_id)
+        if not isinstance(params, dict) or trial_id not in self._ot_trials:
+            return params
+        return {**params, "origin": self._origin(params), "optuna_trial": self._ot_trials[trial_id].number}
+
+    def _origin(self, params: Dict[str, Any]) -> str:
+        for label, points in self._origins.items():
+            if any(all(params.get(k) == v for k, v in p.items()) for p in points):
+                return label
+        return "search"
 
     def _reconcile(self) -> None:
         import optuna

@@ -12,16 +12,18 @@ import functools
 import os
 import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from tuner import metrics as M
 from tuner.config import ConfigError, SweepConfig, TrialConfig
 from tuner.storage import SweepFolder, is_uri
-from tuner.trainable import DIVERGED, train_srrl
+from tuner.results import leaderboard_rows, log_best_students
+from tuner.trainable import train_srrl
 
 __all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke",
            "trial_base", "log_best_students"]
@@ -42,11 +44,14 @@ class SweepResult:
     optuna_storage: Optional[str]
     study_name: Optional[str]
     rows: List[Dict[str, Any]]  # per trial: params, status, epochs, best/final metrics
+    verdict: Any = None  # tuner.verdict.Verdict of the confirmation stage, when it ran
+    note: str = ""  # why there is no verdict
 
 
 def smoke(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConfig]:
     """A tiny, fast version of whatever was asked: few trials, few epochs, same code paths."""
-    sweep = dataclasses.replace(sweep, num_samples=min(sweep.num_samples, 4), seeds=1, grace_period=1, reduction_factor=2.0)
+    sweep = dataclasses.replace(sweep, num_samples=min(sweep.num_samples, 4), seeds=1, grace_period=1, reduction_factor=2.0,
+                                confirm=min(sweep.confirm, 1), confirm_seeds=2)
     base = base.replace(epochs=min(base.epochs, 3), teacher_epochs=min(base.teacher_epochs, 3))
     return sweep, base
 
@@ -68,7 +73,7 @@ def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, T
     sweep = dataclasses.replace(
         sweep, name=name, storage_path=storage, tracking_uri=tracking_uri, experiment=sweep.experiment or name,
         optuna_storage=optuna_storage, searcher=sweep.searcher or space.sampler, scheduler=sweep.scheduler or space.scheduler,
-        grace_period=sweep.grace_period or max(1, base.epochs // 4),
+        grace_period=sweep.grace_period or max(1, round(M.GRACE_FRACTION * base.epochs)),
     )
     if len(space.objectives) > 1 and sweep.scheduler == "asha":
         raise ConfigError(f"scheduler: 'asha' cannot rank the multi-objective space {sweep.space!r}; use fifo")
@@ -130,6 +135,9 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     check_pair(base, splits)
     needs_teacher = _any_trial_needs_teacher(space, base)
     teacher = ensure_teacher(base, splits, log=log) if needs_teacher and base.teacher_checkpoint else None
+    from tuner.warm_start import TAG_WARM_START, warm_points, warm_tag
+
+    warm = [] if resume else warm_points(sweep.tracking_uri, sweep.warm_start, space, ctx, param_names, log=log)
     if not resume:
         _check_study_name(sweep)  # last: opening the SQLite study storage creates its file
 
@@ -149,17 +157,24 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     )
     # what MLflow keeps (params, the config artifact) carries no credentials
     shown = dataclasses.replace(sweep, **{k: tracking.redact(getattr(sweep, k)) for k in _URI_FIELDS if getattr(sweep, k)})
+    # the parent's params are the sweep's own settings; the base trial config is the config artifact
+    # (every child run carries all of its fields), so each column of the runs table means one thing
     parent_run = tracking.start_sweep(
         sweep.tracking_uri, sweep.experiment, sweep.name,
-        params={**{f"sweep.{k}": v for k, v in shown.to_dict().items()}, **{f"base.{k}": v for k, v in base.to_dict().items()}},
+        params={f"sweep.{k}": v for k, v in shown.to_dict().items()},
         tags={**tracking.set_git_and_version_tags(), "srrl.space": sweep.space, "srrl.searcher": sweep.searcher,
-              "srrl.scheduler": sweep.scheduler, "srrl.dataset": base.dataset,
+              "srrl.scheduler": sweep.scheduler, "srrl.dataset": base.dataset, "srrl.teacher": base.teacher,
+              "srrl.student": base.student, **({TAG_WARM_START: warm_tag(warm)} if warm else {}),
               **{f"srrl.{k}": str(v) for k, v in teacher_info.items()}},
         resume=resume,
     )
     experiment_id = tracking.experiment_id(sweep.tracking_uri, sweep.experiment)
-    callback = tracking.MLflowTracking(sweep.tracking_uri, experiment_id, parent_run, epochs=base.epochs,
-                                       base_params=per_trial.to_dict())
+    study_name = sweep.study_name or sweep.name if space.grid is None else None
+
+    def callback(stage: str) -> Any:
+        return tracking.MLflowTracking(sweep.tracking_uri, experiment_id, parent_run, epochs=base.epochs,
+                                       base_params=per_trial.to_dict(), stage=stage, name_keys=param_names,
+                                       optuna_storage=sweep.optuna_storage if study_name else None, study_name=study_name)
 
     if not resume:
         folder.write_text(SWEEP_FILE, _sweep_yaml(sweep, base))
@@ -174,14 +189,14 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
             trainable,
             param_space=_grid_param_space(grid) if grid is not None else {},
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(sweep, space, ctx, grid, initial_points=not again),
+                search_alg=_searcher(sweep, space, ctx, grid, initial_points=not again, warm=[w["params"] for w in warm]),
                 scheduler=_scheduler(sweep, space, base),
                 num_samples=_num_samples(sweep, space, ctx, grid),
                 max_concurrent_trials=_max_concurrent(sweep), reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=sweep.name, storage_path=storage_path, storage_filesystem=fs,
-                callbacks=[callback], verbose=verbose,
+                callbacks=[callback("search")], verbose=verbose,
                 progress_reporter=_reporter(space, param_names),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),
@@ -211,50 +226,36 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
         tuner = new_tuner()
     results = tuner.fit()
     trial_ids = [t.trial_id for t in tune.ExperimentAnalysis(results.experiment_path).trials]
+    rows = leaderboard_rows(results, base)
+    log_best_students(results, rows, sweep, per_trial, splits, teacher, parent_run)
+
+    from tuner import confirm
+
+    verdict, note = None, confirm.applies(space) or ("" if sweep.confirm > 0 or folder.child(confirm.CONFIRM_DIR).has_file(
+        "tuner.pkl") else "the confirmation stage is off (--confirm 0)")
+    if not note:
+        configs = confirm.confirm_configs(rows, sweep.confirm, space.reference_point(ctx), base)
+        seeds = [base.seed + i for i in range(1, sweep.confirm_seeds + 1)]  # fresh: the search's seed chose the winner
+        confirmed = confirm.run_confirmation(tune, trainable, callback("confirm"), folder,
+                                             confirm.confirm_points(configs, seeds, base), _max_concurrent(sweep),
+                                             sweep.max_failures, verbose=verbose, log=log,
+                                             reporter=_reporter(space, ["config_id", *param_names, "seed"]))
+        trial_ids += [t.trial_id for t in tune.ExperimentAnalysis(confirmed.experiment_path).trials]
+        verdict = confirm.verdict_of(confirmed, space.reference_name(ctx))
+        best = next((r for r in rows if r["status"] == "finished"), None)
+        tracking.log_verdict(sweep.tracking_uri, parent_run, verdict,
+                             {k: best[k] for k in (M.RANK_VAL_ACC, M.TEST_ACC)} if best else None)
     orphans = tracking.remove_orphan_runs(sweep.tracking_uri, parent_run, trial_ids)
     if orphans:
         log(f"removed {orphans} MLflow run(s) of trials lost with the interrupted driver")
-    rows = leaderboard_rows(results, base)
-    log_best_students(results, rows, sweep, per_trial, splits, teacher, parent_run)
     tracking.finish_sweep(sweep.tracking_uri, parent_run)
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
-                       sweep.study_name or sweep.name if space.grid is None else None, rows)
+                       study_name, rows, verdict, note)
 
 
 def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
     """The base config every trial runs with: torch threads and device from the sweep's per-trial resources."""
     return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
-
-
-def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, base: TrialConfig,
-                       splits: Any, teacher: Any, parent_run: str) -> int:
-    """Export the final student + connector of the ``top_k`` finished trials (by final val_acc) to their runs.
-
-    The driver reads each trial's last checkpoint from ``storage_path`` (shared storage on a
-    cluster), so trials that ran on other nodes reach the store too. Returns how many students were
-    logged now (a run that already has its student is skipped, so a second call logs none).
-    """
-    from tuner import tracking
-    from tuner.config import apply_params
-    from tuner.export import STUDENT_FILE, export_student
-    from tuner.trainable import STATE_FILE
-
-    finished = sorted((r for r in rows if r["status"] == "finished"), key=lambda r: -float(r[M.VAL_ACC] or 0))
-    wanted = {r["trial_id"] for r in finished[: sweep.top_k]}
-    runs = tracking.child_run_ids(sweep.tracking_uri, parent_run)
-    logged = 0
-    for result in grid:
-        trial_id = (result.metrics or {}).get("trial_id")
-        if trial_id not in wanted or result.checkpoint is None or trial_id not in runs:
-            continue
-        cfg = apply_params(base, result.config)
-        with result.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
-            path = export_student(Path(folder) / STATE_FILE, cfg, splits.num_classes, splits.in_channels,
-                                  teacher.model.feature_channels if teacher and cfg.needs_teacher else None,
-                                  {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
-                                  Path(out) / STUDENT_FILE)
-            logged += bool(tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path}))
-    return logged
 
 
 def _init_ray(sweep: SweepConfig) -> None:
@@ -308,7 +309,7 @@ def _reporter(space: Any, param_names: List[str]) -> Any:
 
     metric, mode = space.objectives[0]
     return CLIReporter(parameter_columns=param_names,
-                       metric_columns=[M.EPOCH, M.VAL_ACC, M.BEST_VAL_ACC, M.TRAIN_LOSS, M.IMAGES_PER_S],
+                       metric_columns=[M.EPOCH, M.VAL_ACC, M.BEST_VAL_ACC, M.LOSS_TOTAL, M.IMAGES_PER_S],
                        metric=metric, mode=mode, sort_by_metric=True, max_progress_rows=12, max_report_frequency=10)
 
 
@@ -347,7 +348,7 @@ def _num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[D
 
 
 def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]],
-              initial_points: bool = True) -> Any:
+              initial_points: bool = True, warm: Sequence[Dict[str, Any]] = ()) -> Any:
     """OptunaSearch over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``.
 
     ``initial_points=False`` when a sweep's searcher is built again for its study: OptunaSearch
@@ -366,12 +367,21 @@ def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict
     storage = optuna.storages.RDBStorage(sweep.optuna_storage)
     metrics_, modes = zip(*space.objectives)
     multi = len(space.objectives) > 1
+    # the study names its objectives (the dashboard shows "best_val_acc", not "Objective 0")
+    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
+                                directions=["maximize" if m == "max" else "minimize" for m in modes])
+    with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(metrics_))
+    authors = space.initial_points(ctx) if sweep.searcher != "grid" else []
+    warm = [dict(p) for p in warm if p not in authors] if sweep.searcher != "grid" else []
     return PruneAwareOptunaSearch(
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
-        points_to_evaluate=(space.initial_points(ctx) or None) if sweep.searcher != "grid" and initial_points else None,
+        points_to_evaluate=(authors + warm or None) if initial_points else None,
         sampler=build_sampler(sweep.searcher, sweep.seed, space, ctx),
         study_name=study_name, storage=storage, max_epochs=ctx.base.epochs,
+        origins={"authors": authors, "warm-start": warm},
     )
 
 
@@ -383,25 +393,3 @@ def _scheduler(sweep: SweepConfig, space: Any, base: TrialConfig) -> Any:
     metric, mode = space.objectives[0]
     return ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", max_t=base.epochs,
                          grace_period=min(sweep.grace_period, base.epochs), reduction_factor=sweep.reduction_factor)
-
-
-def leaderboard_rows(grid: Any, base: TrialConfig) -> List[Dict[str, Any]]:
-    """One dict per trial: searched params, status, epochs run, best and final metrics."""
-    rows = []
-    for result in grid:
-        cfg = dict(result.config or {})
-        last = result.metrics or {}
-        df = result.metrics_dataframe
-        best = float(df[M.VAL_ACC].max()) if df is not None and M.VAL_ACC in df else float("nan")
-        epochs_run = int(last.get(M.EPOCH, 0))
-        planned = int(cfg.get("epochs", base.epochs))
-        status = ("errored" if result.error else "diverged" if last.get(DIVERGED) else
-                  "finished" if epochs_run >= planned else "stopped_early")
-        row = {"trial_id": last.get("trial_id"), **{k: cfg.get(k, getattr(base, k, None)) for k in
-               ("arm", "alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "seed") if k in cfg or hasattr(base, k)},
-               "status": status, "epochs": epochs_run, M.BEST_VAL_ACC: best, M.VAL_ACC: last.get(M.VAL_ACC),
-               M.TEST_ACC: last.get(M.TEST_ACC), M.STUDENT_MACS: last.get(M.STUDENT_MACS), M.STUDENT_PARAMS: last.get(M.STUDENT_PARAMS),
-               "node_id": last.get("node_id")}
-        rows.append(row)
-    rows.sort(key=lambda r: -(r[M.BEST_VAL_ACC] if r[M.BEST_VAL_ACC] == r[M.BEST_VAL_ACC] else -1.0))
-    return rows

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from tuner import metrics as M
+from tuner.config import LABEL_KEYS
 
 __all__ = [
     "default_tracking_uri", "check_tracking_uri", "start_sweep", "finish_sweep", "remove_orphan_runs", "experiment_id",
@@ -34,6 +35,8 @@ __all__ = [
     "result_metrics", "redact", "MLflowTracking",
     "set_git_and_version_tags", "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT",
     "TAG_DIVERGED_EPOCH", "TAG_ERROR", "TAG_LAST_EPOCH", "TRIAL_STATUSES", "DIVERGED_KEY", "METRIC_KEYS",
+    "TAG_STAGE", "TAG_RECOMMENDED", "TAG_VERDICT", "STAGES", "LABEL_TAGS", "run_name", "log_verdict", "client",
+    "sweep_parents",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,14 @@ TAG_LAST_EPOCH = "srrl.last_epoch"
 TAG_NONFINITE = "srrl.nonfinite."  # + metric name -> first epoch it was NaN/inf (the value is not logged)
 TAG_NUM_FAILURES = "srrl.num_failures"
 TAG_RESUMES = "srrl.resume_count"
+TAG_STAGE = "srrl.stage"  # "search" or "confirm" (child runs)
+TAG_RECOMMENDED = "srrl.recommended"  # "true" on the runs of the confirmed recommendation
+TAG_VERDICT = "srrl.verdict"  # the verdict's sentence (parent run)
+STAGES = ("search", "confirm")
+#: a trial config's labels (not TrialConfig fields), each also tagged srrl.<label> on the child run
+LABEL_TAGS = LABEL_KEYS
+#: MLflow 3 opens an experiment by its kind; without it the GenAI overview (traces) opens, not the runs
+_EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 TRIAL_STATUSES = ("finished", "stopped_early", "diverged", "errored")
 #: result key a trainable sets (truthy) when training diverged; not a metric, so it lives here
 DIVERGED_KEY = "diverged"
@@ -184,6 +195,16 @@ def _check_name(field: str, value: Any) -> str:
     return value
 
 
+def client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` of the store."""
+    return _client(tracking_uri)
+
+
+def sweep_parents(client: Any, experiment_id: str) -> List[Any]:
+    """Every sweep's parent run in the experiment, oldest first."""
+    return list(search_all(client, [experiment_id], f"tags.`{TAG_ROLE}` = 'sweep'"))
+
+
 def find_parent(client: Any, experiment_id: str, sweep_name: str) -> List[Any]:
     """The parent runs of sweep ``sweep_name`` (normally one), oldest first."""
     flt = f"tags.`{TAG_SWEEP}` = '{sweep_name}' and tags.`{TAG_ROLE}` = 'sweep'"
@@ -216,7 +237,7 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
             raise ValueError(f"resume: no sweep named {sweep_name!r} in experiment {experiment!r} "
                              f"(the experiment does not exist in {_redact(tracking_uri)})")
         try:
-            experiment_id = client.create_experiment(experiment)
+            experiment_id = client.create_experiment(experiment, tags=_EXPERIMENT_KIND)
         except Exception:  # created meanwhile by someone else
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
@@ -224,6 +245,9 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
             experiment_id = exp.experiment_id
     else:
         experiment_id = exp.experiment_id
+        for k, v in _EXPERIMENT_KIND.items():
+            if k not in exp.tags:  # an experiment made by hand, or by an older version
+                client.set_experiment_tag(experiment_id, k, v)
     found = find_parent(client, experiment_id, sweep_name)
     if resume:
         if not found:
@@ -252,6 +276,46 @@ def finish_sweep(tracking_uri: str, run_id: str, status: str = "FINISHED") -> No
     if status not in _SWEEP_STATUSES:
         raise ValueError(f"status: {status!r} is not allowed; choose from: {', '.join(_SWEEP_STATUSES)}")
     _client(tracking_uri).set_terminated(run_id, status=status)
+
+
+@_skip_when_unreachable(lambda: None)
+def log_verdict(tracking_uri: str, parent_run_id: str, verdict: Any, best_search: Optional[Mapping[str, Any]] = None) -> None:
+    """Put a confirmation verdict (``tuner.verdict.Verdict``) on the sweep's parent run and mark the
+    recommended child runs: the sentence as tag ``srrl.verdict``, the recommended configuration's
+    params as tags ``srrl.recommended.<name>`` and its confirmed means and 95% CIs as metrics
+    ``verdict_<metric>_mean|ci_low|ci_high``, the best search trial as ``best_search_<metric>``,
+    and the whole verdict as ``verdict/verdict.json``."""
+    import json
+    import tempfile
+
+    from mlflow.entities import Metric, RunTag
+
+    client = _client(tracking_uri)
+    now = int(time.time() * 1000)
+    tags = {TAG_VERDICT: _text(verdict.sentence, _MAX_TAG)}
+    metrics = []
+    rec = verdict.config(verdict.recommended)
+    if rec is not None:
+        tags.update({_key(f"srrl.recommended.{k}"): _text(v, _MAX_TAG) for k, v in rec.params.items()})
+        tags["srrl.recommended"] = rec.label
+        for name, iv in rec.metrics.items():
+            metrics += [Metric(f"verdict_{name}_{part}", float(getattr(iv, attr)), now, 0)
+                        for part, attr in (("mean", "mean"), ("ci_low", "low"), ("ci_high", "high"))]
+    for k, v in (best_search or {}).items():
+        value = _number(v)
+        if value is not None and math.isfinite(value):
+            metrics.append(Metric(_key(f"best_search_{k}"), value, now, 0))
+    client.log_batch(parent_run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "verdict.json"
+        path.write_text(json.dumps(verdict.to_dict(), indent=2))
+        client.log_artifact(parent_run_id, str(path), "verdict")
+    exp = client.get_run(parent_run_id).info.experiment_id
+    for run in child_runs(client, exp, parent_run_id):
+        tagged = run.data.tags.get(TAG_RECOMMENDED) == "true"
+        wanted = run.data.tags.get(TAG_STAGE) == "confirm" and run.data.tags.get("srrl.config_id") == verdict.recommended
+        if wanted != tagged:
+            client.set_tag(run.info.run_id, TAG_RECOMMENDED, "true" if wanted else "false")
 
 
 @_skip_when_unreachable(list)
@@ -422,9 +486,33 @@ def result_metrics(result: Mapping[str, Any], keys: Sequence[str]) -> Tuple[int,
     return result_step(result), ms, finite, nonfinite
 
 
-def trial_tags(parent_run_id: str, trial_id: str) -> Dict[str, str]:
-    """The tags of a trial's child run: nested under the sweep's parent, named and found by trial id."""
-    return {_PARENT: parent_run_id, _RUN_NAME: trial_id, TAG_TRIAL_ID: trial_id, TAG_ROLE: "trial"}
+def trial_tags(parent_run_id: str, trial_id: str, config: Optional[Mapping[str, Any]] = None,
+               name_keys: Sequence[str] = (), stage: str = "search") -> Dict[str, str]:
+    """The tags of a trial's child run: nested under the sweep's parent, found by trial id, named by
+    what it is (``run_name``), its stage and the config's labels (``srrl.origin``, ``srrl.config_id`` ...)."""
+    config = config or {}
+    tags = {_PARENT: parent_run_id, _RUN_NAME: run_name(config, name_keys, stage) or trial_id, TAG_TRIAL_ID: trial_id,
+            TAG_ROLE: "trial", TAG_STAGE: stage}
+    tags.update({f"srrl.{k}": _text(config[k], _MAX_TAG) for k in LABEL_TAGS if config.get(k) not in (None, "")})
+    return tags
+
+
+_ABBREV = {"alpha": "a", "beta": "b", "gamma": "g", "weight_decay": "wd"}
+
+
+def run_name(config: Mapping[str, Any], keys: Sequence[str], stage: str = "search") -> str:
+    """A run's name in the MLflow UI: ``a=8.12 b=8.27``; ``CE+FM seed=1``; ``confirm a=1 b=1 seed=3``."""
+    parts = [str(config["arm"])] if config.get("arm") else []
+    if config.get("config_role") == "ce":
+        parts, keys = ["CE only"], ()
+    for k in keys:
+        if k in config and k not in LABEL_TAGS and k != "seed":
+            v = config[k]
+            parts.append(f"{_ABBREV.get(k, k)}={f'{v:.3g}' if isinstance(v, float) else v}")
+    if (stage == "confirm" or "seed" in keys) and "seed" in config:
+        parts.append(f"seed={config['seed']}")
+    name = " ".join(parts)
+    return f"confirm {name}".strip() if stage == "confirm" else name
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -477,7 +565,8 @@ class _MLflowTrackingImpl:
                  metric_keys: Optional[Sequence[str]] = None,
                  retry_delays: Sequence[float] = (0.5, 1.0, 2.0),
                  base_params: Optional[Mapping[str, Any]] = None,
-                 flush_interval_s: float = 1.0) -> None:
+                 flush_interval_s: float = 1.0, stage: str = "search", name_keys: Sequence[str] = (),
+                 optuna_storage: Optional[str] = None, study_name: Optional[str] = None) -> None:
         """Args:
             tracking_uri: where the parent run lives (checked for form, not reached, here).
             experiment_id: the parent's experiment; None looks it up from the parent run.
@@ -491,7 +580,13 @@ class _MLflowTrackingImpl:
             flush_interval_s: per-epoch metrics are held at most this long and sent as one request
                 per trial (each request to a SQLite store costs ~20 ms of the driver's loop, which
                 every trial's ``tune.report`` waits on); a trial's start and end are sent at once.
+            stage: ``srrl.stage`` of the child runs (``search`` or ``confirm``).
+            name_keys: the searched params that name a run (``a=8.12 b=8.27``).
+            optuna_storage, study_name: the Optuna study: the study trial named by a trial's
+                ``optuna_trial`` label gets user attributes ``mlflow_run_id`` and ``tune_trial_id``.
         """
+        if stage not in STAGES:
+            raise ValueError(f"stage: {stage!r} is not one of {', '.join(STAGES)}")
         check_tracking_uri(tracking_uri, probe=False)
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs: {epochs!r} must be an integer >= 1")
@@ -502,7 +597,14 @@ class _MLflowTrackingImpl:
         self.metric_keys = tuple(metric_keys) if metric_keys is not None else METRIC_KEYS
         self.retry_delays = tuple(retry_delays)
         self.base_params = dict(base_params or {})
+        self.stage = stage
+        self.name_keys = tuple(name_keys)
+        self.optuna_storage = optuna_storage
+        self.study_name = study_name
+        self._optuna: Any = None  # the study's storage, opened on first use
         self._runs: Dict[str, str] = {}  # trial_id -> child run id
+        self._tags: Dict[str, Dict[str, str]] = {}  # tags of trials whose run may not exist yet
+        self._once: Dict[str, set] = {}  # trial_id -> PER_TRIAL keys already logged (they are logged once)
         self._configs: Dict[str, Dict[str, str]] = {}  # flattened params of trials whose run may not exist yet
         self._fresh: set = set()  # trial ids whose run was created but whose params are not logged yet
         self._last: Dict[str, Tuple[int, bool]] = {}  # trial_id -> (last epoch, diverged)
@@ -517,13 +619,14 @@ class _MLflowTrackingImpl:
     # -- pickling: Tune pickles callbacks with the experiment state --------------------------------
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
-        state["_client_obj"] = None
+        state["_client_obj"] = state["_optuna"] = None
         state["_synced"] = False  # the map may be stale: re-list the children from MLflow after resume
         state["_last_flush"], state["_down"] = 0.0, False  # a monotonic time means nothing in another process
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        defaults = {"stage": "search", "name_keys": (), "optuna_storage": None, "study_name": None, "_optuna": None}
+        self.__dict__.update({**defaults, "_tags": {}, "_once": {}, **state})  # pickled by an older version
 
     def get_state(self) -> Optional[Dict]:
         return {"runs": dict(self._runs)}
@@ -534,12 +637,17 @@ class _MLflowTrackingImpl:
 
     # -- Tune hooks --------------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
-        self._configs[trial.trial_id] = _flatten({**self.base_params, **(getattr(trial, "config", None) or {})})
+        config = getattr(trial, "config", None) or {}
+        self._configs[trial.trial_id] = _flatten({**self.base_params, **config})
+        self._tags[trial.trial_id] = trial_tags(self.parent_run_id, trial.trial_id, config, self.name_keys, self.stage)
         self._submit(("start", trial.trial_id, None))
 
     def on_trial_result(self, iteration: int, trials: List[Any], trial: Any, result: Dict, **info: Any) -> None:
         tid = trial.trial_id
         step, ms, finite, nonfinite = result_metrics(result, self.metric_keys)
+        once = self._once.setdefault(tid, set())
+        finite = {k: v for k, v in finite.items() if k not in M.PER_TRIAL or k not in once}
+        once.update(k for k in finite if k in M.PER_TRIAL)
         metrics = [(_key(key), value, ms, step) for key, value in finite.items()]
         tags = {}
         for key in nonfinite:
@@ -690,11 +798,12 @@ class _MLflowTrackingImpl:
         run_id = self._lookup(tid)
         created = False
         if run_id is None:
-            tags = trial_tags(self.parent_run_id, tid)
-            run = self._client.create_run(self.experiment_id, tags=tags, run_name=tid)
+            tags = self._tags.get(tid) or trial_tags(self.parent_run_id, tid, stage=self.stage)
+            run = self._client.create_run(self.experiment_id, tags=tags, run_name=tags[_RUN_NAME])
             run_id = self._runs[tid] = run.info.run_id
             self._fresh.add(tid)
             created = True
+            self._link_optuna(tags.get("srrl.optuna_trial"), run_id, tid)
         if tid in self._fresh:
             try:
                 _log_params(self._client, run_id, self._configs.get(tid, {}))
@@ -716,8 +825,25 @@ class _MLflowTrackingImpl:
             tags, status = payload
             self._client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
             self._client.set_terminated(run_id, status=status)
-            for store in (self._configs, self._last):
+            for store in (self._configs, self._last, self._tags, self._once):
                 store.pop(tid, None)
+
+    def _link_optuna(self, number: Optional[str], run_id: str, tid: str) -> None:
+        """The Optuna trial ``number`` (still running: it is told when Tune ends it) gets the run's id."""
+        if number is None or not self.optuna_storage or not self.study_name:
+            return
+        try:
+            import optuna
+
+            if self._optuna is None:
+                self._optuna = optuna.storages.get_storage(self.optuna_storage)
+            storage = self._optuna
+            study_id = storage.get_study_id_from_name(self.study_name)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
+            storage.set_trial_user_attr(trial_id, "mlflow_run_id", run_id)
+            storage.set_trial_user_attr(trial_id, "tune_trial_id", tid)
+        except Exception as e:  # noqa: BLE001 - a missing link must not stop the sweep
+            log.warning("could not link Optuna trial %s to MLflow run %s: %s", number, run_id, str(e).splitlines()[0][:200])
 
 
 def _build_callback_class() -> type:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from tuner import metrics as M
 from tuner.config import ConfigError, TrialConfig
@@ -169,7 +169,7 @@ class Trainer:
         val_acc, val_loss = self.evaluate("val")
         self.scheduler.step()
         self.epoch += 1
-        self.best_val_acc = max(self.best_val_acc, val_acc)
+        self.best_val_acc = max(self.best_val_acc, val_acc)  # = M.rank_value of the val history
         row.update({M.EPOCH: self.epoch, M.VAL_ACC: val_acc, M.VAL_LOSS: val_loss, M.BEST_VAL_ACC: self.best_val_acc, M.LR: lr})
         self.history.append(row)
         return row
@@ -280,7 +280,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"gamma={cfg.gamma:g} connector={cfg.connector}" if teacher else f"training {cfg.student} alone (CE) on {cfg.dataset}")
 
     def show(row: Dict[str, float], _: Trainer) -> None:
-        print(f"epoch {row[M.EPOCH]:>3}  loss {row[M.TRAIN_LOSS]:.4f} (ce {row[M.LOSS_CE]:.4f} fm {row[M.LOSS_FM]:.4f} "
+        print(f"epoch {row[M.EPOCH]:>3}  loss {row[M.LOSS_TOTAL]:.4f} (ce {row[M.LOSS_CE]:.4f} fm {row[M.LOSS_FM]:.4f} "
               f"sr {row[M.LOSS_SR]:.4f} kd {row[M.LOSS_KD]:.4f})  val_acc {row[M.VAL_ACC]:6.2f}  "
               f"val_loss {row[M.VAL_LOSS]:.4f}  {row[M.IMAGES_PER_S]:,.0f} img/s", flush=True)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -71,7 +71,8 @@ def train_srrl(
             row = trainer.step()
         except Diverged as e:
             # stop at once, no checkpoint, no retry: the searcher records it as failed
-            tune.report({**once, M.EPOCH: e.epoch, DIVERGED: 1.0, M.VAL_ACC: 0.0, f"{DIVERGED}_term": e.term})
+            tune.report({**once, M.EPOCH: e.epoch, DIVERGED: 1.0, M.VAL_ACC: 0.0, M.RANK_VAL_ACC: 0.0,
+                         f"{DIVERGED}_term": e.term})
             return
         if trainer.epoch == cfg.epochs:
             row[M.TEST_ACC] = trainer.evaluate("test")[0]

@@ -1,0 +1,157 @@
+"""The confirmation stage and warm starts end to end, with real Ray, Optuna and MLflow (SQLite): what the
+records say, an interrupted confirmation resumed, a sweep confirmed later, a study seeded from earlier sweeps."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests._helpers import REPO, cli_env, cli_study, kill_when, ray_tmpdir, run_search, start_run_search, trial_runs, tune_results
+
+pytestmark = pytest.mark.slow
+
+
+def _client(folder):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+
+
+def _parent(folder, name):
+    client = _client(folder)
+    exp = client.get_experiment_by_name(name)
+    return next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("srrl.role") == "sweep")
+
+
+def _stage(runs, stage):
+    return [r for r in runs if r.data.tags.get("srrl.stage") == stage]
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory):
+    """``run_search.py --smoke``: 4 search trials, then 1 candidate + (1, 1) + CE-only x 2 seeds."""
+    tmp = tmp_path_factory.mktemp("confirmed")
+    with ray_tmpdir() as ray_tmp:
+        proc = run_search(tmp, cli_env(ray_tmp), "--name", "cf", "--smoke")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp, proc
+
+
+def test_confirmation_runs_belong_to_the_sweep_and_its_verdict_is_on_the_parent(confirmed):
+    tmp, proc = confirmed
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    runs = trial_runs(uri, "cf")
+    search, confirm = _stage(runs, "search"), _stage(runs, "confirm")
+    assert len(search) == 4 and len(confirm) == 6 and len(runs) == 10
+    groups = {}
+    for r in confirm:
+        groups.setdefault(r.data.tags["srrl.config_id"], []).append(r)
+    assert sorted(groups) == ["c1", "ce", "ref"]
+    for cid, members in groups.items():
+        assert sorted(int(r.data.params["seed"]) for r in members) == [1, 2]  # fresh seeds, not the search's 0
+        assert all(r.data.tags["srrl.status"] == "finished" for r in members)
+        assert len({(r.data.params["alpha"], r.data.params["beta"]) for r in members}) == 1
+    assert {r.data.tags["srrl.config_role"] for r in groups["ref"]} == {"reference"}
+    assert {(r.data.params["alpha"], r.data.params["beta"]) for r in groups["ref"]} == {("1.0", "1.0")}
+    assert {(r.data.params["alpha"], r.data.params["beta"]) for r in groups["ce"]} == {("0.0", "0.0")}
+    assert sorted(r.info.run_name for r in groups["ce"]) == ["confirm CE only seed=1", "confirm CE only seed=2"]
+    assert sorted(r.info.run_name for r in groups["ref"]) == ["confirm a=1 b=1 seed=1", "confirm a=1 b=1 seed=2"]
+    assert {r.info.run_name for r in search} >= {"a=1 b=1", "a=1 b=5", "a=10 b=1"}
+    assert sorted(r.data.tags["srrl.origin"] for r in search) == ["authors"] * 3 + ["search"]
+
+    parent = _parent(tmp, "cf")
+    sentence = parent.data.tags["srrl.verdict"]
+    assert f"Verdict: {sentence}" in proc.stdout
+    client = _client(tmp)
+    verdict = json.loads(open(client.download_artifacts(parent.info.run_id, "verdict/verdict.json")).read())
+    assert verdict["sentence"] == sentence and verdict["recommended"] in groups
+    rec = next(c for c in verdict["configs"] if c["config_id"] == verdict["recommended"])
+    assert parent.data.metrics["verdict_test_acc_mean"] == pytest.approx(rec["metrics"]["test_acc"]["mean"])
+    tests = [r.data.metrics["test_acc"] for r in groups[verdict["recommended"]]]
+    assert rec["metrics"]["test_acc"]["mean"] == pytest.approx(sum(tests) / 2)
+    tagged = {r.data.tags["srrl.config_id"] for r in confirm if r.data.tags.get("srrl.recommended") == "true"}
+    assert tagged == {verdict["recommended"]}
+    assert parent.data.tags["srrl.recommended.alpha"] == str(rec["params"]["alpha"])
+
+
+def test_the_mlflow_record_reads_as_a_model_training_experiment(confirmed):
+    tmp, _ = confirmed
+    client = _client(tmp)
+    exp = client.get_experiment_by_name("cf")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens the runs table
+    parent = _parent(tmp, "cf")
+    assert parent.data.params and all(k.startswith("sweep.") for k in parent.data.params)
+    run = next(r for r in _stage(trial_runs(f"sqlite:///{tmp / 'mlflow.db'}", "cf"), "search")
+               if r.data.tags["srrl.status"] == "finished")
+    assert "alpha" in run.data.params and "epochs" in run.data.params  # children keep every trial field
+    assert "epoch" not in run.data.metrics and "train_loss" not in run.data.metrics
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss_total")] == [1, 2, 3]
+    for once in ("student_params", "student_macs", "teacher_val_acc", "test_acc"):
+        assert len(client.get_metric_history(run.info.run_id, once)) == 1, once
+
+
+def test_optuna_trials_and_mlflow_runs_point_at_each_other(confirmed):
+    tmp, _ = confirmed
+    study = cli_study(tmp, "cf")
+    assert study.metric_names == ["best_val_acc"]
+    search = _stage(trial_runs(f"sqlite:///{tmp / 'mlflow.db'}", "cf"), "search")
+    by_number = {int(r.data.tags["srrl.optuna_trial"]): r for r in search}
+    assert sorted(by_number) == sorted(t.number for t in study.trials)
+    for t in study.trials:
+        run = by_number[t.number]
+        assert t.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert t.user_attrs["tune_trial_id"] == run.data.tags["srrl.trial_id"]
+
+
+def test_a_killed_confirmation_is_resumed_with_one_run_per_trial(tmp_path, env):
+    driver = start_run_search(tmp_path, env, "--name", "ck", "--smoke")
+    stage = tmp_path / "ray_results" / "ck" / "confirm"
+    kill_when(driver, lambda: sum(bool(rows) and "test_acc" in rows[-1]
+                                  for rows in tune_results(stage, by_dir=True).values()) >= 2)
+    proc = run_search(tmp_path, env, "--resume", str(tmp_path / "ray_results" / "ck"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "confirmation: continuing" in proc.stdout and "Verdict: " in proc.stdout
+    confirm = _stage(trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "ck"), "confirm")
+    keys = [(r.data.tags["srrl.config_id"], r.data.params["seed"]) for r in confirm]
+    assert len(keys) == 6 and len(set(keys)) == 6
+    assert all(r.data.tags["srrl.status"] == "finished" for r in confirm)
+    assert "srrl.verdict" in _parent(tmp_path, "ck").data.tags
+
+
+def test_warm_start_then_confirm_later(confirmed, tmp_path, env):
+    """A sweep seeded from earlier ones (one point fits, one lies outside), run without confirmation,
+    then confirmed with ``python -m analysis confirm``."""
+    src, _ = confirmed
+    for f in ("mlflow.db",):
+        (tmp_path / f).write_bytes((src / f).read_bytes())
+    client = _client(tmp_path)
+    parent = _parent(tmp_path, "cf")
+    for k, v in (("srrl.recommended.alpha", "0.3"), ("srrl.recommended.beta", "2.0")):
+        client.set_tag(parent.info.run_id, k, v)  # as if cf's confirmation had recommended (0.3, 2.0)
+    far = client.create_experiment("far")
+    far_parent = client.create_run(far, tags={"srrl.role": "sweep", "srrl.sweep": "far",
+                                              "srrl.recommended.alpha": "1000", "srrl.recommended.beta": "1"})
+    client.set_terminated(far_parent.info.run_id)
+
+    proc = run_search(tmp_path, env, "--name", "ws", "--smoke", "--confirm", "0", "--warm-start", "cf", "--warm-start", "far")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warm start: far skipped: alpha = 1000.0 is outside [0.01, 100]" in proc.stdout
+    assert "No confirmation: the confirmation stage is off (--confirm 0)" in proc.stdout
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "ws")
+    warm = [r for r in runs if r.data.tags.get("srrl.origin") == "warm-start"]
+    assert [(r.data.params["alpha"], r.data.params["beta"]) for r in warm] == [("0.3", "2.0")]
+    assert json.loads(_parent(tmp_path, "ws").data.tags["srrl.warm_start"]) == [
+        {"experiment": "cf", "source": "confirmed", "params": {"alpha": 0.3, "beta": 2.0}}]
+    assert "warm-start" in proc.stdout  # the leaderboard's origin column
+    assert not _stage(runs, "confirm")
+
+    later = subprocess.run([sys.executable, "-m", "analysis", "confirm", "--experiment", "ws", "--top", "1", "--seeds", "2",
+                            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert later.returncode == 0, later.stderr[-3000:]
+    confirm = _stage(trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "ws"), "confirm")
+    assert len(confirm) == 6
+    sentence = _parent(tmp_path, "ws").data.tags["srrl.verdict"]
+    assert sentence in later.stdout

@@ -1,0 +1,158 @@
+"""The confirmation stage: the search's best configurations, the space's reference point and the
+CE-only student, re-run over fresh seeds at the full epoch budget, then the verdict.
+
+A search ranks single-seed trials; on a small validation split its first row is often a lucky seed
+(docs/method.md, "Trusting the winner"). This stage re-runs the top ``confirm`` finished trials
+(ranked by ``rank_val_acc``, the one ranking rule), the reference point and CE-only, each at seeds
+``seed + 1 .. seed + confirm_seeds`` (not the search's own seed, which chose the winner), with FIFO
+scheduling, as a second Tune experiment ``<sweep folder>/confirm`` under the same MLflow parent
+run (child runs tagged ``srrl.stage = confirm``). ``tuner.verdict.summarize`` turns it into the
+recommendation, chosen on val only.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from tuner import metrics as M
+from tuner.config import LABEL_KEYS, ConfigError, TrialConfig
+from tuner.verdict import Verdict, format_verdict, summarize
+
+__all__ = ["CONFIRM_DIR", "confirm_configs", "confirm_points", "verdict_of", "run_confirmation", "confirm_sweep",
+           "applies"]
+
+CONFIRM_DIR = "confirm"  # the confirmation's Tune experiment, inside the sweep's folder
+_WEIGHTS = ("alpha", "beta", "gamma")  # the distillation terms' weights; CE-only sets each to 0
+
+
+def applies(space: Any) -> Optional[str]:
+    """Why the space cannot be confirmed, or None: exhaustive spaces already run every seed, and a
+    multi-objective front has no single winner to confirm."""
+    if space.exhaustive:
+        return f"space {space.name!r} already runs every configuration over seeds"
+    if space.multi_objective:
+        return f"space {space.name!r} is multi-objective: its answer is a Pareto front, not one winner"
+    return None
+
+
+def confirm_configs(rows: Sequence[Mapping[str, Any]], top: int, reference: Optional[Mapping[str, Any]],
+                    base: TrialConfig) -> List[Dict[str, Any]]:
+    """``[{config_id, role, rank, params}]``: the ``top`` best distinct finished search configurations
+    by ``rank_val_acc`` (c1, c2, ...), then the reference point (ref) and CE-only (ce).
+
+    Only trials that ran every epoch count: an early-stopped trial's value is of lower fidelity. A
+    candidate equal to the reference is not run twice; it is the reference.
+    """
+    def key(params: Mapping[str, Any]) -> Tuple:
+        return tuple(sorted((k, repr(v)) for k, v in params.items()))
+
+    ref = dict(reference or {})
+    seen = {key(ref)} if ref else set()
+    finished = sorted((r for r in rows if r["status"] == "finished" and r.get(M.RANK_VAL_ACC) is not None),
+                      key=lambda r: -float(r[M.RANK_VAL_ACC]))
+    out = []
+    for rank, r in enumerate(finished, 1):
+        if len(out) == top:
+            break
+        params = dict(r["params"])
+        if key(params) not in seen:
+            seen.add(key(params))
+            out.append({"config_id": f"c{len(out) + 1}", "role": "candidate", "rank": rank, "params": params})
+    if ref:
+        out.append({"config_id": "ref", "role": "reference", "rank": None, "params": ref})
+        ce = {k: 0.0 for k in _WEIGHTS if k in ref or getattr(base, k) > 0}
+        out.append({"config_id": "ce", "role": "ce", "rank": None, "params": {**ref, **ce}})
+    return out
+
+
+def confirm_points(configs: Sequence[Mapping[str, Any]], seeds: Sequence[int], base: TrialConfig) -> List[Dict[str, Any]]:
+    """One Tune config per (configuration, seed), seed-major so an interrupted stage has every
+    configuration at its first seeds. Every point names the same keys (the base's value where a
+    configuration does not set one), so no key is left for Tune to sample."""
+    keys = sorted({k for c in configs for k in c["params"]})
+    points = []
+    for seed in seeds:
+        for c in configs:
+            values = {k: c["params"].get(k, getattr(base, k, None)) for k in keys}
+            points.append({**values, "seed": int(seed), "config_id": c["config_id"], "config_role": c["role"],
+                           "config_rank": c["rank"] if c["rank"] is not None else 0})
+    return points
+
+
+def verdict_of(results: Any, reference_name: str) -> Verdict:
+    """The verdict of a confirmation's Tune results (finished runs only)."""
+    rows = []
+    for result in results:
+        cfg, last = dict(result.config or {}), result.metrics or {}
+        if result.error or M.TEST_ACC not in last:
+            continue  # errored or not at its last epoch: it confirms nothing
+        params = {k: v for k, v in cfg.items() if k not in LABEL_KEYS and k != "seed"}
+        rows.append({"config_id": cfg["config_id"], "role": cfg["config_role"], "rank": cfg.get("config_rank") or None,
+                     "params": params, M.VAL_ACC: last.get(M.VAL_ACC), M.TEST_ACC: last.get(M.TEST_ACC)})
+    return summarize(rows, reference_name)
+
+
+def run_confirmation(tune: Any, trainable: Any, callback: Any, folder: Any, points: List[Dict[str, Any]],
+                     max_concurrent: int, max_failures: int, verbose: int = 1, log: Callable[[str], None] = print,
+                     reporter: Any = None) -> Any:
+    """Run (or continue, when ``folder/confirm`` holds its state) the confirmation's Tune experiment;
+    return its ResultGrid. ``points`` are only read when it starts: a restored stage has its own."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    stage = folder.child(CONFIRM_DIR)
+    if stage.has_file("tuner.pkl"):
+        path, fs = stage.for_tune()
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                   storage_filesystem=fs)
+        log(f"confirmation: continuing {stage.shown}")
+    else:
+        log(f"confirmation: {len(points)} runs ({len({p['config_id'] for p in points})} configurations x "
+            f"{len({p['seed'] for p in points})} seeds), full epochs, no early stopping")
+        storage_path, fs = folder.for_tune()
+        keys = {k for p in points for k in p}
+        tuner = tune.Tuner(
+            trainable,
+            param_space={k: tune.choice(sorted({p[k] for p in points}, key=str)) for k in sorted(keys)},
+            tune_config=tune.TuneConfig(
+                search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent),
+                num_samples=len(points), max_concurrent_trials=max_concurrent, reuse_actors=True),
+            run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=storage_path, storage_filesystem=fs,
+                                      callbacks=[callback], verbose=verbose, progress_reporter=reporter,
+                                      failure_config=tune.FailureConfig(max_failures=max_failures),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        )
+    return tuner.fit()
+
+
+def confirm_sweep(experiment: str, tracking_uri: Optional[str] = None, top: int = 2, seeds: int = 5,
+                  log: Callable[[str], None] = print) -> Verdict:
+    """Confirm a finished sweep later (one that ran with ``--confirm 0``): find its folder from its
+    MLflow parent run, then continue it with the confirmation stage on. Returns the verdict."""
+    from tuner import tracking
+    from tuner.sweep import load_sweep_dir, run_sweep
+
+    uri = tracking_uri or tracking.default_tracking_uri()
+    tracking.check_tracking_uri(uri)
+    client = tracking.client(uri)
+    exp_id = tracking.experiment_id(uri, experiment)
+    parents = tracking.sweep_parents(client, exp_id)
+    if not parents:
+        raise ConfigError(f"experiment: {experiment!r} holds no sweep run in {tracking.redact(uri)}")
+    params = parents[-1].data.params
+    location = params.get("sweep.storage_path"), params.get("sweep.name")
+    if not all(location):
+        raise ConfigError(f"experiment: the sweep run of {experiment!r} does not say where its folder is")
+    path = location[0].rstrip("/") + "/" + location[1]
+    if "***" in path:
+        raise ConfigError(f"experiment: the sweep folder {path} was recorded without its credentials; "
+                          "run `python run_search.py --resume <folder> --confirm K` instead")
+    sweep, base = load_sweep_dir(path, field="experiment")
+    sweep = dataclasses.replace(sweep, confirm=int(top), confirm_seeds=int(seeds), tracking_uri=uri)
+    sweep.validate()
+    if sweep.confirm < 1:
+        raise ConfigError("top: confirm needs at least 1 configuration")
+    result = run_sweep(sweep, base, resume=True, log=log)
+    if result.verdict is None:
+        raise ConfigError(f"experiment: the sweep {sweep.name!r} cannot be confirmed ({result.note})")
+    log("\n" + format_verdict(result.verdict))
+    return result.verdict

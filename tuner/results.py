@@ -1,0 +1,79 @@
+"""What a sweep's Tune results say: the ranked leaderboard rows, and the best students exported to MLflow."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from tuner import metrics as M
+from tuner.config import SweepConfig, TrialConfig
+from tuner.trainable import DIVERGED
+
+__all__ = ["leaderboard_rows", "log_best_students"]
+
+
+def leaderboard_rows(grid: Any, base: TrialConfig) -> List[Dict[str, Any]]:
+    """One dict per trial: searched params, origin, status, epochs run, best and final metrics.
+
+    Ranked by the one ranking rule (``metrics.RANK_VAL_ACC``), trials at equal fidelity together:
+    those that ran every epoch first, then the others by the epochs they ran.
+    """
+    from tuner.config import LABEL_KEYS
+
+    rows = []
+    for result in grid:
+        cfg = dict(result.config or {})
+        last = result.metrics or {}
+        df = result.metrics_dataframe
+        best = float(df[M.VAL_ACC].max()) if df is not None and M.VAL_ACC in df else float("nan")
+        epochs_run = int(last.get(M.EPOCH, 0))
+        planned = int(cfg.get("epochs", base.epochs))
+        status = ("errored" if result.error else "diverged" if last.get(DIVERGED) else
+                  "finished" if epochs_run >= planned else "stopped_early")
+        row = {"trial_id": last.get("trial_id"), **{k: cfg.get(k, getattr(base, k, None)) for k in
+               ("arm", "alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "seed") if k in cfg or hasattr(base, k)},
+               "origin": cfg.get("origin"), "params": {k: v for k, v in cfg.items() if k not in LABEL_KEYS},
+               "status": status, "epochs": epochs_run, M.BEST_VAL_ACC: best, M.VAL_ACC: last.get(M.VAL_ACC),
+               M.TEST_ACC: last.get(M.TEST_ACC), M.STUDENT_MACS: last.get(M.STUDENT_MACS), M.STUDENT_PARAMS: last.get(M.STUDENT_PARAMS),
+               "node_id": last.get("node_id")}
+        rows.append(row)
+
+    def rank(r: Dict[str, Any]) -> Tuple[bool, int, float]:
+        value = r[M.RANK_VAL_ACC]
+        return (r["status"] != "finished", -r["epochs"], -(value if value == value else -1.0))
+
+    rows.sort(key=rank)
+    return rows
+
+
+def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, base: TrialConfig,
+                       splits: Any, teacher: Any, parent_run: str) -> int:
+    """Export the final student + connector of the ``top_k`` best finished trials to their runs.
+
+    Only trials that ran every epoch count: an early-stopped trial has no final student to export.
+
+    The driver reads each trial's last checkpoint from ``storage_path`` (shared storage on a
+    cluster), so trials that ran on other nodes reach the store too. Returns how many students were
+    logged now (a run that already has its student is skipped, so a second call logs none).
+    """
+    from tuner import tracking
+    from tuner.config import apply_params
+    from tuner.export import STUDENT_FILE, export_student
+    from tuner.trainable import STATE_FILE
+
+    finished = [r for r in rows if r["status"] == "finished"]  # rows are ranked by the ranking rule
+    wanted = {r["trial_id"] for r in finished[: sweep.top_k]}
+    runs = tracking.child_run_ids(sweep.tracking_uri, parent_run)
+    logged = 0
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id not in wanted or result.checkpoint is None or trial_id not in runs:
+            continue
+        cfg = apply_params(base, result.config)
+        with result.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
+            path = export_student(Path(folder) / STATE_FILE, cfg, splits.num_classes, splits.in_channels,
+                                  teacher.model.feature_channels if teacher and cfg.needs_teacher else None,
+                                  {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
+                                  Path(out) / STUDENT_FILE)
+            logged += bool(tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path}))
+    return logged
