@@ -1,8 +1,8 @@
 """From MLflow records of SRRL sweeps to pandas tables, figures and a report.
 
-``analysis.runs`` is the only module that talks to MLflow; ``tables`` and ``plots`` are
-DataFrame in, DataFrame / figure out; ``report`` puts them together; ``python -m analysis`` is the CLI.
-The public names below are imported on first use, so ``import analysis`` stays cheap
+``analysis.runs`` (with ``_mlflow`` and ``backfill``) is all that talks to MLflow; ``tables``,
+``confirm_views`` and ``plots`` are DataFrame in, DataFrame / figure out; ``report`` puts them
+together; ``python -m analysis`` is the CLI. The public names below are imported on first use, so ``import analysis`` stays cheap
 (no pandas, mlflow or matplotlib until needed).
 """
 from __future__ import annotations
@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib
 from typing import Any, List
 
-__all__ = ["load_trials", "load_history", "leaderboard", "ablation_table", "marginal_effects", "pareto_front",
-           "write_report"]
+__all__ = ["load_trials", "load_history", "load_sweeps", "leaderboard", "asha_table", "ablation_table",
+           "marginal_effects", "pareto_front", "verdict_table", "write_report"]
 
-_WHERE = {"load_trials": "runs", "load_history": "runs", "leaderboard": "tables", "ablation_table": "tables",
-          "marginal_effects": "tables", "pareto_front": "tables", "write_report": "report"}
+_WHERE = {"load_trials": "runs", "load_history": "runs", "load_sweeps": "runs", "leaderboard": "tables",
+          "asha_table": "tables", "ablation_table": "tables", "marginal_effects": "tables", "pareto_front": "tables",
+          "verdict_table": "tables", "write_report": "report"}
 
 
 def __getattr__(name: str) -> Any:  # PEP 562

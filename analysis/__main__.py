@@ -1,10 +1,16 @@
 """``python -m analysis``: report, leaderboard, ablation table and export of a sweep's MLflow records.
 
     python -m analysis report      --experiment NAME [--experiment NAME2] [--tracking-uri URI] [--out DIR]
-    python -m analysis leaderboard --experiment NAME [--top N] [--metric val_acc]
+    python -m analysis leaderboard --experiment NAME [--top N] [--metric rank_val_acc]
     python -m analysis ablation    --experiment NAME [--metric test_acc] [--baseline CE]
-    python -m analysis export      --experiment NAME --out FILE.csv|FILE.parquet [--history]
+    python -m analysis export      --experiment NAME --out FILE [--format csv|parquet] [--history]
     python -m analysis sync        --experiment NAME --sweep-dir PATH [--tracking-uri URI]
+    python -m analysis confirm     --experiment NAME [--tracking-uri URI] [--top K] [--seeds S]
+
+``leaderboard`` ranks the search trials as every view does (``analysis.tables.ranking_order``) and shows
+each one's run id and whether it carries ``model/student.pt``. ``confirm`` re-runs a finished sweep's
+top K configurations, its reference point and CE-only over S fresh seeds and prints the verdict
+(``tuner.confirm.confirm_sweep``).
 
 ``sync`` backfills MLflow from Tune's own result files (after a tracking-server outage) and, once the
 Tune experiment is over, ends the sweep as its driver would (best students exported, parent run
@@ -12,7 +18,7 @@ FINISHED); see analysis.sync.
 
 Exit status: 0 on success, 2 on bad input (unknown experiment, bad tracking URI, missing column,
 unsupported output format, no such sweep folder or sweep run, a student's checkpoint missing,
-unreachable server), with a one-line message on stderr.
+unreachable server, a sweep that cannot be confirmed), with a one-line message on stderr.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from typing import List, Optional
 from tuner import metrics as M
 
 PROG = "python -m analysis"
+_FORMATS = ("csv", "parquet")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
 
     lb = sub.add_parser("leaderboard", parents=[common], help="the best trials")
     lb.add_argument("--top", type=int, default=10, metavar="N", help="rows (default 10; 0 for all)")
-    lb.add_argument("--metric", default=M.VAL_ACC, help=f"sort key (default {M.VAL_ACC})")
+    lb.add_argument("--metric", default=M.RANK_VAL_ACC,
+                    help=f"sort key (default {M.RANK_VAL_ACC}, the search's ranking rule)")
     lb.add_argument("--mode", choices=("max", "min"), default="max", help="best is max or min (default max)")
 
     ab = sub.add_parser("ablation", parents=[common], help="per-arm statistics of an ablation sweep")
@@ -53,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--baseline", default="CE", help="arm the others are compared with (default CE)")
 
     ex = sub.add_parser("export", parents=[common], help="trials (or the per-epoch history) as CSV or Parquet")
-    ex.add_argument("--out", required=True, metavar="FILE", help="FILE.csv or FILE.parquet")
+    ex.add_argument("--out", required=True, metavar="FILE", help="output file (FILE.csv or FILE.parquet)")
+    ex.add_argument("--format", choices=_FORMATS, default=None,
+                    help="csv or parquet (default: from the extension of --out); parquet keeps every column's dtype")
     ex.add_argument("--history", action="store_true", help="export the long per-epoch history instead of the trials")
 
     sy = sub.add_parser("sync", parents=[store], help="backfill MLflow from Tune's result files (after a tracking "
@@ -61,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     sy.add_argument("--experiment", "-e", required=True, metavar="NAME", help="MLflow experiment of the sweep")
     sy.add_argument("--sweep-dir", required=True, metavar="PATH",
                     help="the sweep's Tune folder, <storage_path>/<sweep name> (its name is the sweep's)")
+
+    co = sub.add_parser("confirm", parents=[store], help="re-run a sweep's best configurations over fresh seeds; "
+                                                         "print the verdict")
+    co.add_argument("--experiment", "-e", required=True, metavar="NAME", help="MLflow experiment of the sweep")
+    co.add_argument("--top", type=int, default=None, metavar="K", help="search configurations to confirm "
+                                                                       "(default: tuner.confirm's)")
+    co.add_argument("--seeds", type=int, default=None, metavar="S", help="fresh seeds per configuration "
+                                                                         "(default: tuner.confirm's)")
     return p
 
 
@@ -80,11 +98,14 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from analysis.runs import load_trials
+    from analysis.runs import has_artifact, load_trials
     from analysis.tables import leaderboard
 
     trials = load_trials(args.experiment, args.tracking_uri)
-    _print(leaderboard(trials, metric=args.metric, top=args.top or None, mode=args.mode))
+    board = leaderboard(trials, metric=args.metric, top=args.top or None, mode=args.mode, run_id=True)
+    board.insert(board.columns.get_loc("run_id") + 1, "student_pt",
+                 has_artifact(board["run_id"], args.tracking_uri))  # one artifact listing per row shown
+    _print(board)
     return 0
 
 
@@ -99,30 +120,35 @@ def _ablation(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet"):
-        raise ValueError(f"--out: {out.name!r} must end in .csv or .parquet")
-    if suffix == ".parquet":
+    fmt = args.format or out.suffix.lower().lstrip(".")
+    if fmt not in _FORMATS:
+        raise ValueError(f"--out: {out.name!r} must end in .csv or .parquet (or give --format csv|parquet)")
+    if fmt == "parquet":
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ValueError("--out: writing .parquet needs pyarrow, which is not installed "
-                             "(pip install pyarrow, or write .csv)") from None
+            raise ValueError("--format: writing parquet needs pyarrow, which is not installed "
+                             "(pip install pyarrow, or write csv)") from None
     from analysis.runs import load_history, load_trials
 
     df = (load_history(args.experiment, args.tracking_uri) if args.history
           else load_trials(args.experiment, args.tracking_uri))
     out.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".csv":
+    if fmt == "csv":
         df.to_csv(out, index=False)
     else:
-        df = df.copy()
-        for c in df.columns:  # lists and mixed objects: store as text
-            if df[c].dtype == object and not df[c].map(lambda v: v is None or isinstance(v, str)).all():
-                df[c] = df[c].map(lambda v: None if v is None else str(v))
-        df.to_parquet(out, index=False)
+        _parquet(df).to_parquet(out, index=False)
     print(f"wrote {len(df)} rows to {out}")
     return 0
+
+
+def _parquet(df):
+    """``df`` as parquet stores it with every dtype kept: lists and other mixed objects as text."""
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object and not df[c].map(lambda v: v is None or isinstance(v, str)).all():
+            df[c] = df[c].map(lambda v: None if v is None else str(v))
+    return df
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -132,7 +158,16 @@ def _sync(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"report": _report, "leaderboard": _leaderboard, "ablation": _ablation, "export": _export, "sync": _sync}
+def _confirm(args: argparse.Namespace) -> int:
+    from tuner.confirm import confirm_sweep
+
+    given = {k: v for k, v in (("top", args.top), ("seeds", args.seeds)) if v is not None}
+    confirm_sweep(experiment=args.experiment, tracking_uri=args.tracking_uri, **given)  # prints the verdict
+    return 0
+
+
+_COMMANDS = {"report": _report, "leaderboard": _leaderboard, "ablation": _ablation, "export": _export, "sync": _sync,
+             "confirm": _confirm}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,8 +1,10 @@
 """Figures over ``load_trials`` / ``load_history`` frames; each returns a matplotlib ``Figure`` or None.
 
-None means the frame lacks what the plot needs (a column, finite values, enough points); callers
-skip it. Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas: no pyplot state,
-no display needed. matplotlib is imported inside the functions.
+Every plot shows search-stage trials only, ranks them by ``rank_val_acc`` (``tables.ranking_order``),
+marks how each ended (finished or stopped early: marker or line style, with a legend) and shows
+accuracies in percent. None means the frame lacks what the plot needs (a column, finite values,
+enough points); callers skip it. Figures are built with ``matplotlib.figure.Figure`` on the Agg
+canvas: no pyplot state, no display needed. matplotlib is imported inside the functions.
 """
 from __future__ import annotations
 
@@ -12,15 +14,15 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-from analysis.tables import is_log_scale, pareto_front, searched_params
+from analysis.tables import is_log_scale, pareto_front, ranking_order, search_trials, searched_params
 from tuner import metrics as M
 
-__all__ = ["alpha_beta", "learning_curves", "best_so_far", "pareto", "parallel_coordinates", "save"]
+__all__ = ["alpha_beta", "learning_curves", "best_so_far", "pareto", "parallel_coordinates", "save", "STYLES"]
 
 _CMAP = "viridis"
-#: status -> (marker, label); statuses without a finite metric are drawn grey
-_MARKERS = {"finished": ("o", "finished"), "stopped_early": ("v", "stopped early"), "running": ("s", "running"),
-            "diverged": ("X", "diverged"), "errored": ("P", "errored")}
+#: status -> (marker, line style, legend label); diverged and errored trials are drawn grey
+STYLES = {"finished": ("o", "-", "finished"), "stopped_early": ("v", "--", "stopped early"),
+          "running": ("s", ":", "running"), "diverged": ("X", "-.", "diverged"), "errored": ("P", "-.", "errored")}
 _BAD = ("diverged", "errored")
 
 
@@ -53,12 +55,35 @@ def _status(df: pd.DataFrame) -> pd.Series:
     return df["status"].astype(str) if "status" in df.columns else pd.Series("finished", index=df.index)
 
 
-def alpha_beta(trials: pd.DataFrame, metric: str = M.VAL_ACC) -> Optional[Any]:
+def _is_acc(metric: str) -> bool:
+    return metric.endswith("_acc")  # val_acc, rank_val_acc, best_val_acc, test_acc: percent
+
+
+def _percent(axis: Any, metric: str) -> None:
+    """Tick labels in percent on an accuracy axis (the values already are percentages)."""
+    if _is_acc(metric):
+        from matplotlib.ticker import PercentFormatter
+
+        axis.set_major_formatter(PercentFormatter(xmax=100))
+
+
+def _style_legend(ax: Any, statuses: Sequence[str], lines: bool, **kwargs: Any) -> Any:
+    """A legend of how trials ended: one entry per status present, as its marker or line style."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="0.3", ls=STYLES[s][1] if lines else "none", marker=None if lines else STYLES[s][0],
+                      label=STYLES[s][2]) for s in STYLES if s in set(statuses)]
+    return ax.legend(handles=handles, **kwargs)
+
+
+def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[Any]:
     """``metric`` over the (alpha, beta) plane, log axes; colour = metric, marker = how the trial ended.
 
-    Diverged and errored trials are grey crosses; the best trial is ringed. None without ``alpha``,
-    ``beta`` and ``metric`` columns, or with fewer than two distinct positive (alpha, beta) points.
+    Diverged and errored trials are grey; the leaderboard's first trial is ringed and the authors'
+    points (``origin == "authors"``) are labelled. None without ``alpha``, ``beta`` and ``metric``
+    columns, or with fewer than two distinct positive (alpha, beta) points.
     """
+    trials = search_trials(trials)
     if not _has(trials, "alpha", "beta", metric):
         return None
     df = trials.assign(_a=_num(trials["alpha"]), _b=_num(trials["beta"]), _y=_num(trials[metric]), _s=_status(trials))
@@ -74,7 +99,7 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.VAL_ACC) -> Optional[Any]:
     fig = _figure()
     ax = fig.add_subplot()
     sc = None
-    for status, (marker, label) in _MARKERS.items():
+    for status, (marker, _, label) in STYLES.items():
         part = df[df["_s"] == status]
         if part.empty:
             continue
@@ -84,9 +109,12 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.VAL_ACC) -> Optional[Any]:
         part = part[np.isfinite(part["_y"])]
         sc = ax.scatter(part["_a"], part["_b"], c=part["_y"], cmap=_CMAP, norm=norm, marker=marker, s=55,
                         edgecolors="k", linewidths=0.4, label=label)
-    best = good.loc[good["_y"].idxmax()]
+    best = ranking_order(good, "_y").iloc[0]
     ax.scatter([best["_a"]], [best["_b"]], s=240, facecolors="none", edgecolors="red", linewidths=1.5,
-               label=f"best ({best['_y']:.4g})")
+               label=f"rank 1 ({best['_y']:.4g}{'%' if _is_acc(metric) else ''})")
+    if "origin" in df.columns:
+        for _, row in df[df["origin"] == "authors"].iterrows():
+            ax.annotate("authors", (row["_a"], row["_b"]), fontsize=7, xytext=(5, 4), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("alpha (feature matching weight)")
@@ -94,7 +122,8 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.VAL_ACC) -> Optional[Any]:
     ax.set_title(f"{metric} over alpha x beta")
     ax.grid(True, which="major", alpha=0.3)
     if sc is not None:
-        fig.colorbar(sc, ax=ax, label=metric)
+        bar = fig.colorbar(sc, ax=ax, label=metric)
+        _percent(bar.ax.yaxis, metric)
     fig.legend(loc="outside lower center", ncols=6, fontsize=8, frameon=False)
     return fig
 
@@ -111,45 +140,58 @@ def _label(row: pd.Series, params: Sequence[str]) -> str:
 
 
 def learning_curves(trials: pd.DataFrame, history: Optional[pd.DataFrame], metric: str = M.VAL_ACC,
-                    top: int = 8, rank_by: Optional[str] = None) -> Optional[Any]:
-    """``metric`` against epoch for the ``top`` trials (ranked by ``rank_by``, default ``best_<metric>``
-    when present, else ``metric``). None without history of ``metric`` for those trials."""
+                    top: int = 8, rank_by: str = M.RANK_VAL_ACC) -> Optional[Any]:
+    """``metric`` against epoch: the ``top`` search trials in leaderboard order (by ``rank_by``, falling
+    back to ``metric`` where it was not logged) in colour, the other trials thin and grey; line style =
+    how the trial ended. None without history of ``metric`` for those trials."""
+    trials = search_trials(trials)
     if not _has(trials, "run_id", "trial_id") or not _has(history, "run_id", "metric", "epoch", "value"):
         return None
-    rank_by = rank_by or (f"best_{metric}" if f"best_{metric}" in trials.columns
-                          and trials[f"best_{metric}"].notna().any() else metric)
+    if rank_by not in trials.columns or not trials[rank_by].notna().any():
+        rank_by = metric
     if rank_by not in trials.columns:
         return None
     h = history[history["metric"] == metric]
     ranked = trials.assign(_r=_num(trials[rank_by]))
-    ranked = ranked[ranked["run_id"].isin(set(h["run_id"])) & np.isfinite(ranked["_r"])]
-    ranked = ranked.sort_values("_r", ascending=False).head(top)
-    if ranked.empty:
+    ranked = ranked[ranked["run_id"].isin(set(h["run_id"]))]
+    shown = ranking_order(ranked[np.isfinite(ranked["_r"])], "_r").head(top)
+    if shown.empty:
         return None
     params = searched_params(trials)
     fig = _figure(8.0, 5.0)
     ax = fig.add_subplot()
-    for _, row in ranked.iterrows():
-        curve = h[h["run_id"] == row["run_id"]].sort_values("epoch")
-        ax.plot(curve["epoch"], curve["value"], marker=".", lw=1.3, label=_label(row, params))
+    curves = {rid: g.sort_values("epoch") for rid, g in h.groupby("run_id", sort=False)}
+    for _, row in ranked[~ranked["run_id"].isin(set(shown["run_id"]))].iterrows():
+        c = curves[row["run_id"]]
+        ax.plot(c["epoch"], c["value"], c="0.75", lw=0.8, ls=STYLES.get(row.get("status"), STYLES["running"])[1])
+    for _, row in shown.iterrows():
+        c = curves[row["run_id"]]
+        ax.plot(c["epoch"], c["value"], marker=".", lw=1.4, ls=STYLES.get(row.get("status"), STYLES["running"])[1],
+                label=_label(row, params))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
-    ax.set_title(f"learning curves of the top {len(ranked)} trials by {rank_by}")
+    _percent(ax.yaxis, metric)
+    ax.set_title(f"learning curves, the top {len(shown)} trials by {rank_by} in colour")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.add_artist(ax.legend(fontsize=7, loc="lower right"))
+    _style_legend(ax, list(_status(ranked)), lines=True, fontsize=7, loc="upper left")
     return fig
 
 
-def best_so_far(trials: pd.DataFrame, metric: str = M.VAL_ACC) -> Optional[Any]:
-    """Running best of ``metric`` against trial number (trials in start order) and, when
-    ``epochs_run`` is there, against the cumulative epochs spent. None without finite values."""
+def best_so_far(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[Any]:
+    """Running best of ``metric`` over the finished search trials (stopped ones ran fewer epochs: they are
+    shown, not compared) against trial number (start order) and, when ``epochs_run`` is there, against
+    the cumulative epochs spent by every trial. None without finite values."""
+    trials = search_trials(trials)
     if not _has(trials, metric, "start_time"):
         return None
     df = trials.sort_values("start_time", kind="stable")
     y = _num(df[metric]).to_numpy()
     if not np.isfinite(y).any():
         return None
-    best = pd.Series(np.where(np.isfinite(y), y, -np.inf)).cummax().replace(-np.inf, np.nan).to_numpy()
+    status = _status(df).to_numpy()
+    full = np.isfinite(y) & (status == "finished")
+    best = pd.Series(np.where(full, y, -np.inf)).cummax().replace(-np.inf, np.nan).to_numpy()
     n = np.arange(1, len(y) + 1)
     panels: List[Tuple[np.ndarray, str]] = [(n, "trial number (by start time)")]
     if "epochs_run" in df.columns:
@@ -157,21 +199,27 @@ def best_so_far(trials: pd.DataFrame, metric: str = M.VAL_ACC) -> Optional[Any]:
     fig = _figure(5.0 * len(panels) + 1.0, 4.2)
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (x, label) in zip(axes, panels):
-        ax.scatter(x, y, s=14, c="0.55", label=f"trial {metric}")
-        ax.step(x, best, where="post", c="C0", lw=2, label=f"best so far")
+        for s, (marker, _, name) in STYLES.items():
+            part = status == s
+            if part.any():
+                ax.scatter(x[part], y[part], s=16, marker=marker, c="0.55" if s != "finished" else "C1",
+                           label=f"{name}")
+        ax.step(x, best, where="post", c="C0", lw=2, label="best finished so far")
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
+        _percent(ax.yaxis, metric)
         ax.grid(True, alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"best {metric} so far")
+    fig.suptitle(f"running best of {metric} over the finished trials")
     return fig
 
 
 def pareto(trials: pd.DataFrame,
-           objectives: Sequence[Tuple[str, str]] = ((M.VAL_ACC, "max"), (M.STUDENT_MACS, "min"))) -> Optional[Any]:
-    """Every trial in the plane of two objectives (x: the second, y: the first) and the Pareto front
-    of the finished ones as a step line. None without both columns, with fewer than two points, or
-    when every trial has the same cost (one student: there is no trade-off to show)."""
+           objectives: Sequence[Tuple[str, str]] = ((M.RANK_VAL_ACC, "max"), (M.STUDENT_MACS, "min"))) -> Optional[Any]:
+    """Every search trial in the plane of two objectives (x: the second, y: the first; marker = how it
+    ended) and the Pareto front of the finished ones as a step line. None without both columns, with
+    fewer than two points, or when every trial has the same cost (one student: no trade-off to show)."""
+    trials = search_trials(trials)
     if len(objectives) != 2:
         return None
     (ycol, ymode), (xcol, xmode) = objectives
@@ -184,11 +232,14 @@ def pareto(trials: pd.DataFrame,
     front = pareto_front(trials, objectives)
     fig = _figure()
     ax = fig.add_subplot()
-    ax.scatter(df["_x"], df["_y"], s=20, c="0.6", label="trials")
+    for s, (marker, _, name) in STYLES.items():
+        part = df[df["_s"] == s]
+        if not part.empty:
+            ax.scatter(part["_x"], part["_y"], s=22, marker=marker, c="0.6", label=name)
     if not front.empty:
         f = front.assign(_x=_num(front[xcol]), _y=_num(front[ycol])).sort_values("_x")
         ax.step(f["_x"], f["_y"], where="post" if xmode == "min" else "pre", c="C3", lw=1.5)
-        ax.scatter(f["_x"], f["_y"], s=45, c="C3", zorder=3, label=f"Pareto front ({len(f)})")
+        ax.scatter(f["_x"], f["_y"], s=45, c="C3", zorder=3, label=f"Pareto front of the finished ({len(f)})")
         if "student" in f.columns:
             for _, row in f.iterrows():
                 ax.annotate(str(row["student"]), (row["_x"], row["_y"]), fontsize=7, xytext=(4, -10),
@@ -197,6 +248,8 @@ def pareto(trials: pd.DataFrame,
         ax.set_xscale("log")
     ax.set_xlabel(f"{xcol} ({xmode})")
     ax.set_ylabel(f"{ycol} ({ymode})")
+    _percent(ax.yaxis, ycol)
+    _percent(ax.xaxis, xcol)
     ax.set_title(f"{ycol} vs {xcol}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
@@ -223,11 +276,12 @@ def _encode(col: pd.Series) -> Tuple[np.ndarray, List[Tuple[float, str]]]:
     return scaled, ticks
 
 
-def parallel_coordinates(trials: pd.DataFrame, metric: str = M.VAL_ACC,
+def parallel_coordinates(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC,
                          params: Optional[Sequence[str]] = None) -> Optional[Any]:
-    """One polyline per trial across the searched params (each axis scaled to [0, 1], categoricals
-    as evenly spaced levels) and ``metric`` last; colour = metric. None with fewer than two varying
-    params or no finite metric."""
+    """One polyline per search trial across the searched params (each axis scaled to [0, 1], categoricals
+    as evenly spaced levels) and ``metric`` last; colour = metric, line style = how the trial ended.
+    None with fewer than two varying params or no finite metric."""
+    trials = search_trials(trials)
     if not _has(trials, metric):
         return None
     params = list(params) if params is not None else searched_params(trials)
@@ -244,15 +298,17 @@ def parallel_coordinates(trials: pd.DataFrame, metric: str = M.VAL_ACC,
     for c in axes_cols:
         v, t = _encode(df[c] if c != metric else df["_y"])
         encoded.append(v)
-        ticks.append(t)
+        ticks.append([(pos, f"{label}%") for pos, label in t] if c == metric and _is_acc(metric) else t)
     data = np.column_stack(encoded)  # (trials, axes)
     xs = np.arange(len(axes_cols), dtype=float)
     norm = Normalize(vmin=df["_y"].min(), vmax=df["_y"].max())
     order = np.argsort(df["_y"].to_numpy())  # best drawn last, on top
+    status = _status(df).to_numpy()
     segments = [np.column_stack([xs, data[i]]) for i in order]
     fig = _figure(max(6.0, 1.6 * len(axes_cols)), 4.8)
     ax = fig.add_subplot()
-    lines = LineCollection(segments, cmap=_CMAP, norm=norm, linewidths=1.2, alpha=0.8)
+    lines = LineCollection(segments, cmap=_CMAP, norm=norm, linewidths=1.2, alpha=0.8,
+                           linestyles=[STYLES.get(status[i], STYLES["running"])[1] for i in order])
     lines.set_array(df["_y"].to_numpy()[order])
     ax.add_collection(lines)
     for x, t in zip(xs, ticks):
@@ -265,5 +321,7 @@ def parallel_coordinates(trials: pd.DataFrame, metric: str = M.VAL_ACC,
     ax.set_xticks(xs, axes_cols)
     ax.set_yticks([])
     ax.set_title(f"searched params, coloured by {metric}")
-    fig.colorbar(lines, ax=ax, label=metric)
+    bar = fig.colorbar(lines, ax=ax, label=metric)
+    _percent(bar.ax.yaxis, metric)
+    _style_legend(ax, list(status), lines=True, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.08), ncols=4)
     return fig

@@ -1,7 +1,9 @@
 """One report per experiment(s): tables + figures as a self-contained HTML page and a Markdown twin.
 
 ``write_report`` reads MLflow once (through ``analysis.runs``), builds every table and figure that
-the data allows (a section whose columns are missing is left out), writes ``report.html`` (images
+the data allows (a section whose columns are missing is left out): first the confirmation verdict
+(from the confirm runs, through ``tuner.verdict``), then the search views, all ranked by
+``rank_val_acc`` and over search-stage trials only. It writes ``report.html`` (images
 embedded as base64 data URIs), ``report.md`` (images as relative PNG paths) and the PNGs to
 ``out_dir``, then logs all of them to each sweep's parent run under ``report/``.
 """
@@ -25,13 +27,15 @@ __all__ = ["write_report", "build_sections", "Section"]
 
 _SWEEP_COLS = ("sweep", "experiment", "space", "searcher", "scheduler", "dataset", "teacher", "teacher_val_acc",
                "teacher_test_acc", "mlflow_status", "start_time")
-_PARETO_COLS = ("trial_id", "student", "connector", "alpha", "beta", "gamma", M.VAL_ACC, M.TEST_ACC, M.STUDENT_MACS)
+_PARETO_COLS = ("trial_id", "student", "connector", "alpha", "beta", "gamma", M.RANK_VAL_ACC, M.VAL_ACC, M.TEST_ACC,
+                M.STUDENT_MACS)
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1150px;
        padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; border-bottom: 2px solid #4c72b0; padding-bottom: .2em; }
 h2 { font-size: 1.25em; margin-top: 1.8em; color: #2d4a7a; }
 .meta { color: #555; font-size: .92em; }
+.lead { font-size: 1.08em; margin: .4em 0; }
 .note { color: #555; font-size: .9em; margin: .3em 0 .8em; }
 table.tbl { border-collapse: collapse; font-size: .86em; margin: .5em 0 1em; }
 table.tbl th, table.tbl td { padding: .28em .7em; border-bottom: 1px solid #ddd; text-align: right; }
@@ -50,6 +54,7 @@ class Section:
 
     title: str
     note: str = ""
+    lead: str = ""  # a sentence shown in bold before the note (the verdict)
     table: Optional[pd.DataFrame] = None
     index: bool = True
     figure: Any = None
@@ -64,6 +69,31 @@ def _first_metric(trials: pd.DataFrame, names: Sequence[str]) -> Optional[str]:
     return None
 
 
+_VERDICT_NOTE = ("Confirmation: each configuration re-run over fresh seeds at full epochs, no early stopping. "
+                 "mean [95% t-interval] over seeds of the final epoch's accuracy; differences of means to the "
+                 "reference point and to CE-only with Welch's 95% interval and p-value. The recommendation is "
+                 "chosen on val only; test is shown beside it, never used to choose.")
+_RULE = (M.rank_value.__doc__ or "").strip().splitlines()[0].rstrip(".")  # the rule's own words, one home
+_LEADERBOARD_NOTE = (f"Search trials, ranked by {M.RANK_VAL_ACC} ({_RULE[:1].lower() + _RULE[1:]}). Trials that ran "
+                     "all epochs come first; then the trials stopped earlier, by the epochs they ran: a lower "
+                     "fidelity is not comparable with a higher one.")
+_ASHA_NOTE = ("Search trials the scheduler stopped at each rung (epoch), and those that finished; reached = trials "
+              "that ran at least that many epochs; authors = the authors' points among them. Diverged, errored "
+              "and running trials are left out.")
+
+
+def _verdict_sections(trials: pd.DataFrame, sweeps: pd.DataFrame) -> List[Section]:
+    """One section per sweep with finished confirmation runs: the verdict's sentence and table."""
+    confirm = tables.confirm_trials(trials)
+    out = []
+    for sweep in (list(dict.fromkeys(confirm["sweep"])) if not confirm.empty else []):
+        verdict, _ = tables.verdict_table(confirm, sweep=sweep)
+        if verdict is not None:
+            out.append(Section(f"Confirmation verdict ({sweep})", lead=verdict.sentence, note=_VERDICT_NOTE,
+                               table=pd.DataFrame(verdict.table()), index=False))
+    return out
+
+
 def build_sections(trials: pd.DataFrame, history: Optional[pd.DataFrame], sweeps: pd.DataFrame,
                    top: int = 10) -> List[Section]:
     """Every section the data supports, in report order (pure: DataFrames in, Sections out)."""
@@ -71,44 +101,52 @@ def build_sections(trials: pd.DataFrame, history: Optional[pd.DataFrame], sweeps
     if not sweeps.empty:
         cols = [c for c in _SWEEP_COLS if c in sweeps.columns]
         out.append(Section("Sweeps", table=sweeps[cols], index=False))
-    out.append(Section("Trials by status", table=tables.status_counts(trials)))
-    if trials.empty:
-        out[-1].note = "No trials recorded yet."
+    out += _verdict_sections(trials, sweeps)
+    search, confirm = tables.search_trials(trials), tables.confirm_trials(trials)
+    out.append(Section("Search trials by status", table=tables.status_counts(search)))
+    if not confirm.empty:
+        out.append(Section("Confirmation runs by status", table=tables.status_counts(confirm)))
+    if search.empty:
+        out[-1].note = "No trials recorded yet." if trials.empty else "No search trials."
         return out
-    metric = _first_metric(trials, (M.VAL_ACC, M.BEST_VAL_ACC))
+    metric = _first_metric(search, (M.RANK_VAL_ACC, M.VAL_ACC))
     if metric is not None:
-        out.append(Section(f"Leaderboard (top {top} by {metric})",
-                           table=tables.leaderboard(trials, metric=metric, top=top)))
-    if "arm" in trials.columns and trials["arm"].nunique() > 1:
-        ab_metric = _first_metric(trials[trials["status"] == "finished"], (M.TEST_ACC, M.VAL_ACC))
+        out.append(Section(f"Leaderboard (top {top} by {metric})", note=_LEADERBOARD_NOTE,
+                           table=tables.leaderboard(search, metric=metric, top=top)))
+    if "status" in search.columns and (search["status"] == "stopped_early").any():
+        out.append(Section("Where the scheduler stopped trials", note=_ASHA_NOTE, table=tables.asha_table(search),
+                           index=False))
+    if "arm" in search.columns and search["arm"].nunique() > 1:
+        ab_metric = _first_metric(search[search["status"] == "finished"], (M.TEST_ACC, M.VAL_ACC))
         if ab_metric is not None:
-            table = tables.ablation_table(trials, metric=ab_metric)
+            table = tables.ablation_table(search, metric=ab_metric)
             if not table.empty:
                 out.append(Section(
                     f"Ablation ({ab_metric}, finished trials)", table=table,
                     note="mean and std over seeds; ci95 = half-width of the 95% t-interval of the mean; "
                          "delta and Welch's t-test p-value against the CE arm."))
-    if M.STUDENT_MACS in trials.columns and metric == M.VAL_ACC and trials[M.STUDENT_MACS].nunique() > 1:
-        front = tables.pareto_front(trials)
+    objectives = ((metric, "max"), (M.STUDENT_MACS, "min"))
+    if M.STUDENT_MACS in search.columns and metric is not None and search[M.STUDENT_MACS].nunique() > 1:
+        front = tables.pareto_front(search, objectives)
         if not front.empty:
             cols = [c for c in _PARETO_COLS if c in front.columns]
-            out.append(Section("Pareto front (val_acc max, student_macs min; finished trials)",
+            out.append(Section(f"Pareto front ({metric} max, student_macs min; finished trials)",
                                table=front[cols], index=False))
     if metric is not None:
-        effects = tables.marginal_effects(trials, metric=metric)
+        effects = tables.marginal_effects(search, metric=metric)
         if not effects.empty:
             out.append(Section(f"Marginal effects on {metric}", table=effects, index=False,
-                               note="finished and stopped-early trials; numeric params: Spearman rank "
-                                    "correlation and the mean per quantile bin (log10 bins for params "
-                                    "spanning more than a decade)."))
+                               note="finished search trials only, each compared only with trials that ran as "
+                                    "many epochs (column epochs); numeric params: Spearman rank correlation and "
+                                    "the mean per quantile bin (log10 bins for params spanning more than a decade)."))
         figures = [
-            ("alpha_beta.png", f"{metric} over the alpha-beta plane", plots.alpha_beta(trials, metric)),
-            ("learning_curves.png", f"learning curves ({metric}) of the top trials",
-             plots.learning_curves(trials, history, metric=M.VAL_ACC) if metric == M.VAL_ACC else None),
-            ("best_so_far.png", f"best {metric} so far", plots.best_so_far(trials, metric)),
-            ("pareto.png", "accuracy against student MACs", plots.pareto(trials)),
+            ("alpha_beta.png", f"{metric} over the alpha-beta plane", plots.alpha_beta(search, metric)),
+            ("learning_curves.png", f"learning curves (val_acc), the top trials by {metric} in colour",
+             plots.learning_curves(search, history, metric=M.VAL_ACC, rank_by=metric)),
+            ("best_so_far.png", f"running best of {metric} (finished trials)", plots.best_so_far(search, metric)),
+            ("pareto.png", "accuracy against student MACs", plots.pareto(search, objectives)),
             ("parallel_coordinates.png", "searched params (parallel coordinates)",
-             plots.parallel_coordinates(trials, metric)),
+             plots.parallel_coordinates(search, metric)),
         ]
         for png, caption, fig in figures:
             if fig is not None:
@@ -120,11 +158,14 @@ def _header(trials: pd.DataFrame, sweeps: pd.DataFrame, experiments: List[str],
             tracking_uri: str) -> Tuple[str, List[str]]:
     names = sorted(set(sweeps["sweep"].dropna())) if not sweeps.empty else []
     title = "SRRL sweep report: " + (", ".join(names) if names else ", ".join(experiments))
-    counts = trials["status"].value_counts() if not trials.empty else pd.Series(dtype="int64")
+    search, confirm = tables.search_trials(trials), tables.confirm_trials(trials)
+    counts = search["status"].value_counts() if not search.empty else pd.Series(dtype="int64")
     by_status = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
     meta = [f"Experiment(s): {', '.join(experiments)}",
             f"Tracking URI: {redact(tracking_uri)}",
-            f"Trials: {len(trials)} ({by_status})"]
+            f"Search trials: {len(search)} ({by_status})"]
+    if not confirm.empty:
+        meta.append(f"Confirmation runs: {len(confirm)}")
     if not sweeps.empty:
         for col, label in (("teacher", "Teacher"), ("teacher_val_acc", "teacher val_acc"),
                            ("teacher_test_acc", "teacher test_acc")):
@@ -138,6 +179,8 @@ def _html(title: str, meta: List[str], sections: List[Section], images: dict) ->
     body = [f"<h1>{html.escape(title)}</h1>", '<p class="meta">' + "<br>".join(html.escape(m) for m in meta) + "</p>"]
     for s in sections:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
+        if s.lead:
+            body.append(f'<p class="lead"><strong>{html.escape(s.lead)}</strong></p>')
         if s.note:
             body.append(f'<p class="note">{html.escape(s.note)}</p>')
         if s.table is not None:
@@ -155,6 +198,8 @@ def _markdown(title: str, meta: List[str], sections: List[Section], images: dict
     lines = [f"# {title}", ""] + [f"- {m}" for m in meta] + [""]
     for s in sections:
         lines += [f"## {s.title}", ""]
+        if s.lead:
+            lines += [f"**{s.lead}**", ""]
         if s.note:
             lines += [f"_{s.note}_", ""]
         if s.table is not None:

@@ -6,15 +6,17 @@ folder per trial with ``result.json`` (one reported result per line) and ``param
 sampled config), and ``experiment_state-*.json`` with each trial's final status. ``sync_sweep``
 reads them and adds to MLflow only what is missing, so running it twice logs nothing the second time:
 
-- a child run for every trial that has none (tags as ``MLflowTracking`` sets them; params = the
-  parent's ``base.*`` params overridden by the trial's config; missing param keys of existing runs),
-- every (metric, epoch) of ``tuner.metrics.PER_EPOCH + PER_TRIAL`` with a finite value that the run
-  lacks (NaN/inf are not logged; ``srrl.nonfinite.<key>`` is tagged instead, as the callback does),
+- a child run for every trial that has none (tags as ``MLflowTracking`` sets them; params = the base
+  config of the folder's ``srrl_sweep.yaml`` overridden by the trial's config, as the driver gives them
+  to the callback; missing param keys of existing runs),
+- every (metric, epoch) of ``tuner.metrics.PER_EPOCH`` and, once per trial at the first result that has
+  it, every ``PER_TRIAL`` metric, with a finite value that the run lacks (NaN/inf are not logged;
+  ``srrl.nonfinite.<key>`` is tagged instead, as the callback does),
 - for a run still RUNNING whose trial has ended: ``srrl.status``, ``srrl.last_epoch`` (and
   ``srrl.stopped_at_epoch`` / ``srrl.diverged_epoch`` / ``srrl.error``), then FINISHED or FAILED.
 
 A trial has ended when Tune's state says TERMINATED or ERROR, its last result says ``done``, or it
-reached its planned epochs. This module reads files and decides; ``analysis.runs`` does the MLflow
+reached its planned epochs. This module reads files and decides; ``analysis.backfill`` does the MLflow
 calls of the backfill, and the sweep's end reuses the driver's own functions (below) so both end a sweep alike.
 
 Then, if the Tune experiment is over (every trial in Tune's state TERMINATED or ERROR, and Tune's
@@ -34,6 +36,7 @@ from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
+from tuner import metrics as M
 from tuner.tracking import (
     DIVERGED_KEY, METRIC_KEYS, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
     TAG_STOPPED_AT, result_metrics, result_step,
@@ -48,6 +51,7 @@ __all__ = ["TuneTrial", "SyncSummary", "trial_metrics", "trial_end", "sweep_not_
            "sync_sweep"]
 
 _TUNE_ENDED = ("TERMINATED", "ERROR")
+_PER_TRIAL = frozenset(M.PER_TRIAL)
 #: what Tune's search algorithm saves: SearchGenerator (Optuna), BasicVariantGenerator (exhaustive grids)
 _SEARCH_STATES = ("search_gen_state-*.json", "basic-variant-state-*.json")
 
@@ -194,12 +198,17 @@ def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
 # ---- what a trial should have in MLflow ------------------------------------------------------------
 def trial_metrics(trial: TuneTrial) -> Tuple[Dict[Tuple[str, int], Tuple[float, int]], Dict[str, int]]:
     """``({(key, step): (value, timestamp_ms)}, {key: first non-finite step})`` as ``MLflowTracking``
-    logs them (a step reported twice, as after a restart, keeps its last value)."""
+    logs them: a per-epoch metric at every step (a step reported twice, as after a restart, keeps its
+    last value); a per-trial one (``tuner.metrics.PER_TRIAL``) once, at the first result it appears in."""
     values: Dict[Tuple[str, int], Tuple[float, int]] = {}
     nonfinite: Dict[str, int] = {}
+    once: set = set()  # per-trial keys already taken
     for result in trial.results:
         step, ms, finite, bad = result_metrics(result, METRIC_KEYS)
-        values.update({(key, step): (value, ms) for key, value in finite.items()})
+        for key, value in finite.items():
+            if key not in once:
+                values[(key, step)] = (value, ms)
+                once.update({key} & _PER_TRIAL)
         for key in bad:
             nonfinite.setdefault(key, step)
     return values, nonfinite
@@ -224,7 +233,7 @@ def trial_end(trial: TuneTrial, planned: Optional[int]) -> Optional[Tuple[str, D
     return None
 
 
-def _planned(config: Mapping[str, Any], base: Mapping[str, str]) -> Optional[int]:
+def _planned(config: Mapping[str, Any], base: Mapping[str, Any]) -> Optional[int]:
     value = config.get("epochs", base.get("epochs"))
     try:
         return int(float(value))
@@ -340,18 +349,28 @@ def _needed(files: List[str]) -> List[str]:
     return [n for n in files if (c := checkpoint(n)) is None or last[c[0]] == c[1]]
 
 
+def _sweep_base(folder: Path) -> Optional[Dict[str, Any]]:
+    """The base config the driver gave the tracking callback: ``srrl_sweep.yaml``'s, with the per-trial resources."""
+    from tuner.sweep import SWEEP_FILE, load_sweep_dir, trial_base
+
+    if not (folder / SWEEP_FILE).is_file():
+        return None  # then find_sweep_runs reads the parent's base.* params (sweeps recorded before the file)
+    return trial_base(*load_sweep_dir(str(folder), field="--sweep-dir")).to_dict()
+
+
 def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], shown: Optional[str] = None) -> SyncSummary:
     from analysis import runs as R
 
     trials, statuses = _read_sweep_dir(folder)
     name = folder.name
-    sweep = R.find_sweep_runs(experiment, name, tracking_uri)
+    sweep = R.find_sweep_runs(experiment, name, tracking_uri, base=_sweep_base(folder))
     have = R.logged_steps(sweep, METRIC_KEYS)
     summary = SyncSummary(name, experiment, trials=len(trials))
     for trial in trials:
         found = sweep.trials.get(trial.trial_id)
         if found is None:
-            run_id = R.create_trial_run(sweep, trial.trial_id, start_time=_ms(trial.results[0], minus_iter=True))
+            run_id = R.create_trial_run(sweep, trial.trial_id, start_time=_ms(trial.results[0], minus_iter=True),
+                                        config=trial.config)
             summary.runs_created += 1
             run_params, run_tags, status = {}, {}, "RUNNING"
         else:
@@ -359,8 +378,9 @@ def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], show
         wanted = _flatten({**sweep.base, **trial.config})
         params = {k: v for k, v in wanted.items() if k not in run_params}
         values, nonfinite = trial_metrics(trial)
+        # what the run lacks: a per-epoch metric's step, a per-trial metric at all
         metrics = [(key, value, ms, step) for (key, step), (value, ms) in sorted(values.items())
-                   if step not in have.get((run_id, key), ())]
+                   if not have.get((run_id, key)) or (key not in _PER_TRIAL and step not in have[(run_id, key)])]
         tags = {TAG_NONFINITE + k: str(s) for k, s in nonfinite.items() if TAG_NONFINITE + k not in run_tags}
         end = None
         ended = trial_end(trial, _planned(trial.config, sweep.base)) if status == "RUNNING" else None

@@ -1,6 +1,8 @@
-"""Tables over ``load_trials``'s frame: leaderboard, ablation statistics, marginal effects, Pareto front.
+"""Tables over ``load_trials``'s frame: leaderboard, ASHA stops, ablation statistics, marginal effects,
+Pareto front, and the confirmation verdict (``analysis.confirm_views``).
 
-DataFrame in, DataFrame out; no I/O. scipy (a dependency of scikit-learn) is imported lazily.
+DataFrame in, DataFrame out; no I/O. Search views read search-stage trials only (``search_trials``),
+ranked by one rule, ``rank_val_acc``; confirmation runs feed the verdict. scipy is imported lazily.
 """
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from analysis.confirm_views import verdict_table
 from tuner import metrics as M
 
-__all__ = ["SEARCHED_PARAMS", "searched_params", "leaderboard", "ablation_table", "marginal_effects",
-           "pareto_front", "status_counts", "is_log_scale"]
+__all__ = ["SEARCHED_PARAMS", "searched_params", "search_trials", "confirm_trials", "leaderboard", "asha_table",
+           "ablation_table", "marginal_effects", "pareto_front", "status_counts", "is_log_scale", "ranking_order",
+           "verdict_table"]
 
 #: params that a search space may vary (search_spaces/: loss weights, connector, student, recipe, ablation)
 SEARCHED_PARAMS = ("alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "arm", "seed")
@@ -41,6 +45,20 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"mode: {mode!r} is not allowed; choose from: {', '.join(_MODES)}")
 
 
+def _stage(trials: pd.DataFrame) -> pd.Series:
+    return trials["stage"].fillna("search") if "stage" in trials.columns else pd.Series("search", index=trials.index)
+
+
+def search_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The search-stage trials (a run without ``stage``, from a sweep before the confirmation stage, is one)."""
+    return trials[_stage(trials) != "confirm"]
+
+
+def confirm_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """The confirmation runs (``stage == "confirm"``): the verdict's, never the search views'."""
+    return trials[_stage(trials) == "confirm"]
+
+
 def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials per sweep and status (rows: sweeps, columns: statuses, plus ``total``)."""
     if trials.empty:
@@ -53,26 +71,93 @@ def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def leaderboard(trials: pd.DataFrame, metric: str = M.VAL_ACC, top: Optional[int] = 10,
-                mode: str = "max") -> pd.DataFrame:
-    """The ``top`` trials by ``metric`` (best first; missing values last), indexed by rank from 1.
-
-    Columns: ``sweep`` (when there are several), ``trial_id, status, epochs_run``, the searched params
-    that vary, then ``best_val_acc, val_acc, test_acc`` (those present) and ``metric``.
-    """
+def ranking_order(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, mode: str = "max") -> pd.DataFrame:
+    """``trials`` sorted as they rank: the finished ones (all epochs run) first, by ``metric``; then the
+    others by the epochs they ran (most first) and ``metric``, since a lower fidelity is not comparable
+    with a higher one. Missing values of ``metric`` last within each group."""
     _check_metric(trials, metric)
     _check_mode(mode)
+    index = trials.index
+    others = (trials["status"] != "finished") if "status" in trials.columns else pd.Series(False, index=index)
+    ran = (pd.to_numeric(trials["epochs_run"], errors="coerce").fillna(0) if "epochs_run" in trials.columns
+           else pd.Series(0, index=index))
+    keys = pd.DataFrame({"others": others, "epochs": ran.where(others, 0),
+                         "value": pd.to_numeric(trials[metric], errors="coerce")}, index=index)
+    order = keys.sort_values(["others", "epochs", "value"], ascending=[True, False, mode == "min"],
+                             na_position="last", kind="stable").index
+    return trials.loc[order]
+
+
+def leaderboard(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, top: Optional[int] = 10,
+                mode: str = "max", run_id: bool = False) -> pd.DataFrame:
+    """The ``top`` search trials in ``ranking_order`` by ``metric``, indexed by rank from 1.
+
+    Confirmation runs are left out (they feed ``verdict_table``). Columns: ``sweep`` (when there are
+    several), ``run_id`` (with ``run_id=True``), ``trial_id, status, epochs_run``, ``origin`` (when
+    recorded), the searched params that vary, then ``rank_val_acc, best_val_acc, val_acc, test_acc``
+    (those present) and ``metric``.
+    """
+    _check_metric(trials, metric)
+    trials = search_trials(trials)
     cols = (["sweep"] if "sweep" in trials.columns and trials["sweep"].nunique() > 1 else [])
+    cols += ["run_id"] if run_id and "run_id" in trials.columns else []
     cols += [c for c in ("trial_id", "status", "epochs_run") if c in trials.columns]
+    cols += ["origin"] if "origin" in trials.columns and trials["origin"].notna().any() else []
     cols += searched_params(trials)
-    cols += [c for c in (M.BEST_VAL_ACC, M.VAL_ACC, M.TEST_ACC) if c in trials.columns and c not in cols]
-    if metric not in cols:
-        cols.append(metric)
-    out = trials.sort_values(metric, ascending=(mode == "min"), na_position="last", kind="stable")[cols]
+    cols += [c for c in (M.RANK_VAL_ACC, M.BEST_VAL_ACC, M.VAL_ACC, M.TEST_ACC, metric) if c in trials.columns]
+    cols = list(dict.fromkeys(cols))  # once each (the rule's metric may be one of the others)
+    out = ranking_order(trials, metric, mode)[cols]
     if top is not None:
         out = out.head(top)
     out = out.reset_index(drop=True)
     out.index = pd.RangeIndex(1, len(out) + 1, name="rank")
+    return out
+
+
+def _point(row: pd.Series, params: Sequence[str]) -> str:
+    from tuner.verdict import label_of
+
+    return label_of({p: row[p] for p in params if p in row.index and not _missing(row[p])})
+
+
+def _missing(v: object) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def asha_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Where the scheduler stopped the search trials: one row per rung (each ``stopped_at_epoch``) with
+    the trials ``stopped`` there, and one per ``finished`` length (epochs run); ``reached`` = trials that
+    ran at least that many epochs; ``authors`` = the authors' points (``origin == "authors"``) among them.
+
+    Only stopped-early and finished trials count (diverged, errored and running ones are left out).
+    Columns: ``sweep`` (when there are several), ``epoch, ended, trials, reached, authors``.
+    """
+    cols = ["sweep", "epoch", "ended", "trials", "reached", "authors"]
+    df = search_trials(trials)
+    if df.empty or "status" not in df.columns or "epochs_run" not in df.columns:
+        return pd.DataFrame(columns=cols[1:])
+    df = df[df["status"].isin(["stopped_early", "finished"])]
+    rows = []
+    for sweep, g in df.groupby("sweep", sort=False) if "sweep" in df.columns else [(None, df)]:
+        params = searched_params(g)
+        ran = pd.to_numeric(g["epochs_run"], errors="coerce")
+        at = pd.to_numeric(g["stopped_at_epoch"], errors="coerce").fillna(ran) if "stopped_at_epoch" in g else ran
+        authors = g["origin"].eq("authors") if "origin" in g.columns else pd.Series(False, index=g.index)
+        for ended, status in (("stopped", "stopped_early"), ("finished", "finished")):
+            part = g["status"] == status
+            for epoch in sorted(set(at[part].dropna().astype(int))):
+                here = part & (at == epoch)
+                rows.append({"sweep": sweep, "epoch": epoch, "ended": ended, "trials": int(here.sum()),
+                             "reached": int((ran >= epoch).sum()),
+                             "authors": "; ".join(_point(r, params) for _, r in g[here & authors].iterrows())})
+    out = pd.DataFrame(rows, columns=cols)
+    for c in ("epoch", "trials", "reached"):
+        out[c] = out[c].astype("int64")
+    if "sweep" not in df.columns or df["sweep"].nunique() <= 1:
+        out = out.drop(columns="sweep")
     return out
 
 
@@ -92,7 +177,7 @@ def ablation_table(trials: pd.DataFrame, metric: str = M.TEST_ACC, baseline: str
     ``ci_low, ci_high``, ``delta`` (mean - the baseline arm's mean) and ``p_value`` (Welch's t-test
     against the baseline arm; NaN for the baseline itself and where either arm has fewer than 2 values).
 
-    Only trials whose status is in ``statuses`` (None: all) and whose ``metric`` is finite count.
+    Only search trials whose status is in ``statuses`` (None: all) and whose ``metric`` is finite count.
     Rows follow the arm order of ``search_spaces.ablation``, then other arms by name.
     """
     from scipy import stats
@@ -101,7 +186,7 @@ def ablation_table(trials: pd.DataFrame, metric: str = M.TEST_ACC, baseline: str
         if col not in trials.columns:
             raise ValueError(f"{col}: not a column of the trials (is this an ablation sweep?); columns: "
                              f"{', '.join(map(str, trials.columns))}")
-    df = trials
+    df = search_trials(trials)
     if statuses is not None and "status" in df.columns:
         df = df[df["status"].isin(list(statuses))]
     values = pd.to_numeric(df[metric], errors="coerce").astype("float64")
@@ -138,26 +223,42 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def marginal_effects(trials: pd.DataFrame, metric: str = M.VAL_ACC, params: Optional[Sequence[str]] = None,
-                     bins: int = 4, statuses: Optional[Sequence[str]] = ("finished", "stopped_early")) -> pd.DataFrame:
-    """How ``metric`` moves with each searched parameter, as one tidy frame.
+def marginal_effects(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, params: Optional[Sequence[str]] = None,
+                     bins: int = 4, statuses: Optional[Sequence[str]] = ("finished",)) -> pd.DataFrame:
+    """How ``metric`` moves with each searched parameter, among search trials of one fidelity at a time.
 
-    Columns: ``parameter, kind`` (``categorical``, ``linear`` or ``log``), ``level_or_bin``, ``n, mean,
-    std, spearman``. Categorical params: one row per level. Numeric params: the Spearman rank
+    Columns: ``epochs`` (the epochs run by the trials of the row: trials are only compared with trials
+    that ran as long), ``parameter, kind`` (``categorical``, ``linear`` or ``log``), ``level_or_bin``,
+    ``n, mean, std, spearman``. Categorical params: one row per level. Numeric params: the Spearman rank
     correlation with the metric (the same on each of the param's rows) and one row per quantile bin
     (``bins`` bins, on log10 of the values when they are positive and span more than a decade; one
-    row per value when there are no more distinct values than bins).
+    row per value when there are no more distinct values than bins). Longest fidelity first.
 
     Args:
-        params: parameters to describe; default the searched params that vary.
-        statuses: trials that count (None: all); diverged and errored trials are left out by default.
+        params: parameters to describe; default the searched params that vary (at that fidelity).
+        statuses: trials that count (None: all); by default the finished ones, which ran every epoch.
     """
     _check_metric(trials, metric)
-    df = trials
+    df = search_trials(trials)
     if statuses is not None and "status" in df.columns:
         df = df[df["status"].isin(list(statuses))]
     y = pd.to_numeric(df[metric], errors="coerce").astype("float64")
     df = df.assign(_y=y)[np.isfinite(y)]
+    ran = pd.to_numeric(df["epochs_run"], errors="coerce") if "epochs_run" in df.columns else pd.Series(np.nan, index=df.index)
+    rows = []
+    for epochs in sorted(set(ran.dropna().astype(int)), reverse=True) or [None]:
+        same = df[ran == epochs] if epochs is not None else df
+        rows += [{"epochs": epochs, **r} for r in _effects(same, params, bins)]
+    out = pd.DataFrame(rows, columns=["epochs", "parameter", "kind", "level_or_bin", "n", "mean", "std", "spearman"])
+    out["epochs"] = out["epochs"].astype("Int64")
+    out["n"] = out["n"].astype("int64")
+    for c in ("mean", "std", "spearman"):
+        out[c] = out[c].astype("float64")
+    return out
+
+
+def _effects(df: pd.DataFrame, params: Optional[Sequence[str]], bins: int) -> List[dict]:
+    """``marginal_effects``' rows for the trials of ``df`` (one fidelity), the metric in column ``_y``."""
     rows = []
     for p in (searched_params(df) if params is None else [c for c in params if c in df.columns]):
         col = df[p]
@@ -188,17 +289,13 @@ def marginal_effects(trials: pd.DataFrame, metric: str = M.VAL_ACC, params: Opti
             label = f"[{_fmt(edges[i])}, {_fmt(edges[i + 1])}{']' if i == len(edges) - 2 else ')'}"
             rows.append({"parameter": p, "kind": kind, "level_or_bin": label, "n": len(g),
                          "mean": g["_y"].mean(), "std": g["_y"].std(ddof=1), "spearman": rho})
-    out = pd.DataFrame(rows, columns=["parameter", "kind", "level_or_bin", "n", "mean", "std", "spearman"])
-    out["n"] = out["n"].astype("int64")
-    for c in ("mean", "std", "spearman"):
-        out[c] = out[c].astype("float64")
-    return out
+    return rows
 
 
 def pareto_front(trials: pd.DataFrame,
-                 objectives: Sequence[Tuple[str, str]] = ((M.VAL_ACC, "max"), (M.STUDENT_MACS, "min")),
+                 objectives: Sequence[Tuple[str, str]] = ((M.RANK_VAL_ACC, "max"), (M.STUDENT_MACS, "min")),
                  statuses: Optional[Sequence[str]] = ("finished",)) -> pd.DataFrame:
-    """The non-dominated rows of ``trials`` under ``objectives`` (``(column, "max"|"min")`` pairs).
+    """The non-dominated search trials under ``objectives`` (``(column, "max"|"min")`` pairs).
 
     A row is dominated when another is at least as good in every objective and better in one; equal
     points are all kept. Only rows with every objective finite and (when there is a ``status``
@@ -210,7 +307,7 @@ def pareto_front(trials: pd.DataFrame,
     for col, mode in objectives:
         _check_metric(trials, col)
         _check_mode(mode)
-    df = trials
+    df = search_trials(trials)
     if statuses is not None and "status" in df.columns:
         df = df[df["status"].isin(list(statuses))]
     cols = [c for c, _ in objectives]

@@ -14,11 +14,25 @@ from analysis.__main__ import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_leaderboard_prints_the_best_first(store, capsys):
+def test_leaderboard_prints_the_best_first_with_run_ids_and_students(store, trials_a, capsys):
+    from _analysis_store import LW, LW_STUDENT
+
+    from tuner import metrics as M
+
+    trials, _ = trials_a
+    lw = trials[(trials["sweep"] == "lw") & (trials["stage"] == "search")]
+    best = lw[lw["status"] == "finished"].sort_values(M.RANK_VAL_ACC, ascending=False)["trial_id"].iloc[0]
     assert main(["leaderboard", "--experiment", "srrl-a", "--tracking-uri", store.uri, "--top", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "trial_id" in lines[0] and len(lines) == 2 + 3  # header, index name row, 3 trials
-    assert "lw_00001" in lines[2]
+    assert lines[0].split()[:3] == ["sweep", "run_id", "student_pt"] and len(lines) == 2 + 3  # header, index row
+    assert best in lines[2]
+    assert main(["leaderboard", "-e", "srrl-a", "--tracking-uri", store.uri, "--top", "0"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    ids = dict(zip(trials["trial_id"], trials["run_id"]))
+    assert len(rows) == len(LW) + 4 and not any("cf_" in r for r in rows)  # search trials only
+    for row in rows:
+        tid = next(t for t in ids if f" {t} " in f" {row} ")
+        assert row.split()[2] == ids[tid] and row.split()[3] == str(tid == LW_STUDENT), row
 
 
 def test_ablation_prints_every_arm(store, capsys):
@@ -36,19 +50,49 @@ def test_ablation_without_arms_is_a_one_line_error(store, capsys):
 
 
 def test_export_csv_parquet_and_history(store, tmp_path, capsys):
+    from _analysis_store import LW, N_CONFIRM, PAR
+
+    n_a = len(LW) + N_CONFIRM + len(PAR)
     csv = tmp_path / "trials.csv"
     assert main(["export", "-e", "srrl-a", "-e", "srrl-b", "--tracking-uri", store.uri, "--out", str(csv)]) == 0
     df = pd.read_csv(csv)
-    assert len(df) == 23 and {"alpha", "val_acc", "arm", "status"} <= set(df.columns)
+    assert len(df) == n_a + 12 and {"alpha", "val_acc", "arm", "status", "stage", "config_id"} <= set(df.columns)
     pq = tmp_path / "history.parquet"
     assert main(["export", "-e", "srrl-a", "--tracking-uri", store.uri, "--out", str(pq), "--history"]) == 0
     hist = pd.read_parquet(pq)
     assert list(hist.columns) == ["sweep", "run_id", "trial_id", "metric", "epoch", "value"]
     tq = tmp_path / "trials.parquet"
     assert main(["export", "-e", "srrl-a", "--tracking-uri", store.uri, "--out", str(tq)]) == 0
-    assert len(pd.read_parquet(tq)) == 11
+    assert len(pd.read_parquet(tq)) == n_a
     assert main(["export", "-e", "srrl-a", "--tracking-uri", store.uri, "--out", str(tmp_path / "x.xlsx")]) == 2
     assert ".csv or .parquet" in capsys.readouterr().err
+
+
+def test_export_parquet_keeps_every_dtype(store, trials_a, tmp_path, capsys):
+    """``--format parquet`` whatever the name; read back, every column has the dtype load_trials gave it."""
+    from analysis.runs import load_trials
+
+    out = tmp_path / "trials.data"
+    assert main(["export", "-e", "srrl-a", "--tracking-uri", store.uri, "--out", str(out), "--format", "parquet"]) == 0
+    back = pd.read_parquet(out)
+    trials = load_trials("srrl-a", store.uri)
+    assert list(back.columns) == list(trials.columns)
+    lists = [c for c in trials.columns if trials[c].map(lambda v: isinstance(v, list)).any()]
+    assert lists == ["lr_milestones"]  # parquet keeps them as text
+    assert dict(back.dtypes.drop(lists)) == dict(trials.dtypes.drop(lists))
+    kinds = {str(t) for t in trials.dtypes}
+    assert {"int64", "float64", "bool", "Int64"} <= kinds and any(k.startswith("datetime64") and "UTC" in k for k in kinds)
+    assert back["config_rank"].dtype == "Int64" and back["stopped_at_epoch"].dtype == "Int64"
+    assert back["recommended"].dtype == bool and back["epochs_run"].dtype == "int64"
+    same = ["run_id", "epochs_run", "start_time", "stopped_at_epoch", "config_rank", "recommended", "alpha", "val_acc"]
+    pd.testing.assert_frame_equal(back[same], trials[same])
+    assert back["lr_milestones"].iloc[0] == str(trials["lr_milestones"].iloc[0])  # lists: as text
+    csv = tmp_path / "as-csv.parquet"
+    assert main(["export", "-e", "srrl-a", "--tracking-uri", store.uri, "--out", str(csv), "--format", "csv"]) == 0
+    assert len(pd.read_csv(csv)) == len(trials)  # --format wins over the extension
+    with pytest.raises(SystemExit) as e:
+        main(["export", "-e", "srrl-a", "--out", str(out), "--format", "xlsx"])
+    assert e.value.code == 2
 
 
 def test_report_command(store, tmp_path, capsys):
@@ -78,3 +122,19 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["leaderboard"])
     assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["confirm", "--top", "3"])  # no --experiment
+    assert e.value.code == 2 and "--experiment" in capsys.readouterr().err
+
+
+def test_confirm_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["confirm", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m analysis confirm")
+    for option in ("--experiment", "--tracking-uri", "--top", "--seeds"):
+        assert option in out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "confirm" in capsys.readouterr().out

@@ -7,6 +7,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from analysis import plots
+from tuner import metrics as M
+
+RANK = M.RANK_VAL_ACC
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +35,13 @@ def test_save_writes_a_png(a, tmp_path):
 @pytest.mark.parametrize("drop, fn", [
     ("alpha", lambda t, h: plots.alpha_beta(t)),
     ("beta", lambda t, h: plots.alpha_beta(t)),
-    ("val_acc", lambda t, h: plots.alpha_beta(t)),
+    (RANK, lambda t, h: plots.alpha_beta(t)),
     ("run_id", lambda t, h: plots.learning_curves(t, h)),
-    ("val_acc", lambda t, h: plots.best_so_far(t)),
+    (RANK, lambda t, h: plots.best_so_far(t)),
     ("start_time", lambda t, h: plots.best_so_far(t)),
     ("student_macs", lambda t, h: plots.pareto(t)),
-    ("val_acc", lambda t, h: plots.pareto(t)),
-    ("val_acc", lambda t, h: plots.parallel_coordinates(t)),
+    (RANK, lambda t, h: plots.pareto(t)),
+    (RANK, lambda t, h: plots.parallel_coordinates(t)),
 ])
 def test_missing_columns_give_none(a, drop, fn):
     trials, history = a
@@ -53,8 +56,8 @@ def test_not_enough_data_gives_none(a):
     one_point = trials.assign(alpha=1.0, beta=1.0)
     assert plots.alpha_beta(one_point) is None
     assert plots.alpha_beta(trials.assign(alpha=0.0)) is None  # no positive weights for log axes
-    assert plots.best_so_far(trials.assign(val_acc=np.nan)) is None
-    assert plots.parallel_coordinates(trials[["val_acc", "alpha", "status"]]) is None  # one param
+    assert plots.best_so_far(trials.assign(**{RANK: np.nan})) is None
+    assert plots.parallel_coordinates(trials[[RANK, "alpha", "status"]]) is None  # one param
     assert plots.pareto(trials.head(1)) is None
     assert plots.alpha_beta(pd.DataFrame()) is None
     # no epochs_run: only the trial-number panel
@@ -63,11 +66,54 @@ def test_not_enough_data_gives_none(a):
 
 
 def test_pareto_plot_is_omitted_when_every_trial_has_the_same_cost():
-    import pandas as pd
-
-    from analysis import plots
-
-    same = pd.DataFrame({"val_acc": [80.0, 82.0, 75.0], "student_macs": [11560] * 3, "status": ["finished"] * 3})
+    same = pd.DataFrame({RANK: [80.0, 82.0, 75.0], "student_macs": [11560] * 3, "status": ["finished"] * 3})
     assert plots.pareto(same) is None
     varied = same.assign(student_macs=[11560, 40000, 9000])
     assert plots.pareto(varied) is not None
+
+
+def _legend_texts(fig) -> set:
+    """Every legend entry of a figure: the axes' legends (also those kept as artists) and the figure's."""
+    legends = list(fig.legends)
+    for ax in fig.axes:
+        legends += [ax.get_legend()] + [a for a in ax.artists if hasattr(a, "get_texts")]
+    return {t.get_text() for legend in legends if legend is not None for t in legend.get_texts()}
+
+
+def test_stopped_and_finished_are_marked_and_accuracy_is_in_percent(a):
+    from matplotlib.ticker import PercentFormatter
+
+    trials, history = a
+    ab = plots.alpha_beta(trials)
+    assert {"finished", "stopped early"} <= _legend_texts(ab)
+    assert any(isinstance(ax.yaxis.get_major_formatter(), PercentFormatter) for ax in ab.axes)  # the colour bar
+
+    curves = plots.learning_curves(trials, history, top=3)
+    styles = {line.get_linestyle() for line in curves.axes[0].get_lines()}
+    assert {"-", "--"} <= styles  # finished trials solid, stopped ones dashed
+    assert {"finished", "stopped early"} <= _legend_texts(curves)
+    assert isinstance(curves.axes[0].yaxis.get_major_formatter(), PercentFormatter)
+
+    best = plots.best_so_far(trials)
+    assert {"finished", "stopped early", "best finished so far"} <= _legend_texts(best)
+    assert all(isinstance(ax.yaxis.get_major_formatter(), PercentFormatter) for ax in best.axes)
+
+    front = plots.pareto(trials)
+    assert {"finished", "stopped early"} <= _legend_texts(front)
+    assert isinstance(front.axes[0].yaxis.get_major_formatter(), PercentFormatter)
+    assert not isinstance(front.axes[0].xaxis.get_major_formatter(), PercentFormatter)  # MACs are not accuracy
+
+    par = plots.parallel_coordinates(trials)
+    assert {"finished", "stopped early"} <= _legend_texts(par)
+    assert any(t.get_text().endswith("%") for t in par.axes[0].texts)  # the metric axis' ticks
+
+
+def test_plots_show_search_trials_only(a):
+    """The confirmation runs (alpha 2 beta 3, 0.5 2, 1 1, 0 0, several seeds each) are not points of the search."""
+    trials, history = a
+    search = trials[trials["stage"] == "search"]
+    fig = plots.alpha_beta(trials)
+    points = sum(len(c.get_offsets()) for c in fig.axes[0].collections)
+    assert points == len(search) + 1  # every search trial, and the ring around the first
+    curves = plots.learning_curves(trials, history, top=100)
+    assert len(curves.axes[0].get_lines()) == len(search)

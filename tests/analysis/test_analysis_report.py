@@ -26,11 +26,46 @@ def test_html_embeds_decodable_pngs(written):
         png = base64.b64decode(data, validate=True)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
     assert "lw, par" in html and "srrl-a" in html and "97.5" in html  # sweeps, experiment, teacher val_acc
-    assert "7 finished" in html and "1 stopped_early" in html and "1 running" in html
-    for title in ("Leaderboard", "Pareto front", "Marginal effects", "Trials by status"):
+    assert "Search trials: 12 (7 finished, 2 stopped_early" in html and "1 running" in html
+    assert "Confirmation runs: 13" in html
+    for title in ("Leaderboard", "Pareto front", "Marginal effects", "Search trials by status",
+                  "Confirmation runs by status", "Where the scheduler stopped trials"):
         assert title in html
     assert "Ablation" not in html  # no arm column in srrl-a
     assert "<script" not in html and 'src="http' not in html  # self-contained
+
+
+def test_the_verdict_comes_first(store, trials_a, written):
+    """The answer: the verdict's sentence and per-configuration table, before the search's views."""
+    from analysis.tables import verdict_table
+
+    (html_path, md_path), _ = written
+    html, md = html_path.read_text(), md_path.read_text()
+    verdict, table = verdict_table(trials_a[0])
+    assert "the authors&#x27; (1, 1)" in html and verdict.sentence.startswith("alpha 2 beta 3 beats the authors' (1, 1)")
+    assert f"<strong>{verdict.sentence.replace(chr(39), '&#x27;')}</strong>" in html
+    assert f"**{verdict.sentence}**" in md
+    assert html.index("Confirmation verdict (lw)") < html.index("Leaderboard") < html.index("Marginal effects")
+    section = md[md.index("## Confirmation verdict (lw)"):md.index("## Search trials by status")]
+    assert "| config | role | seeds | recommended | val_acc | test_acc | val vs reference |" in section
+    c1 = table.iloc[0]
+    assert f"| alpha 2 beta 3 | candidate | 3 | yes | {c1['val_acc_mean']:.2f} [{c1['val_acc_ci_low']:.2f}, " in section
+    assert "| CE only | ce | 3 |" in section and "95% t-interval" in section
+    assert "cf_0" not in md  # confirmation runs are not in the search's tables
+
+
+def test_asha_stops_and_one_fidelity_in_the_report(written):
+    (_, md_path), _ = written
+    md = md_path.read_text()
+    section = md[md.index("## Where the scheduler stopped trials"):]
+    section = section[:section.index("\n## ", 1)]
+    assert "| lw | 1 | stopped | 1 | 5 | alpha 1 beta 5 |" in section
+    assert "| lw | 2 | stopped | 1 | 4 | alpha 10 beta 1 |" in section
+    assert "| lw | 4 | finished | 3 | 3 | alpha 1 beta 1 |" in section
+    effects = md[md.index("## Marginal effects"):]
+    assert "finished search trials only" in effects and "| epochs | parameter |" in effects
+    board = md[md.index("## Leaderboard"):md.index("## Where the scheduler")]
+    assert "Trials that ran all epochs come first" in board
 
 
 def test_markdown_twin_references_the_pngs(written):

@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.tables import ablation_table, leaderboard, marginal_effects, pareto_front, searched_params, status_counts
+from analysis.tables import (
+    ablation_table, asha_table, leaderboard, marginal_effects, pareto_front, search_trials, searched_params,
+    status_counts, verdict_table,
+)
+from analysis.confirm_views import VERDICT_COLUMNS
+from tuner import metrics as M
+
+RANK = M.RANK_VAL_ACC
 
 T975 = {2: 4.302652729911275, 3: 3.182446305284263}  # Student t quantiles (0.975; df 2 and 3), from tables
 
@@ -78,7 +85,7 @@ def test_ablation_on_the_store(trials_b):
 def test_pareto_front_known_set():
     df = pd.DataFrame({
         "trial_id": list("abcdefgh"),
-        "val_acc": [80.0, 85.0, 84.0, 90.0, 90.0, 70.0, 95.0, np.nan],
+        RANK: [80.0, 85.0, 84.0, 90.0, 90.0, 70.0, 95.0, np.nan],
         "student_macs": [1000, 2000, 4000, 8000, 9000, 1000, 1e6, 10],
         "status": ["finished"] * 6 + ["errored", "finished"],
     })
@@ -86,14 +93,16 @@ def test_pareto_front_known_set():
     # c is dominated by b, e by d, f by a; g is not finished; h has no accuracy
     assert list(front["trial_id"]) == ["d", "b", "a"]
     assert list(pareto_front(df, statuses=None)["trial_id"]) == ["g", "d", "b", "a"]
-    both_max = pareto_front(df, objectives=(("val_acc", "max"), ("student_macs", "max")))
+    assert list(pareto_front(df.assign(stage=["search"] * 3 + ["confirm"] + ["search"] * 4))["trial_id"]) == \
+        ["e", "b", "a"]  # d is a confirmation run: the search's front is of search trials
+    both_max = pareto_front(df, objectives=((RANK, "max"), ("student_macs", "max")))
     assert list(both_max["trial_id"]) == ["e"]  # e: >= d on accuracy, more MACs
-    ties = pd.DataFrame({"val_acc": [1.0, 1.0, 0.5], "student_macs": [2.0, 2.0, 1.0]})
+    ties = pd.DataFrame({RANK: [1.0, 1.0, 0.5], "student_macs": [2.0, 2.0, 1.0]})
     assert len(pareto_front(ties)) == 3
     single = pareto_front(df, objectives=(("student_macs", "min"),))
     assert list(single["trial_id"]) == ["h"]  # single objective: the minimum (h has no accuracy, which is not asked)
     with pytest.raises(ValueError, match="mode"):
-        pareto_front(df, objectives=(("val_acc", "up"),))
+        pareto_front(df, objectives=((RANK, "up"),))
     with pytest.raises(ValueError, match="nope"):
         pareto_front(df, objectives=(("nope", "max"),))
 
@@ -105,62 +114,195 @@ def _grid() -> pd.DataFrame:
     lr = rng.uniform(0.01, 0.05, n)  # within a decade: linear bins
     connector = np.array(["a", "b"])[np.arange(n) % 2]
     val = 50 + 10 * np.log10(alpha) + (connector == "b") * 5.0  # monotone in alpha
-    return pd.DataFrame({"alpha": alpha, "lr": lr, "connector": connector, "val_acc": val,
+    return pd.DataFrame({"alpha": alpha, "lr": lr, "connector": connector, RANK: val,
                          "beta": 1.0, "status": "finished", "trial_id": [f"t{i}" for i in range(n)]})
 
 
 def test_marginal_effects():
     df = _grid()
     out = marginal_effects(df)
-    assert list(out.columns) == ["parameter", "kind", "level_or_bin", "n", "mean", "std", "spearman"]
+    assert list(out.columns) == ["epochs", "parameter", "kind", "level_or_bin", "n", "mean", "std", "spearman"]
+    assert out["epochs"].isna().all()  # no epochs_run column: one group
     assert set(out["parameter"]) == {"alpha", "lr", "connector"}  # beta does not vary
     a = out[out["parameter"] == "alpha"]
     assert (a["kind"] == "log").all() and len(a) == 4 and a["n"].sum() == len(df)
     assert a["mean"].is_monotonic_increasing
-    rho = pd.Series(df["alpha"]).rank().corr(df["val_acc"].rank())
+    rho = pd.Series(df["alpha"]).rank().corr(df[RANK].rank())
     assert a["spearman"].iloc[0] == pytest.approx(rho) and rho > 0.8
     assert a["level_or_bin"].iloc[0].startswith("[") and a["level_or_bin"].iloc[-1].endswith("]")
     assert (out.loc[out["parameter"] == "lr", "kind"] == "linear").all()
     c = out[out["parameter"] == "connector"].set_index("level_or_bin")
     assert (c["kind"] == "categorical").all() and c["spearman"].isna().all()
     assert c.loc["b", "mean"] - c.loc["a", "mean"] == pytest.approx(
-        df.loc[df.connector == "b", "val_acc"].mean() - df.loc[df.connector == "a", "val_acc"].mean())
+        df.loc[df.connector == "b", RANK].mean() - df.loc[df.connector == "a", RANK].mean())
     assert c.loc["a", "n"] == 20
 
 
 def test_marginal_effects_few_values_and_statuses():
-    df = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "val_acc": [1.0, 3.0, 5.0, 7.0, 9.0, np.nan],
-                       "status": ["finished"] * 4 + ["diverged", "finished"]})
+    df = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2, 3], RANK: [1.0, 3.0, 5.0, 7.0, 9.0, np.nan, 99.0],
+                       "status": ["finished"] * 4 + ["diverged", "finished", "stopped_early"]})
     out = marginal_effects(df)
-    assert list(out["level_or_bin"]) == ["0", "1"]  # seed 2: diverged or NaN
+    assert list(out["level_or_bin"]) == ["0", "1"]  # seed 2: diverged or NaN; seed 3: stopped early
     assert list(out["mean"]) == [2.0, 6.0] and out["spearman"].iloc[0] == pytest.approx(np.corrcoef(
         pd.Series([0, 0, 1, 1]).rank(), pd.Series([1.0, 3.0, 5.0, 7.0]).rank())[0, 1])
     assert marginal_effects(df.drop(columns="seed")).empty
 
 
-def test_leaderboard_order_and_columns():
-    df = _grid().assign(status=["finished"] * 39 + ["errored"], epochs_run=3, sweep="s",
-                        test_acc=lambda d: d["val_acc"] - 1)
-    df.loc[5, "val_acc"] = np.nan
-    board = leaderboard(df, top=5)
-    assert list(board.index) == [1, 2, 3, 4, 5] and board.index.name == "rank"
-    assert list(board["val_acc"]) == sorted(df["val_acc"].dropna(), reverse=True)[:5]
-    assert list(board.columns) == ["trial_id", "status", "epochs_run", "alpha", "connector", "lr", "val_acc",
-                                   "test_acc"]  # sweep and beta do not vary
-    full = leaderboard(df, top=None)
-    assert len(full) == len(df) and np.isnan(full["val_acc"].iloc[-1])
-    worst = leaderboard(df, metric="test_acc", top=3, mode="min")
-    assert list(worst["test_acc"]) == sorted(df["test_acc"].dropna())[:3]
+def test_marginal_effects_compare_trials_of_one_fidelity_only():
+    """Trials that ran 4 epochs are never pooled with trials that ran 2: one block of rows per fidelity."""
+    df = pd.DataFrame({"alpha": [1.0, 1.0, 2.0, 2.0, 1.0, 2.0], RANK: [90.0, 92.0, 80.0, 82.0, 50.0, 70.0],
+                       "epochs_run": [4, 4, 4, 4, 2, 2], "status": ["finished"] * 4 + ["stopped_early"] * 2})
+    full = marginal_effects(df)
+    assert set(full["epochs"]) == {4} and list(full["mean"]) == [91.0, 81.0] and list(full["n"]) == [2, 2]
+    both = marginal_effects(df, statuses=None)
+    assert list(both["epochs"]) == [4, 4, 2, 2] and list(both["mean"]) == [91.0, 81.0, 50.0, 70.0]
+    assert (both.loc[both["epochs"] == 4, "spearman"] < 0).all() and (both.loc[both["epochs"] == 2, "spearman"] > 0).all()
+    confirm = df.assign(stage="confirm", alpha=[1.0, 3.0] * 3)
+    assert marginal_effects(pd.concat([df, confirm])).equals(full)  # confirmation runs are not the search's
+
+
+def _board_frame() -> pd.DataFrame:
+    """Trials whose rank_val_acc, final val_acc and fidelity disagree, with a confirmation run on top."""
+    rows = [  # trial, status, epochs run, rank_val_acc, val_acc, stage
+        ("f1", "finished", 10, 80.0, 95.0, "search"),  # a lucky last epoch: best by final val_acc, not by rank
+        ("f2", "finished", 10, 85.0, 86.0, "search"),
+        ("f3", "finished", 10, np.nan, np.nan, "search"),
+        ("s5", "stopped_early", 5, 88.0, 88.0, "search"),  # better numbers than every finished trial, at half fidelity
+        ("s2", "stopped_early", 2, 99.0, 99.0, "search"),
+        ("s5b", "stopped_early", 5, 70.0, 71.0, "search"),
+        ("d3", "diverged", 3, 60.0, 10.0, "search"),
+        ("c1", "finished", 10, 99.9, 99.9, "confirm"),
+    ]
+    df = pd.DataFrame(rows, columns=["trial_id", "status", "epochs_run", RANK, M.VAL_ACC, "stage"])
+    return df.assign(alpha=np.arange(len(df)) + 1.0, sweep="s", test_acc=lambda d: d[M.VAL_ACC] - 1)
+
+
+def test_leaderboard_ranks_full_fidelity_first_by_the_ranking_rule():
+    board = leaderboard(_board_frame(), top=None)
+    assert list(board["trial_id"]) == ["f2", "f1", "f3", "s5", "s5b", "d3", "s2"]
+    assert list(board.index) == list(range(1, 8)) and board.index.name == "rank"
+    assert "c1" not in set(board["trial_id"])  # the confirmation run feeds the verdict, not the leaderboard
+    cols = ["trial_id", "status", "epochs_run", "alpha"] + list(dict.fromkeys([RANK, M.VAL_ACC, "test_acc"]))
+    assert list(board.columns) == cols  # sweep does not vary
+    assert list(leaderboard(_board_frame(), top=3)["trial_id"]) == ["f2", "f1", "f3"]
+    by_val = leaderboard(_board_frame(), metric=M.VAL_ACC, top=None)
+    assert list(by_val["trial_id"]) == ["f1", "f2", "f3", "s5", "s5b", "d3", "s2"]  # same fidelity groups
+    worst = leaderboard(_board_frame(), metric="test_acc", top=2, mode="min")
+    assert list(worst["trial_id"]) == ["f2", "f1"]
+    with_ids = leaderboard(_board_frame().assign(run_id=lambda d: "r" + d["trial_id"]), top=2, run_id=True)
+    assert list(with_ids.columns[:2]) == ["run_id", "trial_id"] and list(with_ids["run_id"]) == ["rf2", "rf1"]
     with pytest.raises(ValueError, match="numeric columns"):
-        leaderboard(df, metric="nope")
-    two = pd.concat([df, df.assign(sweep="t")])
+        leaderboard(_board_frame(), metric="nope")
+    two = pd.concat([_board_frame(), _board_frame().assign(sweep="t")])
     assert leaderboard(two).columns[0] == "sweep"
+
+
+def test_leaderboard_on_the_store(trials_a):
+    """The lw sweep's search trials: finished ones by the logged ranking value, then by fidelity."""
+    from _analysis_store import LW
+
+    trials, _ = trials_a
+    lw = trials[trials["sweep"] == "lw"]
+    board = leaderboard(lw, top=None)
+    assert set(board["trial_id"]) == set(LW) and "origin" in board.columns
+    t = lw.set_index("trial_id")
+    expected = sorted(LW, key=lambda tid: (t.loc[tid, "status"] != "finished",
+                                           0 if t.loc[tid, "status"] == "finished" else -t.loc[tid, "epochs_run"],
+                                           -t.loc[tid, RANK]))
+    assert list(board["trial_id"]) == expected
+    assert list(board["trial_id"][:3]) == sorted(["lw_00001", "lw_00002", "lw_00003"], key=lambda x: -t.loc[x, RANK])
+
+
+def test_asha_table_on_the_store(trials_a):
+    trials, _ = trials_a
+    table = asha_table(trials)
+    assert list(table.columns) == ["sweep", "epoch", "ended", "trials", "reached", "authors"]
+    rows = [tuple(r) for r in table.itertuples(index=False)]
+    assert rows == [("lw", 1, "stopped", 1, 5, "alpha 1 beta 5"), ("lw", 2, "stopped", 1, 4, "alpha 10 beta 1"),
+                    ("lw", 4, "finished", 3, 3, "alpha 1 beta 1"), ("par", 3, "finished", 4, 4, "")]
+    one = asha_table(trials[trials["sweep"] == "lw"])
+    assert "sweep" not in one.columns and list(one["trials"]) == [1, 1, 3]
+    assert table["epoch"].dtype == np.int64
+    assert asha_table(trials.iloc[0:0]).empty
+
+
+def _welch_ci(a, b):
+    from scipy.stats import t as student_t
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = student_t.ppf(0.975, df) * math.sqrt(va + vb)
+    return a.mean() - b.mean() - half, a.mean() - b.mean() + half
+
+
+def test_verdict_table_on_the_store(trials_a):
+    """The lw sweep's confirmation runs: c1 beats the authors' (1, 1) on val with confidence."""
+    from _analysis_store import CONFIRM, RECOMMENDED
+
+    trials, _ = trials_a
+    verdict, table = verdict_table(trials)
+    assert verdict.recommended == RECOMMENDED and table["recommended"].tolist() == [True, False, False, False]
+    assert list(table["config_id"]) == ["c1", "c2", "ref", "ce"]  # recommended first, then role and search rank
+    assert list(table["config"]) == ["alpha 2 beta 3", "alpha 0.5 beta 2", "alpha 1 beta 1", "CE only"]
+    assert list(table["seeds"]) == [3, 3, 3, 3]  # the errored CE seed is not part of it
+    assert list(table["rank"].astype(object).where(table["rank"].notna(), None)) == [1, 2, None, None]
+    t = table.set_index("config_id")
+    for cid, (_, _, _, _, vals, tests) in CONFIRM.items():
+        for m, v in (("val_acc", vals), ("test_acc", tests)):
+            half = T975[2] * np.std(v, ddof=1) / math.sqrt(3)
+            assert t.loc[cid, f"{m}_mean"] == pytest.approx(np.mean(v))
+            assert t.loc[cid, f"{m}_ci_low"] == pytest.approx(np.mean(v) - half)
+            assert t.loc[cid, f"{m}_ci_high"] == pytest.approx(np.mean(v) + half)
+    ref, ce = CONFIRM["ref"], CONFIRM["ce"]
+    assert t.loc["c1", "val_acc_vs_reference"] == pytest.approx(np.mean(CONFIRM["c1"][4]) - np.mean(ref[4]))
+    assert t.loc["c1", "val_acc_vs_reference_p"] == pytest.approx(_welch_p(CONFIRM["c1"][4], ref[4]))
+    assert t.loc["c2", "test_acc_vs_ce_p"] == pytest.approx(_welch_p(CONFIRM["c2"][5], ce[5]))
+    assert np.isnan(t.loc["ref", "val_acc_vs_reference"]) and np.isnan(t.loc["ce", "test_acc_vs_ce_p"])
+    assert t.loc["c1", "val_acc_vs_reference_p"] < 0.05
+    low, high = _welch_ci(CONFIRM["c1"][4], ref[4])
+    assert verdict.sentence.startswith("alpha 2 beta 3 beats the authors' (1, 1) by +2.1 val points")
+    assert f"95% CI {low:+.1f} .. {high:+.1f}" in verdict.sentence
+    shown = pd.DataFrame(verdict.table())  # what the report shows
+    assert list(shown.columns) == ["config", "role", "seeds", "recommended", "val_acc", "test_acc", "val vs reference",
+                                   "test vs reference", "val vs CE", "test vs CE"]
+    assert shown.loc[0, "val_acc"] == f"{np.mean(CONFIRM['c1'][4]):.2f} [{t.loc['c1', 'val_acc_ci_low']:.2f}, " \
+                                      f"{t.loc['c1', 'val_acc_ci_high']:.2f}]"
+    assert shown.loc[0, "val vs reference"] == (f"{t.loc['c1', 'val_acc_vs_reference']:+.2f} [{low:+.2f}, {high:+.2f}] "
+                                                f"p={t.loc['c1', 'val_acc_vs_reference_p']:.2g}")
+    assert shown.loc[2, "val vs reference"] == "" and shown.loc[3, "val vs CE"] == ""
+
+
+def test_verdict_table_is_tuner_verdicts_summary():
+    """One home for the statistics: the table is ``tuner.verdict.summarize`` of the confirm rows."""
+    from tuner.verdict import summarize
+
+    rows = [("a", "candidate", 1, 1.0, [80.0, 81.0]), ("r", "reference", None, 2.0, [79.0, 79.5]),
+            ("z", "ce", None, 0.0, [70.0, 71.0])]
+    df = pd.DataFrame([{"trial_id": f"{cid}{i}", "stage": "confirm", "status": "finished", "config_id": cid,
+                        "config_role": role, "config_rank": rank, "alpha": alpha, "seed": i, M.VAL_ACC: v,
+                        M.TEST_ACC: v - 1, "sweep": "s"}
+                       for cid, role, rank, alpha, vals in rows for i, v in enumerate(vals)])
+    verdict, _ = verdict_table(df)
+    expected = summarize([{"config_id": cid, "role": role, "rank": rank, "params": {"alpha": alpha},
+                           M.VAL_ACC: v, M.TEST_ACC: v - 1} for cid, role, rank, alpha, vals in rows for v in vals],
+                         "the reference point (alpha 2)")
+    assert verdict.to_dict() == expected.to_dict()
+    assert "the reference point (alpha 2)" in verdict.sentence
+    none, empty = verdict_table(df.assign(stage="search"))  # no confirmation runs: no verdict
+    assert none is None and empty.empty and list(empty.columns) == list(VERDICT_COLUMNS)
+    assert verdict_table(df.assign(status="errored"))[0] is None
+    with pytest.raises(ValueError, match="several sweeps"):
+        verdict_table(pd.concat([df, df.assign(sweep="t")]))
+    assert verdict_table(pd.concat([df, df.assign(sweep="t")]), sweep="t")[0].to_dict() == expected.to_dict()
 
 
 def test_searched_params_and_status_counts(trials_a):
     trials, _ = trials_a
-    assert searched_params(trials) == ["alpha", "beta", "connector", "student"]
-    counts = status_counts(trials)
-    assert counts.loc["lw"].to_dict() == {"finished": 3, "stopped_early": 1, "diverged": 1, "errored": 1,
-                                          "running": 1, "total": 7}
+    search = search_trials(trials)
+    assert searched_params(search) == ["alpha", "beta", "connector", "student"]
+    assert "seed" in searched_params(trials)  # the confirmation runs' fresh seeds
+    counts = status_counts(search)
+    assert counts.loc["lw"].to_dict() == {"finished": 3, "stopped_early": 2, "diverged": 1, "errored": 1,
+                                          "running": 1, "total": 8}
     assert counts.loc["par", "finished"] == 4 and counts.loc["par", "total"] == 4

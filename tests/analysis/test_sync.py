@@ -25,7 +25,6 @@ from tests._helpers import free_port, local_ray, trial_runs, tune_results  # noq
 from tuner import metrics as M  # noqa: E402
 from tuner import tracking as T  # noqa: E402
 
-KEYS = M.PER_EPOCH + M.PER_TRIAL
 NAME, EPOCHS, TOP_K = "syn", 3, 1
 STUDENT = "model/student.pt"
 
@@ -41,7 +40,7 @@ def swept(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("sync-sweep")
     uri = f"sqlite:///{tmp / 'tracked.db'}"
-    sweep, base = SweepConfig.split({"name": NAME, "num_samples": 2, "epochs": EPOCHS, "teacher_epochs": 3,
+    sweep, base = SweepConfig.split({"name": NAME, "confirm": 0, "num_samples": 2, "epochs": EPOCHS, "teacher_epochs": 3,
                                      "scheduler": "fifo", "top_k": TOP_K, "storage_path": str(tmp / "ray"),
                                      "tracking_uri": uri, "optuna_storage": f"sqlite:///{tmp / 'optuna.db'}"})
     cwd = os.getcwd()
@@ -79,10 +78,19 @@ def _students(uri: str, experiment: str) -> Dict[str, str]:
             if [a.path for a in client.list_artifacts(r.info.run_id, "model")] == [STUDENT]}
 
 
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _expected(rows: List[dict]) -> Dict[tuple, float]:
-    """(metric, epoch) -> value: every finite contract metric of every reported epoch."""
-    return {(k, r["epoch"]): float(r[k]) for r in rows for k in KEYS
-            if isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) and math.isfinite(r[k])}
+    """(metric, epoch) -> value: every finite per-epoch metric of every reported epoch, and each per-trial
+    metric once, at the first epoch that reported it (the callback's rule)."""
+    out = {(k, r["epoch"]): float(r[k]) for r in rows for k in M.PER_EPOCH if _finite(r.get(k))}
+    for k in M.PER_TRIAL:
+        first = next((r for r in rows if _finite(r.get(k))), None)
+        if first is not None:
+            out[(k, first["epoch"])] = float(first[k])
+    return out
 
 
 def _parent_id(uri: str, experiment: str) -> str:
@@ -137,12 +145,9 @@ def test_sync_fills_a_store_that_has_only_the_parent(swept, tmp_path, capsys):
         assert tags["mlflow.parentRunId"] == parent_id and tags["mlflow.runName"] == tid == child.info.run_name
         assert tags[T.TAG_STATUS] == "finished" and tags[T.TAG_LAST_EPOCH] == str(EPOCHS)
         assert child.info.status == "FINISHED" and child.info.end_time >= child.info.start_time
-        # params: base.* of the parent overridden by the trial's config; the same as the callback
-        # logged, except the per-trial resources it adds (threads, device) that the parent does not hold
-        tracked = swept.children[tid].data.params
-        assert set(child.data.params) == set(tracked)
-        assert {k: v for k, v in child.data.params.items() if k not in ("threads", "device")} == \
-               {k: v for k, v in tracked.items() if k not in ("threads", "device")}
+        # params: the base config of the folder's srrl_sweep.yaml (with the per-trial resources) overridden
+        # by the trial's config: the very params the callback logged
+        assert child.data.params == swept.children[tid].data.params
 
     assert _sync(uri, swept.path, capsys).endswith("2 trials, 0 runs created, 0 metrics backfilled, 0 runs ended, "
                                                    "0 students exported; parent run already FINISHED")
@@ -356,101 +361,6 @@ def test_sync_leaves_the_parent_of_an_unfinished_sweep_running(swept, tmp_path, 
     assert all(c.info.status == "FINISHED" for c in trial_runs(uri, swept.experiment))
 
 
-@pytest.mark.parametrize("statuses, why", [
-    ({}, "no Tune experiment state"),
-    ({"a": "TERMINATED", "b": "PENDING"}, "1 of 2 trials not ended"),
-    ({"a": "RUNNING", "b": "PAUSED", "c": "ERROR"}, "2 of 3 trials not ended"),
-    ({"a": "TERMINATED", "b": "ERROR"}, None),  # and no search state to say more are planned
-])
-def test_sweep_not_over_reads_tunes_statuses(tmp_path, statuses, why):
-    from analysis.sync import sweep_not_over
-
-    assert sweep_not_over(tmp_path, statuses) == why
-
-
-def test_sweep_not_over_reads_tunes_search_state(tmp_path):
-    """An exhaustive grid's searcher (Tune's BasicVariantGenerator, saved as Tune saves it) plans 3
-    trials: with 2 started and ended the sweep is not over; with 3, or once it says finished, it is."""
-    from ray import tune
-    from ray.tune.experiment import Experiment
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from analysis.sync import sweep_not_over
-
-    ended = {"a": "TERMINATED", "b": "ERROR"}
-    for finished in (False, True):
-        folder = tmp_path / f"finished-{finished}"
-        folder.mkdir()
-        arms = ["CE", "CE+FM", "CE+SR"]
-        search = BasicVariantGenerator(points_to_evaluate=[{"arm": arm} for arm in arms])
-        search.add_configurations([Experiment(NAME, lambda config: None, config={"arm": tune.choice(arms)},
-                                              num_samples=len(arms), storage_path=str(tmp_path / "ray"))])
-        if finished:
-            search.set_finished()
-        search.save_to_dir(str(folder), "2026-01-01_00-00-00")
-        assert sweep_not_over(folder, ended) == (None if finished else "2 of its 3 trials started")
-        assert sweep_not_over(folder, {**ended, "c": "TERMINATED"}) is None
-
-
-def _trial(last: dict, tune_status=None, error=None):
-    from analysis.sync import TuneTrial
-
-    return TuneTrial("t", Path("."), {}, [{M.EPOCH: 1}, last], tune_status, error)
-
-
-@pytest.mark.parametrize("last, tune_status, planned, expected", [
-    ({M.EPOCH: 3}, None, 3, ("finished", {T.TAG_LAST_EPOCH: "3"})),
-    ({M.EPOCH: 3}, "TERMINATED", 3, ("finished", {T.TAG_LAST_EPOCH: "3"})),
-    ({M.EPOCH: 2}, None, 3, None),
-    ({M.EPOCH: 2}, "RUNNING", 3, None),
-    ({M.EPOCH: 2}, "TERMINATED", 3, ("stopped_early", {T.TAG_LAST_EPOCH: "2", T.TAG_STOPPED_AT: "2"})),
-    ({M.EPOCH: 2, "done": True}, None, 3, ("stopped_early", {T.TAG_LAST_EPOCH: "2", T.TAG_STOPPED_AT: "2"})),
-    ({M.EPOCH: 2, T.DIVERGED_KEY: 1.0}, "TERMINATED", 3, ("diverged", {T.TAG_LAST_EPOCH: "2", T.TAG_DIVERGED_EPOCH: "2"})),
-    ({M.EPOCH: 2}, "ERROR", 3, ("errored", {T.TAG_LAST_EPOCH: "2", T.TAG_ERROR: "ValueError: boom"})),
-    ({M.EPOCH: 3}, "ERROR", 3, ("errored", {T.TAG_LAST_EPOCH: "3", T.TAG_ERROR: "ValueError: boom"})),
-    ({"training_iteration": 3}, None, None, None),
-    ({"training_iteration": 3, "done": True}, None, None, ("stopped_early", {T.TAG_LAST_EPOCH: "3", T.TAG_STOPPED_AT: "3"})),
-])
-def test_trial_end_follows_the_callbacks_rules(last, tune_status, planned, expected):
-    from analysis.sync import trial_end
-
-    assert trial_end(_trial(last, tune_status, "ValueError: boom"), planned) == expected
-
-
-def test_sync_logs_in_batches_of_at_most_1000_metrics(tmp_path, capsys, monkeypatch):
-    """A long trial (150 epochs x 17 metrics), written as Tune writes it, goes in log_batch calls of <= 1000."""
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'long.db'}"
-    T.start_sweep(uri, "long", "long", {"base.epochs": 150}, {}, resume=False)
-    trial = tmp_path / "long" / "train_srrl_abc_00000_0_x"
-    trial.mkdir(parents=True)
-    (trial / "params.json").write_text(json.dumps({"alpha": 0.5}))
-    rows = [{**{k: float(e * 100 + i) for i, k in enumerate(KEYS)}, M.EPOCH: e, "trial_id": "abc_00000",
-             "timestamp": 1_700_000_000 + e, "done": False, "training_iteration": e} for e in range(1, 151)]
-    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    sizes: List[int] = []
-    real = MlflowClient.log_batch
-
-    def spy(self, run_id, metrics=(), *args, **kwargs):
-        if metrics:
-            sizes.append(len(metrics))
-        return real(self, run_id, metrics, *args, **kwargs)
-
-    monkeypatch.setattr(MlflowClient, "log_batch", spy)
-    line = _sync(uri, tmp_path / "long", capsys, experiment="long")
-    assert f"1 trials, 1 runs created, {150 * len(KEYS)} metrics backfilled, 1 runs ended, 0 students exported; " \
-           "parent run left RUNNING: the sweep is not over (no Tune experiment state); " in line, line
-    total = 150 * len(KEYS)  # 2550
-    assert sizes == [1000] * (total // 1000) + [total % 1000]
-    (run,) = trial_runs(uri, "long")
-    assert run.data.params["alpha"] == "0.5" and run.data.params["epochs"] == "150"
-    assert run.data.tags[T.TAG_STATUS] == "finished"
-    history = MlflowClient(uri).get_metric_history(run.info.run_id, M.VAL_ACC)
-    assert [(m.step, m.value, m.timestamp) for m in history] == \
-           [(e, float(e * 100 + KEYS.index(M.VAL_ACC)), (1_700_000_000 + e) * 1000) for e in range(1, 151)]
-
-
 # ---- errors: one line, exit 2 ----------------------------------------------------------------------
 def _error(argv: List[str], capsys) -> str:
     capsys.readouterr()  # what came before (MLflow's own log lines while creating a store)
@@ -479,11 +389,3 @@ def test_sync_errors_are_one_line_exit_2(swept, tmp_path, capsys):
     port = free_port()
     err = _error(["sync", "-e", "syn", "--sweep-dir", str(swept.path), "--tracking-uri", f"http://127.0.0.1:{port}"], capsys)
     assert "cannot reach MLflow server" in err
-
-
-def test_a_remote_sweep_is_fetched_without_older_checkpoints():
-    from analysis.sync import _needed
-
-    files = ["srrl_sweep.yaml", "experiment_state-x.json", "t1/result.json", "t1/checkpoint_000001/trainer_state.pt",
-             "t1/checkpoint_000002/trainer_state.pt", "t2/result.json", "t2/checkpoint_000000/trainer_state.pt"]
-    assert _needed(files) == [f for f in files if "checkpoint_000001" not in f]

@@ -1,0 +1,112 @@
+"""The confirmation stage's verdict from a store's confirm runs, through ``tuner.verdict.summarize``
+(the one home of its statistics), as a numeric table and as the report's formatted one.
+
+DataFrame in, ``Verdict`` / DataFrame out; no I/O. ``analysis.tables`` re-exports these names.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+import pandas as pd
+
+from tuner import metrics as M
+
+if TYPE_CHECKING:
+    from tuner.verdict import Verdict
+
+__all__ = ["confirm_rows", "verdict_table", "VERDICT_COLUMNS"]
+
+_METRICS = (M.VAL_ACC, M.TEST_ACC)
+_VS = (("reference", "vs_reference"), ("ce", "vs_ce"))
+#: ``verdict_table``'s columns: per configuration the mean and 95% CI over seeds of val and test accuracy,
+#: then the difference of means to the reference point and to CE-only, each with Welch's p-value
+VERDICT_COLUMNS = (
+    ["config", "config_id", "role", "rank", "seeds", "recommended"]
+    + [f"{m}_{s}" for m in _METRICS for s in ("mean", "ci_low", "ci_high")]
+    + [f"{m}_vs_{o}{p}" for o, _ in _VS for m in _METRICS for p in ("", "_p")]
+)
+
+
+def _value(v: Any) -> Any:
+    """A plain Python value (numpy scalars unwrapped), None where missing."""
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def _params(confirm: pd.DataFrame) -> List[str]:
+    """The searched params that tell the confirmed configurations apart (the seeds of one do not)."""
+    from analysis.tables import SEARCHED_PARAMS, searched_params
+
+    return searched_params(confirm, [p for p in SEARCHED_PARAMS if p != "seed"])
+
+
+def confirm_rows(trials: pd.DataFrame) -> List[Dict[str, Any]]:
+    """``tuner.verdict.summarize``'s rows: one per finished confirmation run of ``trials``, with its
+    ``config_id, role, rank, params`` (the searched values) and final ``val_acc, test_acc``."""
+    from analysis.tables import confirm_trials
+
+    confirm = confirm_trials(trials)
+    if confirm.empty or "config_id" not in confirm.columns:
+        return []
+    confirm = confirm[(confirm["status"] == "finished") & confirm["config_id"].notna()]
+    params = _params(confirm)
+    rows = []
+    for _, run in confirm.iterrows():
+        rows.append({"config_id": str(run["config_id"]), "role": run.get("config_role"),
+                     "rank": _value(run.get("config_rank")),
+                     "params": {p: _value(run[p]) for p in params if _value(run[p]) is not None},
+                     **{m: _value(run.get(m)) for m in _METRICS}})
+    return rows
+
+
+def verdict_table(trials: pd.DataFrame, sweep: Optional[str] = None) -> Tuple[Optional["Verdict"], pd.DataFrame]:
+    """The verdict of the confirmation runs in ``trials`` and one row per configuration (``VERDICT_COLUMNS``,
+    recommended first); ``(None, empty frame)`` when no confirmation run finished.
+
+    Args:
+        sweep: whose confirmation runs; needed when ``trials`` holds those of several sweeps.
+
+    Raises:
+        ValueError: confirmation runs of several sweeps and no ``sweep`` given.
+    """
+    from analysis.tables import confirm_trials
+    from tuner.verdict import reference_name, summarize
+
+    confirm = confirm_trials(trials)
+    if sweep is not None:
+        confirm = confirm[confirm["sweep"] == sweep]
+    elif "sweep" in confirm.columns and confirm["sweep"].nunique() > 1:
+        raise ValueError(f"sweep: confirmation runs of several sweeps ({', '.join(sorted(confirm['sweep'].unique()))}); "
+                         "give one")
+    rows = confirm_rows(confirm)
+    if not rows:
+        return None, pd.DataFrame(columns=list(VERDICT_COLUMNS))
+    ref = next((r["params"] for r in rows if r["role"] == "reference"), {})
+    verdict = summarize(rows, reference_name(ref))
+    out = []
+    for c in _in_table_order(verdict):
+        row: Dict[str, Any] = {"config": c.label, "config_id": c.config_id, "role": c.role, "rank": c.rank,
+                               "seeds": c.n, "recommended": c.config_id == verdict.recommended}
+        for m in _METRICS:
+            iv = c.metrics.get(m)
+            row.update({f"{m}_mean": iv.mean if iv else math.nan, f"{m}_ci_low": iv.low if iv else math.nan,
+                        f"{m}_ci_high": iv.high if iv else math.nan})
+        for other, attr in _VS:
+            for m in _METRICS:
+                d = getattr(c, attr).get(m)
+                row.update({f"{m}_vs_{other}": d.diff if d else math.nan, f"{m}_vs_{other}_p": d.p if d else math.nan})
+        out.append(row)
+    df = pd.DataFrame(out, columns=list(VERDICT_COLUMNS))
+    df["rank"] = df["rank"].astype("Int64")
+    df["seeds"] = df["seeds"].astype("int64")
+    df["recommended"] = df["recommended"].astype(bool)
+    return verdict, df
+
+
+def _in_table_order(verdict: "Verdict") -> List[Any]:
+    """The configurations as ``Verdict.table`` lists them: recommended first, then by role and search rank."""
+    from tuner.verdict import ROLES
+
+    return sorted(verdict.configs, key=lambda c: (c.config_id != verdict.recommended, ROLES.index(c.role), c.rank or 0))
