@@ -189,11 +189,9 @@ class SearchSpace:
 
     def reference_name(self, ctx: SpaceContext) -> str:
         """How a verdict names the reference point: ``the authors' (1, 1)`` (+ the other fixed values)."""
-        point = self.reference_point(ctx) or {}
-        if "alpha" not in point or "beta" not in point:
-            return "the reference point"
-        rest = " ".join(f"{k} {v}" for k, v in point.items() if k not in ("alpha", "beta"))
-        return f"the authors' ({point['alpha']:g}, {point['beta']:g})" + (f" with {rest}" if rest else "")
+        from tuner.verdict import reference_name
+
+        return reference_name(self.reference_point(ctx))
 
     def outside(self, ctx: SpaceContext, point: Mapping[str, Any]) -> Optional[str]:
         """Why ``point`` (param -> value) is not a point of this space, or None if it is.

@@ -23,7 +23,7 @@ __all__ = [
     "connector_fits_student",
 ]
 
-#: (alpha, beta) pairs the SRRL authors suggested trying per teacher-student pair (SRRL.md)
+#: (alpha, beta) pairs the SRRL authors suggested trying per teacher-student pair (docs/method.md)
 AUTHORS_WEIGHTS = ((1.0, 1.0), (1.0, 5.0), (10.0, 1.0))
 WEIGHT_LOW, WEIGHT_HIGH = 0.01, 100.0
 PAPER_CONNECTOR = "conv1x1_bn_relu"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests._helpers import REPO, cli_env, cli_study, kill_when, ray_tmpdir, run_search, start_run_search, trial_runs, tune_results
+from tests._helpers import cli_env, cli_study, kill_when, ray_tmpdir, run_search, start_run_search, trial_runs, tune_results
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Golden values and properties of the SRRL loss terms (SRRL.md, "The three losses")."""
+"""Golden values and properties of the SRRL loss terms (docs/method.md, "The three losses")."""
 from __future__ import annotations
 
 import json

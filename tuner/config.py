@@ -27,7 +27,7 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrialConfig:
     """Everything one SRRL distillation run depends on; a trial is a pure function of it.
 
-    ``total = ce + alpha * fm + beta * sr + gamma * kd`` (SRRL.md, "The three losses").
+    ``total = ce + alpha * fm + beta * sr + gamma * kd`` (docs/method.md, "The three losses").
     """
 
     # what is distilled, on what
@@ -37,7 +37,7 @@ class TrialConfig:
     teacher_checkpoint: Optional[str] = None
     student: str = "digits_cnn2x4"
     connector: str = "conv1x1_bn_relu"
-    # loss weights (SRRL.md: authors' default alpha = beta = 1; gamma is the optional KD term, off by default)
+    # loss weights (docs/method.md: authors' default alpha = beta = 1; gamma is the optional KD term, off by default)
     alpha: float = 1.0
     beta: float = 1.0
     gamma: float = 0.0

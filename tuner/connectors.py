@@ -1,7 +1,7 @@
 """Connector registry: modules r mapping a student map (C_S channels) to the teacher's C_T channels.
 
 Every connector's output is a ``B x C_T x H x W`` map (``linear`` returns ``1 x 1``), so the
-teacher's head (global pooling + fc) can be applied to it (SRRL.md, "The connector in the paper").
+teacher's head (global pooling + fc) can be applied to it (docs/method.md, "The connector").
 """
 from __future__ import annotations
 

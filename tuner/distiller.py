@@ -17,7 +17,7 @@ LOSS_TERMS = ("ce", "fm", "sr", "kd", "total")
 
 
 class Distiller(nn.Module):
-    """``total = ce + alpha * fm + beta * sr + gamma * kd`` (SRRL.md, "The three losses").
+    """``total = ce + alpha * fm + beta * sr + gamma * kd`` (docs/method.md, "The three losses").
 
     The teacher is frozen by construction: its parameters have ``requires_grad=False``, it stays in
     eval mode under ``.train()``, and ``learnable_parameters()`` (student + connector) is all an
@@ -101,7 +101,7 @@ class Distiller(nn.Module):
         fm = sr = zero
         if self.alpha > 0 or self.beta > 0:
             if f_s.shape[-2:] != f_t.shape[-2:] and f_s.shape[-1] > f_t.shape[-1]:
-                # SRRL.md: a student map larger than the teacher's is pooled to the teacher's size
+                # docs/method.md: a student map larger than the teacher's is pooled to the teacher's size
                 f_s = F.adaptive_avg_pool2d(f_s, f_t.shape[-2:])
             r_s = self.connector(f_s)
             fm = feature_matching_loss(r_s, f_t)

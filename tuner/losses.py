@@ -1,4 +1,4 @@
-"""The SRRL loss terms as pure functions of tensors (SRRL.md, "The three losses")."""
+"""The SRRL loss terms as pure functions of tensors (docs/method.md, "The three losses")."""
 from __future__ import annotations
 
 from typing import Callable

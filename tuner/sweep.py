@@ -46,6 +46,7 @@ class SweepResult:
     rows: List[Dict[str, Any]]  # per trial: params, status, epochs, best/final metrics
     verdict: Any = None  # tuner.verdict.Verdict of the confirmation stage, when it ran
     note: str = ""  # why there is no verdict
+    experiment_id: Optional[str] = None  # MLflow's id of ``experiment``
 
 
 def smoke(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConfig]:
@@ -244,13 +245,13 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
         verdict = confirm.verdict_of(confirmed, space.reference_name(ctx))
         best = next((r for r in rows if r["status"] == "finished"), None)
         tracking.log_verdict(sweep.tracking_uri, parent_run, verdict,
-                             {k: best[k] for k in (M.RANK_VAL_ACC, M.TEST_ACC)} if best else None)
+                             {k: best[k] for k in ("trial_id", M.RANK_VAL_ACC, M.TEST_ACC)} if best else None)
     orphans = tracking.remove_orphan_runs(sweep.tracking_uri, parent_run, trial_ids)
     if orphans:
         log(f"removed {orphans} MLflow run(s) of trials lost with the interrupted driver")
     tracking.finish_sweep(sweep.tracking_uri, parent_run)
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
-                       study_name, rows, verdict, note)
+                       study_name, rows, verdict, note, experiment_id)
 
 
 def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:

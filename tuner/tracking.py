@@ -283,7 +283,8 @@ def log_verdict(tracking_uri: str, parent_run_id: str, verdict: Any, best_search
     """Put a confirmation verdict (``tuner.verdict.Verdict``) on the sweep's parent run and mark the
     recommended child runs: the sentence as tag ``srrl.verdict``, the recommended configuration's
     params as tags ``srrl.recommended.<name>`` and its confirmed means and 95% CIs as metrics
-    ``verdict_<metric>_mean|ci_low|ci_high``, the best search trial as ``best_search_<metric>``,
+    ``verdict_<metric>_mean|ci_low|ci_high``, the best search trial as ``best_search_<metric>`` (and
+    its text fields, e.g. ``trial_id``, as tags ``srrl.best_search_<name>``),
     and the whole verdict as ``verdict/verdict.json``."""
     import json
     import tempfile
@@ -292,7 +293,8 @@ def log_verdict(tracking_uri: str, parent_run_id: str, verdict: Any, best_search
 
     client = _client(tracking_uri)
     now = int(time.time() * 1000)
-    tags = {TAG_VERDICT: _text(verdict.sentence, _MAX_TAG)}
+    # the sentence is also the run's description, the first thing the MLflow UI shows of it
+    tags = {TAG_VERDICT: _text(verdict.sentence, _MAX_TAG), "mlflow.note.content": _text(verdict.sentence, _MAX_TAG)}
     metrics = []
     rec = verdict.config(verdict.recommended)
     if rec is not None:
@@ -305,6 +307,8 @@ def log_verdict(tracking_uri: str, parent_run_id: str, verdict: Any, best_search
         value = _number(v)
         if value is not None and math.isfinite(value):
             metrics.append(Metric(_key(f"best_search_{k}"), value, now, 0))
+        elif isinstance(v, str):
+            tags[_key(f"srrl.best_search_{k}")] = _text(v, _MAX_TAG)
     client.log_batch(parent_run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "verdict.json"

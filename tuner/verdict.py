@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from tuner import metrics as M
 
 __all__ = ["ROLES", "ALPHA", "Interval", "Comparison", "ConfigResult", "Verdict", "summarize", "mean_ci",
-           "welch", "label_of", "format_verdict"]
+           "welch", "label_of", "format_verdict", "reference_name"]
 
 #: what a confirmed configuration is: one of the search's top K, the space's reference point, or the student alone
 ROLES = ("candidate", "reference", "ce")
@@ -82,28 +82,30 @@ class Verdict:
             configs.append(ConfigResult(**c))
         return cls(configs, data.get("recommended"), data.get("reference"), data.get("ce"), data["sentence"])
 
-    def table(self) -> List[Dict[str, Any]]:
-        """One flat row per configuration (what the CLI and the report print), recommended first."""
+    def table(self) -> List[Dict[str, str]]:
+        """One row of text per configuration (what the CLIs and the report show), recommended first:
+        ``mean [95% CI]`` of val and test accuracy, ``diff [95% CI] p=...`` to the reference and to CE-only."""
         rows = []
         for c in sorted(self.configs, key=lambda c: (c.config_id != self.recommended, ROLES.index(c.role), c.rank or 0)):
-            row: Dict[str, Any] = {"config": c.label, "role": c.role, "seeds": c.n,
-                                   "recommended": c.config_id == self.recommended}
+            row = {"config": c.label, "role": c.role, "seeds": str(c.n),
+                   "recommended": "yes" if c.config_id == self.recommended else ""}
             for m in _METRICS:
-                if m in c.metrics:
-                    iv = c.metrics[m]
-                    row[m] = f"{iv.mean:.2f} [{iv.low:.2f}, {iv.high:.2f}]"
-            for name, vs in (("vs reference", c.vs_reference), ("vs CE", c.vs_ce)):
-                if M.TEST_ACC in vs:
-                    d = vs[M.TEST_ACC]
-                    row[f"test {name}"] = f"{d.diff:+.2f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p:.3g}"
+                iv = c.metrics.get(m)
+                row[m] = f"{iv.mean:.2f} [{iv.low:.2f}, {iv.high:.2f}]" if iv else ""
+            for other, vs in (("reference", c.vs_reference), ("CE", c.vs_ce)):
+                for m in _METRICS:
+                    d = vs.get(m)
+                    row[f"{m.split('_')[0]} vs {other}"] = (
+                        "" if d is None else f"{d.diff:+.2f} (one seed: no CI, no p)" if math.isnan(d.low)
+                        else f"{d.diff:+.2f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p:.2g}")
             rows.append(row)
         return rows
 
 
 def format_verdict(verdict: Verdict) -> str:
     """The verdict as the CLIs print it: one row per configuration (``*`` marks the recommendation), then the sentence."""
-    cols = ["config", "role", "seeds", M.VAL_ACC, M.TEST_ACC, "test vs reference", "test vs CE"]
-    rows = [["*" if r["recommended"] else ""] + [str(r.get(c, "-")) for c in cols] for r in verdict.table()]
+    cols = ["config", "role", "seeds", M.VAL_ACC, M.TEST_ACC, "val vs reference", "test vs reference", "test vs CE"]
+    rows = [["*" if r["recommended"] else ""] + [r[c] or "-" for c in cols] for r in verdict.table()]
     header = ["", *cols]
     widths = [max(len(h), *(len(c[j]) for c in rows)) if rows else len(h) for j, h in enumerate(header)]
     lines = ["Confirmation (final epoch, mean [95% CI] over seeds; the recommendation is chosen on val only):",
@@ -157,6 +159,15 @@ def label_of(params: Mapping[str, Any], role: str = "candidate") -> str:
         shown = f"{v:.3g}" if isinstance(v, float) else str(v)
         parts.append(f"{_SHORT.get(k, k)} {shown}")
     return " ".join(parts) or "base config"
+
+
+def reference_name(point: Optional[Mapping[str, Any]]) -> str:
+    """How a verdict names the reference point: ``the authors' (1, 1)`` (+ its other fixed values)."""
+    point = point or {}
+    if "alpha" not in point or "beta" not in point:
+        return f"the reference point ({label_of(point)})" if point else "the reference point"
+    rest = " ".join(f"{k} {v}" for k, v in point.items() if k not in ("alpha", "beta"))
+    return f"the authors' ({point['alpha']:g}, {point['beta']:g})" + (f" with {rest}" if rest else "")
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], reference_name: str = "the reference point") -> Verdict:

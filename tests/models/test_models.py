@@ -1,5 +1,5 @@
 """The model registry: every registered model gets the interface tests; the CIFAR zoo is checked
-against SRRL.md's table; weight loading, errors and the MACs counter."""
+against docs/method.md's table; weight loading, errors and the MACs counter."""
 from __future__ import annotations
 
 import pytest
@@ -18,7 +18,7 @@ from tuner.models import (
 )
 from tuner.registry import UnknownNameError
 
-# SRRL.md, "CIFAR-100 model zoo": name -> (C of the pre-pool map, map side at 32x32, params in M for 100 classes)
+# docs/method.md, "CIFAR-100 model zoo": name -> (C of the pre-pool map, map side at 32x32, params in M for 100 classes)
 ZOO = {
     "resnet20": (64, 8, 0.28),
     "resnet32": (64, 8, 0.47),

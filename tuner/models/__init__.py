@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 # isort: off
-# Importing a model file registers its models; this order (SRRL.md's zoo table first) is list_models()'s.
+# Importing a model file registers its models; this order (docs/method.md's zoo table first) is list_models()'s.
 from tuner.models import cifar_resnet, wrn, vgg, shufflenetv1, shufflenetv2, mobilenetv2, cifar_resnet50  # noqa: F401
 from tuner.models import digits, imagenet  # noqa: F401
 # isort: on
