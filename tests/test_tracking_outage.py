@@ -99,11 +99,19 @@ def _check_complete(uri: str, experiment: str, folder: Path, epochs: int) -> Non
     logged = {(r.trial_id, r.metric, r.epoch): r.value for r in history.itertuples()}
     for trial_id, rows in results.items():
         assert sorted(e for (t, m, e) in logged if t == trial_id and m == M.VAL_ACC) == list(range(1, epochs + 1))
+        first = {}  # a per-trial constant is logged once, at the first result that carries it
         for row in rows:
             for key in M.PER_EPOCH + M.PER_TRIAL:
                 value = row.get(key)
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    assert logged.get((trial_id, key, row["epoch"])) == pytest.approx(value, rel=1e-12), (trial_id, key)
+                if not (isinstance(value, (int, float)) and math.isfinite(value)):
+                    continue
+                if key in M.PER_TRIAL:
+                    first.setdefault(key, (row["epoch"], value))
+                    continue
+                assert logged.get((trial_id, key, row["epoch"])) == pytest.approx(value, rel=1e-12), (trial_id, key)
+        for key, (epoch, value) in first.items():
+            steps = {e for (t, m, e) in logged if t == trial_id and m == key}
+            assert steps == {epoch} and logged[(trial_id, key, epoch)] == pytest.approx(value, rel=1e-12), (trial_id, key)
 
 
 def test_server_restarted_mid_sweep_loses_nothing(tmp_path, monkeypatch, server, ray_local):

@@ -142,7 +142,11 @@ def test_sync_fills_a_store_that_has_only_the_parent(swept, tmp_path, capsys):
     for child in trial_runs(uri, swept.experiment):
         tid = child.data.tags[T.TAG_TRIAL_ID]
         tags = child.data.tags
-        assert tags["mlflow.parentRunId"] == parent_id and tags["mlflow.runName"] == tid == child.info.run_name
+        assert tags["mlflow.parentRunId"] == parent_id
+        tracked = swept.children[tid]  # named and labelled as the callback names and labels them
+        assert child.info.run_name == tags["mlflow.runName"] == tracked.info.run_name != tid
+        for key in ("srrl.stage", "srrl.origin", "srrl.optuna_trial"):
+            assert tags[key] == tracked.data.tags[key], key
         assert tags[T.TAG_STATUS] == "finished" and tags[T.TAG_LAST_EPOCH] == str(EPOCHS)
         assert child.info.status == "FINISHED" and child.info.end_time >= child.info.start_time
         # params: the base config of the folder's srrl_sweep.yaml (with the per-trial resources) overridden
