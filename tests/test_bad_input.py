@@ -22,6 +22,15 @@ def _files(tmp: Path) -> dict:
     (tmp / "cifar" / "cifar-10-batches-py").mkdir(parents=True)
     torch.save(build_model("digits_cnn2x8", 10, in_channels=1).state_dict(), tmp / "wrong.pt")
     (tmp / "afile").write_text("not a folder")
+    # nested aliases under a known key: 9**9 strings if expanded; and a chain past the alias bound
+    (tmp / "nested.yaml").write_text("lr_milestones: [&a [x, x, x, x, x, x, x, x, x]"
+                                     + "".join(f", &{b} [{', '.join(['*' + a] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi"))
+                                     + "]\n")
+    (tmp / "aliases.yaml").write_text("lr_milestones: [&a0 [0.5]" + "".join(f", &a{i} [*a{i - 1}]" for i in range(1, 120)) + "]\n")
+    evil = tmp / "evil-cifar" / "cifar-10-batches-py"
+    evil.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:  # unpickling runs os.system under pickle.load
+        (evil / name).write_bytes(b"cos\nsystem\n(S'touch " + str(tmp / "pwned").encode() + b"'\ntR.")
     return {"tmp": str(tmp)}
 
 
@@ -64,6 +73,13 @@ CASES = [  # (argv, field, a fragment of what the line must say)
     (["--storage-path", "{tmp}/afile/sub"], "storage_path", "cannot write to"),
     (["--resume", "{tmp}/no-sweep-here"], "resume", "holds no sweep"),
     (["--optuna-storage", "notaurl"], "optuna_storage", "cannot open"),
+    (["--config", "{tmp}/nested.yaml"], "lr_milestones", "must be a number, got ['x', 'x', 'x', 'x', ...]"),
+    (["--config", "{tmp}/aliases.yaml"], "config", "uses more than 100 YAML aliases"),
+    (["--dataset", "cifar10", "--teacher", "resnet20", "--student", "resnet20", "--data-dir", "{tmp}/evil-cifar"],
+     "data_dir", "data_batch_1 is not a CIFAR python batch (UnpicklingError: it names os.system"),
+    (["--confirm", "-1"], "confirm", "out of range; allowed: [0, inf]"),
+    (["--confirm-seeds", "1"], "confirm_seeds", "out of range; allowed: [2, inf]"),
+    (["--warm-start", "nowhere"], "warm_start", "no experiment named 'nowhere'"),
 ]
 
 
@@ -76,9 +92,10 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(argv, field, says, tmp
 
     assert run_search.main([a.format(**fmt) for a in argv]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err
+    assert "\n" not in err and "Traceback" not in err and len(err) < 2000
     assert err.startswith(f"error: {field}: ") and says in err, err
     assert set(os.listdir(tmp_path)) == before  # no mlflow.db, optuna.db or ray_results left behind
+    assert not (tmp_path / "pwned").exists()  # data files are data, never code
     assert not ray.is_initialized()
 
 

@@ -179,6 +179,32 @@ def test_cifar10_missing_batch_names_file(tmp_path):
         load_dataset("cifar10", data_dir=tmp_path)
 
 
+class _Shell:
+    """Unpickles to ``os.system(command)``: what a crafted batch would run under plain ``pickle.load``."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
+def test_a_crafted_cifar_batch_is_refused_and_runs_nothing(tmp_path):
+    _write_cifar10(tmp_path)
+    ran = tmp_path / "ran"
+    _pickle(tmp_path / "cifar-10-batches-py" / "data_batch_2", {b"data": _Shell(f"touch {ran}"), b"labels": [0]})
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("cifar10", data_dir=tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg and "data_batch_2 is not a CIFAR python batch" in msg and "posix.system" in msg
+    assert not ran.exists()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_2").write_bytes(b"\x80\x02}q")  # cut short
+    with pytest.raises(DatasetNotFoundError, match="data_batch_2 is not a CIFAR python batch"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
 # ----------------------------------------------------------------------------- imagefolder
 
 COLORS = {"apple": (255, 0, 0), "sky": (0, 0, 255), "leaf": (0, 255, 0)}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -155,7 +156,9 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"config: file {str(p)!r} does not exist")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.load(p.read_text(), Loader=_BoundedLoader) or {}
+    except _TooManyAliases:
+        raise ConfigError(f"config: {p} uses more than {_MAX_ALIASES} YAML aliases; write the values out") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
@@ -163,6 +166,24 @@ def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config: {p} must hold a mapping of field: value, got {type(data).__name__}")
     return data
+
+
+_MAX_ALIASES = 100  # a config needs a handful; nested aliases grow a document exponentially
+
+
+class _TooManyAliases(Exception):
+    pass
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` (data, never code) that refuses documents with more than ``_MAX_ALIASES`` aliases."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases = getattr(self, "_aliases", 0) + 1
+            if self._aliases > _MAX_ALIASES:
+                raise _TooManyAliases()
+        return super().compose_node(parent, index)
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -191,44 +212,50 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{name}: must be true or false, got {value!r}")
+        raise ConfigError(f"{name}: must be true or false, got {_shown(value)}")
     if base == "int":
         if isinstance(value, bool):
-            raise ConfigError(f"{name}: must be an integer, got {value!r}")
+            raise ConfigError(f"{name}: must be an integer, got {_shown(value)}")
         try:
             as_float = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name}: must be an integer, got {value!r}") from None
+            raise ConfigError(f"{name}: must be an integer, got {_shown(value)}") from None
         if not as_float.is_integer():
-            raise ConfigError(f"{name}: must be an integer, got {value!r}")
+            raise ConfigError(f"{name}: must be an integer, got {_shown(value)}")
         return int(as_float)
     if base == "float":
         if isinstance(value, bool):
-            raise ConfigError(f"{name}: must be a number, got {value!r}")
+            raise ConfigError(f"{name}: must be a number, got {_shown(value)}")
         try:
             out = float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{name}: must be a number, got {value!r}") from None
+            raise ConfigError(f"{name}: must be a number, got {_shown(value)}") from None
         if not math.isfinite(out):
-            raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+            raise ConfigError(f"{name}: must be a finite number, got {_shown(value)}")
         return out
     if base == "str":
         if not isinstance(value, str):
-            raise ConfigError(f"{name}: must be a string, got {value!r}")
+            raise ConfigError(f"{name}: must be a string, got {_shown(value)}")
         return value
     return value
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
+
+
 def _shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters: an error line never embeds an unbounded value."""
-    text = repr(value)
+    """A bounded ``repr(value)``: an error line never embeds an unbounded value, and making it never
+    walks one (a YAML alias bomb's nested lists would take minutes and gigabytes to print whole)."""
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _choice(name: str, value: str, allowed: Any) -> None:
     allowed = list(allowed)
     if value not in allowed:
-        raise ConfigError(f"{name}: {value!r} is not allowed{did_you_mean(value, allowed)}; choose from: {', '.join(allowed)}")
+        raise ConfigError(f"{name}: {_shown(value)} is not allowed{did_you_mean(str(value)[:100], allowed)}; "
+                          f"choose from: {', '.join(allowed)}")
 
 
 def _range(
@@ -335,7 +362,7 @@ class SweepConfig:
         _range("gpus_per_trial", self.gpus_per_trial, lo=0.0)
         _range("reduction_factor", self.reduction_factor, lo=1.0, lo_open=True)
         if self.name is not None and not _NAME_OK(self.name):
-            raise ConfigError(f"name: {self.name!r} is not allowed; use letters, digits, '.', '_' and '-' (max 100)")
+            raise ConfigError(f"name: {_shown(self.name)} is not allowed; use letters, digits, '.', '_' and '-' (max 100)")
 
 
 def _NAME_OK(name: str) -> bool:

@@ -216,14 +216,36 @@ def _cifar_root(name: str, data_dir: str | Path | None, folder: str, files: Sequ
     return base
 
 
+class _BatchUnpickler(pickle.Unpickler):
+    """Reads a CIFAR python batch as data, never code: a dict of bytes, lists, numbers and numpy arrays.
+
+    ``pickle.load`` would call whatever a crafted file names (``os.system`` ...); this admits only
+    the globals a numpy array needs to be rebuilt, and refuses every other one.
+    """
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar"),
+                ("_codecs", "encode")}  # protocol-2 pickles written by Python 3 spell bytes so; a pure function
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+
+
 def _read_cifar(paths: Sequence[Path], label_key: bytes) -> Tuple[Tensor, Tensor]:
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 from torchvision's python-pickle CIFAR batches."""
     xs, ys = [], []
     for p in paths:
-        with open(p, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(d[label_key], dtype=np.int64))
+        try:
+            with open(p, "rb") as f:
+                d = _BatchUnpickler(f, encoding="bytes").load()
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[label_key], dtype=np.int64))
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise DatasetNotFoundError(f"data_dir: {p} is not a CIFAR python batch ({type(e).__name__}: "
+                                       f"{str(e)[:200]})") from None
     return torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys))
 
 

@@ -56,8 +56,14 @@ def warm_points(tracking_uri: str, experiments: Sequence[str], space: Any, ctx: 
     """
     if not experiments:
         return []
+    from pathlib import Path
+
     from tuner import tracking
 
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):].split("?")[0]).is_file():
+        # MLflow would create an empty store just to find nothing in it
+        raise ConfigError(f"warm_start: no experiment named {experiments[0]!r}: there is no MLflow store at "
+                          f"{tracking.redact(tracking_uri)}")
     client = tracking.client(tracking_uri)
     out: List[Dict[str, Any]] = []
     for name in experiments:
