@@ -113,7 +113,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_summary(result)
+    if result.interrupted:
+        print(f"\ninterrupted: {result.note}; continue it with:\n  python run_search.py --resume {_redact(result.path)}",
+              file=sys.stderr)
+        return 130
     return 0
+
+
+def _redact(text: str) -> str:
+    from tuner.tracking import redact
+
+    return redact(text)
 
 
 def print_summary(result: Any, top: int = 10) -> None:
@@ -126,7 +136,9 @@ def print_summary(result: Any, top: int = 10) -> None:
                 if len({str(r.get(k)) for r in rows}) > 1 or k in ("alpha", "beta")]
     origin = ["origin"] if any(r.get("origin") for r in rows) else []
     print(f"\nSweep {result.sweep.name}: {len(rows)} trials, "
-          + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in ("finished", "stopped_early", "diverged", "errored"))
+          + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in
+                      ("finished", "stopped_early", "diverged", "errored", "interrupted", "pending")
+                      if s in ("finished", "stopped_early") or any(r["status"] == s for r in rows))
           + f"; ranked by {M.RANK_VAL_ACC}, trials that ran every epoch first")
     table = [[str(i)] + [_fmt(r.get(k)) for k in searched + origin]
              + [r["status"], str(r["epochs"]), _fmt(r[M.RANK_VAL_ACC]), _fmt(r.get(M.TEST_ACC))]
@@ -136,7 +148,7 @@ def print_summary(result: Any, top: int = 10) -> None:
         from tuner.verdict import format_verdict
 
         print("\n" + format_verdict(result.verdict))
-    elif result.note:
+    elif result.note and not result.interrupted:
         print(f"\nNo confirmation: {result.note}")
     print("\nLook further:")
     print(f"  python -m analysis report --experiment {result.experiment} --tracking-uri {redact(result.tracking_uri)}")

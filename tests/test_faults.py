@@ -110,9 +110,21 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
     assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("orphaned") for t in others), \
         [(t.state, t.params) for t in others]
     from_mlflow = sorted((round(float(r.data.params["alpha"]), 9), round(float(r.data.params["beta"]), 9),
-                          round(r.data.metrics["val_acc"], 9)) for r in runs)
+                          round(r.data.metrics["best_val_acc"], 9)) for r in runs)  # the study's value: the ranking rule
     from_study = sorted((round(t.params["alpha"], 9), round(t.params["beta"], 9), round(t.value, 9)) for t in complete)
     assert from_mlflow == from_study
+
+    # every trial's per-epoch history agrees, epoch by epoch, in MLflow, Tune's results and the study
+    results = tune_results(folder)
+    by_number = {t.number: t for t in study.trials}
+    for run in runs:
+        tune_rows = {row["epoch"]: row for row in results[run.data.tags["srrl.trial_id"]]}  # a re-run epoch: its last row
+        assert sorted(tune_rows) == list(range(1, epochs + 1))
+        for key in ("val_acc", "best_val_acc", "loss_total", "lr"):
+            logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+            assert logged == {e: row[key] for e, row in tune_rows.items()}, (run.info.run_name, key)
+        intermediate = by_number[int(run.data.tags["srrl.optuna_trial"])].intermediate_values
+        assert intermediate == {e: row["best_val_acc"] for e, row in tune_rows.items()}, run.info.run_name
 
 
 def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path, env):
@@ -150,3 +162,66 @@ def test_unwritable_checkpoint_is_an_error_naming_the_path(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match=r"^checkpoint: cannot write .*file/trainer_state.pt"):
         _save({"x": 1}, blocker / "trainer_state.pt")
+
+
+def test_two_sweeps_started_together_in_a_fresh_folder_both_finish(tmp_path, env):
+    """Both create the MLflow and Optuna SQLite stores at once; a lock beside each serialises the creation."""
+    import subprocess
+    import sys
+
+    from tests._helpers import REPO
+
+    procs = [subprocess.Popen([sys.executable, str(REPO / "run_search.py"), "--name", name, "--smoke", "--confirm", "0"],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in ("one", "two")]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    for name in ("one", "two"):
+        assert len(trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", name)) == 4
+        assert len(cli_study(tmp_path, name).trials) == 4
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_sweep_says_so_exits_130_and_resumes(sig, tmp_path, env):
+    """Ctrl-C, or the SIGTERM a cluster scheduler sends: Tune saves the state, every record says how it stands."""
+    import signal
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from tests._helpers import REPO
+
+    folder = tmp_path / "ray_results" / "si"
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), "--name", "si", "--confirm", "0", "--num-samples",
+                             "6", "--epochs", "8", "--teacher-epochs", "3", "--scheduler", "fifo"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while sum(len(r) for r in tune_results(folder, by_dir=True).values()) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be interrupted"
+        time.sleep(0.2)
+    proc.send_signal(getattr(signal, sig))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert f"interrupted: the search stage stopped with " in err
+    assert err.rstrip().endswith(f"python run_search.py --resume {folder}")
+    assert "stopped_early" not in out.split("Sweep si:")[1].split("\n", 2)[2]  # no row calls a half-done trial so
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("si")
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("srrl.role") == "sweep")
+    assert parent.info.status == "KILLED" and int(parent.data.tags["srrl.interrupted"]) >= 1
+    children = [r for r in runs if r.data.tags.get("srrl.role") == "trial"]
+    assert children and not [r for r in runs if r.info.status == "RUNNING"]
+    for r in children:
+        assert (r.info.status, r.data.tags["srrl.status"]) in {("KILLED", "interrupted"), ("FINISHED", "finished")}
+
+    done = run_search(tmp_path, env, "--resume", str(folder))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Sweep si: 6 trials, 6 finished" in done.stdout
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("srrl.role") == "sweep")
+    assert parent.info.status == "FINISHED" and "srrl.interrupted" not in parent.data.tags
+    assert sorted(r.data.tags["srrl.status"] for r in runs if r.data.tags.get("srrl.role") == "trial") == ["finished"] * 6

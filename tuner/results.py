@@ -3,17 +3,38 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from tuner import metrics as M
 from tuner.config import SweepConfig, TrialConfig
 from tuner.trainable import DIVERGED
 
-__all__ = ["leaderboard_rows", "log_best_students"]
+__all__ = ["leaderboard_rows", "log_best_students", "trial_status", "RESUMABLE"]
+
+#: statuses of trials a --resume continues
+RESUMABLE = ("interrupted", "pending")
 
 
-def leaderboard_rows(grid: Any, base: TrialConfig) -> List[Dict[str, Any]]:
+def trial_status(error: bool, diverged: bool, epochs_run: int, planned: int, tune_status: Optional[str]) -> str:
+    """How a trial stands: ``errored``, ``diverged``, ``finished`` (every epoch), ``stopped_early`` (Tune ended
+    it before its last epoch: the scheduler's cut), else ``interrupted`` (the driver stopped with the trial
+    half-done) or ``pending`` (never started); the last two continue with ``--resume``."""
+    if error:
+        return "errored"
+    if diverged:
+        return "diverged"
+    if epochs_run >= planned:
+        return "finished"
+    if tune_status in (None, "TERMINATED"):
+        return "stopped_early"
+    return "interrupted" if epochs_run > 0 else "pending"
+
+
+def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
     """One dict per trial: searched params, origin, status, epochs run, best and final metrics.
+
+    ``statuses``: Tune's ``{trial_id: status}`` (TERMINATED, RUNNING, PENDING ...), which tells a trial the
+    scheduler stopped from one an interrupted driver left half-done.
 
     Ranked by the one ranking rule (``metrics.RANK_VAL_ACC``), trials at equal fidelity together:
     those that ran every epoch first, then the others by the epochs they ran.
@@ -28,9 +49,10 @@ def leaderboard_rows(grid: Any, base: TrialConfig) -> List[Dict[str, Any]]:
         best = float(df[M.VAL_ACC].max()) if df is not None and M.VAL_ACC in df else float("nan")
         epochs_run = int(last.get(M.EPOCH, 0))
         planned = int(cfg.get("epochs", base.epochs))
-        status = ("errored" if result.error else "diverged" if last.get(DIVERGED) else
-                  "finished" if epochs_run >= planned else "stopped_early")
-        row = {"trial_id": last.get("trial_id"), **{k: cfg.get(k, getattr(base, k, None)) for k in
+        trial_id = last.get("trial_id") or _trial_id(result)
+        status = trial_status(bool(result.error), bool(last.get(DIVERGED)), epochs_run, planned,
+                              (statuses or {}).get(trial_id))
+        row = {"trial_id": trial_id, **{k: cfg.get(k, getattr(base, k, None)) for k in
                ("arm", "alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "seed") if k in cfg or hasattr(base, k)},
                "origin": cfg.get("origin"), "params": {k: v for k, v in cfg.items() if k not in LABEL_KEYS},
                "status": status, "epochs": epochs_run, M.BEST_VAL_ACC: best, M.VAL_ACC: last.get(M.VAL_ACC),
@@ -44,6 +66,13 @@ def leaderboard_rows(grid: Any, base: TrialConfig) -> List[Dict[str, Any]]:
 
     rows.sort(key=rank)
     return rows
+
+
+def _trial_id(result: Any) -> Optional[str]:
+    """A never-started trial has no result yet: its id is the end of its folder's name (``train_srrl_<id>_...``)."""
+    name = Path(str(getattr(result, "path", "") or "")).name
+    parts = name.split("_")
+    return parts[2] if len(parts) > 2 else None
 
 
 def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, base: TrialConfig,

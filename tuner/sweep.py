@@ -11,6 +11,7 @@ import datetime as _dt
 import functools
 import os
 import pickle
+import signal
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import yaml
 from tuner import metrics as M
 from tuner.config import ConfigError, SweepConfig, TrialConfig
 from tuner.storage import SweepFolder, is_uri
-from tuner.results import leaderboard_rows, log_best_students
+from tuner.results import RESUMABLE, leaderboard_rows, log_best_students
 from tuner.trainable import train_srrl
 
 __all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke",
@@ -47,6 +48,7 @@ class SweepResult:
     verdict: Any = None  # tuner.verdict.Verdict of the confirmation stage, when it ran
     note: str = ""  # why there is no verdict
     experiment_id: Optional[str] = None  # MLflow's id of ``experiment``
+    interrupted: bool = False  # Ctrl-C or SIGTERM stopped it; --resume continues it
 
 
 def smoke(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConfig]:
@@ -145,6 +147,9 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     from ray import tune  # only now: bad input above is refused without paying for Ray's import
 
     _init_ray(sweep)
+    # ray.init installs its own SIGTERM handler (exit at once); a cluster scheduler's SIGTERM should stop
+    # the sweep as Ctrl-C does: Tune saves its state, the records say "interrupted", --resume continues
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     if needs_teacher and teacher is None:  # from the cache, or trained once (as a GPU task if need be)
         teacher = ensure_teacher(base, splits, log=log, train=_teacher_trainer(sweep))
     teacher_state = teacher.model.state_dict() if teacher else None
@@ -226,8 +231,25 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     else:
         tuner = new_tuner()
     results = tuner.fit()
-    trial_ids = [t.trial_id for t in tune.ExperimentAnalysis(results.experiment_path).trials]
-    rows = leaderboard_rows(results, base)
+    statuses = _tune_statuses(tune, results)
+    trial_ids = list(statuses)
+    rows = leaderboard_rows(results, base, statuses)
+
+    def interrupted(rows: List[Dict[str, Any]], planned: int, stage: str) -> Optional[SweepResult]:
+        """After Ctrl-C or SIGTERM Tune returns with trials half-done: say so everywhere, end nothing."""
+        left = [r["trial_id"] for r in rows if r["status"] in RESUMABLE]
+        if not left and len(rows) >= planned:
+            return None
+        tracking.mark_interrupted(sweep.tracking_uri, parent_run, [t for t in left if t])
+        tracking.finish_sweep(sweep.tracking_uri, parent_run, status="KILLED")
+        note = (f"the {stage} stage stopped with {len(left)} trial(s) half-done or not started and "
+                f"{max(0, planned - len(rows))} not yet created")
+        return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
+                           study_name, rows, None, note, experiment_id, interrupted=True)
+
+    stopped = interrupted(rows, _num_samples(sweep, space, ctx, grid), "search")
+    if stopped is not None:
+        return stopped
     log_best_students(results, rows, sweep, per_trial, splits, teacher, parent_run)
 
     from tuner import confirm
@@ -241,7 +263,12 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
                                              confirm.confirm_points(configs, seeds, base), _max_concurrent(sweep),
                                              sweep.max_failures, verbose=verbose, log=log,
                                              reporter=_reporter(space, ["config_id", *param_names, "seed"]))
-        trial_ids += [t.trial_id for t in tune.ExperimentAnalysis(confirmed.experiment_path).trials]
+        confirm_statuses = _tune_statuses(tune, confirmed)
+        trial_ids += list(confirm_statuses)
+        stopped = interrupted(leaderboard_rows(confirmed, base, confirm_statuses),
+                              len(configs) * len(seeds), "confirmation")
+        if stopped is not None:
+            return dataclasses.replace(stopped, rows=rows)
         verdict = confirm.verdict_of(confirmed, space.reference_name(ctx))
         best = next((r for r in rows if r["status"] == "finished"), None)
         tracking.log_verdict(sweep.tracking_uri, parent_run, verdict,
@@ -252,6 +279,11 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     tracking.finish_sweep(sweep.tracking_uri, parent_run)
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                        study_name, rows, verdict, note, experiment_id)
+
+
+def _tune_statuses(tune: Any, results: Any) -> Dict[str, str]:
+    """Tune's ``{trial_id: status}`` of an experiment (TERMINATED, ERROR, RUNNING, PAUSED, PENDING)."""
+    return {t.trial_id: t.status for t in tune.ExperimentAnalysis(results.experiment_path).trials}
 
 
 def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
@@ -328,8 +360,11 @@ def _check_study_name(sweep: SweepConfig) -> None:
 
     if sweep.study_name or not sweep.optuna_storage:
         return
+    from tuner.tracking import store_lock
+
     try:
-        existing = optuna.study.get_all_study_names(sweep.optuna_storage)
+        with store_lock(sweep.optuna_storage):  # opening a fresh SQLite storage creates its tables
+            existing = optuna.study.get_all_study_names(sweep.optuna_storage)
     except Exception as e:
         raise ConfigError(f"optuna_storage: cannot open {sweep.optuna_storage!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if sweep.name in existing:

@@ -36,7 +36,7 @@ __all__ = [
     "set_git_and_version_tags", "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT",
     "TAG_DIVERGED_EPOCH", "TAG_ERROR", "TAG_LAST_EPOCH", "TRIAL_STATUSES", "DIVERGED_KEY", "METRIC_KEYS",
     "TAG_STAGE", "TAG_RECOMMENDED", "TAG_VERDICT", "STAGES", "LABEL_TAGS", "run_name", "log_verdict", "client",
-    "sweep_parents",
+    "sweep_parents", "store_lock", "mark_interrupted",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ STAGES = ("search", "confirm")
 LABEL_TAGS = LABEL_KEYS
 #: MLflow 3 opens an experiment by its kind; without it the GenAI overview (traces) opens, not the runs
 _EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-TRIAL_STATUSES = ("finished", "stopped_early", "diverged", "errored")
+TRIAL_STATUSES = ("finished", "stopped_early", "diverged", "errored", "interrupted")
 #: result key a trainable sets (truthy) when training diverged; not a metric, so it lives here
 DIVERGED_KEY = "diverged"
 #: the result keys logged as metrics unless a callback is given others
@@ -183,6 +183,21 @@ def _skip_when_unreachable(default: Any) -> Any:
     return wrap
 
 
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold a lock file beside an SQLite store (MLflow's or Optuna's) while it may be created: two sweeps
+    started together in a fresh folder would otherwise both run its schema migrations and one crash."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser()
+    # a hidden file that stays: removing it would let a waiting process lock a file nobody else sees
+    with FileLock(str(path.parent / f".{path.name}.lock"), timeout=120):
+        yield
+
+
 def _client(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
@@ -227,8 +242,9 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
     _check_name("sweep_name", sweep_name)
     _check_name("experiment", experiment)
     check_tracking_uri(tracking_uri, probe=False)
-    client = _client(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
+    with store_lock(tracking_uri):  # the client creates (migrates) a fresh store
+        client = _client(tracking_uri)
+        exp = client.get_experiment_by_name(experiment)
     if exp is not None and exp.lifecycle_stage != "active":
         raise ValueError(f"experiment: {experiment!r} is deleted in {_redact(tracking_uri)}; restore it "
                          "(mlflow experiments restore) or pick another name")
@@ -258,6 +274,8 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
         run = found[0]
         count = int(run.data.tags.get(TAG_RESUMES, "0") or 0) + 1
         client.set_tag(run.info.run_id, TAG_RESUMES, str(count))
+        if "srrl.interrupted" in run.data.tags:  # what mark_interrupted said no longer holds
+            client.delete_tag(run.info.run_id, "srrl.interrupted")
         client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id
     if found:
@@ -276,6 +294,21 @@ def finish_sweep(tracking_uri: str, run_id: str, status: str = "FINISHED") -> No
     if status not in _SWEEP_STATUSES:
         raise ValueError(f"status: {status!r} is not allowed; choose from: {', '.join(_SWEEP_STATUSES)}")
     _client(tracking_uri).set_terminated(run_id, status=status)
+
+
+@_skip_when_unreachable(lambda: None)
+def mark_interrupted(tracking_uri: str, parent_run_id: str, trial_ids: Iterable[str]) -> None:
+    """Child runs of trials an interrupted driver left half-done or never started: ``srrl.status =
+    interrupted`` and KILLED (what they are until ``--resume`` sets them RUNNING again); the parent is
+    tagged ``srrl.interrupted`` with how many."""
+    client = _client(tracking_uri)
+    wanted = set(trial_ids)
+    exp = client.get_run(parent_run_id).info.experiment_id
+    for run in child_runs(client, exp, parent_run_id):
+        if run.data.tags.get(TAG_TRIAL_ID) in wanted:
+            client.set_tag(run.info.run_id, TAG_STATUS, "interrupted")
+            client.set_terminated(run.info.run_id, status="KILLED")
+    client.set_tag(parent_run_id, "srrl.interrupted", str(len(wanted)))
 
 
 @_skip_when_unreachable(lambda: None)
@@ -632,11 +665,26 @@ class _MLflowTrackingImpl:
         defaults = {"stage": "search", "name_keys": (), "optuna_storage": None, "study_name": None, "_optuna": None}
         self.__dict__.update({**defaults, "_tags": {}, "_once": {}, **state})  # pickled by an older version
 
+    #: what Tune snapshots with the trials' checkpoints, in the same call: the ops not yet sent go with
+    #: them, so a driver killed before its next flush loses no epoch (the restored trials re-run only the
+    #: epochs after their snapshot's checkpoint, and re-sending an op MLflow already has changes nothing)
+    _STATE = ("_runs", "_pending", "_configs", "_tags", "_once", "_fresh", "_last", "_nonfinite")
+
     def get_state(self) -> Optional[Dict]:
-        return {"runs": dict(self._runs)}
+        import copy
+
+        return {name.lstrip("_"): copy.deepcopy(getattr(self, name)) for name in self._STATE}
 
     def set_state(self, state: Dict) -> None:
-        self._runs.update(state.get("runs", {}))
+        for name in self._STATE:
+            if name.lstrip("_") in state:
+                value = state[name.lstrip("_")]
+                if isinstance(value, dict):
+                    getattr(self, name).update(value)
+                elif isinstance(value, set):
+                    getattr(self, name).update(value)
+                else:  # the pending ops, in order, ahead of any queued since
+                    self._pending[:0] = value
         self._synced = False
 
     # -- Tune hooks --------------------------------------------------------------------------------
@@ -819,6 +867,8 @@ class _MLflowTrackingImpl:
         if kind == "start":
             if not created:  # a resumed or restarted trial: same run, running again
                 self._client.update_run(run_id, status="RUNNING")
+                with contextlib.suppress(Exception):  # "interrupted" no longer holds; absent on most runs
+                    self._client.delete_tag(run_id, TAG_STATUS)
         elif kind == "log":
             metrics, tags = payload
             tag_list = [RunTag(k, v) for k, v in tags.items()]
