@@ -31,7 +31,15 @@ def _files(tmp: Path) -> dict:
     evil.mkdir(parents=True)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:  # unpickling runs os.system under pickle.load
         (evil / name).write_bytes(b"cos\nsystem\n(S'touch " + str(tmp / "pwned").encode() + b"'\ntR.")
-    return {"tmp": str(tmp)}
+    import sqlite3
+
+    with sqlite3.connect(tmp / "half.db") as db:  # a store cut short: a full disk's torn write, a copy interrupted
+        db.execute("create table t (x text)")
+        db.executemany("insert into t values (?)", [("x" * 200,)] * 2000)
+    (tmp / "half.db").write_bytes((tmp / "half.db").read_bytes()[: (tmp / "half.db").stat().st_size // 2])
+    from tests._helpers import free_port
+
+    return {"tmp": str(tmp), "port": str(free_port())}
 
 
 CASES = [  # (argv, field, a fragment of what the line must say)
@@ -80,6 +88,15 @@ CASES = [  # (argv, field, a fragment of what the line must say)
     (["--confirm", "-1"], "confirm", "out of range; allowed: [0, inf]"),
     (["--confirm-seeds", "1"], "confirm_seeds", "out of range; allowed: [2, inf]"),
     (["--warm-start", "nowhere"], "warm_start", "no experiment named 'nowhere'"),
+    (["--seed", "4294967296"], "seed", "out of range; allowed: [0, 4294967295]"),
+    (["--set", "teacher_seed=-1"], "teacher_seed", "out of range; allowed: [0, 4294967295]"),
+    (["--name", ""], "name", "must not be empty"),
+    (["--experiment", " "], "experiment", "must not be empty"),
+    (["--study-name", ""], "study_name", "must not be empty"),
+    (["--address", "127.0.0.1:{port}"], "address", "nothing answers at 127.0.0.1:"),
+    (["--address", "nowhere"], "address", "is not 'auto' or host:port"),
+    (["--optuna-storage", "sqlite:///{tmp}/absent/optuna.db"], "optuna_storage", "does not exist"),
+    (["--tracking-uri", "sqlite:///{tmp}/half.db"], "tracking_uri", "is not a readable MLflow store"),
 ]
 
 
@@ -112,4 +129,16 @@ def test_refusal_from_the_shell_is_quick_and_clean(tmp_path, env):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: student: 'resnt8x4' is not allowed")
     assert elapsed < 30  # a generous bound for a loaded CI machine; typical is ~2.5 s (see README)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag, field", [("--cpus-per-trial", "cpus_per_trial"), ("--gpus-per-trial", "gpus_per_trial")])
+def test_a_trial_larger_than_any_node_is_refused_before_anything_is_written(flag, field, tmp_path, env):
+    """Checked once Ray is up (what the cluster holds is only known then), before the first file."""
+    start = time.monotonic()
+    proc = run_cli(tmp_path, env, flag, "1000", timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
+        f"error: {field}: 1000 is more than any node of the cluster has"), proc.stderr[-2000:]
+    assert time.monotonic() - start < 60  # typical: ~8 s, most of it starting Ray
     assert list(tmp_path.iterdir()) == []

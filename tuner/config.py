@@ -129,8 +129,10 @@ class TrialConfig:
             _range("val_fraction", self.val_fraction, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         for name in ("epochs", "batch_size", "eval_batch_size"):
             _range(name, getattr(self, name), lo=1)
-        for name in ("teacher_epochs", "threads", "seed", "teacher_seed"):
+        for name in ("teacher_epochs", "threads"):
             _range(name, getattr(self, name), lo=0)
+        for name in ("seed", "teacher_seed"):
+            _range(name, getattr(self, name), lo=0, hi=MAX_SEED)
         for m in self.lr_milestones:
             if not 0.0 < m < 1.0:
                 raise ConfigError(
@@ -267,11 +269,12 @@ def _range(
     if bad_lo or bad_hi:
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
+        lo_s = "-inf" if lo is None else f"{lo:g}" if isinstance(lo, float) else str(lo)
+        hi_s = "inf" if hi is None else f"{hi:g}" if isinstance(hi, float) else str(hi)
         raise ConfigError(f"{name}: {value!r} is out of range; allowed: {left}{lo_s}, {hi_s}{right}")
 
 
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 SEARCHERS = ("tpe", "random", "grid", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 #: keys a trial's params may carry that are labels, not TrialConfig fields: the ablation's ``arm``; the
@@ -352,8 +355,13 @@ class SweepConfig:
             _choice("scheduler", self.scheduler, SCHEDULERS)
         for name in ("num_samples", "seeds", "max_failures", "num_to_keep"):
             _range(name, getattr(self, name), lo=1 if name != "max_failures" else 0)
-        for name in ("max_concurrent", "grace_period", "top_k", "seed", "confirm"):
+        for name in ("max_concurrent", "grace_period", "top_k", "confirm"):
             _range(name, getattr(self, name), lo=0)
+        _range("seed", self.seed, lo=0, hi=MAX_SEED)
+        for name in ("name", "experiment", "study_name", "optuna_storage", "tracking_uri", "storage_path", "address"):
+            value = getattr(self, name)
+            if value is not None and not value.strip():
+                raise ConfigError(f"{name}: must not be empty; leave it out for the default")
         _range("confirm_seeds", self.confirm_seeds, lo=2)  # one seed has no spread to test against
         for exp in self.warm_start:
             if not exp.strip():

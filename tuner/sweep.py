@@ -144,9 +144,11 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     if not resume:
         _check_study_name(sweep)  # last: opening the SQLite study storage creates its file
 
+    _check_address(sweep.address)
     from ray import tune  # only now: bad input above is refused without paying for Ray's import
 
     _init_ray(sweep)
+    _check_fits(sweep)  # what the cluster can hold, before the first file is written
     # ray.init installs its own SIGTERM handler (exit at once); a cluster scheduler's SIGTERM should stop
     # the sweep as Ctrl-C does: Tune saves its state, the records say "interrupted", --resume continues
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
@@ -291,6 +293,35 @@ def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
     return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
 
 
+def _check_address(address: Optional[str]) -> None:
+    """A Ray address that answers nothing is refused in seconds (``ray.init`` would wait 20-40 s)."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"address: {address!r} is not 'auto' or host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise ConfigError(f"address: nothing answers at {hostport} ({e.strerror or e}); start the cluster with "
+                          "`ray start --head` or fix the address") from None
+
+
+def _check_fits(sweep: SweepConfig) -> None:
+    """One trial's CPUs and GPUs must fit on some node of the cluster, or the trial stays PENDING forever."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for field, key, asked in (("cpus_per_trial", "CPU", sweep.cpus_per_trial), ("gpus_per_trial", "GPU", sweep.gpus_per_trial)):
+        most = max((float(r.get(key, 0)) for r in nodes), default=0.0)
+        if asked > most:
+            raise ConfigError(f"{field}: {asked:g} is more than any node of the cluster has (the largest has {most:g} "
+                              f"{key}s); allowed: " + (f"(0, {most:g}]" if key == "CPU" else f"[0, {most:g}]"))
+
+
 def _init_ray(sweep: SweepConfig) -> None:
     import ray
 
@@ -360,6 +391,12 @@ def _check_study_name(sweep: SweepConfig) -> None:
 
     if sweep.study_name or not sweep.optuna_storage:
         return
+    if sweep.optuna_storage.startswith("sqlite:///"):
+        path = Path(sweep.optuna_storage[len("sqlite:///"):].split("?", 1)[0]).expanduser()
+        if not path.parent.is_dir():
+            raise ConfigError(f"optuna_storage: folder {path.parent.as_posix()!r} of {sweep.optuna_storage!r} does not exist")
+        if not path.exists():
+            return  # a storage not yet created holds no study (and opening it would create it)
     from tuner.tracking import store_lock
 
     try:

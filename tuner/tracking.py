@@ -118,9 +118,11 @@ def check_tracking_uri(uri: str, probe: bool = True) -> None:
     if scheme == "sqlite":
         if not uri.startswith("sqlite:///") or uri in ("sqlite:///", "sqlite:///:memory:"):
             raise ValueError(f"tracking_uri: {shown!r} names no database file; use sqlite:///<path>/mlflow.db")
-        folder = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().parent
-        if not folder.is_dir():
-            raise ValueError(f"tracking_uri: folder {folder.as_posix()!r} of {shown!r} does not exist")
+        path = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser()
+        if not path.parent.is_dir():
+            raise ValueError(f"tracking_uri: folder {path.parent.as_posix()!r} of {shown!r} does not exist")
+        if path.is_file():
+            _check_sqlite(path, shown)
         return
     if scheme in ("http", "https"):
         parts = urllib.parse.urlsplit(uri)
@@ -140,6 +142,20 @@ def check_tracking_uri(uri: str, probe: bool = True) -> None:
     if scheme == "databricks" and uri.startswith("databricks://"):
         return
     raise ValueError(f"tracking_uri: scheme {scheme!r} of {shown!r} is not supported; {allowed}")
+
+
+def _check_sqlite(path: Path, shown: str) -> None:
+    """An existing SQLite store must be a whole database (a copy cut short, a full disk's torn write...)."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.Error as e:
+        verdict = str(e)
+    if verdict != "ok":
+        raise ValueError(f"tracking_uri: {shown!r} is not a readable MLflow store ({str(verdict)[:120]}); restore "
+                         "it from a copy, or give --tracking-uri a new file")
 
 
 def _probe_server(uri: str, timeout: float = 3.0) -> None:

@@ -116,6 +116,15 @@ def test_bad_tracking_uri_and_missing_database_exit_2(tmp_path, capsys):
     assert "file store" in capsys.readouterr().err
     assert main(["leaderboard", "-e", "x", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
     assert "no MLflow database" in capsys.readouterr().err
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "half.db") as db:
+        db.execute("create table t (x text)")
+        db.executemany("insert into t values (?)", [("x" * 200,)] * 2000)
+    (tmp_path / "half.db").write_bytes((tmp_path / "half.db").read_bytes()[:200_000])  # cut to about half
+    assert main(["leaderboard", "-e", "x", "--tracking-uri", f"sqlite:///{tmp_path}/half.db"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a readable MLflow store (database disk image is malformed)" in err
 
 
 def test_usage_errors_exit_2(capsys):
