@@ -12,7 +12,7 @@ import yaml
 
 from tuner.registry import did_you_mean
 
-__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "apply_params", "LABEL_KEYS", "SEARCHERS", "SCHEDULERS"]
+__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "LABEL_KEYS", "SEARCHERS", "SCHEDULERS"]
 
 
 class ConfigError(ValueError):
@@ -153,20 +153,25 @@ class TrialConfig:
 
 
 def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
-    """Parse a YAML config with ``safe_load`` (configs are data, never code)."""
+    """Parse a YAML config as data, never code (safe_load, aliases bounded)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config: file {str(p)!r} does not exist")
+    return parse_yaml(p.read_text(), str(p))
+
+
+def parse_yaml(text: str, where: str, field: str = "config") -> Dict[str, Any]:
+    """The mapping a YAML document holds; a one-line ConfigError naming ``field`` and ``where`` otherwise."""
     try:
-        data = yaml.load(p.read_text(), Loader=_BoundedLoader) or {}
+        data = yaml.load(text, Loader=_BoundedLoader) or {}
     except _TooManyAliases:
-        raise ConfigError(f"config: {p} uses more than {_MAX_ALIASES} YAML aliases; write the values out") from None
+        raise ConfigError(f"{field}: {where} uses more than {_MAX_ALIASES} YAML aliases; write the values out") from None
     except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"config: {p}{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{field}: {where}{line} is not valid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config: {p} must hold a mapping of field: value, got {type(data).__name__}")
+        raise ConfigError(f"{field}: {where} must hold a mapping of field: value, got {type(data).__name__}")
     return data
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from tuner import metrics as M
-from tuner.config import ConfigError, SweepConfig, TrialConfig
+from tuner.config import ConfigError, SweepConfig, TrialConfig, parse_yaml
 from tuner.storage import SweepFolder, is_uri
 from tuner.results import RESUMABLE, leaderboard_rows, log_best_students
 from tuner.trainable import train_srrl
@@ -95,7 +95,13 @@ def load_sweep_dir(path: str, field: str = "resume") -> Tuple[SweepConfig, Trial
     folder = SweepFolder.of(path, field=field)
     if not folder.has_file(SWEEP_FILE):
         raise ConfigError(f"{field}: {folder.shown!r} holds no sweep (no {SWEEP_FILE}); give the folder a sweep printed at its start")
-    data = yaml.safe_load(folder.read_text(SWEEP_FILE))
+    data = parse_yaml(folder.read_text(SWEEP_FILE), f"{folder.shown}/{SWEEP_FILE}", field=field)
+    if not isinstance(data.get("sweep"), dict) or not isinstance(data.get("base"), dict):
+        raise ConfigError(f"{field}: {folder.shown}/{SWEEP_FILE} holds no 'sweep' and 'base' mappings")
+    unknown = sorted(set(data["sweep"]) - {f.name for f in dataclasses.fields(SweepConfig)})
+    if unknown:
+        raise ConfigError(f"{field}: {folder.shown}/{SWEEP_FILE} has sweep fields this version does not know "
+                          f"({', '.join(unknown)}); resume it with the srrl-tune that started it")
     sweep = SweepConfig(**data["sweep"])
     sweep.validate()
     return sweep, TrialConfig.from_dict(data["base"])
