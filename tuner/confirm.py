@@ -19,7 +19,7 @@ from tuner.config import LABEL_KEYS, ConfigError, TrialConfig
 from tuner.verdict import Verdict, format_verdict, summarize
 
 __all__ = ["CONFIRM_DIR", "confirm_configs", "confirm_points", "verdict_of", "run_confirmation", "confirm_sweep",
-           "applies"]
+           "applies", "preset_param_space"]
 
 CONFIRM_DIR = "confirm"  # the confirmation's Tune experiment, inside the sweep's folder
 _WEIGHTS = ("alpha", "beta", "gamma")  # the distillation terms' weights; CE-only sets each to 0
@@ -92,6 +92,15 @@ def verdict_of(results: Any, reference_name: str) -> Verdict:
     return summarize(rows, reference_name)
 
 
+def preset_param_space(points: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Each key's values as a ``tune.choice``: Tune needs the keys that ``points_to_evaluate`` presets
+    (an exhaustive grid, or the confirmation's points)."""
+    from ray import tune
+
+    keys = {k for p in points for k in p}
+    return {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in sorted(keys)}
+
+
 def run_confirmation(tune: Any, trainable: Any, callback: Any, folder: Any, points: List[Dict[str, Any]],
                      max_concurrent: int, max_failures: int, verbose: int = 1, log: Callable[[str], None] = print,
                      reporter: Any = None) -> Any:
@@ -109,10 +118,9 @@ def run_confirmation(tune: Any, trainable: Any, callback: Any, folder: Any, poin
         log(f"confirmation: {len(points)} runs ({len({p['config_id'] for p in points})} configurations x "
             f"{len({p['seed'] for p in points})} seeds), full epochs, no early stopping")
         storage_path, fs = folder.for_tune()
-        keys = {k for p in points for k in p}
         tuner = tune.Tuner(
             trainable,
-            param_space={k: tune.choice(sorted({p[k] for p in points}, key=str)) for k in sorted(keys)},
+            param_space=preset_param_space(points),
             tune_config=tune.TuneConfig(
                 search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent),
                 num_samples=len(points), max_concurrent_trials=max_concurrent, reuse_actors=True),

@@ -23,6 +23,8 @@ import yaml
 from tuner import metrics as M
 from tuner.config import ConfigError, SweepConfig, TrialConfig, parse_yaml
 from tuner.storage import SweepFolder, is_uri
+from tuner import preflight
+from tuner.confirm import preset_param_space
 from tuner.results import RESUMABLE, leaderboard_rows, log_best_students
 from tuner.trainable import train_srrl
 
@@ -148,13 +150,13 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
 
     warm = [] if resume else warm_points(sweep.tracking_uri, sweep.warm_start, space, ctx, param_names, log=log)
     if not resume:
-        _check_study_name(sweep)  # last: opening the SQLite study storage creates its file
+        preflight.check_study_name(sweep)  # last: opening the SQLite study storage creates its file
 
-    _check_address(sweep.address)
+    preflight.check_address(sweep.address)
     from ray import tune  # only now: bad input above is refused without paying for Ray's import
 
     _init_ray(sweep)
-    _check_fits(sweep)  # what the cluster can hold, before the first file is written
+    preflight.check_fits(sweep)  # what the cluster can hold, before the first file is written
     # ray.init installs its own SIGTERM handler (exit at once); a cluster scheduler's SIGTERM should stop
     # the sweep as Ctrl-C does: Tune saves its state, the records say "interrupted", --resume continues
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
@@ -201,7 +203,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
         storage_path, fs = storage.for_tune()
         return tune.Tuner(
             trainable,
-            param_space=_grid_param_space(grid) if grid is not None else {},
+            param_space=preset_param_space(grid) if grid is not None else {},
             tune_config=tune.TuneConfig(
                 search_alg=_searcher(sweep, space, ctx, grid, initial_points=not again, warm=[w["params"] for w in warm]),
                 scheduler=_scheduler(sweep, space, base),
@@ -299,35 +301,6 @@ def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
     return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
 
 
-def _check_address(address: Optional[str]) -> None:
-    """A Ray address that answers nothing is refused in seconds (``ray.init`` would wait 20-40 s)."""
-    import socket
-
-    if not address or address in ("auto", "local"):
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"address: {address!r} is not 'auto' or host:port")
-    try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-    except OSError as e:
-        raise ConfigError(f"address: nothing answers at {hostport} ({e.strerror or e}); start the cluster with "
-                          "`ray start --head` or fix the address") from None
-
-
-def _check_fits(sweep: SweepConfig) -> None:
-    """One trial's CPUs and GPUs must fit on some node of the cluster, or the trial stays PENDING forever."""
-    import ray
-
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    for field, key, asked in (("cpus_per_trial", "CPU", sweep.cpus_per_trial), ("gpus_per_trial", "GPU", sweep.gpus_per_trial)):
-        most = max((float(r.get(key, 0)) for r in nodes), default=0.0)
-        if asked > most:
-            raise ConfigError(f"{field}: {asked:g} is more than any node of the cluster has (the largest has {most:g} "
-                              f"{key}s); allowed: " + (f"(0, {most:g}]" if key == "CPU" else f"[0, {most:g}]"))
-
-
 def _init_ray(sweep: SweepConfig) -> None:
     import ray
 
@@ -381,38 +354,6 @@ def _reporter(space: Any, param_names: List[str]) -> Any:
     return CLIReporter(parameter_columns=param_names,
                        metric_columns=[M.EPOCH, M.VAL_ACC, M.BEST_VAL_ACC, M.LOSS_TOTAL, M.IMAGES_PER_S],
                        metric=metric, mode=mode, sort_by_metric=True, max_progress_rows=12, max_report_frequency=10)
-
-
-def _grid_param_space(points: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Each key's values as a ``tune.choice``: Tune needs the keys that ``points_to_evaluate`` presets."""
-    from ray import tune
-
-    keys = {k for p in points for k in p}
-    return {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in sorted(keys)}
-
-
-def _check_study_name(sweep: SweepConfig) -> None:
-    """A new sweep never continues an existing Optuna study by accident (only with --study-name)."""
-    import optuna
-
-    if sweep.study_name or not sweep.optuna_storage:
-        return
-    if sweep.optuna_storage.startswith("sqlite:///"):
-        path = Path(sweep.optuna_storage[len("sqlite:///"):].split("?", 1)[0]).expanduser()
-        if not path.parent.is_dir():
-            raise ConfigError(f"optuna_storage: folder {path.parent.as_posix()!r} of {sweep.optuna_storage!r} does not exist")
-        if not path.exists():
-            return  # a storage not yet created holds no study (and opening it would create it)
-    from tuner.tracking import store_lock
-
-    try:
-        with store_lock(sweep.optuna_storage):  # opening a fresh SQLite storage creates its tables
-            existing = optuna.study.get_all_study_names(sweep.optuna_storage)
-    except Exception as e:
-        raise ConfigError(f"optuna_storage: cannot open {sweep.optuna_storage!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if sweep.name in existing:
-        raise ConfigError(f"study_name: an Optuna study {sweep.name!r} already exists in {sweep.optuna_storage}; "
-                          "pass --study-name to continue it on purpose, or pick another --name")
 
 
 def _num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]]) -> int:

@@ -1,0 +1,62 @@
+"""Checks a sweep passes before it writes anything: the Ray address answers, one trial fits on a node,
+the study name is free. Each failure is one ``ConfigError`` line naming the field."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Optional
+
+from tuner.config import ConfigError, SweepConfig
+
+__all__ = ["check_address", "check_fits", "check_study_name"]
+
+
+def check_address(address: Optional[str]) -> None:
+    """A Ray address that answers nothing is refused in seconds (``ray.init`` would wait 20-40 s)."""
+    if not address or address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"address: {address!r} is not 'auto' or host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as e:
+        raise ConfigError(f"address: nothing answers at {hostport} ({e.strerror or e}); start the cluster with "
+                          "`ray start --head` or fix the address") from None
+
+
+def check_fits(sweep: SweepConfig) -> None:
+    """One trial's CPUs and GPUs must fit on some node of the cluster, or the trial stays PENDING forever."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for field, key, asked in (("cpus_per_trial", "CPU", sweep.cpus_per_trial), ("gpus_per_trial", "GPU", sweep.gpus_per_trial)):
+        most = max((float(r.get(key, 0)) for r in nodes), default=0.0)
+        if asked > most:
+            raise ConfigError(f"{field}: {asked:g} is more than any node of the cluster has (the largest has {most:g} "
+                              f"{key}s); allowed: " + (f"(0, {most:g}]" if key == "CPU" else f"[0, {most:g}]"))
+
+
+def check_study_name(sweep: SweepConfig) -> None:
+    """A new sweep never continues an existing Optuna study by accident (only with --study-name)."""
+    import optuna
+
+    if sweep.study_name or not sweep.optuna_storage:
+        return
+    if sweep.optuna_storage.startswith("sqlite:///"):
+        path = Path(sweep.optuna_storage[len("sqlite:///"):].split("?", 1)[0]).expanduser()
+        if not path.parent.is_dir():
+            raise ConfigError(f"optuna_storage: folder {path.parent.as_posix()!r} of {sweep.optuna_storage!r} does not exist")
+        if not path.exists():
+            return  # a storage not yet created holds no study (and opening it would create it)
+    from tuner.tracking import store_lock
+
+    try:
+        with store_lock(sweep.optuna_storage):  # opening a fresh SQLite storage creates its tables
+            existing = optuna.study.get_all_study_names(sweep.optuna_storage)
+    except Exception as e:
+        raise ConfigError(f"optuna_storage: cannot open {sweep.optuna_storage!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if sweep.name in existing:
+        raise ConfigError(f"study_name: an Optuna study {sweep.name!r} already exists in {sweep.optuna_storage}; "
+                          "pass --study-name to continue it on purpose, or pick another --name")
