@@ -150,7 +150,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
 
     warm = [] if resume else warm_points(sweep.tracking_uri, sweep.warm_start, space, ctx, param_names, log=log)
     if not resume:
-        preflight.check_study_name(sweep)  # last: opening the SQLite study storage creates its file
+        preflight.check_study_name(sweep)  # reads the study storage if it exists; never creates it
 
     preflight.check_address(sweep.address)
     from ray import tune  # only now: bad input above is refused without paying for Ray's import
