@@ -21,7 +21,6 @@ __all__ = ["ROLES", "ALPHA", "Interval", "Comparison", "ConfigResult", "Verdict"
 ROLES = ("candidate", "reference", "ce")
 ALPHA = 0.05  # two-sided level of the intervals (95%) and of "beats with confidence"
 _METRICS = (M.VAL_ACC, M.TEST_ACC)
-_SHORT = {"alpha": "alpha", "beta": "beta", "gamma": "gamma"}
 
 
 @dataclass
@@ -46,6 +45,8 @@ class Comparison:
 
 @dataclass
 class ConfigResult:
+    """One confirmed configuration: its seeds' intervals and its differences to the reference and CE-only."""
+
     config_id: str
     role: str
     rank: Optional[int]  # the search rank of a candidate, else None
@@ -59,6 +60,8 @@ class ConfigResult:
 
 @dataclass
 class Verdict:
+    """Every confirmed configuration, which one is recommended (a ``config_id``), and the sentence that says so."""
+
     configs: List[ConfigResult]
     recommended: Optional[str]  # config_id
     reference: Optional[str]
@@ -157,7 +160,7 @@ def label_of(params: Mapping[str, Any], role: str = "candidate") -> str:
     parts = []
     for k, v in params.items():
         shown = f"{v:.3g}" if isinstance(v, float) else str(v)
-        parts.append(f"{_SHORT.get(k, k)} {shown}")
+        parts.append(f"{k} {shown}")
     return " ".join(parts) or "base config"
 
 
