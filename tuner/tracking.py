@@ -35,7 +35,7 @@ __all__ = [
     "result_metrics", "redact", "MLflowTracking",
     "set_git_and_version_tags", "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT",
     "TAG_DIVERGED_EPOCH", "TAG_ERROR", "TAG_LAST_EPOCH", "TRIAL_STATUSES", "DIVERGED_KEY", "METRIC_KEYS",
-    "TAG_STAGE", "TAG_RECOMMENDED", "TAG_VERDICT", "STAGES", "LABEL_TAGS", "run_name", "log_verdict", "client",
+    "TAG_STAGE", "TAG_RECOMMENDED", "TAG_VERDICT", "STAGES", "run_name", "log_verdict", "client",
     "sweep_parents", "store_lock", "mark_interrupted",
 ]
 
@@ -56,8 +56,6 @@ TAG_STAGE = "srrl.stage"  # "search" or "confirm" (child runs)
 TAG_RECOMMENDED = "srrl.recommended"  # "true" on the runs of the confirmed recommendation
 TAG_VERDICT = "srrl.verdict"  # the verdict's sentence (parent run)
 STAGES = ("search", "confirm")
-#: a trial config's labels (not TrialConfig fields), each also tagged srrl.<label> on the child run
-LABEL_TAGS = LABEL_KEYS
 #: MLflow 3 opens an experiment by its kind; without it the GenAI overview (traces) opens, not the runs
 _EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 TRIAL_STATUSES = ("finished", "stopped_early", "diverged", "errored", "interrupted")
@@ -547,7 +545,8 @@ def trial_tags(parent_run_id: str, trial_id: str, config: Optional[Mapping[str, 
     config = config or {}
     tags = {_PARENT: parent_run_id, _RUN_NAME: run_name(config, name_keys, stage) or trial_id, TAG_TRIAL_ID: trial_id,
             TAG_ROLE: "trial", TAG_STAGE: stage}
-    tags.update({f"srrl.{k}": _text(config[k], _MAX_TAG) for k in LABEL_TAGS if config.get(k) not in (None, "")})
+    # a config's labels (tuner.config.LABEL_KEYS) are also tagged srrl.<label>
+    tags.update({f"srrl.{k}": _text(config[k], _MAX_TAG) for k in LABEL_KEYS if config.get(k) not in (None, "")})
     return tags
 
 
@@ -560,7 +559,7 @@ def run_name(config: Mapping[str, Any], keys: Sequence[str], stage: str = "searc
     if config.get("config_role") == "ce":
         parts, keys = ["CE only"], ()
     for k in keys:
-        if k in config and k not in LABEL_TAGS and k != "seed":
+        if k in config and k not in LABEL_KEYS and k != "seed":
             v = config[k]
             parts.append(f"{_ABBREV.get(k, k)}={f'{v:.3g}' if isinstance(v, float) else v}")
     if (stage == "confirm" or "seed" in keys) and "seed" in config:
