@@ -99,6 +99,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
 
     from tuner.config import ConfigError, SweepConfig
+    from tuner.faults import NoSpace
     from tuner.sweep import load_sweep_dir, run_sweep, smoke
 
     try:
@@ -112,12 +113,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, FileNotFoundError, ConnectionError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NoSpace as e:
+        print(_no_space_line(e), file=sys.stderr)
+        return 1
     print_summary(result)
+    if result.fault is not None:
+        print("\n" + _no_space_line(result.fault), file=sys.stderr)
+        return 1
     if result.interrupted:
         print(f"\ninterrupted: {result.note}; continue it with:\n  python run_search.py --resume {_redact(result.path)}",
               file=sys.stderr)
         return 130
     return 0
+
+
+def _no_space_line(fault: Any) -> str:
+    """The one line a full disk ends in: where, and the command that continues (or restarts) the sweep."""
+    then = (f"continue with: python run_search.py --resume {_redact(fault.resume)}" if fault.resume
+            else "run the same command again (the sweep had not started)")
+    return f"error: {fault}, then {then}"
 
 
 def _redact(text: str) -> str:

@@ -21,6 +21,7 @@ import pandas as pd
 from analysis import plots, runs, tables
 from analysis._format import fmt_value, to_html, to_markdown
 from tuner import metrics as M
+from tuner.storage import atomic_write
 from tuner.tracking import redact
 
 __all__ = ["write_report", "build_sections", "Section"]
@@ -238,8 +239,8 @@ def write_report(experiment: Union[str, Sequence[str]], tracking_uri: Optional[s
             s.figure = None  # let matplotlib free it
     title, meta = _header(trials, sweeps, experiments, uri)
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(_html(title, meta, sections, images), encoding="utf-8")
-    md_path.write_text(_markdown(title, meta, sections, images), encoding="utf-8")
+    for path, text in ((html_path, _html(title, meta, sections, images)), (md_path, _markdown(title, meta, sections, images))):
+        atomic_write(path, lambda f, text=text: f.write(text.encode("utf-8")))  # a full disk leaves the old one whole
     if log_artifacts and not sweeps.empty:
         runs.log_report_artifacts(uri, list(sweeps["run_id"]), [html_path, md_path, *pngs], artifact_path="report")
     return html_path, md_path

@@ -171,3 +171,61 @@ class MlflowServer:
         except ProcessLookupError:
             pass
         self.proc = None
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size_kb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_kb`` mounted at ``path``: a disk to fill. Skips the test where mounting is not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no `mount` here")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def resize_disk(path: Path, size_kb: int) -> None:
+    """Give the ``small_disk`` at ``path`` a new size (space back, as a user freeing it)."""
+    subprocess.run(["mount", "-o", f"remount,size={size_kb}k", str(path)], check=True)
+
+
+def fill_disk(path: Path, leave_kb: int = 0) -> Path:
+    """Write a filler file on ``path``'s file system until at most ``leave_kb`` is free; returns it."""
+    filler = path / "filler"
+    with open(filler, "ab") as f:
+        try:
+            while shutil.disk_usage(path).free > leave_kb * 1024:
+                f.write(b"\0" * min(64 * 1024, shutil.disk_usage(path).free - leave_kb * 1024))
+                f.flush()
+        except OSError:
+            pass  # full
+    return filler
+
+
+def assert_records_agree(tracking_uri: str, experiment: str, folder: Path, study: Any,
+                         keys=("val_acc", "best_val_acc", "loss_total", "lr")) -> None:
+    """Every trial's per-epoch history is the same, epoch by epoch, in MLflow, Tune's result.json and the
+    Optuna study's intermediate values (the ranking rule's value), and they agree on how it ended."""
+    import mlflow
+    import optuna
+
+    client = mlflow.MlflowClient(tracking_uri)
+    results = tune_results(folder)
+    by_number = {t.number: t for t in study.trials}
+    runs = trial_runs(tracking_uri, experiment)
+    assert len(runs) == len(results) and runs
+    ended = {"finished": optuna.trial.TrialState.COMPLETE, "stopped_early": optuna.trial.TrialState.PRUNED}
+    for run in runs:
+        tune_rows = {row["epoch"]: row for row in results[run.data.tags["srrl.trial_id"]]}  # a re-run epoch: its last row
+        for key in keys:
+            logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+            assert logged == {e: row[key] for e, row in tune_rows.items()}, (run.info.run_name, key)
+        trial = by_number[int(run.data.tags["srrl.optuna_trial"])]
+        assert trial.intermediate_values == {e: row["best_val_acc"] for e, row in tune_rows.items()}, run.info.run_name
+        assert trial.state == ended[run.data.tags["srrl.status"]], (run.info.run_name, trial.state)

@@ -1,13 +1,17 @@
 """Faults a long sweep must survive, with real Ray, Optuna and MLflow: a worker node dies, the driver
-is SIGKILLed twice, a trial diverges, the tracking server is unreachable, a checkpoint cannot be written."""
+is SIGKILLed twice, a trial diverges, the tracking server is unreachable, a checkpoint cannot be written,
+a disk fills (on a tmpfs of a few MB: these tests skip where mounting one is not allowed)."""
 from __future__ import annotations
 
+import re
 import threading
 import time
+from typing import Any
 
 import pytest
 
-from tests._helpers import cli_study, free_port, kill_when, run_search, start_run_search, trial_runs, tune_results
+from tests._helpers import (assert_records_agree, cli_study, fill_disk, free_port, kill_when, resize_disk, run_search,
+                            small_disk, start_run_search, trial_runs, tune_results)
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +94,7 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
     (folder / "tuner.pkl").write_bytes(b"")
     done = run_search(tmp_path, env, "--resume", str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "tuner.pkl was torn by a killed driver; rebuilt it from srrl_sweep.yaml" in done.stdout
+    assert "tuner.pkl was torn or missing; rebuilt it from srrl_sweep.yaml" in done.stdout
     assert "Sweep kk: 6 trials, 6 finished" in done.stdout
     assert f"python run_search.py --resume {folder}" in done.stdout
 
@@ -115,16 +119,8 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
     assert from_mlflow == from_study
 
     # every trial's per-epoch history agrees, epoch by epoch, in MLflow, Tune's results and the study
-    results = tune_results(folder)
-    by_number = {t.number: t for t in study.trials}
-    for run in runs:
-        tune_rows = {row["epoch"]: row for row in results[run.data.tags["srrl.trial_id"]]}  # a re-run epoch: its last row
-        assert sorted(tune_rows) == list(range(1, epochs + 1))
-        for key in ("val_acc", "best_val_acc", "loss_total", "lr"):
-            logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
-            assert logged == {e: row[key] for e, row in tune_rows.items()}, (run.info.run_name, key)
-        intermediate = by_number[int(run.data.tags["srrl.optuna_trial"])].intermediate_values
-        assert intermediate == {e: row["best_val_acc"] for e, row in tune_rows.items()}, run.info.run_name
+    assert all(sorted(r["epoch"] for r in rows) == list(range(1, epochs + 1)) for rows in tune_results(folder).values())
+    assert_records_agree(f"sqlite:///{tmp_path / 'mlflow.db'}", "kk", folder, study)
 
 
 def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path, env):
@@ -204,7 +200,7 @@ def test_an_interrupted_sweep_says_so_exits_130_and_resumes(sig, tmp_path, env):
     proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
-    assert f"interrupted: the search stage stopped with " in err
+    assert "interrupted: the search stage stopped with " in err
     assert err.rstrip().endswith(f"python run_search.py --resume {folder}")
     assert "stopped_early" not in out.split("Sweep si:")[1].split("\n", 2)[2]  # no row calls a half-done trial so
 
@@ -225,3 +221,98 @@ def test_an_interrupted_sweep_says_so_exits_130_and_resumes(sig, tmp_path, env):
     parent = next(r for r in runs if r.data.tags.get("srrl.role") == "sweep")
     assert parent.info.status == "FINISHED" and "srrl.interrupted" not in parent.data.tags
     assert sorted(r.data.tags["srrl.status"] for r in runs if r.data.tags.get("srrl.role") == "trial") == ["finished"] * 6
+
+
+def _parent(tracking_uri: str, experiment: str) -> Any:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("srrl.role") == "sweep"]
+
+
+def test_a_full_storage_path_stops_the_sweep_in_one_line_and_resume_finishes_it(tmp_path, env):
+    """Every trial checkpoints to the sweep folder: once its disk is full the sweep stops at once (no
+    tracebacks, no part files), and with space back --resume finishes it with all three records agreeing."""
+    import optuna
+
+    with small_disk(tmp_path / "disk", 3072) as disk:
+        filler = fill_disk(disk, leave_kb=172)  # room for Tune's state and a few checkpoints, not the sweep
+        first = run_search(tmp_path, env, "--smoke", "--confirm", "0", "--scheduler", "fifo", "--name", "df",
+                           "--storage-path", str(disk))
+        assert first.returncode == 1, first.stderr[-3000:]
+        assert re.fullmatch(rf"error: storage_path: no space left on the file system of {disk} \([\d.]+ [KMB]+ free\); "
+                            rf"free space there, then continue with: python run_search.py --resume {disk}/df",
+                            first.stderr.strip().splitlines()[-1]), first.stderr[-2000:]
+        assert "Errno 28" not in first.stdout + first.stderr  # the line above, not Ray's tracebacks
+        assert not list(disk.rglob("*.srrl-part"))
+        summary = first.stdout.split("Sweep df:")[1].split("\nLook further")[0]
+        assert "interrupted" in summary and "errored" not in summary and "stopped_early" not in summary.split("\n", 1)[1]
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        assert [p.info.status for p in _parent(uri, "df")] == ["KILLED"]
+        assert {(r.info.status, r.data.tags["srrl.status"]) for r in trial_runs(uri, "df")} <= \
+            {("KILLED", "interrupted"), ("FINISHED", "finished")}
+        assert optuna.trial.TrialState.FAIL not in {t.state for t in cli_study(tmp_path, "df").trials}
+
+        filler.unlink()
+        done = run_search(tmp_path, env, "--resume", str(disk / "df"))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Sweep df: 4 trials, 4 finished" in done.stdout
+        assert [p.info.status for p in _parent(uri, "df")] == ["FINISHED"]
+        assert not [r for r in trial_runs(uri, "df") if "srrl.error" in r.data.tags]
+        assert_records_agree(uri, "df", disk / "df", cli_study(tmp_path, "df"))
+
+
+def test_a_full_tracking_store_at_the_start_leaves_no_dead_end(tmp_path, env):
+    """mlflow.db's folder fills while the sweep sets up: one line, and the same command runs once space is back
+    (the failed start holds no sweep file, and its parent run is replaced)."""
+    storage = tmp_path / "ray_results"
+    with small_disk(tmp_path / "work", 1200) as work:  # a fresh MLflow store fits; its first artifacts do not
+        args = ("--smoke", "--confirm", "0", "--name", "tf", "--storage-path", str(storage))
+        first = run_search(work, env, *args)
+        assert first.returncode == 1, first.stderr[-3000:]
+        assert re.fullmatch(rf"error: tracking_uri, optuna_storage: no space left on the file system of {work} \(.*\); "
+                            r"free space there, then run the same command again \(the sweep had not started\)",
+                            first.stderr.strip().splitlines()[-1]), first.stderr[-2000:]
+        assert "Traceback" not in first.stderr
+        assert not (storage / "tf" / "srrl_sweep.yaml").exists()
+
+        resize_disk(work, 60 * 1024)
+        again = run_search(work, env, *args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "Sweep tf: 4 trials" in again.stdout
+        parents = _parent(f"sqlite:///{work / 'mlflow.db'}", "tf")
+        assert [(p.info.status, "srrl.setting_up" in p.data.tags) for p in parents] == [("FINISHED", False)]
+
+
+def test_a_tracking_store_filling_mid_sweep_stops_it_and_resume_sends_what_was_held(tmp_path, env):
+    """The MLflow store's disk fills while trials run: the sweep stops with one line, the requests MLflow
+    could not take wait in Tune's state, and --resume delivers them: every epoch is in MLflow once."""
+    import subprocess
+    import sys
+
+    from tests._helpers import REPO
+
+    storage = tmp_path / "ray_results"
+    with small_disk(tmp_path / "work", 60 * 1024) as work:
+        proc = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), "--name", "tm", "--confirm", "0",
+                                 "--num-samples", "4", "--epochs", "6", "--teacher-epochs", "3", "--scheduler", "fifo",
+                                 "--storage-path", str(storage)],
+                                cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 240
+        while sum(len(r) for r in tune_results(storage / "tm", by_dir=True).values()) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before its disk filled"
+            time.sleep(0.2)
+        filler = fill_disk(work)
+        out, err = proc.communicate(timeout=240)
+        assert proc.returncode == 1, err[-3000:]
+        assert re.fullmatch(rf"error: tracking_uri(, optuna_storage)?: no space left on the file system of {work} \(.*\); "
+                            rf"free space there, then continue with: python run_search.py --resume {storage}/tm",
+                            err.strip().splitlines()[-1]), err[-2000:]
+        assert "database or disk is full" not in err  # MLflow's and Optuna's tracebacks stay out
+
+        filler.unlink()
+        done = run_search(work, env, "--resume", str(storage / "tm"))
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "Sweep tm: 4 trials, 4 finished" in done.stdout
+        assert_records_agree(f"sqlite:///{work / 'mlflow.db'}", "tm", storage / "tm", cli_study(work, "tm"))

@@ -68,3 +68,25 @@ def test_restored_searcher_neither_repeats_steps_nor_retells_finished_trials(sto
     assert [t.state for t in trials] == [State.COMPLETE, State.COMPLETE]
     assert trials[0].intermediate_values == {1: 40.0, 2: 45.0, 3: 50.0} and trials[0].value == 50.0
     assert trials[1].value == 70.0
+
+
+def test_an_errored_trial_stays_running_until_its_rerun_ends_or_the_stage_fails_it(storage, tmp_path):
+    """--resume re-runs errored trials (a full disk): the study learns how the re-run ends; only once the
+    stage ended for good does fail_errored tell FAIL, with the error, for those still errored."""
+    from tuner.search import fail_errored
+
+    s = _searcher(storage)
+    s.suggest("disk"), s.suggest("bug")
+    s.on_trial_result("disk", {"val_acc": 40.0, "epoch": 1})
+    s.on_trial_complete("disk", error=True)
+    s.on_trial_complete("bug", error=True)
+    assert [t.state for t in _study(storage).trials] == [State.RUNNING, State.RUNNING]
+    s.save(str(tmp_path / "searcher.pkl"))
+    again = _searcher(storage)
+    again.restore(str(tmp_path / "searcher.pkl"))  # the resumed driver re-runs "disk" from its checkpoint
+    again.on_trial_result("disk", {"val_acc": 45.0, "epoch": 2})
+    again.on_trial_complete("disk", {"val_acc": 50.0, "epoch": 3})
+    assert fail_errored(storage, "s", {0: "OSError: no space", 1: "ValueError: a bug"}) == 1  # 0 is not RUNNING
+    disk, bug = _study(storage).trials
+    assert disk.state == State.COMPLETE and disk.intermediate_values == {1: 40.0, 2: 45.0, 3: 50.0}
+    assert bug.state == State.FAIL and bug.user_attrs["error"] == "ValueError: a bug"

@@ -8,6 +8,7 @@ Tune as ``storage_filesystem``, this filesystem leaves the previous file instead
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -16,35 +17,57 @@ from typing import Any, List
 import pyarrow
 import pyarrow.fs
 
+from tuner import faults
 from tuner.storage import PART_SUFFIX, atomic_write, open_part
 
 __all__ = ["AtomicLocalHandler", "PART_SUFFIX", "remove_parts"]
 
 
 class _RenameOnClose:
-    """A write-only file that lands at ``path`` by rename when closed; a writer killed first leaves only its part file."""
+    """A write-only file that lands at ``path`` by rename when closed; a writer killed first leaves only its
+    part file, and a write that fails (a full disk) leaves nothing: the part is removed, the old file stays."""
 
     def __init__(self, path: str) -> None:
         self._path = path
         self._part, self._file = open_part(path)
+        self._failed = False
+
+    def _give_up(self, error: OSError) -> OSError:
+        """Remove the part file; the error to raise names the file it was for (Tune's own message does not)."""
+        self._failed = True
+        with contextlib.suppress(OSError):  # closing flushes, which fails the same way
+            self._file.close()
+        Path(self._part).unlink(missing_ok=True)
+        if faults.is_no_space(error):
+            faults.note_no_space(self._path)
+        return OSError(error.errno, error.strerror, self._path)
 
     def write(self, data: Any) -> int:
-        return self._file.write(data)
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            raise self._give_up(e) from e
 
     def flush(self) -> None:
-        self._file.flush()
+        try:
+            self._file.flush()
+        except OSError as e:
+            raise self._give_up(e) from e
 
     @property
     def closed(self) -> bool:
         return self._file.closed
 
     def close(self) -> None:
-        if self._file.closed:
+        if self._failed or self._file.closed:
             return
         # no fsync: the rename already makes a killed process leave the old file or the new one, whole,
         # and Tune rewrites its state every second (an fsync each time would slow every sweep)
-        self._file.close()
-        os.replace(self._part, self._path)
+        try:
+            self._file.close()  # flushes: a full disk may show only here
+            os.replace(self._part, self._path)
+        except OSError as e:
+            raise self._give_up(e) from e
 
 
 class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
@@ -98,8 +121,13 @@ class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
         self._fs.move(src, dest)
 
     def copy_file(self, src: str, dest: str) -> None:
-        with open(src, "rb") as source:
-            atomic_write(Path(dest), lambda target: shutil.copyfileobj(source, target))
+        try:
+            with open(src, "rb") as source:
+                atomic_write(Path(dest), lambda target: shutil.copyfileobj(source, target))
+        except OSError as e:
+            if faults.is_no_space(e):
+                faults.note_no_space(dest)
+            raise
 
     def open_input_stream(self, path: str) -> Any:
         return self._fs.open_input_stream(path)

@@ -101,7 +101,7 @@ def preset_param_space(points: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in sorted(keys)}
 
 
-def run_confirmation(tune: Any, trainable: Any, callback: Any, folder: Any, points: List[Dict[str, Any]],
+def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: Any, points: List[Dict[str, Any]],
                      max_concurrent: int, max_failures: int, verbose: int = 1, log: Callable[[str], None] = print,
                      reporter: Any = None) -> Any:
     """Run (or continue, when ``folder/confirm`` holds its state) the confirmation's Tune experiment;
@@ -125,7 +125,7 @@ def run_confirmation(tune: Any, trainable: Any, callback: Any, folder: Any, poin
                 search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent),
                 num_samples=len(points), max_concurrent_trials=max_concurrent, reuse_actors=True),
             run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=storage_path, storage_filesystem=fs,
-                                      callbacks=[callback], verbose=verbose, progress_reporter=reporter,
+                                      callbacks=callbacks, verbose=verbose, progress_reporter=reporter,
                                       failure_config=tune.FailureConfig(max_failures=max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )

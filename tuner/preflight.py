@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from tuner.config import ConfigError, SweepConfig
 
@@ -39,7 +39,8 @@ def check_fits(sweep: SweepConfig) -> None:
 
 
 def check_study_name(sweep: SweepConfig) -> None:
-    """A new sweep never continues an existing Optuna study by accident (only with --study-name)."""
+    """A new sweep never continues an existing Optuna study by accident (only with --study-name); a study
+    in which no trial ever ran is what a failed start left, and is replaced."""
     import optuna
 
     if sweep.study_name or not sweep.optuna_storage:
@@ -55,8 +56,19 @@ def check_study_name(sweep: SweepConfig) -> None:
     try:
         with store_lock(sweep.optuna_storage):  # opening a fresh SQLite storage creates its tables
             existing = optuna.study.get_all_study_names(sweep.optuna_storage)
+            unstarted = sweep.name in existing and _never_ran(optuna.load_study(study_name=sweep.name,
+                                                                                storage=sweep.optuna_storage))
     except Exception as e:
         raise ConfigError(f"optuna_storage: cannot open {sweep.optuna_storage!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if sweep.name in existing:
+    if unstarted:  # left by a start that failed before its first trial (a full disk): it holds nothing measured
+        optuna.delete_study(study_name=sweep.name, storage=sweep.optuna_storage)
+    elif sweep.name in existing:
         raise ConfigError(f"study_name: an Optuna study {sweep.name!r} already exists in {sweep.optuna_storage}; "
                           "pass --study-name to continue it on purpose, or pick another --name")
+
+
+def _never_ran(study: Any) -> bool:
+    """Only the enqueued starting points, none asked yet: what a sweep's set-up leaves before Tune starts."""
+    import optuna
+
+    return all(t.state == optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False))

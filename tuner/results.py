@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from tuner import metrics as M
+from tuner import faults, metrics as M
 from tuner.config import SweepConfig, TrialConfig
 from tuner.trainable import DIVERGED
 
@@ -25,7 +25,7 @@ def trial_status(error: bool, diverged: bool, epochs_run: int, planned: int, tun
         return "diverged"
     if epochs_run >= planned:
         return "finished"
-    if tune_status in (None, "TERMINATED"):
+    if tune_status == "TERMINATED":
         return "stopped_early"
     return "interrupted" if epochs_run > 0 else "pending"
 
@@ -33,8 +33,10 @@ def trial_status(error: bool, diverged: bool, epochs_run: int, planned: int, tun
 def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
     """One dict per trial: searched params, origin, status, epochs run, best and final metrics.
 
-    ``statuses``: Tune's ``{trial_id: status}`` (TERMINATED, RUNNING, PENDING ...), which tells a trial the
-    scheduler stopped from one an interrupted driver left half-done.
+    ``statuses``: Tune's saved ``{trial_id: status}`` (TERMINATED, RUNNING, PENDING ...), which tells a trial the
+    scheduler stopped from one an interrupted driver left half-done; a trial it lacks (its driver could not
+    save it: a full disk) is not done. Without ``statuses`` every trial that ended is taken as ended by Tune.
+    A trial that errored on a full disk is not ``errored``: ``--resume`` re-runs it once there is space.
 
     Ranked by the one ranking rule (``metrics.RANK_VAL_ACC``), trials at equal fidelity together:
     those that ran every epoch first, then the others by the epochs they ran.
@@ -50,12 +52,12 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
         epochs_run = int(last.get(M.EPOCH, 0))
         planned = int(cfg.get("epochs", base.epochs))
         trial_id = last.get("trial_id") or _trial_id(result)
-        status = trial_status(bool(result.error), bool(last.get(DIVERGED)), epochs_run, planned,
-                              (statuses or {}).get(trial_id))
+        status = trial_status(bool(result.error) and not faults.is_no_space(result.error), bool(last.get(DIVERGED)),
+                              epochs_run, planned, "TERMINATED" if statuses is None else statuses.get(trial_id))
         row = {"trial_id": trial_id, **{k: cfg.get(k, getattr(base, k, None)) for k in
                ("arm", "alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "seed") if k in cfg or hasattr(base, k)},
                "origin": cfg.get("origin"), "params": {k: v for k, v in cfg.items() if k not in LABEL_KEYS},
-               "status": status, "epochs": epochs_run, M.BEST_VAL_ACC: best, M.VAL_ACC: last.get(M.VAL_ACC),
+               "optuna_trial": cfg.get("optuna_trial"), "status": status, "epochs": epochs_run, M.BEST_VAL_ACC: best, M.VAL_ACC: last.get(M.VAL_ACC),
                M.TEST_ACC: last.get(M.TEST_ACC), M.STUDENT_MACS: last.get(M.STUDENT_MACS), M.STUDENT_PARAMS: last.get(M.STUDENT_PARAMS),
                "node_id": last.get("node_id")}
         rows.append(row)

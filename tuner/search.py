@@ -8,7 +8,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from tuner import metrics as M
 
-__all__ = ["PruneAwareOptunaSearch"]
+__all__ = ["PruneAwareOptunaSearch", "fail_errored"]
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
@@ -19,6 +19,10 @@ class PruneAwareOptunaSearch(OptunaSearch):
     low-fidelity accuracy, biasing the sampler. Here a trial counts as complete only when it ran
     all ``max_epochs``; per-epoch values are reported as intermediate values, which is what
     Optuna's samplers use for pruned trials.
+
+    A trial that errored stays RUNNING in the study: ``--resume`` re-runs errored trials (a full disk,
+    a lost node) and they are told how they then end; ``fail_errored`` tells FAIL for those still
+    errored when the stage ends for good (an Optuna trial once finished can never be told again).
 
     It also survives a driver restart: Tune restores this searcher from a snapshot that may be
     older than the RDB study, so trials the study already holds as finished are not told again,
@@ -101,13 +105,15 @@ class PruneAwareOptunaSearch(OptunaSearch):
         import optuna
 
         ot_trial = self._ot_trials[trial_id]
+        if error:
+            return  # left RUNNING, see the class docstring
         if result:
             self._report(trial_id, result)  # Tune hands the last result (ASHA's max_t) only to this hook
             if trial_id in self._completed_trials:
                 return
         epoch = int((result or {}).get(M.EPOCH, 0))
         state, values = optuna.trial.TrialState.COMPLETE, None
-        if error or not result:
+        if not result:
             state = optuna.trial.TrialState.FAIL
         elif result.get("diverged"):
             state = optuna.trial.TrialState.FAIL
@@ -125,3 +131,21 @@ class PruneAwareOptunaSearch(OptunaSearch):
         self._ot_study.tell(ot_trial, values, state=state)
         self._completed_trials.add(trial_id)
         self._reported.pop(trial_id, None)
+
+
+def fail_errored(storage: str, study_name: str, errors: Dict[int, str]) -> int:
+    """Tell FAIL for the study trials (``{number: error line}``) of Tune trials that ended errored, where the
+    study still has them RUNNING; returns how many. Called once a stage ended without interruption."""
+    import optuna
+
+    rdb = optuna.storages.get_storage(storage)
+    study = optuna.load_study(study_name=study_name, storage=rdb)
+    study_id = rdb.get_study_id_from_name(study_name)
+    told = 0
+    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if frozen.number in errors:
+            trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+            rdb.set_trial_user_attr(trial_id, "error", errors[frozen.number][:1000])
+            study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+            told += 1
+    return told

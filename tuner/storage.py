@@ -50,6 +50,9 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(part, path)
+    except OSError as e:
+        Path(part).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from e  # the file it was for (a failed write() names none)
     except BaseException:
         Path(part).unlink(missing_ok=True)
         raise

@@ -22,8 +22,8 @@ import yaml
 
 from tuner import metrics as M
 from tuner.config import ConfigError, SweepConfig, TrialConfig, parse_yaml
-from tuner.storage import SweepFolder, is_uri
-from tuner import preflight
+from tuner.storage import PART_SUFFIX, SweepFolder, is_uri
+from tuner import faults, preflight
 from tuner.confirm import preset_param_space
 from tuner.results import RESUMABLE, leaderboard_rows, log_best_students
 from tuner.trainable import train_srrl
@@ -50,7 +50,8 @@ class SweepResult:
     verdict: Any = None  # tuner.verdict.Verdict of the confirmation stage, when it ran
     note: str = ""  # why there is no verdict
     experiment_id: Optional[str] = None  # MLflow's id of ``experiment``
-    interrupted: bool = False  # Ctrl-C or SIGTERM stopped it; --resume continues it
+    interrupted: bool = False  # Ctrl-C, SIGTERM or a full disk stopped it; --resume continues it
+    fault: Any = None  # faults.NoSpace when a full disk stopped it
 
 
 def smoke(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConfig]:
@@ -109,13 +110,48 @@ def load_sweep_dir(path: str, field: str = "resume") -> Tuple[SweepConfig, Trial
     return sweep, TrialConfig.from_dict(data["base"])
 
 
+def _uncommitted(folder: SweepFolder) -> bool:
+    """The folder holds no sweep: it is empty, or holds only what a start that failed before writing its
+    sweep file left (Tune's ``tuner.pkl``, part files); a fresh start of the same name may use it."""
+    if folder.is_empty():
+        return True
+    if folder.fs is not None:
+        return False  # remote: only an empty folder
+    return all(p.name == "tuner.pkl" or p.name.endswith(PART_SUFFIX) for p in Path(folder.location).iterdir())
+
+
 def _sweep_yaml(sweep: SweepConfig, base: TrialConfig) -> str:
     return yaml.safe_dump({"sweep": sweep.to_dict(), "base": base.to_dict()}, sort_keys=False)
 
 
 def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: Callable[[str], None] = print,
               verbose: int = 1) -> SweepResult:
-    """Run (or, with ``resume``, continue) a sweep; returns its results once every trial ended."""
+    """Run (or, with ``resume``, continue) a sweep; returns its results once every trial ended.
+
+    Raises:
+        ConfigError: bad input, before anything is written.
+        faults.NoSpace: a place the sweep writes to is full (``resume`` is set once the sweep exists).
+    """
+    sweep, base = prepare_sweep(sweep, base)
+    faults.reset()
+    try:
+        return _run_sweep(sweep, base, resume, log, verbose)
+    except faults.NoSpace:
+        raise
+    except Exception as e:
+        if not faults.is_no_space(e):
+            raise
+        from tuner.teacher import default_cache_dir
+
+        fault = faults.no_space(e, faults.places_of(sweep.storage_path, sweep.tracking_uri, sweep.optuna_storage,
+                                                    base.cache_dir or str(default_cache_dir())))
+        folder = SweepFolder.of(sweep.storage_path).child(sweep.name)
+        fault.resume = folder.shown if folder.has_file(SWEEP_FILE) else None
+        raise fault from None
+
+
+def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callable[[str], None],
+               verbose: int) -> SweepResult:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # a killed driver re-runs at most ~1 s of bookkeeping
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter can show the sampled params
@@ -126,14 +162,13 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     from tuner.teacher import ensure_teacher
     from tuner.train import check_pair, load_splits
 
-    sweep, base = prepare_sweep(sweep, base)
     space = get_space(sweep.space)
     tracking.check_tracking_uri(sweep.tracking_uri)
     storage = SweepFolder.of(sweep.storage_path)
     folder = storage.child(sweep.name)
     if resume and not folder.has_file(SWEEP_FILE):
         raise ConfigError(f"resume: {folder.shown!r} holds no sweep")
-    if not resume and not folder.is_empty():
+    if not resume and not _uncommitted(folder):
         raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {tracking.redact(sweep.storage_path)}; "
                           f"pass --resume {folder.shown} or pick another name")
 
@@ -156,6 +191,8 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     from ray import tune  # only now: bad input above is refused without paying for Ray's import
 
     _init_ray(sweep)
+    faults.quiet_no_space_logs()
+    places = faults.places_of(sweep.storage_path, sweep.tracking_uri, sweep.optuna_storage)
     preflight.check_fits(sweep)  # what the cluster can hold, before the first file is written
     # ray.init installs its own SIGTERM handler (exit at once); a cluster scheduler's SIGTERM should stop
     # the sweep as Ctrl-C does: Tune saves its state, the records say "interrupted", --resume continues
@@ -192,8 +229,6 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
                                        base_params=per_trial.to_dict(), stage=stage, name_keys=param_names,
                                        optuna_storage=sweep.optuna_storage if study_name else None, study_name=study_name)
 
-    if not resume:
-        folder.write_text(SWEEP_FILE, _sweep_yaml(sweep, base))
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / SWEEP_FILE).write_text(_sweep_yaml(shown, base))
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
@@ -212,7 +247,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
             ),
             run_config=tune.RunConfig(
                 name=sweep.name, storage_path=storage_path, storage_filesystem=fs,
-                callbacks=[callback("search")], verbose=verbose,
+                callbacks=[callback("search"), faults.StopOnNoSpace(places)], verbose=verbose,
                 progress_reporter=_reporter(space, param_names),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),
@@ -232,34 +267,51 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
 
         try:
             tuner = restore()
-        except (EOFError, pickle.UnpicklingError):
-            # torn by a driver killed mid-upload (before tuner.atomic_fs); it holds only what the sweep
-            # file rebuilds: the trials' progress and the searcher's state live in their own files
-            log(f"{folder.shown}/tuner.pkl was torn by a killed driver; rebuilt it from {SWEEP_FILE}")
+        except (EOFError, pickle.UnpicklingError, FileNotFoundError):
+            # torn by a driver killed mid-upload (before tuner.atomic_fs), or never written by an older
+            # version; it holds only what the sweep file rebuilds: the trials' progress and the
+            # searcher's state live in their own files
+            log(f"{folder.shown}/tuner.pkl was torn or missing; rebuilt it from {SWEEP_FILE}")
             new_tuner(again=True)
             tuner = restore()
     else:
         tuner = new_tuner()
+        # the sweep exists only now: the sweep file is what --resume reads, and it needs Tune's state
+        folder.write_text(SWEEP_FILE, _sweep_yaml(sweep, base))
+        tracking.sweep_started(sweep.tracking_uri, parent_run)
     results = tuner.fit()
     statuses = _tune_statuses(tune, results)
     trial_ids = list(statuses)
     rows = leaderboard_rows(results, base, statuses)
 
     def interrupted(rows: List[Dict[str, Any]], planned: int, stage: str) -> Optional[SweepResult]:
-        """After Ctrl-C or SIGTERM Tune returns with trials half-done: say so everywhere, end nothing."""
+        """After Ctrl-C, SIGTERM or a full disk Tune returns with trials half-done: say so everywhere, end nothing."""
+        fault = faults.stopped()
         left = [r["trial_id"] for r in rows if r["status"] in RESUMABLE]
-        if not left and len(rows) >= planned:
+        if not left and len(rows) >= planned and fault is None:
             return None
-        tracking.mark_interrupted(sweep.tracking_uri, parent_run, [t for t in left if t])
-        tracking.finish_sweep(sweep.tracking_uri, parent_run, status="KILLED")
+        try:
+            tracking.mark_interrupted(sweep.tracking_uri, parent_run, [t for t in left if t])
+            tracking.finish_sweep(sweep.tracking_uri, parent_run, status="KILLED")
+        except Exception as e:
+            if not faults.is_no_space(e):
+                raise  # else the MLflow store is what is full: its runs say RUNNING until --resume
         note = (f"the {stage} stage stopped with {len(left)} trial(s) half-done or not started and "
                 f"{max(0, planned - len(rows))} not yet created")
+        if fault is not None:
+            fault.resume = folder.shown
         return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
-                           study_name, rows, None, note, experiment_id, interrupted=True)
+                           study_name, rows, None, note, experiment_id, interrupted=True, fault=fault)
 
     stopped = interrupted(rows, _num_samples(sweep, space, ctx, grid), "search")
     if stopped is not None:
         return stopped
+    if study_name:  # the search ended for good: errored trials are now failed in the study
+        from tuner.search import fail_errored
+
+        fail_errored(sweep.optuna_storage, study_name,
+                     {int(r.config["optuna_trial"]): str(r.error).splitlines()[-1] for r in results
+                      if r.error and "optuna_trial" in (r.config or {})})
     log_best_students(results, rows, sweep, per_trial, splits, teacher, parent_run)
 
     from tuner import confirm
@@ -269,7 +321,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     if not note:
         configs = confirm.confirm_configs(rows, sweep.confirm, space.reference_point(ctx), base)
         seeds = [base.seed + i for i in range(1, sweep.confirm_seeds + 1)]  # fresh: the search's seed chose the winner
-        confirmed = confirm.run_confirmation(tune, trainable, callback("confirm"), folder,
+        confirmed = confirm.run_confirmation(tune, trainable, [callback("confirm"), faults.StopOnNoSpace(places)], folder,
                                              confirm.confirm_points(configs, seeds, base), _max_concurrent(sweep),
                                              sweep.max_failures, verbose=verbose, log=log,
                                              reporter=_reporter(space, ["config_id", *param_names, "seed"]))

@@ -26,11 +26,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from tuner import metrics as M
+from tuner import faults, metrics as M
 from tuner.config import LABEL_KEYS
 
 __all__ = [
-    "default_tracking_uri", "check_tracking_uri", "start_sweep", "finish_sweep", "remove_orphan_runs", "experiment_id",
+    "default_tracking_uri", "check_tracking_uri", "start_sweep", "sweep_started", "finish_sweep", "remove_orphan_runs", "experiment_id",
     "log_artifacts_once", "child_run_ids", "child_runs", "find_parent", "search_all", "trial_tags", "result_step",
     "result_metrics", "redact", "MLflowTracking",
     "set_git_and_version_tags", "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT",
@@ -55,6 +55,7 @@ TAG_RESUMES = "srrl.resume_count"
 TAG_STAGE = "srrl.stage"  # "search" or "confirm" (child runs)
 TAG_RECOMMENDED = "srrl.recommended"  # "true" on the runs of the confirmed recommendation
 TAG_VERDICT = "srrl.verdict"  # the verdict's sentence (parent run)
+TAG_SETTING_UP = "srrl.setting_up"  # on a new parent run until its sweep's Tune state and sweep file exist
 STAGES = ("search", "confirm")
 #: MLflow 3 opens an experiment by its kind; without it the GenAI overview (traces) opens, not the runs
 _EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -249,7 +250,9 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
     Call on the driver before Ray starts trials. A new parent gets tags ``srrl.sweep``,
     ``srrl.role=sweep``, ``mlflow.runName`` (= ``sweep_name``) and ``tags``, and ``params`` flattened
     with '.' and stringified (values cut to MLflow's 6000 characters). ``resume`` reuses the existing
-    parent (set back to RUNNING) and never creates a second one.
+    parent (set back to RUNNING) and never creates a second one. A new parent is tagged
+    ``srrl.setting_up`` until ``sweep_started``; a parent still so tagged is a start that failed
+    before its sweep existed (a full disk): a fresh start of the same name replaces it.
 
     Raises:
         ValueError: resume without an existing sweep of that name, or a new sweep whose name is taken.
@@ -289,18 +292,27 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
         run = found[0]
         count = int(run.data.tags.get(TAG_RESUMES, "0") or 0) + 1
         client.set_tag(run.info.run_id, TAG_RESUMES, str(count))
-        if "srrl.interrupted" in run.data.tags:  # what mark_interrupted said no longer holds
-            client.delete_tag(run.info.run_id, "srrl.interrupted")
+        for tag in ("srrl.interrupted", TAG_SETTING_UP):  # what no longer holds
+            if tag in run.data.tags:
+                client.delete_tag(run.info.run_id, tag)
         client.update_run(run.info.run_id, status="RUNNING")
         return run.info.run_id
-    if found:
-        raise ValueError(f"sweep_name: a sweep named {sweep_name!r} already exists in experiment "
-                         f"{experiment!r}; pass --resume to continue it or pick another name")
+    for run in found:
+        if TAG_SETTING_UP not in run.data.tags:
+            raise ValueError(f"sweep_name: a sweep named {sweep_name!r} already exists in experiment "
+                             f"{experiment!r}; pass --resume to continue it or pick another name")
+        client.set_terminated(run.info.run_id, status="FAILED")  # it ran nothing: no trial starts before sweep_started
+        client.delete_run(run.info.run_id)
     all_tags = {_key(k): _text(v, _MAX_TAG) for k, v in tags.items()}
-    all_tags.update({TAG_SWEEP: sweep_name, TAG_ROLE: "sweep", _RUN_NAME: sweep_name})
+    all_tags.update({TAG_SWEEP: sweep_name, TAG_ROLE: "sweep", _RUN_NAME: sweep_name, TAG_SETTING_UP: "true"})
     run = client.create_run(experiment_id, tags=all_tags, run_name=sweep_name)
     _log_params(client, run.info.run_id, _flatten(params))
     return run.info.run_id
+
+
+def sweep_started(tracking_uri: str, run_id: str) -> None:
+    """The sweep's Tune state and sweep file exist: from now on its name is taken (see ``start_sweep``)."""
+    _client(tracking_uri).delete_tag(run_id, TAG_SETTING_UP)
 
 
 @_skip_when_unreachable(lambda: None)
@@ -757,6 +769,10 @@ class _MLflowTrackingImpl:
             self._flush(retry=not self._down)
 
     def on_experiment_end(self, trials: List[Any], **info: Any) -> None:
+        if faults.stopped() is not None:  # a full disk: no retries; Tune saved the held ops with its state
+            if self._pending:
+                log.warning("%d tracking requests wait in Tune's saved state; --resume sends them", len(self._pending))
+            return
         self._flush(retry=True)
         if self._pending:
             log.warning("MLflow at %s unreachable: %d tracking requests are lost; once it is back, "
@@ -833,6 +849,11 @@ class _MLflowTrackingImpl:
                         self._execute(op)
                     break
                 except Exception as e:  # noqa: BLE001 - tracking must never crash the sweep
+                    if faults.is_no_space(e):  # kept for --resume, and the sweep stops: every trial would add to it
+                        self._down = True
+                        faults.stop_sweep(faults.no_space(e, faults.places_of(None, self.tracking_uri, None),
+                                                          "tracking_uri"))
+                        return
                     if not _retryable(e):
                         log.warning("MLflow rejected %s for trial %s; dropped: %s", op[0], op[1], _redact(str(e)))
                         break
@@ -883,8 +904,9 @@ class _MLflowTrackingImpl:
         if kind == "start":
             if not created:  # a resumed or restarted trial: same run, running again
                 self._client.update_run(run_id, status="RUNNING")
-                with contextlib.suppress(Exception):  # "interrupted" no longer holds; absent on most runs
-                    self._client.delete_tag(run_id, TAG_STATUS)
+                for tag in (TAG_STATUS, TAG_ERROR):  # how it ended before no longer holds; absent on most runs
+                    with contextlib.suppress(Exception):
+                        self._client.delete_tag(run_id, tag)
         elif kind == "log":
             metrics, tags = payload
             tag_list = [RunTag(k, v) for k, v in tags.items()]
