@@ -90,7 +90,7 @@ def cli_env(ray_tmp: str, **extra: str) -> Dict[str, str]:
     return {**os.environ, "RAY_TMPDIR": ray_tmp, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO), **extra}
 
 
-def run_search(cwd: Path, env: Dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_search(cwd: Path, env: Dict[str, str], *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """``python run_search.py ARGS`` in ``cwd``, to its end, output captured."""
     return subprocess.run([sys.executable, str(REPO / "run_search.py"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -102,7 +102,7 @@ def start_run_search(cwd: Path, env: Dict[str, str], *args: str) -> subprocess.P
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240) -> None:
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 600) -> None:
     """SIGKILL ``proc``'s process group once ``ready()``; fail if it ends first or the moment never comes."""
     deadline = time.monotonic() + timeout
     try:

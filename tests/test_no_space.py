@@ -69,3 +69,24 @@ def test_a_study_left_by_a_failed_start_is_replaced_one_that_ran_trials_is_refus
     ran.ask()
     with pytest.raises(ConfigError, match="^study_name: an Optuna study 'ran' already exists"):
         check_study_name(SweepConfig(name="ran", optuna_storage=url))
+
+
+def test_a_store_a_killed_writer_left_mid_transaction_is_not_called_torn(tmp_path):
+    """SIGKILL inside a write transaction leaves a hot journal: a read-only check cannot roll it back
+    ("attempt to write a readonly database"), MLflow's own connection does. It is not a torn store."""
+    import signal
+    import subprocess
+    import sys
+
+    from tuner.tracking import _check_sqlite
+
+    db = tmp_path / "mlflow.db"
+    code = ("import os, signal, sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1]); c.execute('create table t (x)'); c.commit()\n"
+            "c.execute('insert into t values (1)' ); c.execute('insert into t select x from t')\n"
+            "[c.execute('insert into t select x from t') for _ in range(12)]\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    assert subprocess.run([sys.executable, "-c", code, str(db)]).returncode == -signal.SIGKILL
+    assert (tmp_path / "mlflow.db-journal").exists()  # the hot journal
+    _check_sqlite(db, str(db))  # no error
+    assert sqlite3.connect(db).execute("select count(*) from t").fetchone() == (0,)  # rolled back on open

@@ -152,7 +152,9 @@ def _check_sqlite(path: Path, shown: str) -> None:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as e:
-        if "locked" in str(e):  # another sweep is writing it: busy, not broken
+        if "locked" in str(e) or "readonly" in str(e):
+            # another sweep is writing it (busy), or a killed writer left a hot journal that only a
+            # writable connection rolls back (MLflow's own, next): not broken either way
             return
         raise ValueError(f"tracking_uri: {shown!r} is not a readable MLflow store ({str(e)[:120]}); restore "
                          "it from a copy, or give --tracking-uri a new file") from None
