@@ -39,6 +39,7 @@ SWEEP_FLAGS = {
 TRIAL_FLAGS = {
     "dataset": "data set (digits, cifar10, cifar100, imagefolder, synthetic)",
     "data_dir": "folder with the data set files (cifar*, imagefolder)",
+    "image_size": "imagefolder: pixels its images are resized to (default 32)",
     "teacher": "teacher architecture (see --list-models)",
     "teacher_checkpoint": "load the teacher's weights from this file instead of training it",
     "student": "student architecture (see --list-models)",
@@ -51,10 +52,18 @@ TRIAL_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_search.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    import dataclasses
+
+    from tuner.config import SweepConfig, TrialConfig
+
+    p = argparse.ArgumentParser(prog="run_search.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", metavar="YAML", help="flat YAML of sweep and trial fields; flags override it")
+    # a flag's own value is None (unset: the YAML or the config's default applies); its help shows that default
+    defaults = {f.name: f.default for cls in (SweepConfig, TrialConfig) for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING}
     for key, text in {**SWEEP_FLAGS, **TRIAL_FLAGS}.items():
+        if "default" not in text and defaults.get(key) is not None:
+            text = f"{text} (default: {defaults[key]})"
         p.add_argument("--" + key.replace("_", "-"), dest=key, metavar=key.upper(), help=text)
     p.add_argument("--warm-start", action="append", dest="warm_start", metavar="EXPERIMENT",
                    help="seed the study with this earlier sweep's confirmed (else best) point; repeatable")
@@ -108,9 +117,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         else:
             sweep, base = SweepConfig.split(_collect(args))
             if sweep.smoke:
-                sweep, base = smoke(sweep, base)
+                shrunk = smoke(sweep, base)
+                print(_shrank((sweep, base), shrunk))
+                sweep, base = shrunk
         result = run_sweep(sweep, base, resume=bool(args.resume))
-    except (ConfigError, FileNotFoundError, ConnectionError, ValueError) as e:
+    except FileNotFoundError as e:
+        print(f"error: {_missing_file(e)}", file=sys.stderr)
+        return 2
+    except (ConfigError, ConnectionError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except NoSpace as e:
@@ -125,6 +139,31 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+def _missing_file(e: FileNotFoundError) -> str:
+    """A missing file's error with its path; with none, the one file every process has: its working directory."""
+    import os
+    import traceback
+
+    if e.filename is not None:
+        return f"{e.strerror or 'no such file'}: {e.filename}"
+    if "Errno" not in str(e):  # this package's own (a data set not found ...): they name the field and the path
+        return str(e)
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return ("the working directory was removed while the sweep ran (a Ray job's working_dir is unpacked "
+                "again under a running driver); pass --storage-path and --tracking-uri outside it")
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    return f"{e} (in {where.filename}:{where.lineno})"
+
+
+def _shrank(asked: Any, shrunk: Any) -> str:
+    """What ``--smoke`` changed of what was asked, field by field (the same code paths run, smaller)."""
+    changes = [f"{k} {a[k]} -> {b[k]}" for before, after in zip(asked, shrunk)
+               for a, b in [(before.to_dict(), after.to_dict())] for k in a if a[k] != b[k]]
+    return "smoke: " + (", ".join(changes) if changes else "nothing to shrink")
 
 
 def _no_space_line(fault: Any) -> str:
@@ -149,6 +188,8 @@ def print_summary(result: Any, top: int = 10) -> None:
     searched = [k for k in ("arm", "alpha", "beta", "connector", "student", "lr", "weight_decay", "seed")
                 if len({str(r.get(k)) for r in rows}) > 1 or k in ("alpha", "beta")]
     origin = ["origin"] if any(r.get("origin") for r in rows) else []
+    if "student" in searched:  # students differ in cost: show it beside the score
+        searched.append(M.STUDENT_MACS)
     print(f"\nSweep {result.sweep.name}: {len(rows)} trials, "
           + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in
                       ("finished", "stopped_early", "diverged", "errored", "interrupted", "pending")
@@ -184,6 +225,8 @@ def _table(header: List[str], rows: List[List[str]]) -> None:
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) >= 1e5:  # MACs, parameter counts
+        return f"{v:.3g}"
     if isinstance(v, float):
         return f"{v:.2f}" if abs(v) >= 0.1 or v == 0 else f"{v:.3g}"
     return str(v)

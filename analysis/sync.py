@@ -251,19 +251,6 @@ def _ms(result: Mapping[str, Any], minus_iter: bool = False) -> Optional[int]:
 
 
 # ---- the sweep's end ------------------------------------------------------------------------------
-def _data_shapes(base: TrialConfig) -> Any:
-    """``num_classes`` and ``in_channels`` of the sweep's data set (all the export needs of it): from the
-    dataset registry when it knows them, else from the data set itself, as the sweep loaded it."""
-    from tuner.data import dataset_info
-
-    info = dataset_info(base.dataset)
-    if info.get("num_classes") and info.get("in_channels"):
-        return SimpleNamespace(num_classes=info["num_classes"], in_channels=info["in_channels"])
-    from tuner.train import load_splits
-
-    return load_splits(base)
-
-
 def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: TrialConfig) -> int:
     """The sweep's own best-``top_k`` export (``tuner.sweep.log_best_students``) from the Tune folder's
     results and checkpoints, into the store being synced; returns how many students were logged now."""
@@ -271,14 +258,15 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
 
     from tuner.models import build_model
     from tuner.sweep import leaderboard_rows, log_best_students, trial_base
+    from tuner.train import load_splits
 
     grid = ResultGrid(ExperimentAnalysis(str(folder)))
-    shapes = _data_shapes(base)
+    splits = load_splits(base)  # the export carries the data set's normalisation: the data, as the sweep loaded it
     # the export reads only the teacher's feature channels (to rebuild connectors): its architecture, no weights
-    teacher = SimpleNamespace(model=build_model(base.teacher, shapes.num_classes, in_channels=shapes.in_channels))
+    teacher = SimpleNamespace(model=build_model(base.teacher, splits.num_classes, in_channels=splits.in_channels))
     try:
         return log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
-                                 trial_base(sweep, base), shapes, teacher, runs.parent_id)
+                                 trial_base(sweep, base), splits, teacher, runs.parent_id)
     except FileNotFoundError as e:  # a checkpoint the Tune state names is gone (folder copied without them)
         raise ValueError(f"--sweep-dir: cannot export the best students: {e}") from None
 

@@ -94,8 +94,8 @@ def leaderboard(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, top: Optiona
 
     Confirmation runs are left out (they feed ``verdict_table``). Columns: ``sweep`` (when there are
     several), ``run_id`` (with ``run_id=True``), ``trial_id, status, epochs_run``, ``origin`` (when
-    recorded), the searched params that vary, then ``rank_val_acc, best_val_acc, val_acc, test_acc``
-    (those present) and ``metric``.
+    recorded), the searched params that vary (with ``student_macs, student_params`` when the student
+    does), then ``rank_val_acc, best_val_acc, val_acc, test_acc`` (those present) and ``metric``.
     """
     _check_metric(trials, metric)
     trials = search_trials(trials)
@@ -104,6 +104,8 @@ def leaderboard(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, top: Optiona
     cols += [c for c in ("trial_id", "status", "epochs_run") if c in trials.columns]
     cols += ["origin"] if "origin" in trials.columns and trials["origin"].notna().any() else []
     cols += searched_params(trials)
+    if "student" in cols:  # students differ in cost: what each one costs beside what it scores
+        cols += [c for c in (M.STUDENT_MACS, M.STUDENT_PARAMS) if c in trials.columns]
     cols += [c for c in (M.RANK_VAL_ACC, M.BEST_VAL_ACC, M.VAL_ACC, M.TEST_ACC, metric) if c in trials.columns]
     cols = list(dict.fromkeys(cols))  # once each (the rule's metric may be one of the others)
     out = ranking_order(trials, metric, mode)[cols]

@@ -104,7 +104,7 @@ class SpaceContext:
                     value = fallback
             if value is None:
                 raise ValueError(
-                    f"{key}: dataset {base.dataset!r} does not fix it; pass SpaceContext.for_config(base, {key}=...)"
+                    f"{key}: dataset {base.dataset!r} does not fix it; pass it from the loaded data (run_sweep does)"
                 )
             values[key] = int(value)
         channels = feature_channels(base.teacher, values["num_classes"], values["in_channels"])

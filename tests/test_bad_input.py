@@ -142,3 +142,23 @@ def test_a_trial_larger_than_any_node_is_refused_before_anything_is_written(flag
         f"error: {field}: 1000 is more than any node of the cluster has"), proc.stderr[-2000:]
     assert time.monotonic() - start < 60  # typical: ~8 s, most of it starting Ray
     assert list(tmp_path.iterdir()) == []
+
+
+def test_help_shows_each_real_default_once(capsys):
+    with pytest.raises(SystemExit):
+        run_search.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default: None)" not in text
+    assert "CPUs per trial (also its torch threads) (default: 1.0)" in text
+    assert "(default: a fresh local Ray)" in text and "fresh local Ray) (default" not in text
+
+
+def test_a_missing_file_error_names_its_path_or_the_vanished_working_directory(tmp_path, monkeypatch):
+    assert run_search._missing_file(FileNotFoundError(2, "No such file or directory", "/x/y.pt")) == \
+        "No such file or directory: /x/y.pt"
+    gone = tmp_path / "job"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()  # as Ray does to a job's working_dir under a running driver
+    assert run_search._missing_file(FileNotFoundError(2, "No such file or directory")).startswith(
+        "the working directory was removed while the sweep ran")

@@ -48,6 +48,20 @@ def test_default_sweep_smoke_end_to_end(tmp_path, env):
     assert len(images) >= 3 and all(base64.b64decode(i).startswith(b"\x89PNG") and len(i) > 1000 for i in images)
     assert (tmp_path / "report" / "report.md").is_file()
 
+    # --resume of the finished sweep: its leaderboard and verdict again, no Ray, not a byte written
+    import hashlib
+
+    def files() -> dict:
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()}
+
+    before = files()
+    again = run_search(tmp_path, env, "--resume", str(tmp_path / "ray_results" / name))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"sweep {name} finished already" in again.stdout and f"Sweep {name}: 4 trials" in again.stdout
+    assert out.split("Verdict:")[1].split("\n")[0] == again.stdout.split("Verdict:")[1].split("\n")[0]
+    assert "Started a local Ray instance" not in again.stdout + again.stderr
+    assert files() == before
+
 
 def test_authors_points_come_first_and_asha_prunes_in_the_study(smoke_sweep):
     import optuna
@@ -99,6 +113,23 @@ def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path, env):
     grid = [0.01, 0.1, 1.0, 10.0, 100.0]
     assert {(t.params["alpha"], t.params["beta"]) for t in study.trials} == set(itertools.product(grid, grid))
     assert not list((tmp_path / "ray_results" / "grd").glob("*/error.*"))  # no trial failed (and was retried)
+
+
+def test_an_image_folder_sweep_runs_at_the_image_size_asked(tmp_path, env):
+    """An image folder fixes no class count or size: the sweep reads both from the data (3 classes, 16 px)."""
+    from PIL import Image
+
+    for cls, rgb in {"apple": (200, 30, 30), "sky": (30, 30, 200), "leaf": (30, 200, 30)}.items():
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.new("RGB", (12 + i, 10), tuple(c + 3 * i for c in rgb)).save(tmp_path / "images" / cls / f"{i}.png")
+    done = run_search(tmp_path, env, "--dataset", "imagefolder", "--data-dir", str(tmp_path / "images"), "--teacher",
+                      "resnet20", "--student", "wrn_16_1", "--image-size", "16", "--smoke", "--confirm", "0", "--name", "img")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Sweep img: 4 trials" in done.stdout
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "img")
+    assert len(runs) == 4 and {r.data.params["image_size"] for r in runs} == {"16"}
+    assert all(r.data.metrics["student_macs"] > 0 for r in runs)
 
 
 def test_bad_flag_value_exits_2_before_ray_starts(tmp_path, env):

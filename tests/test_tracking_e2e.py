@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests._helpers import MlflowServer, local_ray
 
@@ -71,6 +72,12 @@ def _check_records(tracking_uri: str, result) -> None:
         _, _, test = make_loaders(splits, 256, seed=0)
         acc, _ = evaluate_model(loaded.student, test)
         assert acc == pytest.approx(child.data.metrics[M.TEST_ACC], abs=1e-6)
+        # raw images as the data set holds them (digits: 0..16), one call: the logged accuracy, exactly
+        raw = 100.0 * (loaded.predict(splits.test_x).argmax(1) == splits.test_y).double().mean().item()
+        assert raw == child.data.metrics[M.TEST_ACC]
+        assert loaded.preprocessing["image_size"] == 8 and loaded.preprocessing["scale"] == 16.0
+        with pytest.raises(ValueError, match=r"^images: shape \(2, 1, 9, 9\) is not \(N, 1, 8, 8\)"):
+            loaded.predict(torch.zeros(2, 1, 9, 9))
 
 
 def test_sweep_records_on_sqlite(tmp_path, monkeypatch):

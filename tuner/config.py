@@ -58,6 +58,7 @@ class TrialConfig:
     teacher_epochs: int = 30
     teacher_lr: Optional[float] = None  # None: the student's lr (the teacher is trained with this recipe)
     val_fraction: Optional[float] = None  # None: the data set's own default
+    image_size: Optional[int] = None  # imagefolder: pixels its images are resized to (None: 32)
     # execution
     seed: int = 0
     teacher_seed: int = 0
@@ -127,6 +128,12 @@ class TrialConfig:
         _range("lr_decay", self.lr_decay, lo=0.0, hi=1.0, lo_open=True)
         if self.val_fraction is not None:
             _range("val_fraction", self.val_fraction, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
+        if self.image_size is not None:
+            _range("image_size", self.image_size, lo=8, hi=1024)
+            if "image_size" not in data.dataset_options(self.dataset):
+                raise ConfigError(f"image_size: dataset {self.dataset!r} has a fixed image size; only "
+                                  f"{', '.join(d for d in data.list_datasets() if 'image_size' in data.dataset_options(d))} "
+                                  "resize their images")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             _range(name, getattr(self, name), lo=1)
         for name in ("teacher_epochs", "threads"):

@@ -26,8 +26,10 @@ __all__ = [
     "DATASETS",
     "DataSplits",
     "DatasetNotFoundError",
+    "Normalize",
     "TensorLoader",
     "dataset_info",
+    "dataset_options",
     "list_datasets",
     "load_dataset",
     "make_loaders",
@@ -95,6 +97,11 @@ def dataset_info(name: str) -> Dict[str, Any]:
     return DATASETS.meta(name)
 
 
+def dataset_options(name: str) -> List[str]:
+    """The options ``load_dataset(name, ...)`` takes beyond data_dir, seed and val_fraction (``image_size``)."""
+    return [p for p in inspect.signature(DATASETS.get(name)).parameters if p not in ("data_dir", "seed", "val_fraction")]
+
+
 def load_dataset(
     name: str, data_dir: str | Path | None = None, seed: int = 0, val_fraction: float | None = None, **options: Any
 ) -> DataSplits:
@@ -109,8 +116,7 @@ def load_dataset(
         **options: dataset-specific options (e.g. ``image_size`` for imagefolder); unknown ones raise.
     """
     loader = DATASETS.get(name)
-    params = inspect.signature(loader).parameters
-    allowed = [p for p in params if p not in ("data_dir", "seed", "val_fraction")]
+    allowed = dataset_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"dataset {name!r}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(allowed) or 'none'}")
@@ -354,6 +360,21 @@ def _synthetic(data_dir: str | Path | None = None, seed: int = 0, val_fraction: 
 # ----------------------------------------------------------------------------- loading batches
 
 
+class Normalize(torch.nn.Module):
+    """Raw images (uint8 or float, in the data set's range) -> the model's input: ``(x / scale - mean) / std``
+    per channel, as ``x * mul - add`` in float32. The one normalisation of training, evaluation and an
+    exported student's ``predict``, so all three see the same numbers bit for bit."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], scale: float) -> None:
+        super().__init__()
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("mul", 1.0 / (scale * std_t))
+        self.register_buffer("add", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.to(torch.float32) * self.mul - self.add
+
+
 class TensorLoader:
     """Iterates (images, labels) batches of in-memory tensors: float32 normalised (B, C, H, W), int64 (B,).
 
@@ -376,9 +397,7 @@ class TensorLoader:
         self.device = torch.device(device)
         self.seed, self.epoch = int(seed), 0
         self.generator = self._epoch_generator()
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self._mul = (1.0 / (scale * std_t)).to(self.device)  # (x / scale - mean) / std == x * mul - add
-        self._add = (torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t).to(self.device)
+        self._normalize = Normalize(mean, std, scale).to(self.device)
 
     def _epoch_generator(self) -> torch.Generator:
         """A CPU generator for the current epoch, seeded from (seed, epoch)."""
@@ -404,7 +423,7 @@ class TensorLoader:
             yb = self.y[idx].to(self.device, non_blocking=True)
             if self.augment == "crop_flip":
                 xb = self._crop_flip(xb, g)
-            yield xb.to(torch.float32) * self._mul - self._add, yb
+            yield self._normalize(xb), yb
 
     def _crop_flip(self, x: Tensor, g: torch.Generator) -> Tensor:
         """Random crop of the zero-padded batch plus random horizontal flip, as one gather: (B, C, H, W) -> same."""

@@ -9,7 +9,7 @@ from tuner import faults, metrics as M
 from tuner.config import SweepConfig, TrialConfig
 from tuner.trainable import DIVERGED
 
-__all__ = ["leaderboard_rows", "log_best_students", "trial_status", "RESUMABLE"]
+__all__ = ["leaderboard_rows", "log_best_students", "trial_status", "RESUMABLE", "saved_results"]
 
 #: statuses of trials a --resume continues
 RESUMABLE = ("interrupted", "pending")
@@ -102,9 +102,21 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
             continue
         cfg = apply_params(base, result.config)
         with result.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
-            path = export_student(Path(folder) / STATE_FILE, cfg, splits.num_classes, splits.in_channels,
+            path = export_student(Path(folder) / STATE_FILE, cfg, splits,
                                   teacher.model.feature_channels if teacher and cfg.needs_teacher else None,
                                   {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
                                   Path(out) / STUDENT_FILE)
             logged += bool(tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path}))
     return logged
+
+
+def saved_results(folder: Any) -> Optional[Tuple[Any, Dict[str, str]]]:
+    """A Tune experiment's results as its files hold them, read without starting Ray: ``(ResultGrid,
+    {trial_id: status})``, or None where ``folder`` (a ``tuner.storage.SweepFolder``) holds no experiment."""
+    if not folder.has_file("tuner.pkl"):
+        return None
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    path, fs = folder.for_tune()
+    analysis = ExperimentAnalysis(path, storage_filesystem=fs)
+    return ResultGrid(analysis), {t.trial_id: t.status for t in analysis.trials}

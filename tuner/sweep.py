@@ -173,12 +173,18 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                           f"pass --resume {folder.shown} or pick another name")
 
     folder.check_writable()
-    ctx = SpaceContext.for_config(base)
-    param_names = space.check(ctx, sweep.seeds)  # a space that cannot yield valid trials stops here
-    grid = space.grid(ctx, sweep.seeds) if space.grid is not None else None  # exhaustive spaces: every trial, once
     # the data, and a user's teacher checkpoint, are read before Ray starts: bad ones stop here
     splits = load_splits(base)
     check_pair(base, splits)
+    # what the space may depend on, from the data itself (an image folder fixes no class count)
+    ctx = SpaceContext.for_config(base, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                                  input_size=splits.image_size)
+    param_names = space.check(ctx, sweep.seeds)  # a space that cannot yield valid trials stops here
+    grid = space.grid(ctx, sweep.seeds) if space.grid is not None else None  # exhaustive spaces: every trial, once
+    if resume:
+        done = _already_finished(sweep, base, space, ctx, folder, log)
+        if done is not None:
+            return done
     needs_teacher = _any_trial_needs_teacher(space, base)
     teacher = ensure_teacher(base, splits, log=log) if needs_teacher and base.teacher_checkpoint else None
     from tuner.warm_start import TAG_WARM_START, warm_points, warm_tag
@@ -313,6 +319,10 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                      {int(r.config["optuna_trial"]): str(r.error).splitlines()[-1] for r in results
                       if r.error and "optuna_trial" in (r.config or {})})
     log_best_students(results, rows, sweep, per_trial, splits, teacher, parent_run)
+    finished = sum(r["status"] == "finished" for r in rows)
+    if finished < sweep.top_k:
+        log(f"exported {finished} student(s), not --top-k {sweep.top_k}: only {finished} trial(s) ran every epoch "
+            "(a trial ASHA stopped early has no final student)")
 
     from tuner import confirm
 
@@ -341,6 +351,31 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     tracking.finish_sweep(sweep.tracking_uri, parent_run)
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                        study_name, rows, verdict, note, experiment_id)
+
+
+def _already_finished(sweep: SweepConfig, base: TrialConfig, space: Any, ctx: Any, folder: SweepFolder,
+                      log: Callable[[str], None]) -> Optional[SweepResult]:
+    """A sweep whose parent run ended FINISHED and that asks for no stage it lacks: its leaderboard and
+    verdict as its files hold them, read without Ray; nothing is written. None when there is work left."""
+    from tuner import confirm, tracking
+    from tuner.results import saved_results
+
+    client = tracking.client(sweep.tracking_uri)
+    exp = client.get_experiment_by_name(sweep.experiment)
+    parents = tracking.find_parent(client, exp.experiment_id, sweep.name) if exp is not None else []
+    stage = folder.child(confirm.CONFIRM_DIR)
+    wants_confirm = sweep.confirm > 0 and not confirm.applies(space) and not stage.has_file("tuner.pkl")
+    if not parents or parents[0].info.status != "FINISHED" or wants_confirm:
+        return None
+    grid, statuses = saved_results(folder)
+    rows = leaderboard_rows(grid, base, statuses)
+    confirmed = saved_results(stage)
+    verdict = confirm.verdict_of(confirmed[0], space.reference_name(ctx)) if confirmed else None
+    log(f"sweep {sweep.name} finished already: its records are as it left them (nothing re-run, nothing written)")
+    return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
+                       sweep.study_name or sweep.name if space.grid is None else None, rows, verdict,
+                       confirm.applies(space) or ("" if verdict else "the confirmation stage is off (--confirm 0)"),
+                       exp.experiment_id)
 
 
 def _tune_statuses(tune: Any, results: Any) -> Dict[str, str]:

@@ -5,6 +5,7 @@ import functools
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -124,9 +125,19 @@ def train_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], Non
                               seed=cfg.teacher_seed, teacher_checkpoint=None, lr=cfg.teacher_lr or cfg.lr)
     trainer = Trainer(teacher_cfg, splits=splits)
     every = max(teacher_cfg.epochs // 5, 1)
+    start = time.monotonic()
+
+    def progress(row: Dict[str, float], _: Any) -> None:
+        """The first epoch, then every fifth of them, with the time per epoch and what is left (CIFAR on a CPU:
+        minutes per epoch, so the first line says at once how long this will take)."""
+        epoch = int(row[M.EPOCH])
+        if epoch == 1 or epoch % every == 0:
+            per = (time.monotonic() - start) / epoch
+            log(f"  teacher epoch {epoch}/{teacher_cfg.epochs}: val_acc {row[M.VAL_ACC]:.2f} "
+                f"({per:.0f} s/epoch, ~{per * (teacher_cfg.epochs - epoch) / 60:.0f} min left)")
+
     try:
-        result = trainer.fit(lambda row, _: log(f"  teacher epoch {row[M.EPOCH]}: val_acc {row[M.VAL_ACC]:.2f}")
-                             if row[M.EPOCH] % every == 0 else None)
+        result = trainer.fit(progress)
     except Diverged as e:
         raise ConfigError(f"teacher_lr: training the teacher diverged at epoch {e.epoch} with lr {teacher_cfg.lr:g}; "
                           "set a smaller teacher_lr (or lr), or give a teacher_checkpoint") from None

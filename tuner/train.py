@@ -63,7 +63,8 @@ def seed_everything(seed: int) -> None:
 
 def load_splits(cfg: TrialConfig) -> DataSplits:
     """The data set a config names (the split itself is fixed, independent of the trial seed)."""
-    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction)
+    options = {"image_size": cfg.image_size} if cfg.image_size is not None else {}
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, **options)
 
 
 def check_pair(cfg: TrialConfig, splits: DataSplits) -> None:
