@@ -60,7 +60,7 @@ def is_no_space(error: Any) -> bool:
 def places_of(storage_path: Optional[str], tracking_uri: Optional[str], optuna_storage: Optional[str],
               cache_dir: Optional[str] = None) -> dict:
     """``{field: folder}`` of the places a sweep writes to (a server's by its address)."""
-    places = {"cache_dir": str(Path(cache_dir).expanduser())} if cache_dir else {}
+    places = {}
     if storage_path and "://" not in storage_path:
         places["storage_path"] = str(Path(storage_path).expanduser())
     elif storage_path and storage_path.startswith("file://"):
@@ -72,6 +72,8 @@ def places_of(storage_path: Optional[str], tracking_uri: Optional[str], optuna_s
             from tuner.tracking import redact
 
             places[field] = redact(uri)
+    if cache_dir:
+        places["cache_dir"] = str(Path(cache_dir).expanduser())
     return places
 
 

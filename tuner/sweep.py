@@ -141,13 +141,18 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     except Exception as e:
         if not faults.is_no_space(e):
             raise
-        from tuner.teacher import default_cache_dir
-
-        fault = faults.no_space(e, faults.places_of(sweep.storage_path, sweep.tracking_uri, sweep.optuna_storage,
-                                                    base.cache_dir or str(default_cache_dir())))
+        fault = faults.no_space(e, _places(sweep, base))
         folder = SweepFolder.of(sweep.storage_path).child(sweep.name)
         fault.resume = folder.shown if folder.has_file(SWEEP_FILE) else None
         raise fault from None
+
+
+def _places(sweep: SweepConfig, base: TrialConfig) -> Dict[str, str]:
+    """Where the sweep writes, by the field that says so: what a full-disk error is named by."""
+    from tuner.teacher import default_cache_dir
+
+    return faults.places_of(sweep.storage_path, sweep.tracking_uri, sweep.optuna_storage,
+                            base.cache_dir or str(default_cache_dir()))
 
 
 def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callable[[str], None],
@@ -198,7 +203,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
 
     _init_ray(sweep)
     faults.quiet_no_space_logs()
-    places = faults.places_of(sweep.storage_path, sweep.tracking_uri, sweep.optuna_storage)
+    places = _places(sweep, base)
     preflight.check_fits(sweep)  # what the cluster can hold, before the first file is written
     # ray.init installs its own SIGTERM handler (exit at once); a cluster scheduler's SIGTERM should stop
     # the sweep as Ctrl-C does: Tune saves its state, the records say "interrupted", --resume continues
