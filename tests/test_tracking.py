@@ -176,7 +176,13 @@ def test_fit_speed(sweep):
 
 # ---- start / finish / resume of the parent ---------------------------------------------------------
 def test_start_sweep_resume_and_name_clash(uri, client):
+    # a start that failed while setting up (before sweep_started) leaves the name free: its parent is replaced
+    failed = T.start_sweep(uri, "exp-resume", "s1", {"a": 0}, {}, resume=False)
     parent = T.start_sweep(uri, "exp-resume", "s1", {"a": 1}, {}, resume=False)
+    gone = client.get_run(failed).info
+    assert parent != failed and (gone.lifecycle_stage, gone.status) == ("deleted", "FAILED")
+    T.sweep_started(uri, parent)
+    assert "srrl.setting_up" not in client.get_run(parent).data.tags
     with pytest.raises(ValueError, match=r"already exists.*--resume"):
         T.start_sweep(uri, "exp-resume", "s1", {"a": 1}, {}, resume=False)
     T.finish_sweep(uri, parent, "KILLED")
@@ -286,6 +292,19 @@ def test_held_metrics_survive_a_killed_driver_in_the_callback_state(uri, client)
     restored.set_state(cloudpickle.loads(snapshot))  # the same snapshot again: nothing is logged twice
     restored.on_step_end(0, [trial])
     assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3]
+
+
+def test_a_run_created_just_before_a_kill_gets_its_params_on_resume(uri, client):
+    """Killed between creating a trial's run and logging its params (before any state snapshot): the
+    resumed driver finds the run by tag and logs the params it lacks (seen in a loaded CI round)."""
+    parent = T.start_sweep(uri, "exp-bare", "s", {}, {}, resume=False)
+    exp = client.get_run(parent).info.experiment_id
+    client.create_run(exp, tags=T.trial_tags(parent, "tb", {"alpha": 0.5}))  # the dead driver's last act
+    resumed = T.MLflowTracking(uri, None, parent, epochs=3, base_params={"seed": 7})
+    trial = SimpleNamespace(trial_id="tb", config={"alpha": 0.5})
+    resumed.on_trial_start(0, [trial], trial)
+    run = client.get_run(T.child_run_ids(uri, parent)["tb"])
+    assert (run.data.params["seed"], run.data.params["alpha"]) == ("7", "0.5") and run.info.status == "RUNNING"
 
 
 def test_a_run_that_sync_created_meanwhile_is_reused(uri, client):

@@ -905,6 +905,8 @@ class _MLflowTrackingImpl:
             self._fresh.discard(tid)
         if kind == "start":
             if not created:  # a resumed or restarted trial: same run, running again
+                if not self._client.get_run(run_id).data.params:  # its driver was killed between creating it
+                    _log_params(self._client, run_id, self._configs.get(tid, {}))  # and logging its params
                 self._client.update_run(run_id, status="RUNNING")
                 for tag in (TAG_STATUS, TAG_ERROR):  # how it ended before no longer holds; absent on most runs
                     with contextlib.suppress(Exception):
