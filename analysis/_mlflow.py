@@ -6,12 +6,12 @@ and sqlalchemy are imported inside the functions that need them.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
 
+from tuner.storage import sqlite_file
 from tuner.tracking import (
     TAG_ROLE, TAG_SWEEP, TAG_TRIAL_ID, check_tracking_uri, default_tracking_uri, redact, search_all,
 )
@@ -35,8 +35,8 @@ class UnknownExperimentError(ValueError):
 def _resolve_uri(tracking_uri: Optional[str]) -> str:
     uri = tracking_uri or default_tracking_uri()
     check_tracking_uri(uri, probe=False)
-    if uri.startswith("sqlite:///"):
-        path = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser()
+    path = sqlite_file(uri)
+    if path is not None:
         if not path.is_file():  # MLflow would silently create an empty store there
             raise ValueError(f"tracking_uri: no MLflow database at {path.as_posix()!r}")
     return uri

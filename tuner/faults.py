@@ -18,6 +18,8 @@ import signal
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Tuple
 
+from tuner.storage import sqlite_file
+
 __all__ = ["NoSpace", "is_no_space", "no_space", "note_no_space", "stop_sweep", "stopped", "reset",
            "quiet_no_space_logs", "places_of", "StopOnNoSpace"]
 
@@ -66,8 +68,8 @@ def places_of(storage_path: Optional[str], tracking_uri: Optional[str], optuna_s
     elif storage_path and storage_path.startswith("file://"):
         places["storage_path"] = storage_path[len("file://"):]
     for field, uri in (("tracking_uri", tracking_uri), ("optuna_storage", optuna_storage)):
-        if uri and uri.startswith("sqlite:///"):
-            places[field] = str(Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().parent)
+        if uri and sqlite_file(uri) is not None:
+            places[field] = str(sqlite_file(uri).parent)
         elif uri:  # a server's disk: named by its address, its free space unknown here
             from tuner.tracking import redact
 
@@ -82,11 +84,11 @@ def no_space(error: Any, places: Mapping[str, str], default_field: Optional[str]
     ``default_field``'s, else the one with the least free space (the full one); every field whose place
     shares that file system is named."""
     text = error if isinstance(error, str) else " ".join(str(e) for e in _chain(error))
-    named = [p for p in re.findall(r"'(/[^']+)'", text)]
+    named = re.findall(r"'(/[^']+)'", text)
     named += [getattr(e, "filename", None) or "" for e in ([] if isinstance(error, str) else _chain(error))]
     free = {f: _free(p) for f, p in places.items()}
     field = next((f for f, folder in places.items()
-                  if any(n and os.path.abspath(n).startswith(os.path.abspath(folder)) for n in named)), None)
+                  if any(n and Path(os.path.abspath(n)).is_relative_to(os.path.abspath(folder)) for n in named)), None)
     if field is None and default_field in places:
         field = default_field
     if field is None and any(v is not None for v in free.values()):
@@ -118,11 +120,13 @@ def _free(path: str) -> Optional[int]:
 
 
 def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1024:
+        return f"{n} B"
+    for unit in ("KB", "MB"):
         n /= 1024
-    return f"{n:.1f} TB"
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} GB"
 
 
 # ---- the driver's record of why the sweep stopped ---------------------------------------------------

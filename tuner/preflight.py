@@ -3,10 +3,10 @@ the study name is free. Each failure is one ``ConfigError`` line naming the fiel
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 from typing import Any, Optional
 
 from tuner.config import ConfigError, SweepConfig
+from tuner.storage import sqlite_file
 
 __all__ = ["check_address", "check_fits", "check_study_name"]
 
@@ -45,8 +45,8 @@ def check_study_name(sweep: SweepConfig) -> None:
 
     if sweep.study_name or not sweep.optuna_storage:
         return
-    if sweep.optuna_storage.startswith("sqlite:///"):
-        path = Path(sweep.optuna_storage[len("sqlite:///"):].split("?", 1)[0]).expanduser()
+    path = sqlite_file(sweep.optuna_storage)
+    if path is not None:
         if not path.parent.is_dir():
             raise ConfigError(f"optuna_storage: folder {path.parent.as_posix()!r} of {sweep.optuna_storage!r} does not exist")
         if not path.exists():

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tuner.config import ConfigError
 
-__all__ = ["SweepFolder", "is_uri", "atomic_write"]
+__all__ = ["SweepFolder", "is_uri", "atomic_write", "sqlite_file"]
 
 _PROBE = ".srrl-write-probe"
 PART_SUFFIX = ".srrl-part"  # a write in flight, or cut short by a kill
@@ -26,6 +26,11 @@ PART_SUFFIX = ".srrl-part"  # a write in flight, or cut short by a kill
 
 def is_uri(location: str) -> bool:
     return "://" in location
+
+
+def sqlite_file(uri: str) -> Optional[Path]:
+    """The database file of an SQLAlchemy ``sqlite:///<path>`` URL (MLflow's or Optuna's store), else None."""
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser() if uri.startswith("sqlite:///") else None
 
 
 def open_part(path: str) -> Tuple[str, BinaryIO]:

@@ -28,6 +28,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 from tuner import faults, metrics as M
 from tuner.config import LABEL_KEYS
+from tuner.storage import sqlite_file
 
 __all__ = [
     "default_tracking_uri", "check_tracking_uri", "start_sweep", "sweep_started", "finish_sweep", "remove_orphan_runs", "experiment_id",
@@ -117,7 +118,7 @@ def check_tracking_uri(uri: str, probe: bool = True) -> None:
     if scheme == "sqlite":
         if not uri.startswith("sqlite:///") or uri in ("sqlite:///", "sqlite:///:memory:"):
             raise ValueError(f"tracking_uri: {shown!r} names no database file; use sqlite:///<path>/mlflow.db")
-        path = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser()
+        path = sqlite_file(uri)
         if not path.parent.is_dir():
             raise ValueError(f"tracking_uri: folder {path.parent.as_posix()!r} of {shown!r} does not exist")
         if path.is_file():
@@ -205,12 +206,12 @@ def _skip_when_unreachable(default: Any) -> Any:
 def store_lock(uri: str) -> Iterator[None]:
     """Hold a lock file beside an SQLite store (MLflow's or Optuna's) while it may be created: two sweeps
     started together in a fresh folder would otherwise both run its schema migrations and one crash."""
-    if not uri.startswith("sqlite:///"):
+    path = sqlite_file(uri)
+    if path is None:
         yield
         return
     from filelock import FileLock
 
-    path = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser()
     # a hidden file that stays: removing it would let a waiting process lock a file nobody else sees
     with FileLock(str(path.parent / f".{path.name}.lock"), timeout=120):
         yield
