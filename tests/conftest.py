@@ -7,6 +7,10 @@ import pytest
 import torch
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Ray renices its workers to 15, so beside any normal-priority load (a CI neighbour, the CPU hog we test
+# with) a trial gets ~5% of a core and a 1-minute test takes 15. Tests want the machine's load, not that
+# starvation on top: workers run at the test's own priority. Inherited by every Ray the tests start.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")
