@@ -193,6 +193,40 @@ class SearchSpace:
 
         return reference_name(self.reference_point(ctx))
 
+    def smoke_points(self, ctx: SpaceContext, num_samples: int) -> List[Dict[str, Any]]:
+        """The points a ``--smoke`` sweep of ``num_samples`` trials starts from, so that its few trials
+        still move every searched dimension: the reference point, then the last initial point (the one
+        a short list cuts) at another choice of each searched categorical (student, connector, ...)
+        with what no initial point moves left to the sampler, then the other initial points; one
+        trial is left for the sampler."""
+        points = [dict(p) for p in self.initial_points(ctx)] if self.define is not None else []
+        if not points:
+            return points
+        last = points[-1]
+        categoricals = self._categoricals(ctx)
+        # a value every initial point shares (the full space's lr, say) is left to the sampler here
+        varied = {k: v for k, v in last.items()
+                  if k in categoricals or any(p.get(k, v) != v for p in points)}
+        for key, choices in categoricals.items():
+            current = varied.get(key, getattr(ctx.base, key, None))
+            for choice in choices:
+                candidate = {**varied, key: choice}
+                if choice != current and self.outside(ctx, candidate) is None:
+                    varied = candidate
+                    break
+        if varied != last:
+            points.insert(1, varied)
+        return points[:max(num_samples - 1, 1)]
+
+    def _categoricals(self, ctx: SpaceContext) -> Dict[str, List[Any]]:
+        """Each categorical parameter ``define`` samples, with its choices (from one asked trial)."""
+        import optuna
+
+        trial = _scratch_study(len(self.objectives)).ask()
+        self.define(trial, ctx=ctx)
+        return {k: list(d.choices) for k, d in trial.distributions.items()
+                if isinstance(d, optuna.distributions.CategoricalDistribution) and len(d.choices) > 1}
+
     def outside(self, ctx: SpaceContext, point: Mapping[str, Any]) -> Optional[str]:
         """Why ``point`` (param -> value) is not a point of this space, or None if it is.
 
@@ -201,12 +235,7 @@ class SearchSpace:
         """
         import optuna
 
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        try:
-            trial = optuna.create_study(directions=["maximize"] * len(self.objectives)).ask()
-        finally:
-            optuna.logging.set_verbosity(verbosity)
+        trial = _scratch_study(len(self.objectives)).ask()
         constants = (self.define(trial, ctx=ctx) or {}) if self.define is not None else {}
         dists = trial.distributions
         for key, value in point.items():
@@ -265,6 +294,18 @@ class SearchSpace:
             seen.update(dict.fromkeys(params))
             study.tell(trial, [0.0] * len(directions))
         return list(seen)
+
+
+def _scratch_study(n_objectives: int) -> "optuna.Study":
+    """An in-memory study to ask a throw-away trial of (Optuna's "study created" line kept quiet)."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.create_study(directions=["maximize"] * n_objectives)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def _checked(space: SearchSpace, ctx: SpaceContext, params: Mapping[str, Any]) -> TrialConfig:

@@ -290,7 +290,7 @@ MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 SEARCHERS = ("tpe", "random", "grid", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 #: keys a trial's params may carry that are labels, not TrialConfig fields: the ablation's ``arm``; the
-#: search's ``origin`` (authors | warm-start | search) and ``optuna_trial`` (its number in the study); a
+#: search's ``origin`` (authors | smoke | warm-start | search) and ``optuna_trial`` (its number in the study); a
 #: confirmation run's ``config_id`` (groups its seeds), ``config_role`` (candidate | reference | ce), ``config_rank``
 LABEL_KEYS = ("arm", "origin", "optuna_trial", "config_id", "config_role", "config_rank")
 

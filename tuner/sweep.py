@@ -486,14 +486,17 @@ def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(metrics_))
     authors = space.initial_points(ctx) if sweep.searcher != "grid" else []
-    warm = [dict(p) for p in warm if p not in authors] if sweep.searcher != "grid" else []
+    # a smoke run's few trials also move each searched categorical off the authors' point
+    first = space.smoke_points(ctx, sweep.num_samples) if sweep.smoke and authors else authors
+    varied = [p for p in first if p not in authors]
+    warm = [dict(p) for p in warm if p not in first] if sweep.searcher != "grid" else []
     return PruneAwareOptunaSearch(
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
-        points_to_evaluate=(authors + warm or None) if initial_points else None,
+        points_to_evaluate=(first + warm or None) if initial_points else None,
         sampler=build_sampler(sweep.searcher, sweep.seed, space, ctx),
         study_name=study_name, storage=storage, max_epochs=ctx.base.epochs,
-        origins={"authors": authors, "warm-start": warm},
+        origins={"authors": authors, "smoke": varied, "warm-start": warm},
     )
 
 

@@ -396,3 +396,24 @@ def test_every_sampler_builds_or_names_the_alternatives(name: str, digits_ctx: S
 def test_unknown_sampler_lists_the_choices(digits_ctx: SpaceContext) -> None:
     with pytest.raises(ValueError, match="searcher: unknown sampler 'cmaes'; choose from: tpe, random, grid, nsga2$"):
         build_sampler("cmaes", 0, get_space("loss_weights"), digits_ctx)
+
+
+@pytest.mark.parametrize("name", ["students", "pareto", "connectors", "full"])
+def test_smoke_points_move_every_searched_dimension(name: str, ctx: SpaceContext) -> None:
+    """A 4-trial smoke starts from the reference, the reference at another choice of every searched
+    categorical, and one more authors' point: every searched parameter takes two values among them,
+    or is left to the sampler in one of them."""
+    space = get_space(name)
+    points = space.smoke_points(ctx, num_samples=4)
+    assert len(points) == 3 and points[0] == space.initial_points(ctx)[0]
+    assert all(space.outside(ctx, p) is None for p in points)
+    sampled = space.sample(optuna.create_study().ask(), ctx)
+    for key in sampled:
+        values = {p[key] for p in points if key in p}
+        assert len(values) >= 2 or any(key not in p for p in points), (key, points)
+
+
+def test_smoke_points_of_a_weights_space_are_the_authors(digits_ctx: SpaceContext) -> None:
+    space = get_space("loss_weights")
+    assert space.smoke_points(digits_ctx, num_samples=4) == space.initial_points(digits_ctx)
+    assert space.smoke_points(digits_ctx, num_samples=2) == space.initial_points(digits_ctx)[:1]
