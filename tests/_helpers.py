@@ -64,6 +64,38 @@ def ray_tmpdir() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def kill_processes_mentioning(text: str, grace: float = 10.0) -> None:
+    """SIGTERM every process whose command line contains ``text`` (e.g. the ``--temp-dir`` of a
+    ``ray start``), and their children; SIGKILL what is left after ``grace`` s. Unlike ``ray stop``,
+    this leaves other Ray clusters on the machine alone."""
+    def table() -> Dict[int, tuple]:
+        procs = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                procs[int(entry.name)] = (ppid, cmd)
+        return procs
+
+    procs = table()
+    doomed = {pid for pid, (_, cmd) in procs.items() if text in cmd and pid != os.getpid()}
+    while True:  # and their descendants (Ray's workers do not name the temp dir)
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in doomed} - doomed
+        if not more:
+            break
+        doomed |= more
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in doomed):
+            time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def local_ray(**init_kwargs) -> Iterator:
     """``ray`` started locally on 2 CPUs, in its own ``ray_tmpdir``."""

@@ -25,6 +25,7 @@ from tuner.config import ConfigError, SweepConfig, TrialConfig, parse_yaml
 from tuner.storage import PART_SUFFIX, SweepFolder, is_uri
 from tuner import faults, preflight
 from tuner.confirm import preset_param_space
+from tuner.job_dir import job_copy, refuse_inside
 from tuner.results import RESUMABLE, leaderboard_rows, log_best_students
 from tuner.trainable import train_srrl
 
@@ -69,13 +70,29 @@ def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, T
 
     space = get_space(sweep.space)
     name = sweep.name or f"{sweep.space}-{base.dataset}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+    copy = job_copy()  # a Ray job's working_dir copy: nothing the user keeps may be written there
+    refuse_inside("storage_path", sweep.storage_path, copy, "--storage-path")
     storage = sweep.storage_path
     if not is_uri(storage):
         storage = str(Path(storage).expanduser().resolve())
-    tracking_uri = sweep.tracking_uri or default_tracking_uri()
+    tracking_uri = sweep.tracking_uri
+    if tracking_uri is None and copy is not None:  # a job's default store: beside its sweeps, not in the copy
+        if is_uri(storage):
+            raise ConfigError(f"tracking_uri: a Ray job runs in a temporary copy of its working_dir and "
+                              f"storage_path {storage} is not a local folder; pass --tracking-uri "
+                              "(sqlite:////abs/path/mlflow.db, or http://host:5000)")
+        try:  # the sweep creates it anyway; the store inside it needs it now
+            Path(storage).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"storage_path: cannot create {storage}: {e.strerror}") from None
+        tracking_uri = default_tracking_uri(storage)
+    tracking_uri = tracking_uri or default_tracking_uri()
+    refuse_inside("tracking_uri", tracking_uri, copy, "--tracking-uri")
     optuna_storage = sweep.optuna_storage
     if optuna_storage is None and space.grid is None:
         optuna_storage = _beside(tracking_uri, "optuna.db") or f"sqlite:///{Path('optuna.db').resolve()}"
+    refuse_inside("optuna_storage", optuna_storage, copy, "--optuna-storage")
+    refuse_inside("cache_dir", base.cache_dir, copy)
     sweep = dataclasses.replace(
         sweep, name=name, storage_path=storage, tracking_uri=tracking_uri, experiment=sweep.experiment or name,
         optuna_storage=optuna_storage, searcher=sweep.searcher or space.sampler, scheduler=sweep.scheduler or space.scheduler,

@@ -87,6 +87,16 @@ def default_tracking_uri(workdir: str = ".") -> str:
     return f"sqlite:///{(Path(workdir).expanduser().resolve() / 'mlflow.db').as_posix()}"
 
 
+def artifact_location(tracking_uri: str, experiment: str) -> Optional[str]:
+    """Where a new experiment of an SQLite store keeps its artifacts: ``mlruns/<experiment>`` beside the
+    database, not MLflow's default ``./mlruns`` of whatever folder the driver runs in (a Ray job's is a
+    temporary copy); None (the server's choice) for other stores."""
+    path = sqlite_file(tracking_uri)
+    if path is None:
+        return None
+    return str(Path(path).parent / "mlruns" / re.sub(r"[^A-Za-z0-9._-]", "_", experiment))
+
+
 def redact(uri: Any) -> str:
     """``uri`` without any ``user:password@`` (and without ``?...token=`` style query secrets)."""
     text = re.sub(r"(?<=//)[^/@\s]*@", "", str(uri))
@@ -274,7 +284,8 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
             raise ValueError(f"resume: no sweep named {sweep_name!r} in experiment {experiment!r} "
                              f"(the experiment does not exist in {_redact(tracking_uri)})")
         try:
-            experiment_id = client.create_experiment(experiment, tags=_EXPERIMENT_KIND)
+            experiment_id = client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri, experiment),
+                                                     tags=_EXPERIMENT_KIND)
         except Exception:  # created meanwhile by someone else
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
