@@ -8,7 +8,6 @@ opens the job's MLflow records and students with the commands the job printed.
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import subprocess
@@ -153,8 +152,6 @@ def _printed(stdout: str, pattern: str) -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Dict[str, object]]:
     """The README's cluster block on 127.0.0.1: a head with the job server and one more node."""
-    from ray.util.state import list_nodes  # noqa: F401 - ray[default] (the cluster extra) is installed
-
     with ray_tmpdir() as ray_tmp, ray_tmpdir() as worker_tmp:
         port, dash, agents = free_port(), free_port(), [free_port(), free_port()]
         env = cli_env(ray_tmp, RAY_ADDRESS=f"127.0.0.1:{port}")
@@ -285,4 +282,3 @@ def test_a_driver_on_the_cluster_and_the_readme_sweeps_shrunk(cluster):
     assert shrunk != trainer_block
     printed = _run([sys.executable, "-c", shrunk], REPO, env).stdout.split()
     assert 0 <= float(printed[-2]) <= 100 and 0 <= float(printed[-1]) <= 100, printed
-    json.dumps(printed)  # plain numbers
