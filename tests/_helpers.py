@@ -257,7 +257,8 @@ def assert_records_agree(tracking_uri: str, experiment: str, folder: Path, study
         tune_rows = {row["epoch"]: row for row in results[run.data.tags["srrl.trial_id"]]}  # a re-run epoch: its last row
         for key in keys:
             logged = {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
-            assert logged == {e: row[key] for e, row in tune_rows.items()}, (run.info.run_name, key)
+            tuned = {e: row[key] for e, row in tune_rows.items()}
+            assert logged == tuned, (run.info.run_name, key, "mlflow", logged, "tune", tuned)
         trial = by_number[int(run.data.tags["srrl.optuna_trial"])]
         assert trial.intermediate_values == {e: row["best_val_acc"] for e, row in tune_rows.items()}, run.info.run_name
         assert trial.state == ended[run.data.tags["srrl.status"]], (run.info.run_name, trial.state)
