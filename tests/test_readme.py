@@ -203,7 +203,8 @@ def test_a_job_keeps_its_records_where_asked_and_a_fresh_shell_opens_them(cluste
     and the printed commands, the README's analysis commands and its Python blocks work afterwards."""
     env, tmp = cluster["env"], cluster["tmp"]
     keep = tmp / "nfs" / "ray_results"
-    args = _without(_readme(r"ray job submit")[_readme(r"ray job submit").index("--") + 2:], "--storage-path")
+    submit = _readme(r"ray job submit")
+    args = _without(submit[submit.index("--") + 2:], "--storage-path")
     assert args[:3] == ["run_search.py", "--address", "auto"]
     proc = _submit(cluster, args + ["--storage-path", str(keep), "--smoke", "--confirm", "0", "--name", "job"])
     out = proc.stdout

@@ -22,7 +22,7 @@ import yaml
 
 from tuner import metrics as M
 from tuner.config import ConfigError, SweepConfig, TrialConfig, parse_yaml
-from tuner.storage import PART_SUFFIX, SweepFolder, is_uri
+from tuner.storage import PART_SUFFIX, SweepFolder, is_uri, sqlite_file
 from tuner import faults, preflight
 from tuner.confirm import preset_param_space
 from tuner.job_dir import job_copy, refuse_inside
@@ -105,9 +105,8 @@ def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, T
 
 def _beside(tracking_uri: str, filename: str) -> Optional[str]:
     """``sqlite:///<folder>/<filename>`` next to an SQLite MLflow store, else None."""
-    if tracking_uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(tracking_uri[len('sqlite:///'):]).parent / filename}"
-    return None
+    db = sqlite_file(tracking_uri)
+    return f"sqlite:///{db.parent / filename}" if db is not None else None
 
 
 def load_sweep_dir(path: str, field: str = "resume") -> Tuple[SweepConfig, TrialConfig]:
