@@ -129,9 +129,12 @@ def run_search(cwd: Path, env: Dict[str, str], *args: str, timeout: float = 900)
 
 
 def start_run_search(cwd: Path, env: Dict[str, str], *args: str) -> subprocess.Popen:
-    """``python run_search.py ARGS`` in the background, in its own process group (to SIGKILL it whole)."""
-    return subprocess.Popen([sys.executable, str(REPO / "run_search.py"), *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    """``python run_search.py ARGS`` in the background, in its own process group (to SIGKILL it whole);
+    its output goes to ``cwd/driver-N.log`` (N counts the drivers started there), kept for a failure."""
+    log = cwd / f"driver-{len(list(cwd.glob('driver-*.log'))) + 1}.log"
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, str(REPO / "run_search.py"), *args], cwd=cwd, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 600) -> None:

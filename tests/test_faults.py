@@ -83,16 +83,32 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
                     "--scheduler", "fifo", "--max-concurrent", "2")
     # 1st kill: right after the first trial finished
     kill_when(first, lambda: any(len(r) >= epochs for r in tune_results(folder, by_dir=True).values()))
+    first_files = set(folder.glob("searcher-state-*.pkl"))
     second = start_run_search(tmp_path, env, "--resume", str(folder))
-    # 2nd kill: mid-trial, once the resumed driver has reported new epochs
-    before = sum(len(r) for r in tune_results(folder, by_dir=True).values())
-    kill_when(second, lambda: sum(len(r) for r in tune_results(folder, by_dir=True).values()) >= before + 3)
+    # the resumed driver's first searcher snapshot, kept aside: its trials are the ones it knows
+    snapshot: dict = {}
+
+    def keep_first_snapshot() -> bool:
+        if not snapshot:
+            new = sorted(set(folder.glob("searcher-state-*.pkl")) - first_files)
+            if new and _loads(new[0]):
+                snapshot.update(path=new[0], data=new[0].read_bytes(), trials=set(tune_results(folder, by_dir=True)))
+        return bool(snapshot)
+
+    # 2nd kill: mid-trial, once a trial the snapshot above never saw has reported an epoch
+    kill_when(second, lambda: keep_first_snapshot() and any(
+        rows and name not in snapshot["trials"] for name, rows in tune_results(folder, by_dir=True).items()))
     # Tune's state files are whole after the kills (a resumed driver re-uploads them every second)
     states = sorted(folder.glob("*.pkl")) + sorted(folder.glob("*.json"))
     assert len(states) >= 4 and all(_loads(p) for p in states), states
+    # Tune uploads a snapshot's files one by one: killed between them, the experiment state can land
+    # and the searcher's file not (seen in a loaded CI round): the searcher then knows fewer trials
+    # than Tune restores.
+    snapshot["path"].write_bytes(snapshot["data"])
     # a tuner.pkl torn by an older version's killed upload is rebuilt from the sweep file
     (folder / "tuner.pkl").write_bytes(b"")
     done = run_search(tmp_path, env, "--resume", str(folder))
+    (tmp_path / "driver-3.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tuner.pkl was torn or missing; rebuilt it from srrl_sweep.yaml" in done.stdout
     assert "Sweep kk: 6 trials, 6 finished" in done.stdout

@@ -70,10 +70,20 @@ def test_restored_searcher_neither_repeats_steps_nor_retells_finished_trials(sto
     assert trials[1].value == 70.0
 
 
+def test_a_searcher_restored_from_an_older_snapshot_does_not_draw_the_dead_drivers_points_again(storage, tmp_path):
+    s = _searcher(storage)
+    s.suggest("a")
+    s.save(str(tmp_path / "searcher.pkl"))  # the snapshot that survived the kill ...
+    lost = s.suggest("b")["alpha"]  # ... and a draw the dead driver made after it
+    restored = _searcher(storage)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert restored.suggest("c")["alpha"] != lost  # the seeded sampler's saved state would repeat it
+
+
 def test_an_errored_trial_stays_running_until_its_rerun_ends_or_the_stage_fails_it(storage, tmp_path):
     """--resume re-runs errored trials (a full disk): the study learns how the re-run ends; only once the
-    stage ended for good does fail_errored tell FAIL, with the error, for those still errored."""
-    from tuner.search import fail_errored
+    stage ended for good does settle_study tell FAIL, with the error, for those still errored."""
+    from tuner.search import settle_study
 
     s = _searcher(storage)
     s.suggest("disk"), s.suggest("bug")
@@ -86,7 +96,52 @@ def test_an_errored_trial_stays_running_until_its_rerun_ends_or_the_stage_fails_
     again.restore(str(tmp_path / "searcher.pkl"))  # the resumed driver re-runs "disk" from its checkpoint
     again.on_trial_result("disk", {"val_acc": 45.0, "epoch": 2})
     again.on_trial_complete("disk", {"val_acc": 50.0, "epoch": 3})
-    assert fail_errored(storage, "s", {0: "OSError: no space", 1: "ValueError: a bug"}) == 1  # 0 is not RUNNING
+    told = settle_study(storage, "s", [(0, None, []), (1, "ValueError: a bug", [])], max_epochs=3, metrics=["val_acc"])
+    assert told == {"errored": 1, "settled": 0, "orphaned": 0}  # 0 is not RUNNING
     disk, bug = _study(storage).trials
     assert disk.state == State.COMPLETE and disk.intermediate_values == {1: 40.0, 2: 45.0, 3: 50.0}
     assert bug.state == State.FAIL and bug.user_attrs["error"] == "ValueError: a bug"
+
+
+def test_a_trial_restored_past_the_searchers_snapshot_is_told_to_the_study_trial_its_config_names(storage, tmp_path):
+    """Seen in a loaded CI round: a driver killed mid-upload left Tune's experiment state newer than the
+    searcher's own snapshot file. Tune restores trial "late", which that snapshot never saw: its results
+    carry ``optuna_trial`` in their config, and they reach that study trial, not a fresh one."""
+    s = _searcher(storage)
+    s.suggest("early")
+    s.save(str(tmp_path / "searcher.pkl"))  # the searcher file that survived the kill
+    late = s.suggest("late")  # asked after it, by the killed driver
+    restored = _searcher(storage)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    config = {"config/optuna_trial": late["optuna_trial"]}
+    restored.on_trial_result("late", {"val_acc": 20.0, "epoch": 1, **config})
+    restored.on_trial_result("late", {"val_acc": 25.0, "epoch": 2, **config})
+    restored.on_trial_complete("late", {"val_acc": 30.0, "epoch": 3, **config})
+    trials = sorted(_study(storage).trials, key=lambda t: t.number)
+    assert len(trials) == 2 and trials[1].state == State.COMPLETE and trials[1].value == 30.0
+    assert trials[1].intermediate_values == {1: 20.0, 2: 25.0, 3: 30.0}
+    assert trials[0].state == State.RUNNING  # "early" runs on; nothing is failed before the stage ends
+
+
+def test_settle_study_tells_what_tune_ran_and_fails_what_it_never_kept(storage):
+    """At the stage's end Tune's trial list is whole: a study trial still RUNNING whose Tune trial ended
+    (the searcher never heard: its snapshot predated it) gets its history and outcome; one that no Tune
+    trial holds (asked by a killed driver, lost with its experiment state) is FAIL, ``orphaned``."""
+    from tuner.search import settle_study
+
+    s = _searcher(storage)
+    for tid in ("ran", "cut", "div", "lost", "done"):
+        s.suggest(tid)
+    s.on_trial_complete("done", {"val_acc": 70.0, "epoch": 3})
+    history = [{"epoch": 1, "val_acc": 40.0}, {"epoch": 2, "val_acc": 50.0}, {"epoch": 3, "val_acc": 60.0}]
+    told = settle_study(storage, "s", [(0, None, history), (1, None, history[:1]),
+                                       (2, None, [{"epoch": 1, "val_acc": 5.0, "diverged": True}]),
+                                       (4, None, history)], max_epochs=3, metrics=["val_acc"])
+    assert told == {"errored": 0, "settled": 3, "orphaned": 1}
+    ran, cut, div, lost, done = sorted(_study(storage).trials, key=lambda t: t.number)
+    assert ran.state == State.COMPLETE and ran.value == 60.0 and ran.intermediate_values == {1: 40.0, 2: 50.0, 3: 60.0}
+    assert cut.state == State.PRUNED and cut.user_attrs["stopped_at_epoch"] == 1 and cut.intermediate_values == {1: 40.0}
+    assert div.state == State.FAIL and div.user_attrs["diverged_epoch"] == 1 and div.intermediate_values == {}
+    assert lost.state == State.FAIL and lost.user_attrs["orphaned"] is True
+    assert done.state == State.COMPLETE and done.value == 70.0  # told once, by the searcher
+    assert settle_study(storage, "s", [], max_epochs=3, metrics=["val_acc"]) == {"errored": 0, "settled": 0, "orphaned": 0}

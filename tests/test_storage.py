@@ -34,6 +34,19 @@ def test_write_read_and_emptiness(location, tmp_path):
     assert again.read_text("srrl_sweep.yaml") == "sweep: {}\n"
 
 
+def test_trial_folders_tune_does_not_hold_are_set_aside_not_deleted(location, tmp_path):
+    folder = SweepFolder.of(location).child("sw")
+    for name in ("train_srrl_a_00000", "train_srrl_b_00001", "train_srrl_c_00002", "confirm"):
+        (tmp_path / "store" / "sw" / name).mkdir(parents=True)
+    (tmp_path / "store" / "sw" / "train_srrl_b_00001" / "result.json").write_text("{}\n")
+    assert folder.set_aside({"train_srrl_a_00000", "train_srrl_c_00002"}, "train_srrl_") == ["train_srrl_b_00001"]
+    assert sorted(os.listdir(tmp_path / "store" / "sw")) == ["confirm", "orphaned", "train_srrl_a_00000",
+                                                              "train_srrl_c_00002"]
+    assert (tmp_path / "store" / "sw" / "orphaned" / "train_srrl_b_00001" / "result.json").read_text() == "{}\n"
+    assert folder.set_aside({"train_srrl_a_00000", "train_srrl_c_00002"}, "train_srrl_") == []
+    assert SweepFolder.of(location).child("none").set_aside(set(), "train_srrl_") == []
+
+
 def test_unwritable_location_is_one_line_naming_the_field(location, tmp_path):
     (tmp_path / "store").write_text("a file, not a folder")
     with pytest.raises(ConfigError, match=r"^storage_path: cannot write to ") as info:

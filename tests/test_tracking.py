@@ -279,7 +279,9 @@ def test_held_metrics_survive_a_killed_driver_in_the_callback_state(uri, client)
     cb.flush_interval_s = 3600
     for epoch in (2, 3):
         cb.on_trial_result(0, [trial], trial, {"epoch": epoch, "val_acc": 10.0 * epoch, "student_params": 99.0})
+    cb._down = True  # MLflow unreachable at the snapshot: the held epochs can only go with the state
     snapshot = cloudpickle.dumps(cb.get_state())  # what Tune writes beside the trials' checkpoints
+    assert [m.step for m in client.get_metric_history(T.child_run_ids(uri, parent)["tk"], "val_acc")] == [1]
     del cb  # SIGKILL: epochs 2 and 3 were never sent
 
     restored = T.MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
@@ -292,6 +294,21 @@ def test_held_metrics_survive_a_killed_driver_in_the_callback_state(uri, client)
     restored.set_state(cloudpickle.loads(snapshot))  # the same snapshot again: nothing is logged twice
     restored.on_step_end(0, [trial])
     assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3]
+
+
+def test_a_snapshot_sends_the_held_metrics_first(uri, client):
+    """Tune writes the callback's state to its own file; a driver killed mid-upload may restore an older
+    one beside a newer experiment state. ``get_state`` sends what is held, so that loses no epoch."""
+    parent = T.start_sweep(uri, "exp-snap", "s", {}, {}, resume=False)
+    cb = T.MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
+    trial = SimpleNamespace(trial_id="ts", config={"epochs": 3})
+    cb.on_trial_start(0, [trial], trial)
+    for epoch in (1, 2):
+        cb.on_trial_result(0, [trial], trial, {"epoch": epoch, "val_acc": 10.0 * epoch})
+    run_id = T.child_run_ids(uri, parent)["ts"]
+    assert client.get_metric_history(run_id, "val_acc") == []  # held: the flush interval is an hour
+    assert cb.get_state()["pending"] == []
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_acc")] == [(1, 10.0), (2, 20.0)]
 
 
 def test_a_run_created_just_before_a_kill_gets_its_params_on_resume(uri, client):

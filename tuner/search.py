@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from ray.tune.search.optuna import OptunaSearch
 
 from tuner import metrics as M
 
-__all__ = ["PruneAwareOptunaSearch", "fail_errored"]
+__all__ = ["PruneAwareOptunaSearch", "settle_study"]
 
 
 class PruneAwareOptunaSearch(OptunaSearch):
@@ -21,12 +21,15 @@ class PruneAwareOptunaSearch(OptunaSearch):
     Optuna's samplers use for pruned trials.
 
     A trial that errored stays RUNNING in the study: ``--resume`` re-runs errored trials (a full disk,
-    a lost node) and they are told how they then end; ``fail_errored`` tells FAIL for those still
+    a lost node) and they are told how they then end; ``settle_study`` tells FAIL for those still
     errored when the stage ends for good (an Optuna trial once finished can never be told again).
 
-    It also survives a driver restart: Tune restores this searcher from a snapshot that may be
-    older than the RDB study, so trials the study already holds as finished are not told again,
-    and study trials left RUNNING by the dead driver (asked, never started) are marked FAIL.
+    It also survives a driver restart. Tune restores this searcher from its own snapshot file, which
+    a driver killed mid-upload can leave older than the experiment state beside it, and both may be
+    older than the RDB study. So trials the study already holds as finished are not told again, and a
+    restored Tune trial this snapshot never saw is found by the study trial its config names
+    (``optuna_trial``). Study trials the dead driver asked but Tune no longer holds are failed by
+    ``settle_study`` once the stage ends: only then is Tune's list of trials whole.
     """
 
     def __init__(self, *args: Any, max_epochs: int, origins: Optional[Dict[str, List[Dict[str, Any]]]] = None,
@@ -41,6 +44,9 @@ class PruneAwareOptunaSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        # a snapshot older than the study holds the sampler's random state of draws already made: the
+        # same seed would draw the dead driver's last points again (seen: one config run twice)
+        self._ot_study.sampler.reseed_rng()
         self._reconciled = False
         self._reported = {}  # the snapshot may be older than the study: read each trial's steps again
 
@@ -59,17 +65,26 @@ class PruneAwareOptunaSearch(OptunaSearch):
         return "search"
 
     def _reconcile(self) -> None:
-        import optuna
-
         self._reconciled = True
-        known = {t.number for t in self._ot_trials.values()}
         for trial_id, ot_trial in self._ot_trials.items():
             if self._frozen(ot_trial).state.is_finished():
                 self._completed_trials.add(trial_id)
-        for frozen in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            if frozen.number not in known:  # asked by the killed driver, never run by Tune
-                self._ot_study._storage.set_trial_user_attr(frozen._trial_id, "orphaned", True)
-                self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+
+    def _study_trial(self, trial_id: str, result: Optional[Dict]) -> Any:
+        """The study trial of Tune trial ``trial_id``: the one it was asked as, or (a trial restored from
+        an experiment state newer than this searcher's snapshot) the one its config names; else None."""
+        if not self._reconciled:
+            self._reconcile()
+        if trial_id not in self._ot_trials:
+            number = (result or {}).get(CONFIG_NUMBER)
+            if number is None:
+                return None
+            import optuna
+
+            storage = self._ot_study._storage
+            found = storage.get_trial_id_from_study_id_trial_number(self._ot_study._study_id, int(number))
+            self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, found)
+        return self._ot_trials[trial_id]
 
     @staticmethod
     def _frozen(ot_trial: Any) -> Any:
@@ -83,7 +98,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
         if value is None or not math.isfinite(value):
             return
         ot_trial = self._ot_trials[trial_id]
-        step = int(result.get(M.EPOCH, result.get("training_iteration", 0)))
+        step = _step(result)
         steps = self._reported.get(trial_id)
         if steps is None:  # first result of this trial in this process: one storage read, not one per epoch
             frozen = self._frozen(ot_trial)
@@ -96,14 +111,12 @@ class PruneAwareOptunaSearch(OptunaSearch):
             steps.add(step)
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
-        if trial_id not in self._completed_trials and trial_id in self._ot_trials:
+        if trial_id not in self._completed_trials and self._study_trial(trial_id, result) is not None:
             self._report(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._completed_trials or self._study_trial(trial_id, result) is None:
             return
-        import optuna
-
         ot_trial = self._ot_trials[trial_id]
         if error:
             return  # left RUNNING, see the class docstring
@@ -111,41 +124,82 @@ class PruneAwareOptunaSearch(OptunaSearch):
             self._report(trial_id, result)  # Tune hands the last result (ASHA's max_t) only to this hook
             if trial_id in self._completed_trials:
                 return
-        epoch = int((result or {}).get(M.EPOCH, 0))
-        state, values = optuna.trial.TrialState.COMPLETE, None
-        if not result:
-            state = optuna.trial.TrialState.FAIL
-        elif result.get("diverged"):
-            state = optuna.trial.TrialState.FAIL
-            ot_trial.set_user_attr("diverged_epoch", epoch)
-        elif epoch < self._max_epochs:
-            state = optuna.trial.TrialState.PRUNED
-            ot_trial.set_user_attr("stopped_at_epoch", epoch)
-        else:
-            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-            values = [result.get(m) for m in metrics]
-            if any(v is None or not math.isfinite(v) for v in values):
-                state, values = optuna.trial.TrialState.FAIL, None
-            elif not isinstance(self.metric, list):
-                values = values[0]
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        state, values, attrs = outcome(result, self._max_epochs, metrics)
+        for key, value in attrs.items():
+            ot_trial.set_user_attr(key, value)
         self._ot_study.tell(ot_trial, values, state=state)
         self._completed_trials.add(trial_id)
         self._reported.pop(trial_id, None)
 
 
-def fail_errored(storage: str, study_name: str, errors: Dict[int, str]) -> int:
-    """Tell FAIL for the study trials (``{number: error line}``) of Tune trials that ended errored, where the
-    study still has them RUNNING; returns how many. Called once a stage ended without interruption."""
+#: the study trial a Tune trial was asked as, in the flattened result Tune hands the searcher
+CONFIG_NUMBER = "config/optuna_trial"
+
+
+def _step(result: Dict) -> int:
+    return int(result.get(M.EPOCH, result.get("training_iteration", 0)))
+
+
+def outcome(result: Optional[Dict], max_epochs: int, metrics: List[str]) -> Tuple[Any, Any, Dict[str, int]]:
+    """How a trial that ended without an error is told to the study, from its last result:
+    ``(state, values, user attrs)``. COMPLETE only when it ran all ``max_epochs`` with finite values;
+    PRUNED when stopped early (ASHA); FAIL when it diverged, had no result, or a value is not finite."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    if not result:
+        return State.FAIL, None, {}
+    epoch = int(result.get(M.EPOCH, 0))
+    if result.get("diverged"):
+        return State.FAIL, None, {"diverged_epoch": epoch}
+    if epoch < max_epochs:
+        return State.PRUNED, None, {"stopped_at_epoch": epoch}
+    values = [result.get(m) for m in metrics]
+    if any(v is None or not math.isfinite(v) for v in values):
+        return State.FAIL, None, {}
+    return State.COMPLETE, values if len(values) > 1 else values[0], {}
+
+
+def settle_study(storage: str, study_name: str, trials: Iterable[Tuple[int, Optional[str], List[Dict]]],
+                 max_epochs: int, metrics: List[str]) -> Dict[str, int]:
+    """Make the study agree with how Tune's trials ended, once a stage ended without interruption.
+
+    ``trials``: every Tune trial of the stage as ``(optuna_trial, error line or None, its results in
+    order); ``metrics``: the study's objectives, as the searcher reads them. A study trial still RUNNING is then told: FAIL with its error when its Tune trial errored
+    (``--resume`` re-ran it no more), else what ``outcome`` makes of its last result, with the epochs
+    the searcher never reported (a trial restored past the searcher's snapshot); one that no Tune trial
+    holds was asked by a killed driver and never kept: FAIL, user attr ``orphaned``. Returns the counts.
+    """
     import optuna
 
     rdb = optuna.storages.get_storage(storage)
     study = optuna.load_study(study_name=study_name, storage=rdb)
     study_id = rdb.get_study_id_from_name(study_name)
-    told = 0
+    by_number = {number: (error, history) for number, error, history in trials}
+    told = {"errored": 0, "settled": 0, "orphaned": 0}
     for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if frozen.number in errors:
-            trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
-            rdb.set_trial_user_attr(trial_id, "error", errors[frozen.number][:1000])
+        trial_id = rdb.get_trial_id_from_study_id_trial_number(study_id, frozen.number)
+        if frozen.number not in by_number:
+            rdb.set_trial_user_attr(trial_id, "orphaned", True)
             study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
-            told += 1
+            told["orphaned"] += 1
+            continue
+        error, history = by_number[frozen.number]
+        if error:
+            rdb.set_trial_user_attr(trial_id, "error", error[:1000])
+            study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+            told["errored"] += 1
+            continue
+        if len(metrics) == 1:  # Optuna keeps no intermediate values for multi-objective studies
+            for result in history:
+                value = result.get(metrics[0])
+                if not result.get("diverged") and value is not None and math.isfinite(value) \
+                        and _step(result) not in frozen.intermediate_values:
+                    rdb.set_trial_intermediate_value(trial_id, _step(result), float(value))
+        state, values, attrs = outcome(history[-1] if history else None, max_epochs, metrics)
+        for key, value in attrs.items():
+            rdb.set_trial_user_attr(trial_id, key, value)
+        study.tell(frozen.number, values, state=state)
+        told["settled"] += 1
     return told

@@ -13,7 +13,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, List, Optional, Tuple
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 from tuner.config import ConfigError
@@ -22,6 +22,7 @@ __all__ = ["SweepFolder", "is_uri", "atomic_write", "sqlite_file"]
 
 _PROBE = ".srrl-write-probe"
 PART_SUFFIX = ".srrl-part"  # a write in flight, or cut short by a kill
+ORPHANED_DIR = "orphaned"  # trial folders of a killed driver that Tune's restored state does not hold
 
 
 def is_uri(location: str) -> bool:
@@ -186,6 +187,31 @@ class SweepFolder:
                                       destination_filesystem=local)
 
     # ---- writes --------------------------------------------------------------------------------
+    def set_aside(self, keep: Iterable[str], prefix: str, into: str = ORPHANED_DIR) -> List[str]:
+        """Move the sub-folders named ``prefix*`` other than ``keep`` into ``into/``; returns their names.
+
+        A driver killed mid-upload can leave Tune's experiment state older than the trial folders it
+        started: Tune never resumes those, and they would pass for trials of the sweep. Moved, not
+        deleted: what the dead driver's trials wrote stays readable.
+        """
+        keep = set(keep)
+        if self.fs is None:
+            folder = Path(self.location)
+            names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        else:
+            import pyarrow.fs
+
+            names = [i.base_name for i in self._entries(self.path) if i.type == pyarrow.fs.FileType.Directory]
+        moved = sorted(n for n in names if n.startswith(prefix) and n not in keep)
+        for name in moved:
+            if self.fs is None:
+                (Path(self.location) / into).mkdir(exist_ok=True)
+                os.replace(Path(self.location) / name, Path(self.location) / into / name)
+            else:
+                self.fs.create_dir(f"{self.path}/{into}", recursive=True)
+                self.fs.move(f"{self.path}/{name}", f"{self.path}/{into}/{name}")
+        return moved
+
     def write_text(self, name: str, text: str) -> None:
         """Write ``name``: locally a temp file renamed over it (whole or not at all); remotely one upload
         (whole or not at all on object stores such as s3 and gs)."""

@@ -22,7 +22,7 @@ import yaml
 
 from tuner import metrics as M
 from tuner.config import ConfigError, SweepConfig, TrialConfig, parse_yaml
-from tuner.storage import PART_SUFFIX, SweepFolder, is_uri, sqlite_file
+from tuner.storage import ORPHANED_DIR, PART_SUFFIX, SweepFolder, is_uri, sqlite_file
 from tuner import faults, preflight
 from tuner.confirm import preset_param_space
 from tuner.job_dir import job_copy, refuse_inside
@@ -307,6 +307,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         folder.write_text(SWEEP_FILE, _sweep_yaml(sweep, base))
         tracking.sweep_started(sweep.tracking_uri, parent_run)
     results = tuner.fit()
+    _set_aside_orphans(folder, results, log)
     statuses = _tune_statuses(tune, results)
     trial_ids = list(statuses)
     rows = leaderboard_rows(results, base, statuses)
@@ -333,12 +334,13 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     stopped = interrupted(rows, _num_samples(sweep, space, ctx, grid), "search")
     if stopped is not None:
         return stopped
-    if study_name:  # the search ended for good: errored trials are now failed in the study
-        from tuner.search import fail_errored
+    if study_name:  # the search ended for good: the study now agrees with how every Tune trial ended
+        from tuner.search import settle_study
 
-        fail_errored(sweep.optuna_storage, study_name,
-                     {int(r.config["optuna_trial"]): str(r.error).splitlines()[-1] for r in results
-                      if r.error and "optuna_trial" in (r.config or {})})
+        settled = settle_study(sweep.optuna_storage, study_name, _study_outcomes(results), base.epochs,
+                               [m for m, _ in space.objectives])
+        if settled["orphaned"]:
+            log(f"failed {settled['orphaned']} Optuna trial(s) asked by the interrupted driver and never kept by Tune")
     log_best_students(results, rows, sweep, per_trial, splits, teacher, parent_run)
     finished = sum(r["status"] == "finished" for r in rows)
     if finished < sweep.top_k:
@@ -356,6 +358,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                                              confirm.confirm_points(configs, seeds, base), _max_concurrent(sweep),
                                              sweep.max_failures, verbose=verbose, log=log,
                                              reporter=_reporter(space, ["config_id", *param_names, "seed"]))
+        _set_aside_orphans(folder.child(confirm.CONFIRM_DIR), confirmed, log)
         confirm_statuses = _tune_statuses(tune, confirmed)
         trial_ids += list(confirm_statuses)
         stopped = interrupted(leaderboard_rows(confirmed, base, confirm_statuses),
@@ -462,6 +465,26 @@ def _reporter(space: Any, param_names: List[str]) -> Any:
     return CLIReporter(parameter_columns=param_names,
                        metric_columns=[M.EPOCH, M.VAL_ACC, M.BEST_VAL_ACC, M.LOSS_TOTAL, M.IMAGES_PER_S],
                        metric=metric, mode=mode, sort_by_metric=True, max_progress_rows=12, max_report_frequency=10)
+
+
+def _set_aside_orphans(folder: SweepFolder, results: Any, log: Callable[[str], None]) -> None:
+    """Trial folders of a killed driver that Tune's restored state lacks go to ``<folder>/orphaned``."""
+    moved = folder.set_aside({Path(r.path).name for r in results if r.path}, f"{train_srrl.__name__}_")
+    if moved:
+        log(f"moved {len(moved)} trial folder(s) the interrupted driver started and Tune no longer holds "
+            f"to {folder.shown}/{ORPHANED_DIR}")
+
+
+def _study_outcomes(results: Any) -> List[Tuple[int, Optional[str], List[Dict[str, Any]]]]:
+    """``(optuna_trial, error line or None, results in order)`` of each Tune trial asked from the study."""
+    out = []
+    for r in results:
+        if "optuna_trial" not in (r.config or {}):
+            continue
+        df = r.metrics_dataframe
+        history = [] if df is None else [{k: v for k, v in row.items() if v == v} for row in df.to_dict("records")]
+        out.append((int(r.config["optuna_trial"]), str(r.error).splitlines()[-1] if r.error else None, history))
+    return out
 
 
 def _num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]]) -> int:

@@ -715,6 +715,11 @@ class _MLflowTrackingImpl:
     def get_state(self) -> Optional[Dict]:
         import copy
 
+        # Tune writes this state to its own file, beside the experiment state of the same snapshot; a
+        # driver killed mid-upload can restore an older one. What the trials reported up to this
+        # snapshot is sent first, so only ops held while MLflow is down (or the disk full) depend on it.
+        if self._pending and not self._down and faults.stopped() is None:
+            self._flush(retry=False)
         return {name.lstrip("_"): copy.deepcopy(getattr(self, name)) for name in self._STATE}
 
     def set_state(self, state: Dict) -> None:
