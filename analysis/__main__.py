@@ -10,7 +10,7 @@
 ``leaderboard`` ranks the search trials as every view does (``analysis.tables.ranking_order``) and shows
 each one's run id and whether it carries ``model/student.pt``. ``confirm`` re-runs a finished sweep's
 top K configurations, its reference point and CE-only over S fresh seeds and prints the verdict
-(``tuner.confirm.confirm_sweep``).
+(``tuner.confirm_later.confirm_sweep``).
 
 ``sync`` backfills MLflow from Tune's own result files (after a tracking-server outage) and, once the
 Tune experiment is over, ends the sweep as its driver would (best students exported, parent run
@@ -159,7 +159,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _confirm(args: argparse.Namespace) -> int:
-    from tuner.confirm import confirm_sweep
+    from tuner.confirm_later import confirm_sweep
 
     given = {k: v for k, v in (("top", args.top), ("seeds", args.seeds)) if v is not None}
     confirm_sweep(experiment=args.experiment, tracking_uri=args.tracking_uri, **given)  # prints the verdict

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-from tuner.storage import sqlite_file
+from tuner.uri import sqlite_file
 from tuner.tracking import (
     TAG_ROLE, TAG_SWEEP, TAG_TRIAL_ID, check_tracking_uri, default_tracking_uri, redact, search_all,
 )

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import pandas as pd
 
+from analysis.frames import SEARCHED_PARAMS, confirm_trials, searched_params
 from tuner import metrics as M
 
 if TYPE_CHECKING:
@@ -37,16 +38,12 @@ def _value(v: Any) -> Any:
 
 def _params(confirm: pd.DataFrame) -> List[str]:
     """The searched params that tell the confirmed configurations apart (the seeds of one do not)."""
-    from analysis.tables import SEARCHED_PARAMS, searched_params
-
     return searched_params(confirm, [p for p in SEARCHED_PARAMS if p != "seed"])
 
 
 def confirm_rows(trials: pd.DataFrame) -> List[Dict[str, Any]]:
     """``tuner.verdict.summarize``'s rows: one per finished confirmation run of ``trials``, with its
     ``config_id, role, rank, params`` (the searched values) and final ``val_acc, test_acc``."""
-    from analysis.tables import confirm_trials
-
     confirm = confirm_trials(trials)
     if confirm.empty or "config_id" not in confirm.columns:
         return []
@@ -71,7 +68,6 @@ def verdict_table(trials: pd.DataFrame, sweep: Optional[str] = None) -> Tuple[Op
     Raises:
         ValueError: confirmation runs of several sweeps and no ``sweep`` given.
     """
-    from analysis.tables import confirm_trials
     from tuner.verdict import reference_name, summarize
 
     confirm = confirm_trials(trials)

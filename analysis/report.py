@@ -21,8 +21,8 @@ import pandas as pd
 from analysis import plots, runs, tables
 from analysis._format import fmt_value, to_html, to_markdown
 from tuner import metrics as M
-from tuner.storage import atomic_write
-from tuner.tracking import redact
+from tuner.files import atomic_write
+from tuner.uri import redact
 
 __all__ = ["write_report", "build_sections", "Section"]
 

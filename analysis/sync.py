@@ -258,7 +258,7 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
 
     from tuner.models import build_model
     from tuner.sweep import leaderboard_rows, log_best_students, trial_base
-    from tuner.train import load_splits
+    from tuner.trainer import load_splits
 
     grid = ResultGrid(ExperimentAnalysis(str(folder)))
     splits = load_splits(base)  # the export carries the data set's normalisation: the data, as the sweep loaded it
@@ -313,7 +313,8 @@ def sync_sweep(experiment: str, sweep_dir: str, tracking_uri: Optional[str] = No
             a checkpoint of a student to export is missing.
         ConnectionError: the tracking server does not answer.
     """
-    from tuner.storage import SweepFolder, is_uri
+    from tuner.storage import SweepFolder
+    from tuner.uri import is_uri
 
     if is_uri(sweep_dir):  # s3://, gs://, ...: a local copy of what sync reads, then the same sync
         remote = SweepFolder.of(sweep_dir, field="--sweep-dir")

@@ -14,24 +14,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.confirm_views import verdict_table
+from analysis.frames import SEARCHED_PARAMS, hashable, confirm_trials, search_trials, searched_params
 from tuner import metrics as M
 
 __all__ = ["SEARCHED_PARAMS", "searched_params", "search_trials", "confirm_trials", "leaderboard", "asha_table",
            "ablation_table", "marginal_effects", "pareto_front", "status_counts", "is_log_scale", "ranking_order",
            "verdict_table"]
 
-#: params that a search space may vary (search_spaces/: loss weights, connector, student, recipe, ablation)
-SEARCHED_PARAMS = ("alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "arm", "seed")
 _MODES = ("max", "min")
-
-
-def _hashable(s: pd.Series) -> pd.Series:
-    return s.map(lambda v: str(v) if isinstance(v, (list, dict, tuple)) else v)
-
-
-def searched_params(trials: pd.DataFrame, candidates: Sequence[str] = SEARCHED_PARAMS) -> List[str]:
-    """The ``candidates`` that are columns of ``trials`` and take more than one value there."""
-    return [c for c in candidates if c in trials.columns and _hashable(trials[c]).nunique(dropna=True) > 1]
 
 
 def _check_metric(trials: pd.DataFrame, metric: str) -> None:
@@ -43,20 +33,6 @@ def _check_metric(trials: pd.DataFrame, metric: str) -> None:
 def _check_mode(mode: str) -> None:
     if mode not in _MODES:
         raise ValueError(f"mode: {mode!r} is not allowed; choose from: {', '.join(_MODES)}")
-
-
-def _stage(trials: pd.DataFrame) -> pd.Series:
-    return trials["stage"].fillna("search") if "stage" in trials.columns else pd.Series("search", index=trials.index)
-
-
-def search_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """The search-stage trials (a run without ``stage``, from a sweep before the confirmation stage, is one)."""
-    return trials[_stage(trials) != "confirm"]
-
-
-def confirm_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """The confirmation runs (``stage == "confirm"``): the verdict's, never the search views'."""
-    return trials[_stage(trials) == "confirm"]
 
 
 def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
@@ -270,7 +246,7 @@ def _effects(df: pd.DataFrame, params: Optional[Sequence[str]], bins: int) -> Li
             continue
         numeric = pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
         if not numeric:
-            for level, g in sub.groupby(_hashable(col), sort=True):
+            for level, g in sub.groupby(hashable(col), sort=True):
                 rows.append({"parameter": p, "kind": "categorical", "level_or_bin": str(level), "n": len(g),
                              "mean": g["_y"].mean(), "std": g["_y"].std(ddof=1), "spearman": np.nan})
             continue

@@ -82,6 +82,8 @@ COVERAGE: List[Tuple[str, str]] = [
      "downloaded here"),
     (r"from tuner\.config import TrialConfig", HERE),
     (r"python -m bench \[--quick\]", "tests/test_bench.py::test_quick_suite_reports_every_scenario"),
+    (r"pip install -e '\.\[test\]' && python -m pytest -m \"not slow\"", ".ci/run (test_ci_runs_the_readme_test_command)"),
+    (r"ruff check && lint-imports", ".ci/run (test_ci_runs_the_readme_test_command)"),
     (r"python -m bench\.\w+", NOT_HERE + "a benchmark, minutes to hours of CPU; run by hand, figures in the "
      "closing notes of the issues that asked for them"),
 ]
@@ -110,7 +112,9 @@ def test_every_readme_command_is_run_somewhere():
 
 def test_ci_runs_the_readme_test_command():
     command = next(c for c in readme_commands() if "python -m pytest" in c)
-    assert command in (REPO / ".ci" / "run").read_text().splitlines()
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert command in ci
+    assert "ruff check" in ci and "lint-imports --no-cache" in ci  # the Developing section's checks
 
 
 # ---- the commands run here --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pyarrow
 import pyarrow.fs
 
 from tuner import faults
-from tuner.storage import PART_SUFFIX, atomic_write, open_part
+from tuner.files import PART_SUFFIX, atomic_write, open_part
 
 __all__ = ["AtomicLocalHandler", "PART_SUFFIX", "remove_parts"]
 

@@ -11,14 +11,13 @@ recommendation, chosen on val only.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tuner import metrics as M
-from tuner.config import LABEL_KEYS, ConfigError, TrialConfig
-from tuner.verdict import Verdict, format_verdict, summarize
+from tuner.config import LABEL_KEYS, TrialConfig
+from tuner.verdict import Verdict, summarize
 
-__all__ = ["CONFIRM_DIR", "confirm_configs", "confirm_points", "verdict_of", "run_confirmation", "confirm_sweep",
+__all__ = ["CONFIRM_DIR", "confirm_configs", "confirm_points", "verdict_of", "run_confirmation",
            "applies", "preset_param_space"]
 
 CONFIRM_DIR = "confirm"  # the confirmation's Tune experiment, inside the sweep's folder
@@ -130,37 +129,3 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
     return tuner.fit()
-
-
-def confirm_sweep(experiment: str, tracking_uri: Optional[str] = None, top: int = 2, seeds: int = 5,
-                  log: Callable[[str], None] = print) -> Verdict:
-    """Confirm a finished sweep later (one that ran with ``--confirm 0``): find its folder from its
-    MLflow parent run, then continue it with the confirmation stage on. Returns the verdict."""
-    from tuner import tracking
-    from tuner.sweep import load_sweep_dir, run_sweep
-
-    uri = tracking_uri or tracking.default_tracking_uri()
-    tracking.check_tracking_uri(uri)
-    client = tracking.client(uri)
-    exp_id = tracking.experiment_id(uri, experiment)
-    parents = tracking.sweep_parents(client, exp_id)
-    if not parents:
-        raise ConfigError(f"experiment: {experiment!r} holds no sweep run in {tracking.redact(uri)}")
-    params = parents[-1].data.params
-    location = params.get("sweep.storage_path"), params.get("sweep.name")
-    if not all(location):
-        raise ConfigError(f"experiment: the sweep run of {experiment!r} does not say where its folder is")
-    path = location[0].rstrip("/") + "/" + location[1]
-    if "***" in path:
-        raise ConfigError(f"experiment: the sweep folder {path} was recorded without its credentials; "
-                          "run `python run_search.py --resume <folder> --confirm K` instead")
-    sweep, base = load_sweep_dir(path, field="experiment")
-    sweep = dataclasses.replace(sweep, confirm=int(top), confirm_seeds=int(seeds), tracking_uri=uri)
-    sweep.validate()
-    if sweep.confirm < 1:
-        raise ConfigError("top: confirm needs at least 1 configuration")
-    result = run_sweep(sweep, base, resume=True, log=log)
-    if result.verdict is None:
-        raise ConfigError(f"experiment: the sweep {sweep.name!r} cannot be confirmed ({result.note})")
-    log("\n" + format_verdict(result.verdict))
-    return result.verdict

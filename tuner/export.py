@@ -18,7 +18,7 @@ from tuner.config import TrialConfig
 from tuner.connectors import build_connector
 from tuner.data import Normalize
 from tuner.models import build_model
-from tuner.storage import atomic_write
+from tuner.files import atomic_write
 
 __all__ = ["StudentBundle", "export_student", "load_student", "STUDENT_FILE"]
 

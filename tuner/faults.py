@@ -18,7 +18,7 @@ import signal
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Tuple
 
-from tuner.storage import sqlite_file
+from tuner.uri import redact, sqlite_file
 
 __all__ = ["NoSpace", "is_no_space", "no_space", "note_no_space", "stop_sweep", "stopped", "reset",
            "quiet_no_space_logs", "places_of", "StopOnNoSpace"]
@@ -71,8 +71,6 @@ def places_of(storage_path: Optional[str], tracking_uri: Optional[str], optuna_s
         if uri and sqlite_file(uri) is not None:
             places[field] = str(sqlite_file(uri).parent)
         elif uri:  # a server's disk: named by its address, its free space unknown here
-            from tuner.tracking import redact
-
             places[field] = redact(uri)
     if cache_dir:
         places["cache_dir"] = str(Path(cache_dir).expanduser())

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from tuner.config import ConfigError
-from tuner.storage import is_uri, sqlite_file
+from tuner.uri import is_uri, sqlite_file
 
 #: set by Ray's job supervisor for the entrypoint: the job's runtime_env and metadata, as JSON
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"

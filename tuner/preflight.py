@@ -6,7 +6,7 @@ import socket
 from typing import Any, Optional
 
 from tuner.config import ConfigError, SweepConfig
-from tuner.storage import sqlite_file
+from tuner.uri import sqlite_file
 
 __all__ = ["check_address", "check_fits", "check_study_name"]
 

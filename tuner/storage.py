@@ -9,65 +9,21 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
+from tuner.atomic_fs import AtomicLocalHandler
 from tuner.config import ConfigError
+from tuner.files import atomic_write
+from tuner.uri import is_uri, redact as _redact
 
-__all__ = ["SweepFolder", "is_uri", "atomic_write", "sqlite_file"]
+__all__ = ["SweepFolder", "ORPHANED_DIR"]
 
 _PROBE = ".srrl-write-probe"
-PART_SUFFIX = ".srrl-part"  # a write in flight, or cut short by a kill
 ORPHANED_DIR = "orphaned"  # trial folders of a killed driver that Tune's restored state does not hold
-
-
-def is_uri(location: str) -> bool:
-    return "://" in location
-
-
-def sqlite_file(uri: str) -> Optional[Path]:
-    """The database file of an SQLAlchemy ``sqlite:///<path>`` URL (MLflow's or Optuna's store), else None."""
-    return Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser() if uri.startswith("sqlite:///") else None
-
-
-def open_part(path: str) -> Tuple[str, BinaryIO]:
-    """A new part file beside ``path`` to write and then rename over it: ``(part path, open binary file)``.
-
-    Mode 0o666 less the umask, as a plain ``open()`` gives (``mkstemp``'s 0o600 would hide the file
-    from a cluster's other users). The name never ends like one Tune or the sweep reads.
-    """
-    folder, name = os.path.split(path)
-    os.makedirs(folder or ".", exist_ok=True)
-    part = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
-    return part, os.fdopen(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb")
-
-
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(file)`` to a part file in its folder, fsync, then rename:
-    readers see the old file or the whole new one, never a torn one."""
-    part, f = open_part(str(path))
-    try:
-        with f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, path)
-    except OSError as e:
-        Path(part).unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(path)) from e  # the file it was for (a failed write() names none)
-    except BaseException:
-        Path(part).unlink(missing_ok=True)
-        raise
-
-
-def _redact(location: str) -> str:
-    from tuner.tracking import redact
-
-    return redact(location)
 
 
 @dataclass(frozen=True)
@@ -116,8 +72,6 @@ class SweepFolder:
         (s3, gs) keep the URI and Tune's own filesystem: an upload there lands whole or not at all.
         """
         import pyarrow.fs
-
-        from tuner.atomic_fs import AtomicLocalHandler
 
         if self.fs is None:
             return self.location, AtomicLocalHandler.filesystem()

@@ -22,7 +22,9 @@ import yaml
 
 from tuner import metrics as M
 from tuner.config import ConfigError, SweepConfig, TrialConfig, parse_yaml
-from tuner.storage import ORPHANED_DIR, PART_SUFFIX, SweepFolder, is_uri, sqlite_file
+from tuner.files import PART_SUFFIX
+from tuner.storage import ORPHANED_DIR, SweepFolder
+from tuner.uri import is_uri, sqlite_file
 from tuner import faults, preflight
 from tuner.confirm import preset_param_space
 from tuner.job_dir import job_copy, refuse_inside
@@ -181,7 +183,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     from search_spaces import SpaceContext, get_space
     from tuner import tracking
     from tuner.teacher import ensure_teacher
-    from tuner.train import check_pair, load_splits
+    from tuner.trainer import check_pair, load_splits
 
     space = get_space(sweep.space)
     tracking.check_tracking_uri(sweep.tracking_uri)

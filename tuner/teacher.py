@@ -15,9 +15,10 @@ from torch import nn
 
 from tuner import metrics as M
 from tuner.config import ConfigError, TrialConfig
-from tuner.data import DataSplits
+from tuner.data import DataSplits, make_loaders
 from tuner.models import build_model, load_weights
-from tuner.storage import atomic_write
+from tuner.files import atomic_write
+from tuner.trainer import Diverged, Trainer, evaluate_model
 
 __all__ = ["Teacher", "ensure_teacher", "train_teacher", "teacher_key", "default_cache_dir", "load_user_weights"]
 
@@ -119,8 +120,6 @@ def train_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], Non
 
     Returns its CPU state_dict and its val and test accuracy.
     """
-    from tuner.train import Diverged, Trainer  # train imports this module's siblings; keep the cycle lazy
-
     teacher_cfg = cfg.replace(student=cfg.teacher, alpha=0.0, beta=0.0, gamma=0.0, epochs=max(cfg.teacher_epochs, 1),
                               seed=cfg.teacher_seed, teacher_checkpoint=None, lr=cfg.teacher_lr or cfg.lr)
     trainer = Trainer(teacher_cfg, splits=splits)
@@ -147,8 +146,6 @@ def train_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], Non
 
 def _accuracy(model: nn.Module, cfg: TrialConfig, splits: DataSplits) -> Tuple[float, float]:
     """Val and test accuracy of a loaded teacher."""
-    from tuner.data import make_loaders
-    from tuner.train import evaluate_model
 
     _, val, test = make_loaders(splits, cfg.batch_size, seed=0, eval_batch_size=cfg.eval_batch_size)
     model.eval()

@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 from tuner import faults, metrics as M
 from tuner.config import LABEL_KEYS
-from tuner.storage import sqlite_file
+from tuner.uri import redact, sqlite_file
 
 __all__ = [
     "default_tracking_uri", "check_tracking_uri", "start_sweep", "sweep_started", "finish_sweep", "remove_orphan_runs", "experiment_id",
@@ -95,12 +95,6 @@ def artifact_location(tracking_uri: str, experiment: str) -> Optional[str]:
     if path is None:
         return None
     return str(Path(path).parent / "mlruns" / re.sub(r"[^A-Za-z0-9._-]", "_", experiment))
-
-
-def redact(uri: Any) -> str:
-    """``uri`` without any ``user:password@`` (and without ``?...token=`` style query secrets)."""
-    text = re.sub(r"(?<=//)[^/@\s]*@", "", str(uri))
-    return re.sub(r"(?i)([?&][^=&\s]*(?:token|password|secret|key)[^=&\s]*=)[^&\s]*", r"\1***", text)
 
 
 _redact = redact

@@ -1,254 +1,28 @@
-"""The epoch loop, usable without Ray: build data + models from a TrialConfig, train, evaluate, resume.
-
-``python -m tuner.train --config configs/digits.yaml [--alpha 1 --beta 1 ...]`` runs one distillation
+"""``python -m tuner.train --config configs/digits.yaml [--alpha 1 --beta 1 ...]`` runs one distillation
 end to end (the teacher comes from the cache, or is trained first) and prints per-epoch metrics.
+
+The epoch loop itself is ``tuner.trainer``; its names are re-exported here for existing callers.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import math
-import random
+import dataclasses
 import sys
-import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
-
-import numpy as np
-import torch
-from torch import nn
+from typing import Dict, List, Optional, Tuple
 
 from tuner import metrics as M
 from tuner.config import ConfigError, TrialConfig
-from tuner.connectors import build_connector
-from tuner.data import DataSplits, load_dataset, make_loaders
-from tuner.distiller import LOSS_TERMS, Distiller
-from tuner.models import build_model
+from tuner.teacher import ensure_teacher
+from tuner.trainer import (Diverged, Trainer, TrainResult, check_pair, evaluate_model, load_splits, resolve_device,
+                           seed_everything)
 
-__all__ = ["Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything", "load_splits", "main"]
-
-EpochCallback = Callable[[Dict[str, float], "Trainer"], None]
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite; carries the (1-based) epoch it happened in."""
-
-    def __init__(self, epoch: int, term: str, value: float) -> None:
-        super().__init__(f"training diverged at epoch {epoch}: loss {term} = {value}")
-        self.epoch, self.term, self.value = epoch, term, value
-
-
-@dataclass
-class TrainResult:
-    """What one run produced: the per-epoch history and the final numbers."""
-
-    history: List[Dict[str, float]]
-    final: Dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def load_splits(cfg: TrialConfig) -> DataSplits:
-    """The data set a config names (the split itself is fixed, independent of the trial seed)."""
-    options = {"image_size": cfg.image_size} if cfg.image_size is not None else {}
-    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, **options)
-
-
-def check_pair(cfg: TrialConfig, splits: DataSplits) -> None:
-    """The configured connector can join this student to this teacher, or a one-line ConfigError."""
-    from tuner.connectors import connector_fits, list_connectors
-
-    if not cfg.needs_teacher:
-        return
-    c_s = build_model(cfg.student, splits.num_classes, in_channels=splits.in_channels).feature_channels
-    c_t = build_model(cfg.teacher, splits.num_classes, in_channels=splits.in_channels).feature_channels
-    if not connector_fits(cfg.connector, c_s, c_t):
-        fits = [n for n in list_connectors() if connector_fits(n, c_s, c_t)]
-        raise ConfigError(f"connector: {cfg.connector!r} cannot join student {cfg.student} ({c_s} channels) to teacher "
-                          f"{cfg.teacher} ({c_t} channels); choose from: {', '.join(fits)}")
-
-
-class Trainer:
-    """One distillation run: owns the Distiller, optimizer, LR schedule, loaders and their RNG state.
-
-    Args:
-        cfg: the trial's config.
-        teacher: the frozen teacher (a ``DistillableModel``); ignored when ``cfg`` uses no teacher.
-        splits: the data, when the caller already holds it (a sweep loads it once).
-    """
-
-    def __init__(self, cfg: TrialConfig, teacher: Optional[nn.Module] = None, splits: Optional[DataSplits] = None) -> None:
-        self.cfg = cfg
-        self.device = resolve_device(cfg.device)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        seed_everything(cfg.seed)
-        self.splits = splits if splits is not None else load_splits(cfg)
-        self.train_loader, self.val_loader, self.test_loader = make_loaders(
-            self.splits, cfg.batch_size, seed=cfg.seed, device=self.device.type, eval_batch_size=cfg.eval_batch_size
-        )
-        student = build_model(cfg.student, self.splits.num_classes, in_channels=self.splits.in_channels)
-        connector = None
-        if cfg.needs_teacher:
-            if teacher is None:
-                raise ValueError("teacher: this config has alpha, beta or gamma > 0 but no teacher was given")
-            connector = build_connector(cfg.connector, student.feature_channels, teacher.feature_channels)
-        else:
-            teacher = None
-        # channels_last lets cuDNN use its fastest (tensor-core) convolution kernels; a no-op on CPU
-        self.memory_format = torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
-        if self.device.type == "cuda":
-            # A trial's shapes are fixed, so cuDNN's one-time autotuning pays back: on an H100, batch 64,
-            # resnet8x4's step went 5.5 -> 4.5 ms and the SRRL step 9.8 -> 8.9 ms (bench/distill_cost).
-            torch.backends.cudnn.benchmark = True
-        self.distiller = Distiller(teacher, student, connector, cfg.alpha, cfg.beta, cfg.gamma, cfg.temperature).to(
-            self.device, memory_format=self.memory_format)
-        self.optimizer = _build_optimizer(cfg, list(self.distiller.learnable_parameters()))
-        self.scheduler = _build_scheduler(cfg, self.optimizer)
-        self.epoch = 0  # epochs completed
-        self.best_val_acc = 0.0
-        self.history: List[Dict[str, float]] = []
-
-    @property
-    def student(self) -> nn.Module:
-        return self.distiller.student
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.bf16 and self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def train_epoch(self) -> Dict[str, float]:
-        """One pass over the training split; returns mean loss terms and throughput."""
-        self.distiller.train()
-        sums = {k: torch.zeros((), device=self.device) for k in LOSS_TERMS}
-        seen = 0
-        start = time.perf_counter()
-        for x, y in self.train_loader:
-            x = x.contiguous(memory_format=self.memory_format)
-            with self._autocast():
-                _, terms = self.distiller(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            self.optimizer.step()
-            for k in LOSS_TERMS:
-                sums[k] += terms[k].detach() * len(y)
-            seen += len(y)
-        means = {k: float(v) / max(seen, 1) for k, v in sums.items()}  # one device sync per epoch
-        elapsed = time.perf_counter() - start
-        for k in LOSS_TERMS:
-            if not math.isfinite(means[k]):
-                raise Diverged(self.epoch + 1, k, means[k])
-        out = {M.TERM_METRIC[k]: v for k, v in means.items()}
-        out[M.IMAGES_PER_S] = seen / elapsed if elapsed > 0 else float("inf")
-        out[M.EPOCH_TIME_S] = elapsed
-        return out
-
-    def evaluate(self, split: str = "val") -> Tuple[float, float]:
-        """Student accuracy (percent) and mean cross-entropy on ``split`` ('val' or 'test')."""
-        self.distiller.eval()
-        loader = {"val": self.val_loader, "test": self.test_loader}[split]
-        return evaluate_model(self.student, loader, self._autocast, self.memory_format)
-
-    def step(self) -> Dict[str, float]:
-        """Train one epoch, evaluate on val, advance the LR schedule; returns the epoch's metrics."""
-        lr = self.optimizer.param_groups[0]["lr"]
-        row = self.train_epoch()
-        val_acc, val_loss = self.evaluate("val")
-        self.scheduler.step()
-        self.epoch += 1
-        self.best_val_acc = max(self.best_val_acc, val_acc)  # = M.rank_value of the val history
-        row.update({M.EPOCH: self.epoch, M.VAL_ACC: val_acc, M.VAL_LOSS: val_loss, M.BEST_VAL_ACC: self.best_val_acc, M.LR: lr})
-        self.history.append(row)
-        return row
-
-    def fit(self, on_epoch: Optional[EpochCallback] = None) -> TrainResult:
-        """Run the remaining epochs (all of them, or those left after ``load_state_dict``), then test."""
-        while self.epoch < self.cfg.epochs:
-            row = self.step()
-            if on_epoch is not None:
-                on_epoch(row, self)
-        test_acc, _ = self.evaluate("test")
-        final = dict(self.history[-1]) if self.history else {}
-        final[M.TEST_ACC] = test_acc
-        return TrainResult(history=list(self.history), final=final)
-
-    # ---- checkpointing: everything needed to continue exactly where a run stopped ---------------
-    def state_dict(self) -> Dict[str, Any]:
-        return {
-            "learnable": self.distiller.learnable_state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "best_val_acc": self.best_val_acc,
-            "history": self.history,
-            "train_loader": self.train_loader.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        }
-
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.distiller.load_learnable_state_dict(state["learnable"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = int(state["epoch"])
-        self.best_val_acc = float(state["best_val_acc"])
-        self.history = [dict(r) for r in state["history"]]
-        self.train_loader.load_state_dict(state["train_loader"])
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-
-
-@torch.no_grad()
-def evaluate_model(model: nn.Module, loader: Any, autocast: Callable[[], Any] = contextlib.nullcontext,
-                   memory_format: torch.memory_format = torch.contiguous_format) -> Tuple[float, float]:
-    """Accuracy (percent) and mean cross-entropy of ``model`` (already in eval mode) over ``loader``."""
-    correct, loss, n = 0, 0.0, 0
-    for x, y in loader:
-        x = x.contiguous(memory_format=memory_format)
-        with autocast():
-            z = model(x)
-        loss += float(nn.functional.cross_entropy(z.float(), y, reduction="sum"))
-        correct += int((z.argmax(1) == y).sum())
-        n += len(y)
-    return 100.0 * correct / max(n, 1), loss / max(n, 1)
-
-
-def _build_optimizer(cfg: TrialConfig, params: List[nn.Parameter]) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _build_scheduler(cfg: TrialConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch; multistep milestones are fractions of the epoch budget (0.625 of 240 = 150)."""
-    if cfg.schedule == "multistep":
-        milestones = sorted({max(1, round(m * cfg.epochs)) for m in cfg.lr_milestones})
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=cfg.lr_decay)
-    if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+__all__ = ["Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything",
+           "load_splits", "add_config_flags", "main"]
 
 
 # ---- CLI ----------------------------------------------------------------------------------------
 def add_config_flags(parser: argparse.ArgumentParser, skip: Tuple[str, ...] = ()) -> None:
     """One ``--field`` flag per TrialConfig field (types are checked by TrialConfig.validate)."""
-    import dataclasses
-
     for f in dataclasses.fields(TrialConfig):
         if f.name in skip:
             continue
@@ -269,8 +43,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     overrides = {k: v for k, v in args.items() if v is not None}
     try:
         cfg = TrialConfig.from_yaml(path, overrides) if path else TrialConfig.from_dict(overrides)
-        from tuner.teacher import ensure_teacher
-
         splits = load_splits(cfg)
         check_pair(cfg, splits)
         teacher = ensure_teacher(cfg, splits, log=print) if cfg.needs_teacher else None

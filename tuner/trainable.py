@@ -1,4 +1,4 @@
-"""The Ray Tune function trainable: a thin adapter from ``tuner.train.Trainer`` to Tune.
+"""The Ray Tune function trainable: a thin adapter from ``tuner.trainer.Trainer`` to Tune.
 
 Every epoch it calls ``ray.tune.report(metrics, checkpoint=...)``; on a restart it restores student,
 connector, optimizer, LR schedule, epoch and RNG state from ``tune.get_checkpoint()`` and continues
@@ -18,7 +18,7 @@ from tuner import metrics as M
 from tuner.config import apply_params
 from tuner.data import DataSplits
 from tuner.models import build_model, count_macs, count_params
-from tuner.train import Diverged, Trainer, load_splits
+from tuner.trainer import Diverged, Trainer, load_splits
 
 __all__ = ["train_srrl", "STATE_FILE", "DIVERGED"]
 
