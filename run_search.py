@@ -109,13 +109,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from tuner.config import ConfigError, SweepConfig
     from tuner.faults import NoSpace
-    from tuner.sweep import load_sweep_dir, run_sweep, smoke
+    from tuner.sweep import check_space, load_sweep_dir, run_sweep, smoke
 
     try:
         if args.resume:
             sweep, base = load_sweep_dir(args.resume)
         else:
             sweep, base = SweepConfig.split(_collect(args))
+            check_space(sweep)
             if sweep.smoke:
                 shrunk = smoke(sweep, base)
                 print(_shrank((sweep, base), shrunk))

@@ -111,13 +111,13 @@ class TrialConfig:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
 
-        _choice("dataset", self.dataset, data.list_datasets())
-        _choice("teacher", self.teacher, models.list_models())
-        _choice("student", self.student, models.list_models())
-        _choice("connector", self.connector, connectors.list_connectors())
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("device", self.device, DEVICES)
+        check_choice("dataset", self.dataset, data.list_datasets())
+        check_choice("teacher", self.teacher, models.list_models())
+        check_choice("student", self.student, models.list_models())
+        check_choice("connector", self.connector, connectors.list_connectors())
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("device", self.device, DEVICES)
         for name in ("alpha", "beta", "gamma", "weight_decay"):
             _range(name, getattr(self, name), lo=0.0)
         for name in ("temperature", "lr"):
@@ -265,7 +265,8 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _choice(name: str, value: str, allowed: Any) -> None:
+def check_choice(name: str, value: str, allowed: Any) -> None:
+    """A ``ConfigError`` naming field ``name`` unless ``value`` is one of ``allowed`` (it lists them)."""
     allowed = list(allowed)
     if value not in allowed:
         raise ConfigError(f"{name}: {_shown(value)} is not allowed{did_you_mean(str(value)[:100], allowed)}; "
@@ -356,15 +357,14 @@ class SweepConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
-        from search_spaces import list_spaces
-
+        """Every field but ``space``, whose names live in ``search_spaces`` (a layer above this one):
+        the driver checks it (``tuner.sweep.check_space``)."""
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
-        _choice("space", self.space, list_spaces())
         if self.searcher is not None:
-            _choice("searcher", self.searcher, SEARCHERS)
+            check_choice("searcher", self.searcher, SEARCHERS)
         if self.scheduler is not None:
-            _choice("scheduler", self.scheduler, SCHEDULERS)
+            check_choice("scheduler", self.scheduler, SCHEDULERS)
         for name in ("num_samples", "seeds", "max_failures", "num_to_keep"):
             _range(name, getattr(self, name), lo=1 if name != "max_failures" else 0)
         for name in ("max_concurrent", "grace_period", "top_k", "confirm"):

@@ -8,28 +8,34 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import functools
 import os
 import pickle
 import signal
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
+from search_spaces import SpaceContext, get_space, list_spaces
+from tuner import confirm, faults, preflight, tracking
 from tuner import metrics as M
-from tuner.config import ConfigError, SweepConfig, TrialConfig, parse_yaml
-from tuner.files import PART_SUFFIX
-from tuner.storage import ORPHANED_DIR, SweepFolder
-from tuner.uri import is_uri, sqlite_file
-from tuner import faults, preflight
+from tuner import sweep_build as build
+from tuner.atomic_fs import remove_parts
+from tuner.config import ConfigError, SweepConfig, TrialConfig, check_choice, parse_yaml
 from tuner.confirm import preset_param_space
+from tuner.files import PART_SUFFIX
 from tuner.job_dir import job_copy, refuse_inside
-from tuner.results import RESUMABLE, leaderboard_rows, log_best_students
+from tuner.results import RESUMABLE, leaderboard_rows, log_best_students, saved_results
+from tuner.storage import ORPHANED_DIR, SweepFolder
+from tuner.sweep_build import trial_base
+from tuner.teacher import default_cache_dir, ensure_teacher
+from tuner.tracking import default_tracking_uri
 from tuner.trainable import train_srrl
+from tuner.trainer import check_pair, load_splits
+from tuner.uri import is_uri, sqlite_file
+from tuner.warm_start import TAG_WARM_START, warm_points, warm_tag
 
 __all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke",
            "trial_base", "log_best_students"]
@@ -41,7 +47,6 @@ _URI_FIELDS = ("tracking_uri", "optuna_storage", "storage_path", "address")  # m
 @dataclass
 class SweepResult:
     """What a finished sweep left: where its records are and one row per trial."""
-
     sweep: SweepConfig
     base: TrialConfig
     path: str  # the Tune experiment folder (what --resume takes)
@@ -65,11 +70,14 @@ def smoke(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConf
     return sweep, base
 
 
+def check_space(sweep: SweepConfig) -> None:
+    """``sweep.space`` names a registered space, else a one-line ``ConfigError`` that lists them."""
+    check_choice("space", sweep.space, list_spaces())
+
+
 def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConfig]:
     """Fill in the defaults that depend on time, place and the space (name, URIs, searcher, paths)."""
-    from search_spaces import get_space
-    from tuner.tracking import default_tracking_uri
-
+    check_space(sweep)
     space = get_space(sweep.space)
     name = sweep.name or f"{sweep.space}-{base.dataset}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     copy = job_copy()  # a Ray job's working_dir copy: nothing the user keeps may be written there
@@ -167,8 +175,6 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
 
 def _places(sweep: SweepConfig, base: TrialConfig) -> Dict[str, str]:
     """Where the sweep writes, by the field that says so: what a full-disk error is named by."""
-    from tuner.teacher import default_cache_dir
-
     return faults.places_of(sweep.storage_path, sweep.tracking_uri, sweep.optuna_storage,
                             base.cache_dir or str(default_cache_dir()))
 
@@ -180,10 +186,6 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter can show the sampled params
     # per-epoch checkpoints with num_to_keep force frequent state snapshots; they are cheap here
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from search_spaces import SpaceContext, get_space
-    from tuner import tracking
-    from tuner.teacher import ensure_teacher
-    from tuner.trainer import check_pair, load_splits
 
     space = get_space(sweep.space)
     tracking.check_tracking_uri(sweep.tracking_uri)
@@ -208,9 +210,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         done = _already_finished(sweep, base, space, ctx, folder, log)
         if done is not None:
             return done
-    needs_teacher = _any_trial_needs_teacher(space, base)
+    needs_teacher = build.any_trial_needs_teacher(space, base)
     teacher = ensure_teacher(base, splits, log=log) if needs_teacher and base.teacher_checkpoint else None
-    from tuner.warm_start import TAG_WARM_START, warm_points, warm_tag
 
     warm = [] if resume else warm_points(sweep.tracking_uri, sweep.warm_start, space, ctx, param_names, log=log)
     if not resume:
@@ -219,7 +220,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     preflight.check_address(sweep.address)
     from ray import tune  # only now: bad input above is refused without paying for Ray's import
 
-    _init_ray(sweep)
+    build.init_ray(sweep)
     faults.quiet_no_space_logs()
     places = _places(sweep, base)
     preflight.check_fits(sweep)  # what the cluster can hold, before the first file is written
@@ -227,11 +228,11 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     # the sweep as Ctrl-C does: Tune saves its state, the records say "interrupted", --resume continues
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     if needs_teacher and teacher is None:  # from the cache, or trained once (as a GPU task if need be)
-        teacher = ensure_teacher(base, splits, log=log, train=_teacher_trainer(sweep))
+        teacher = ensure_teacher(base, splits, log=log, train=build.teacher_trainer(sweep))
     teacher_state = teacher.model.state_dict() if teacher else None
     teacher_info = teacher.info() if teacher else {}
 
-    per_trial = trial_base(sweep, base)
+    per_trial = build.trial_base(sweep, base)
     trainable = tune.with_resources(
         tune.with_parameters(train_srrl, base=per_trial.to_dict(), teacher_state=teacher_state,
                              teacher_info=teacher_info, splits=splits),
@@ -269,15 +270,15 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
             trainable,
             param_space=preset_param_space(grid) if grid is not None else {},
             tune_config=tune.TuneConfig(
-                search_alg=_searcher(sweep, space, ctx, grid, initial_points=not again, warm=[w["params"] for w in warm]),
-                scheduler=_scheduler(sweep, space, base),
-                num_samples=_num_samples(sweep, space, ctx, grid),
-                max_concurrent_trials=_max_concurrent(sweep), reuse_actors=True,
+                search_alg=build.searcher(sweep, space, ctx, grid, initial_points=not again, warm=[w["params"] for w in warm]),
+                scheduler=build.scheduler(sweep, space, base),
+                num_samples=build.num_samples(sweep, space, ctx, grid),
+                max_concurrent_trials=build.max_concurrent(sweep), reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=sweep.name, storage_path=storage_path, storage_filesystem=fs,
                 callbacks=[callback("search"), faults.StopOnNoSpace(places)], verbose=verbose,
-                progress_reporter=_reporter(space, param_names),
+                progress_reporter=build.reporter(space, param_names),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),
             ),
@@ -286,7 +287,6 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     if resume:
         path, fs = folder.for_tune()
         if fs is not None:
-            from tuner.atomic_fs import remove_parts
 
             remove_parts(path)  # writes the killed driver had in flight
 
@@ -333,7 +333,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                            study_name, rows, None, note, experiment_id, interrupted=True, fault=fault)
 
-    stopped = interrupted(rows, _num_samples(sweep, space, ctx, grid), "search")
+    stopped = interrupted(rows, build.num_samples(sweep, space, ctx, grid), "search")
     if stopped is not None:
         return stopped
     if study_name:  # the search ended for good: the study now agrees with how every Tune trial ended
@@ -349,7 +349,6 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         log(f"exported {finished} student(s), not --top-k {sweep.top_k}: only {finished} trial(s) ran every epoch "
             "(a trial ASHA stopped early has no final student)")
 
-    from tuner import confirm
 
     verdict, note = None, confirm.applies(space) or ("" if sweep.confirm > 0 or folder.child(confirm.CONFIRM_DIR).has_file(
         "tuner.pkl") else "the confirmation stage is off (--confirm 0)")
@@ -357,9 +356,9 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         configs = confirm.confirm_configs(rows, sweep.confirm, space.reference_point(ctx), base)
         seeds = [base.seed + i for i in range(1, sweep.confirm_seeds + 1)]  # fresh: the search's seed chose the winner
         confirmed = confirm.run_confirmation(tune, trainable, [callback("confirm"), faults.StopOnNoSpace(places)], folder,
-                                             confirm.confirm_points(configs, seeds, base), _max_concurrent(sweep),
+                                             confirm.confirm_points(configs, seeds, base), build.max_concurrent(sweep),
                                              sweep.max_failures, verbose=verbose, log=log,
-                                             reporter=_reporter(space, ["config_id", *param_names, "seed"]))
+                                             reporter=build.reporter(space, ["config_id", *param_names, "seed"]))
         _set_aside_orphans(folder.child(confirm.CONFIRM_DIR), confirmed, log)
         confirm_statuses = _tune_statuses(tune, confirmed)
         trial_ids += list(confirm_statuses)
@@ -383,9 +382,6 @@ def _already_finished(sweep: SweepConfig, base: TrialConfig, space: Any, ctx: An
                       log: Callable[[str], None]) -> Optional[SweepResult]:
     """A sweep whose parent run ended FINISHED and that asks for no stage it lacks: its leaderboard and
     verdict as its files hold them, read without Ray; nothing is written. None when there is work left."""
-    from tuner import confirm, tracking
-    from tuner.results import saved_results
-
     client = tracking.client(sweep.tracking_uri)
     exp = client.get_experiment_by_name(sweep.experiment)
     parents = tracking.find_parent(client, exp.experiment_id, sweep.name) if exp is not None else []
@@ -409,66 +405,6 @@ def _tune_statuses(tune: Any, results: Any) -> Dict[str, str]:
     return {t.trial_id: t.status for t in tune.ExperimentAnalysis(results.experiment_path).trials}
 
 
-def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
-    """The base config every trial runs with: torch threads and device from the sweep's per-trial resources."""
-    return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
-
-
-def _init_ray(sweep: SweepConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if sweep.address:
-        ray.init(address=sweep.address, include_dashboard=False)
-    else:
-        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1")
-
-
-def _teacher_trainer(sweep: SweepConfig) -> Optional[Callable]:
-    """Train the teacher as a Ray GPU task when trials use GPUs the driver does not have; else locally."""
-    import ray
-    import torch
-
-    if sweep.gpus_per_trial <= 0 or torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) < 1:
-        return None
-
-    def on_gpu(cfg: TrialConfig, splits: Any) -> Any:
-        from tuner.teacher import train_teacher
-
-        task = ray.remote(num_gpus=1, num_cpus=max(1, int(sweep.cpus_per_trial)))(train_teacher)
-        return ray.get(task.remote(cfg.replace(device="cuda"), splits))
-
-    return on_gpu
-
-
-def _any_trial_needs_teacher(space: Any, base: TrialConfig) -> bool:
-    return base.needs_teacher or space.grid is not None  # ablation arms use the teacher even when base is CE only
-
-
-def _max_concurrent(sweep: SweepConfig) -> int:
-    """As many trials as the cluster's CPUs (and GPUs, when trials take them) hold at once."""
-    import ray
-
-    if sweep.max_concurrent:
-        return sweep.max_concurrent
-    res = ray.cluster_resources()
-    fits = int(res.get("CPU", 1) // sweep.cpus_per_trial)
-    if sweep.gpus_per_trial > 0:
-        fits = min(fits, int(res.get("GPU", 0) // sweep.gpus_per_trial))
-    return max(1, fits)
-
-
-def _reporter(space: Any, param_names: List[str]) -> Any:
-    """Tune's progress table: the sampled params and the epoch's accuracy, best trials first."""
-    from ray.tune import CLIReporter
-
-    metric, mode = space.objectives[0]
-    return CLIReporter(parameter_columns=param_names,
-                       metric_columns=[M.EPOCH, M.VAL_ACC, M.BEST_VAL_ACC, M.LOSS_TOTAL, M.IMAGES_PER_S],
-                       metric=metric, mode=mode, sort_by_metric=True, max_progress_rows=12, max_report_frequency=10)
-
-
 def _set_aside_orphans(folder: SweepFolder, results: Any, log: Callable[[str], None]) -> None:
     """Trial folders of a killed driver that Tune's restored state lacks go to ``<folder>/orphaned``."""
     moved = folder.set_aside({Path(r.path).name for r in results if r.path}, f"{train_srrl.__name__}_")
@@ -489,63 +425,3 @@ def _study_outcomes(results: Any) -> List[Tuple[int, Optional[str], List[Dict[st
     return out
 
 
-def _num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]]) -> int:
-    """Trials in the sweep: every point of an exhaustive space or of ``--searcher grid``, else ``num_samples``."""
-    from search_spaces import grid_size
-
-    if grid is not None:
-        return len(grid)
-    if sweep.searcher == "grid":  # the whole grid; a smoke run only its first few points
-        return min(grid_size(space, ctx), sweep.num_samples) if sweep.smoke else grid_size(space, ctx)
-    return sweep.num_samples
-
-
-def _searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]],
-              initial_points: bool = True, warm: Sequence[Dict[str, Any]] = ()) -> Any:
-    """OptunaSearch over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``.
-
-    ``initial_points=False`` when a sweep's searcher is built again for its study: OptunaSearch
-    enqueues them in the study as it is built, and the study holds them from the first time.
-    """
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    if grid is not None:
-        return BasicVariantGenerator(points_to_evaluate=grid, max_concurrent=_max_concurrent(sweep))
-    import optuna
-
-    from search_spaces import build_sampler
-    from tuner.search import PruneAwareOptunaSearch
-
-    study_name = sweep.study_name or sweep.name
-    storage = optuna.storages.RDBStorage(sweep.optuna_storage)
-    metrics_, modes = zip(*space.objectives)
-    multi = len(space.objectives) > 1
-    # the study names its objectives (the dashboard shows "best_val_acc", not "Objective 0")
-    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
-                                directions=["maximize" if m == "max" else "minimize" for m in modes])
-    with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(metrics_))
-    authors = space.initial_points(ctx) if sweep.searcher != "grid" else []
-    # a smoke run's few trials also move each searched categorical off the authors' point
-    first = space.smoke_points(ctx, sweep.num_samples) if sweep.smoke and authors else authors
-    varied = [p for p in first if p not in authors]
-    warm = [dict(p) for p in warm if p not in first] if sweep.searcher != "grid" else []
-    return PruneAwareOptunaSearch(
-        space=functools.partial(space.define, ctx=ctx),
-        metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
-        points_to_evaluate=(first + warm or None) if initial_points else None,
-        sampler=build_sampler(sweep.searcher, sweep.seed, space, ctx),
-        study_name=study_name, storage=storage, max_epochs=ctx.base.epochs,
-        origins={"authors": authors, "smoke": varied, "warm-start": warm},
-    )
-
-
-def _scheduler(sweep: SweepConfig, space: Any, base: TrialConfig) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    if sweep.scheduler == "fifo" or len(space.objectives) > 1:
-        return FIFOScheduler()
-    metric, mode = space.objectives[0]
-    return ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", max_t=base.epochs,
-                         grace_period=min(sweep.grace_period, base.epochs), reduction_factor=sweep.reduction_factor)

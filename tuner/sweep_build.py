@@ -1,0 +1,135 @@
+"""What a sweep hands Ray Tune: the searcher, the scheduler, the progress table, per-trial resources.
+
+Ray, Tune and Optuna are imported inside the functions: ``run_search.py`` reports bad input before
+it pays their ~2 s import (docs/architecture.md).
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from search_spaces import build_sampler, grid_size
+from tuner import metrics as M
+from tuner.config import SweepConfig, TrialConfig
+from tuner.teacher import train_teacher
+
+__all__ = ["trial_base", "init_ray", "teacher_trainer", "any_trial_needs_teacher", "max_concurrent", "reporter",
+           "num_samples", "searcher", "scheduler"]
+
+
+def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
+    """The base config every trial runs with: torch threads and device from the sweep's per-trial resources."""
+    return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
+
+
+def init_ray(sweep: SweepConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if sweep.address:
+        ray.init(address=sweep.address, include_dashboard=False)
+    else:
+        ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1")
+
+
+def teacher_trainer(sweep: SweepConfig) -> Optional[Callable]:
+    """Train the teacher as a Ray GPU task when trials use GPUs the driver does not have; else locally."""
+    import ray
+    import torch
+
+    if sweep.gpus_per_trial <= 0 or torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) < 1:
+        return None
+
+    def on_gpu(cfg: TrialConfig, splits: Any) -> Any:
+        task = ray.remote(num_gpus=1, num_cpus=max(1, int(sweep.cpus_per_trial)))(train_teacher)
+        return ray.get(task.remote(cfg.replace(device="cuda"), splits))
+
+    return on_gpu
+
+
+def any_trial_needs_teacher(space: Any, base: TrialConfig) -> bool:
+    return base.needs_teacher or space.grid is not None  # ablation arms use the teacher even when base is CE only
+
+
+def max_concurrent(sweep: SweepConfig) -> int:
+    """As many trials as the cluster's CPUs (and GPUs, when trials take them) hold at once."""
+    import ray
+
+    if sweep.max_concurrent:
+        return sweep.max_concurrent
+    res = ray.cluster_resources()
+    fits = int(res.get("CPU", 1) // sweep.cpus_per_trial)
+    if sweep.gpus_per_trial > 0:
+        fits = min(fits, int(res.get("GPU", 0) // sweep.gpus_per_trial))
+    return max(1, fits)
+
+
+def reporter(space: Any, param_names: List[str]) -> Any:
+    """Tune's progress table: the sampled params and the epoch's accuracy, best trials first."""
+    from ray.tune import CLIReporter
+
+    metric, mode = space.objectives[0]
+    return CLIReporter(parameter_columns=param_names,
+                       metric_columns=[M.EPOCH, M.VAL_ACC, M.BEST_VAL_ACC, M.LOSS_TOTAL, M.IMAGES_PER_S],
+                       metric=metric, mode=mode, sort_by_metric=True, max_progress_rows=12, max_report_frequency=10)
+
+
+def num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]]) -> int:
+    """Trials in the sweep: every point of an exhaustive space or of ``--searcher grid``, else ``num_samples``."""
+    if grid is not None:
+        return len(grid)
+    if sweep.searcher == "grid":  # the whole grid; a smoke run only its first few points
+        return min(grid_size(space, ctx), sweep.num_samples) if sweep.smoke else grid_size(space, ctx)
+    return sweep.num_samples
+
+
+def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]],
+              initial_points: bool = True, warm: Sequence[Dict[str, Any]] = ()) -> Any:
+    """OptunaSearch over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``.
+
+    ``initial_points=False`` when a sweep's searcher is built again for its study: OptunaSearch
+    enqueues them in the study as it is built, and the study holds them from the first time.
+    """
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if grid is not None:
+        return BasicVariantGenerator(points_to_evaluate=grid, max_concurrent=max_concurrent(sweep))
+    import optuna
+
+    from tuner.search import PruneAwareOptunaSearch
+
+    study_name = sweep.study_name or sweep.name
+    storage = optuna.storages.RDBStorage(sweep.optuna_storage)
+    metrics_, modes = zip(*space.objectives)
+    multi = len(space.objectives) > 1
+    # the study names its objectives (the dashboard shows "best_val_acc", not "Objective 0")
+    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
+                                directions=["maximize" if m == "max" else "minimize" for m in modes])
+    with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(metrics_))
+    authors = space.initial_points(ctx) if sweep.searcher != "grid" else []
+    # a smoke run's few trials also move each searched categorical off the authors' point
+    first = space.smoke_points(ctx, sweep.num_samples) if sweep.smoke and authors else authors
+    varied = [p for p in first if p not in authors]
+    warm = [dict(p) for p in warm if p not in first] if sweep.searcher != "grid" else []
+    return PruneAwareOptunaSearch(
+        space=functools.partial(space.define, ctx=ctx),
+        metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
+        points_to_evaluate=(first + warm or None) if initial_points else None,
+        sampler=build_sampler(sweep.searcher, sweep.seed, space, ctx),
+        study_name=study_name, storage=storage, max_epochs=ctx.base.epochs,
+        origins={"authors": authors, "smoke": varied, "warm-start": warm},
+    )
+
+
+def scheduler(sweep: SweepConfig, space: Any, base: TrialConfig) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if sweep.scheduler == "fifo" or len(space.objectives) > 1:
+        return FIFOScheduler()
+    metric, mode = space.objectives[0]
+    return ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", max_t=base.epochs,
+                         grace_period=min(sweep.grace_period, base.epochs), reduction_factor=sweep.reduction_factor)
