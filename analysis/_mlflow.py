@@ -15,14 +15,15 @@ from tuner.uri import sqlite_file
 from tuner.tracking import (
     TAG_ROLE, TAG_SWEEP, TAG_TRIAL_ID, check_tracking_uri, default_tracking_uri, redact, search_all,
 )
-from tuner.tracking import _DB_SCHEMES, _PARENT  # the callback's own rules, shared on purpose
+from tuner.tracking.schema import PARENT
+from tuner.tracking.uri import DB_SCHEMES
 
 __all__ = ["UnknownExperimentError", "HISTORY_COLUMNS", "Experiments", "list_experiments"]
 
 Experiments = Union[str, Sequence[str]]
 
 HISTORY_COLUMNS = ("sweep", "run_id", "trial_id", "metric", "epoch", "value")
-_SQL_SCHEMES = ("sqlite",) + _DB_SCHEMES
+_SQL_SCHEMES = ("sqlite",) + DB_SCHEMES
 _PAGE = 1000  # search_experiments page size
 _HISTORY_THREADS = 16
 
@@ -89,7 +90,7 @@ def _search(client: Any, experiment_ids: List[str], role: str) -> List[Any]:
 
 def _sweeps_and_trials(client: Any, experiment_ids: List[str]) -> Tuple[Dict[str, Any], List[Any]]:
     parents = {r.info.run_id: r for r in _search(client, experiment_ids, "sweep")}
-    trials = [r for r in _search(client, experiment_ids, "trial") if r.data.tags.get(_PARENT) in parents]
+    trials = [r for r in _search(client, experiment_ids, "trial") if r.data.tags.get(PARENT) in parents]
     return parents, trials
 
 
@@ -111,7 +112,7 @@ def _history_sql(uri: str, experiment_ids: List[str], metrics: Optional[Sequence
     joined = (
         m.join(r, r.c.run_uuid == m.c.run_uuid)
         .join(role, sa.and_(role.c.run_uuid == r.c.run_uuid, role.c.key == TAG_ROLE, role.c.value == "trial"))
-        .join(par, sa.and_(par.c.run_uuid == r.c.run_uuid, par.c.key == _PARENT))
+        .join(par, sa.and_(par.c.run_uuid == r.c.run_uuid, par.c.key == PARENT))
         .join(parent_run, sa.and_(parent_run.c.run_uuid == par.c.value, parent_run.c.lifecycle_stage == "active"))
         .join(prole, sa.and_(prole.c.run_uuid == parent_run.c.run_uuid, prole.c.key == TAG_ROLE,
                              prole.c.value == "sweep"))
@@ -144,7 +145,7 @@ def _history_client(client: Any, parents: Mapping[str, Any], runs: List[Any], me
 
     def fetch(job: Tuple[Any, str]) -> List[tuple]:
         run, key = job
-        sweep = parents[run.data.tags[_PARENT]].data.tags.get(TAG_SWEEP)
+        sweep = parents[run.data.tags[PARENT]].data.tags.get(TAG_SWEEP)
         trial_id = run.data.tags.get(TAG_TRIAL_ID, run.info.run_name)
         return [(sweep, run.info.run_id, trial_id, key, m.step, m.value, m.timestamp, False, run.info.start_time)
                 for m in client.get_metric_history(run.info.run_id, key)]

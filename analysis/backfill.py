@@ -7,11 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from analysis._mlflow import _HISTORY_THREADS, _client, _experiments, _history_client, _history_sql, _is_sql
-from tuner.tracking import (
-    TAG_TRIAL_ID, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, check_tracking_uri, child_runs, find_parent, redact,
-    trial_tags,
-)
-from tuner.tracking import _check_name, _log_params  # the callback's own rules, shared on purpose
+from tuner.tracking import TAG_TRIAL_ID, check_tracking_uri, child_runs, find_parent, redact, trial_tags
+from tuner.tracking.runs import check_name, log_params
+from tuner.tracking.schema import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH
 
 __all__ = ["SweepRuns", "TrialRun", "find_sweep_runs", "logged_steps", "create_trial_run", "backfill_run"]
 
@@ -55,7 +53,7 @@ def find_sweep_runs(experiment: str, sweep: str, tracking_uri: Optional[str] = N
         ValueError: no sweep of that name in it, or a bad tracking URI / sweep name.
         ConnectionError: the tracking server does not answer.
     """
-    _check_name("sweep", sweep)
+    check_name("sweep", sweep)
     client, uri = _client(tracking_uri)
     if uri.startswith(("http://", "https://")):
         check_tracking_uri(uri, probe=True)
@@ -114,7 +112,7 @@ def backfill_run(tracking_uri: str, run_id: str, params: Optional[Mapping[str, s
     from mlflow.entities import Metric, RunTag
 
     client, _ = _client(tracking_uri)
-    _log_params(client, run_id, params or {})
+    log_params(client, run_id, params or {})
     rows = [Metric(*m) for m in metrics]
     for i in range(0, len(rows), MAX_METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=rows[i:i + MAX_METRICS_PER_BATCH], synchronous=True)

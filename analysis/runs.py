@@ -33,7 +33,7 @@ from tuner.tracking import (
     TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_RECOMMENDED, TAG_ROLE, TAG_STAGE, TAG_STATUS, TAG_STOPPED_AT,
     TAG_SWEEP, TAG_TRIAL_ID,
 )
-from tuner.tracking import _PARENT  # the callback's own rules, shared on purpose
+from tuner.tracking.schema import PARENT
 
 __all__ = [
     "UnknownExperimentError", "load_trials", "load_history", "naive_history", "load_sweeps",
@@ -176,7 +176,7 @@ def load_trials(experiment: Experiments, tracking_uri: Optional[str] = None,
         tags, info = run.data.tags, run.info
         start, end = info.start_time, info.end_time
         rows.append({
-            "sweep": parents[tags[_PARENT]].data.tags.get(TAG_SWEEP),
+            "sweep": parents[tags[PARENT]].data.tags.get(TAG_SWEEP),
             "experiment": exps[info.experiment_id], "run_id": info.run_id,
             "trial_id": tags.get(TAG_TRIAL_ID, info.run_name), "status": tags.get(TAG_STATUS, "running"),
             "epochs_run": _epochs_run(run),

@@ -37,11 +37,10 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from tuner import metrics as M
-from tuner.tracking import (
-    DIVERGED_KEY, METRIC_KEYS, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
-    TAG_STOPPED_AT, result_metrics, result_step,
+from tuner.tracking.schema import (
+    DIVERGED_KEY, METRIC_KEYS, MLFLOW_END, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
+    TAG_STOPPED_AT, error_summary, flatten, number, result_metrics, result_step, text,
 )
-from tuner.tracking import _MLFLOW_END, _error_summary, _flatten, _number, _text  # the callback's own rules, shared on purpose
 
 if TYPE_CHECKING:
     from analysis.runs import SweepRuns
@@ -190,7 +189,7 @@ def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
         except (OSError, ValueError):
             config = results[-1].get("config") or {}
         error_file = file.parent / "error.txt"
-        error = _error_summary(error_file.read_text(errors="replace")) if error_file.is_file() else None
+        error = error_summary(error_file.read_text(errors="replace")) if error_file.is_file() else None
         trials.append(TuneTrial(tid, file.parent, dict(config), results, statuses.get(tid), error))
     return trials, statuses
 
@@ -220,7 +219,7 @@ def trial_end(trial: TuneTrial, planned: Optional[int]) -> Optional[Tuple[str, D
     epoch = result_step(last)
     tags = {TAG_LAST_EPOCH: str(epoch)}
     if trial.tune_status == "ERROR":
-        tags[TAG_ERROR] = _text(trial.error or "unknown error (no error file)", 1000)  # as the callback cuts it
+        tags[TAG_ERROR] = text(trial.error or "unknown error (no error file)", 1000)  # as the callback cuts it
         return "errored", tags
     if bool(last.get(DIVERGED_KEY)):
         tags[TAG_DIVERGED_EPOCH] = str(epoch)
@@ -242,11 +241,11 @@ def _planned(config: Mapping[str, Any], base: Mapping[str, Any]) -> Optional[int
 
 
 def _ms(result: Mapping[str, Any], minus_iter: bool = False) -> Optional[int]:
-    stamp = _number(result.get("timestamp"))
+    stamp = number(result.get("timestamp"))
     if stamp is None:
         return None
     if minus_iter:
-        stamp -= _number(result.get("time_this_iter_s")) or 0.0
+        stamp -= number(result.get("time_this_iter_s")) or 0.0
     return int(stamp * 1000)
 
 
@@ -364,7 +363,7 @@ def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], show
             run_params, run_tags, status = {}, {}, "RUNNING"
         else:
             run_id, run_params, run_tags, status = found.run_id, found.params, found.tags, found.status
-        wanted = _flatten({**sweep.base, **trial.config})
+        wanted = flatten({**sweep.base, **trial.config})
         params = {k: v for k, v in wanted.items() if k not in run_params}
         values, nonfinite = trial_metrics(trial)
         # what the run lacks: a per-epoch metric's step, a per-trial metric at all
@@ -377,7 +376,7 @@ def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], show
             srrl_status, end_tags = ended
             tags.update(end_tags)
             tags[TAG_STATUS] = srrl_status
-            end = (_MLFLOW_END[srrl_status], _ms(trial.results[-1]))
+            end = (MLFLOW_END[srrl_status], _ms(trial.results[-1]))
         if params or metrics or tags or end:
             R.backfill_run(sweep.uri, run_id, params=params, metrics=metrics, tags=tags, end=end)
         summary.params_logged += len(params)

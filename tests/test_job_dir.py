@@ -13,7 +13,7 @@ import pytest
 from tuner.config import ConfigError, SweepConfig
 from tuner.job_dir import JOB_CONFIG_ENV
 from tuner.sweep import prepare_sweep
-from tuner.tracking import artifact_location
+from tuner.tracking.uri import artifact_location
 
 
 @pytest.fixture

@@ -78,7 +78,7 @@ def test_a_store_a_killed_writer_left_mid_transaction_is_not_called_torn(tmp_pat
     import subprocess
     import sys
 
-    from tuner.tracking import _check_sqlite
+    from tuner.tracking.uri import check_sqlite
 
     db = tmp_path / "mlflow.db"
     code = ("import os, signal, sqlite3, sys\n"
@@ -88,5 +88,5 @@ def test_a_store_a_killed_writer_left_mid_transaction_is_not_called_torn(tmp_pat
             "os.kill(os.getpid(), signal.SIGKILL)\n")
     assert subprocess.run([sys.executable, "-c", code, str(db)]).returncode == -signal.SIGKILL
     assert (tmp_path / "mlflow.db-journal").exists()  # the hot journal
-    _check_sqlite(db, str(db))  # no error
+    check_sqlite(db, str(db))  # no error
     assert sqlite3.connect(db).execute("select count(*) from t").fetchone() == (0,)  # rolled back on open

@@ -17,6 +17,8 @@ from tests._helpers import free_port, local_ray
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from tuner import tracking as T  # noqa: E402  (after the env var)
+from tuner.tracking.callback import MLflowTracking  # noqa: E402
+from tuner.tracking.schema import error_summary  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -76,7 +78,7 @@ def sweep(ray_local, uri, client, tmp_path_factory):
     parent = T.start_sweep(uri, "exp-tune", "sweep-a", params, T.set_git_and_version_tags(), resume=False)
     exp_id = client.get_experiment_by_name("exp-tune").experiment_id
     storage = tmp_path_factory.mktemp("ray")
-    cb = T.MLflowTracking(uri, exp_id, parent, epochs=3)
+    cb = MLflowTracking(uri, exp_id, parent, epochs=3)
     t0 = time.perf_counter()
     tune.Tuner(
         _trainable,
@@ -153,7 +155,7 @@ def test_restored_sweep_reuses_child_runs(sweep, client):
 
 
 def test_pickled_callback_finds_existing_runs(sweep, client, uri):
-    cb = T.MLflowTracking(uri, None, sweep.parent, epochs=3)  # experiment id looked up from the parent
+    cb = MLflowTracking(uri, None, sweep.parent, epochs=3)  # experiment id looked up from the parent
     trials = [SimpleNamespace(trial_id=tid, config=r.data.params) for tid, r in sweep.first.items()]
     cb.on_trial_start(0, trials, trials[0])  # creates the client
     clone = pickle.loads(pickle.dumps(cb))
@@ -210,7 +212,7 @@ def test_unreachable_server_buffers_then_flushes(uri, client, monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)  # the callback must bound them itself
     parent = T.start_sweep(uri, "exp-outage", "s", {}, {}, resume=False)
     exp_id = client.get_experiment_by_name("exp-outage").experiment_id
-    cb = T.MLflowTracking(uri, exp_id, parent, epochs=3, retry_delays=(0.05, 0.1), flush_interval_s=0)
+    cb = MLflowTracking(uri, exp_id, parent, epochs=3, retry_delays=(0.05, 0.1), flush_interval_s=0)
     trial = SimpleNamespace(trial_id="t0", config={"epochs": 3})
     cb.on_trial_start(0, [trial], trial)
     cb.on_trial_result(0, [trial], trial, {"epoch": 1, "val_acc": 1.0})
@@ -237,7 +239,7 @@ def test_unreachable_server_buffers_then_flushes(uri, client, monkeypatch):
 
 def test_epoch_metrics_are_held_then_sent_as_one_request_per_trial(uri, client, monkeypatch):
     parent = T.start_sweep(uri, "exp-coalesce", "s", {}, {}, resume=False)
-    cb = T.MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
+    cb = MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
     a, b = (SimpleNamespace(trial_id=t, config={"epochs": 3}) for t in ("ta", "tb"))
     for trial in (a, b):
         cb.on_trial_start(0, [a, b], trial)  # a start is sent at once: the runs exist
@@ -270,7 +272,7 @@ def test_held_metrics_survive_a_killed_driver_in_the_callback_state(uri, client)
     import cloudpickle
 
     parent = T.start_sweep(uri, "exp-held", "s", {}, {}, resume=False)
-    cb = T.MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
+    cb = MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
     trial = SimpleNamespace(trial_id="tk", config={"epochs": 3, "alpha": 0.5})
     cb.on_trial_start(0, [trial], trial)
     cb.on_trial_result(0, [trial], trial, {"epoch": 1, "val_acc": 10.0, "student_params": 99.0})
@@ -284,7 +286,7 @@ def test_held_metrics_survive_a_killed_driver_in_the_callback_state(uri, client)
     assert [m.step for m in client.get_metric_history(T.child_run_ids(uri, parent)["tk"], "val_acc")] == [1]
     del cb  # SIGKILL: epochs 2 and 3 were never sent
 
-    restored = T.MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
+    restored = MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
     restored.set_state(cloudpickle.loads(snapshot))
     restored.flush_interval_s = 0.0
     restored.on_step_end(0, [trial])
@@ -300,7 +302,7 @@ def test_a_snapshot_sends_the_held_metrics_first(uri, client):
     """Tune writes the callback's state to its own file; a driver killed mid-upload may restore an older
     one beside a newer experiment state. ``get_state`` sends what is held, so that loses no epoch."""
     parent = T.start_sweep(uri, "exp-snap", "s", {}, {}, resume=False)
-    cb = T.MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
+    cb = MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=3600)
     trial = SimpleNamespace(trial_id="ts", config={"epochs": 3})
     cb.on_trial_start(0, [trial], trial)
     for epoch in (1, 2):
@@ -317,7 +319,7 @@ def test_a_run_created_just_before_a_kill_gets_its_params_on_resume(uri, client)
     parent = T.start_sweep(uri, "exp-bare", "s", {}, {}, resume=False)
     exp = client.get_run(parent).info.experiment_id
     client.create_run(exp, tags=T.trial_tags(parent, "tb", {"alpha": 0.5}))  # the dead driver's last act
-    resumed = T.MLflowTracking(uri, None, parent, epochs=3, base_params={"seed": 7})
+    resumed = MLflowTracking(uri, None, parent, epochs=3, base_params={"seed": 7})
     trial = SimpleNamespace(trial_id="tb", config={"alpha": 0.5})
     resumed.on_trial_start(0, [trial], trial)
     run = client.get_run(T.child_run_ids(uri, parent)["tb"])
@@ -329,7 +331,7 @@ def test_a_run_that_sync_created_meanwhile_is_reused(uri, client):
     from analysis.runs import create_trial_run, find_sweep_runs
 
     parent = T.start_sweep(uri, "exp-sync-live", "s", {}, {}, resume=False)
-    cb = T.MLflowTracking(uri, None, parent, epochs=3)
+    cb = MLflowTracking(uri, None, parent, epochs=3)
     first, late = (SimpleNamespace(trial_id=t, config={"epochs": 3}) for t in ("t1", "t2"))
     cb.on_trial_start(0, [first], first)  # the callback has listed the sweep's children now
     made = create_trial_run(find_sweep_runs("exp-sync-live", "s", uri), "t2")
@@ -343,7 +345,7 @@ def test_a_run_that_sync_created_meanwhile_is_reused(uri, client):
 
 def test_result_without_epoch_uses_training_iteration(uri, client):
     parent = T.start_sweep(uri, "exp-noepoch", "s", {}, {}, resume=False)
-    cb = T.MLflowTracking(uri, None, parent, epochs=5, metric_keys=["val_acc", "custom"])
+    cb = MLflowTracking(uri, None, parent, epochs=5, metric_keys=["val_acc", "custom"])
     trial = SimpleNamespace(trial_id="t1", config={})
     cb.on_trial_start(0, [trial], trial)
     cb.on_trial_result(0, [trial], trial, {"training_iteration": 2, "val_acc": 5.0, "custom": 1, "loss_total": 1.0})
@@ -431,4 +433,4 @@ def test_error_summary_takes_the_last_failure():
     text = ("Failure # 1 (occurred at x)\n\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)\n  File \"a.py\"\n"
             "KeyError: 'a'\nFailure # 2 (occurred at y)\nray::ImplicitFunc.train()\n  File \"b.py\"\n"
             "    raise Diverged(3)\ntuner.train.Diverged: training diverged at epoch 3\n")
-    assert T._error_summary(text) == "tuner.train.Diverged: training diverged at epoch 3"
+    assert error_summary(text) == "tuner.train.Diverged: training diverged at epoch 3"

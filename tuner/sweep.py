@@ -32,6 +32,7 @@ from tuner.storage import ORPHANED_DIR, SweepFolder
 from tuner.sweep_build import trial_base
 from tuner.teacher import default_cache_dir, ensure_teacher
 from tuner.tracking import default_tracking_uri
+from tuner.tracking.callback import MLflowTracking
 from tuner.trainable import train_srrl
 from tuner.trainer import check_pair, load_splits
 from tuner.uri import is_uri, sqlite_file
@@ -255,9 +256,9 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     study_name = sweep.study_name or sweep.name if space.grid is None else None
 
     def callback(stage: str) -> Any:
-        return tracking.MLflowTracking(sweep.tracking_uri, experiment_id, parent_run, epochs=base.epochs,
-                                       base_params=per_trial.to_dict(), stage=stage, name_keys=param_names,
-                                       optuna_storage=sweep.optuna_storage if study_name else None, study_name=study_name)
+        return MLflowTracking(sweep.tracking_uri, experiment_id, parent_run, epochs=base.epochs,
+                              base_params=per_trial.to_dict(), stage=stage, name_keys=param_names,
+                              optuna_storage=sweep.optuna_storage if study_name else None, study_name=study_name)
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / SWEEP_FILE).write_text(_sweep_yaml(shown, base))

@@ -126,6 +126,8 @@ class _Clock:
 def _sweep(uri: str, experiment: str, name: str, base: TrialConfig, space: str, root) -> Any:
     import yaml
 
+    from tuner.tracking.callback import MLflowTracking
+
     params = {f"sweep.{k}": v for k, v in {"name": name, "space": space}.items()}  # only the sweep's own settings
     tags = {"srrl.space": space, "srrl.dataset": base.dataset, "srrl.teacher": base.teacher,
             "srrl.teacher_val_acc": "97.5", "srrl.teacher_test_acc": "96.5"}
@@ -134,8 +136,8 @@ def _sweep(uri: str, experiment: str, name: str, base: TrialConfig, space: str, 
     config.parent.mkdir(parents=True)
     config.write_text(yaml.safe_dump({"sweep": {"name": name, "space": space}, "base": base.to_dict()}))
     T.log_artifacts_once(uri, parent, {"config": config})
-    cb = T._MLflowTrackingImpl(uri, T.experiment_id(uri, experiment), parent, epochs=base.epochs,
-                               retry_delays=(), base_params=base.to_dict())  # every field on every child run
+    cb = MLflowTracking(uri, T.experiment_id(uri, experiment), parent, epochs=base.epochs,
+                        retry_delays=(), base_params=base.to_dict())  # every field on every child run
     return parent, cb
 
 

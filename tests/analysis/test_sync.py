@@ -24,6 +24,7 @@ from analysis.__main__ import main  # noqa: E402
 from tests._helpers import free_port, local_ray, trial_runs, tune_results  # noqa: E402
 from tuner import metrics as M  # noqa: E402
 from tuner import tracking as T  # noqa: E402
+from tuner.tracking.callback import MLflowTracking  # noqa: E402
 
 NAME, EPOCHS, TOP_K = "syn", 3, 1
 STUDENT = "model/student.pt"
@@ -164,8 +165,8 @@ def test_sync_completes_runs_the_callback_started(swept, tmp_path, capsys):
     uri = _fresh_store(tmp_path / "partial", swept)
     results = tune_results(swept.path)
     first = sorted(results)[0]
-    callback = T._MLflowTrackingImpl(uri, None, _parent_id(uri, swept.experiment), epochs=EPOCHS,
-                                     flush_interval_s=0)  # epoch 1 is sent at once, not held to batch
+    callback = MLflowTracking(uri, None, _parent_id(uri, swept.experiment), epochs=EPOCHS,
+                              flush_interval_s=0)  # epoch 1 is sent at once, not held to batch
     trial = SimpleNamespace(trial_id=first, config=json.loads((next(swept.path.glob(f"train_srrl_{first}_*")) /
                                                                "params.json").read_text()))
     callback.on_trial_start(0, [trial], trial)
@@ -309,7 +310,7 @@ def test_sync_removes_runs_of_trials_tune_never_recorded(swept, tmp_path, capsys
     from mlflow.entities import ViewType
 
     uri = _fresh_store(tmp_path / "store", swept)
-    callback = T._MLflowTrackingImpl(uri, None, _parent_id(uri, swept.experiment), epochs=EPOCHS)
+    callback = MLflowTracking(uri, None, _parent_id(uri, swept.experiment), epochs=EPOCHS)
     lost = SimpleNamespace(trial_id="lost_00009", config={"alpha": 2.0})
     callback.on_trial_start(0, [lost], lost)
     (orphan,) = trial_runs(uri, swept.experiment)
