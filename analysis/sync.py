@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from tuner import metrics as M
 from tuner.tracking import (
-    DIVERGED_KEY, METRIC_KEYS, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
+    METRIC_KEYS, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
     TAG_STOPPED_AT, result_metrics, result_step,
 )
 from tuner.tracking import _MLFLOW_END, _error_summary, _flatten, _number, _text  # the callback's own rules, shared on purpose
@@ -219,18 +219,15 @@ def trial_end(trial: TuneTrial, planned: Optional[int]) -> Optional[Tuple[str, D
     last = trial.results[-1]
     epoch = result_step(last)
     tags = {TAG_LAST_EPOCH: str(epoch)}
-    if trial.tune_status == "ERROR":
+    status = M.trial_status(trial.tune_status == "ERROR", bool(last.get(M.DIVERGED_KEY)), epoch, planned,
+                            ended=trial.tune_status == "TERMINATED" or last.get("done") is True)
+    if status == M.ERRORED:
         tags[TAG_ERROR] = _text(trial.error or "unknown error (no error file)", 1000)  # as the callback cuts it
-        return "errored", tags
-    if bool(last.get(DIVERGED_KEY)):
+    elif status == M.DIVERGED:
         tags[TAG_DIVERGED_EPOCH] = str(epoch)
-        return "diverged", tags
-    if planned is not None and epoch >= planned:
-        return "finished", tags
-    if trial.tune_status == "TERMINATED" or last.get("done") is True:
+    elif status == M.STOPPED_EARLY:
         tags[TAG_STOPPED_AT] = str(epoch)
-        return "stopped_early", tags
-    return None
+    return (status, tags) if status in M.ENDED_STATUSES else None
 
 
 def _planned(config: Mapping[str, Any], base: Mapping[str, Any]) -> Optional[int]:

@@ -7,27 +7,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tuner import faults, metrics as M
 from tuner.config import SweepConfig, TrialConfig
-from tuner.trainable import DIVERGED
 
-__all__ = ["leaderboard_rows", "log_best_students", "trial_status", "RESUMABLE", "saved_results"]
+__all__ = ["leaderboard_rows", "log_best_students", "RESUMABLE", "saved_results"]
 
 #: statuses of trials a --resume continues
-RESUMABLE = ("interrupted", "pending")
-
-
-def trial_status(error: bool, diverged: bool, epochs_run: int, planned: int, tune_status: Optional[str]) -> str:
-    """How a trial stands: ``errored``, ``diverged``, ``finished`` (every epoch), ``stopped_early`` (Tune ended
-    it before its last epoch: the scheduler's cut), else ``interrupted`` (the driver stopped with the trial
-    half-done) or ``pending`` (never started); the last two continue with ``--resume``."""
-    if error:
-        return "errored"
-    if diverged:
-        return "diverged"
-    if epochs_run >= planned:
-        return "finished"
-    if tune_status == "TERMINATED":
-        return "stopped_early"
-    return "interrupted" if epochs_run > 0 else "pending"
+RESUMABLE = (M.INTERRUPTED, M.PENDING)
 
 
 def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
@@ -52,8 +36,9 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
         epochs_run = int(last.get(M.EPOCH, 0))
         planned = int(cfg.get("epochs", base.epochs))
         trial_id = last.get("trial_id") or _trial_id(result)
-        status = trial_status(bool(result.error) and not faults.is_no_space(result.error), bool(last.get(DIVERGED)),
-                              epochs_run, planned, "TERMINATED" if statuses is None else statuses.get(trial_id))
+        ended = statuses is None or statuses.get(trial_id) == "TERMINATED"
+        status = M.trial_status(bool(result.error) and not faults.is_no_space(result.error), bool(last.get(M.DIVERGED_KEY)),
+                                epochs_run, planned, ended)
         row = {"trial_id": trial_id, **{k: cfg.get(k, getattr(base, k, None)) for k in
                ("arm", "alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "seed") if k in cfg or hasattr(base, k)},
                "origin": cfg.get("origin"), "params": {k: v for k, v in cfg.items() if k not in LABEL_KEYS},

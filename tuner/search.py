@@ -92,7 +92,7 @@ class PruneAwareOptunaSearch(OptunaSearch):
         return ot_trial.storage.get_trial(ot_trial._trial_id)
 
     def _report(self, trial_id: str, result: Dict) -> None:
-        if isinstance(self.metric, list) or result.get("diverged"):
+        if isinstance(self.metric, list) or result.get(M.DIVERGED_KEY):
             return  # Optuna keeps no intermediate values for multi-objective studies
         value = result.get(self.metric)
         if value is None or not math.isfinite(value):
@@ -151,9 +151,10 @@ def outcome(result: Optional[Dict], max_epochs: int, metrics: List[str]) -> Tupl
     if not result:
         return State.FAIL, None, {}
     epoch = int(result.get(M.EPOCH, 0))
-    if result.get("diverged"):
+    status = M.trial_status(False, bool(result.get(M.DIVERGED_KEY)), epoch, max_epochs, ended=True)
+    if status == M.DIVERGED:
         return State.FAIL, None, {"diverged_epoch": epoch}
-    if epoch < max_epochs:
+    if status == M.STOPPED_EARLY:
         return State.PRUNED, None, {"stopped_at_epoch": epoch}
     values = [result.get(m) for m in metrics]
     if any(v is None or not math.isfinite(v) for v in values):
@@ -194,7 +195,7 @@ def settle_study(storage: str, study_name: str, trials: Iterable[Tuple[int, Opti
         if len(metrics) == 1:  # Optuna keeps no intermediate values for multi-objective studies
             for result in history:
                 value = result.get(metrics[0])
-                if not result.get("diverged") and value is not None and math.isfinite(value) \
+                if not result.get(M.DIVERGED_KEY) and value is not None and math.isfinite(value) \
                         and _step(result) not in frozen.intermediate_values:
                     rdb.set_trial_intermediate_value(trial_id, _step(result), float(value))
         state, values, attrs = outcome(history[-1] if history else None, max_epochs, metrics)
