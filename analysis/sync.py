@@ -254,7 +254,7 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
     from ray.tune import ExperimentAnalysis, ResultGrid
 
     from tuner.models import build_model
-    from tuner.sweep import leaderboard_rows, log_best_students, trial_base
+    from tuner.sweep import leaderboard_rows, log_best_students
     from tuner.trainer import load_splits
 
     grid = ResultGrid(ExperimentAnalysis(str(folder)))
@@ -263,7 +263,7 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
     teacher = SimpleNamespace(model=build_model(base.teacher, splits.num_classes, in_channels=splits.in_channels))
     try:
         return log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
-                                 trial_base(sweep, base), splits, teacher, runs.parent_id)
+                                 splits, teacher, runs.parent_id)
     except FileNotFoundError as e:  # a checkpoint the Tune state names is gone (folder copied without them)
         raise ValueError(f"--sweep-dir: cannot export the best students: {e}") from None
 

@@ -62,19 +62,19 @@ def _trial_id(result: Any) -> Optional[str]:
     return parts[2] if len(parts) > 2 else None
 
 
-def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, base: TrialConfig,
-                       splits: Any, teacher: Any, parent_run: str) -> int:
+def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, splits: Any, teacher: Any,
+                      parent_run: str) -> int:
     """Export the final student + connector of the ``top_k`` best finished trials to their runs.
 
     Only trials that ran every epoch count: an early-stopped trial has no final student to export.
 
     The driver reads each trial's last checkpoint from ``storage_path`` (shared storage on a
-    cluster), so trials that ran on other nodes reach the store too. Returns how many students were
+    cluster), so trials that ran on other nodes reach the store too; each checkpoint carries the trial's
+    TrialConfig, so nothing is rebuilt from Tune's params and the sweep's base. Returns how many students were
     logged now (a run that already has its student is skipped, so a second call logs none).
     """
     from tuner import tracking
-    from tuner.config import apply_params
-    from tuner.export import STUDENT_FILE, export_student
+    from tuner.export import STUDENT_FILE, checkpoint_config, export_student
     from tuner.trainable import STATE_FILE
 
     finished = [r for r in rows if r["status"] == "finished"]  # rows are ranked by the ranking rule
@@ -85,9 +85,9 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
         trial_id = (result.metrics or {}).get("trial_id")
         if trial_id not in wanted or result.checkpoint is None or trial_id not in runs:
             continue
-        cfg = apply_params(base, result.config)
         with result.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
-            path = export_student(Path(folder) / STATE_FILE, cfg, splits,
+            cfg = checkpoint_config(Path(folder) / STATE_FILE)  # the trial's own TrialConfig, as it trained
+            path = export_student(Path(folder) / STATE_FILE, splits,
                                   teacher.model.feature_channels if teacher and cfg.needs_teacher else None,
                                   {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
                                   Path(out) / STUDENT_FILE)

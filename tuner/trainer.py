@@ -185,7 +185,10 @@ class Trainer:
 
     # ---- checkpointing: everything needed to continue exactly where a run stopped ---------------
     def state_dict(self) -> Dict[str, Any]:
+        """What a checkpoint holds: the learnable weights, optimiser, schedule, loader position, RNG, and
+        the full ``TrialConfig`` (``config``) the run trains with, so export and sync read it from here."""
         return {
+            "config": self.cfg.to_dict(),
             "learnable": self.distiller.learnable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
