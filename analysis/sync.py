@@ -33,7 +33,6 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from tuner import metrics as M
@@ -253,17 +252,14 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
     results and checkpoints, into the store being synced; returns how many students were logged now."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from tuner.models import build_model
     from tuner.sweep import leaderboard_rows, log_best_students
     from tuner.trainer import load_splits
 
     grid = ResultGrid(ExperimentAnalysis(str(folder)))
     splits = load_splits(base)  # the export carries the data set's normalisation: the data, as the sweep loaded it
-    # the export reads only the teacher's feature channels (to rebuild connectors): its architecture, no weights
-    teacher = SimpleNamespace(model=build_model(base.teacher, splits.num_classes, in_channels=splits.in_channels))
     try:
         return log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
-                                 splits, teacher, runs.parent_id)
+                                 splits, runs.parent_id)
     except FileNotFoundError as e:  # a checkpoint the Tune state names is gone (folder copied without them)
         raise ValueError(f"--sweep-dir: cannot export the best students: {e}") from None
 

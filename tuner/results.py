@@ -62,8 +62,7 @@ def _trial_id(result: Any) -> Optional[str]:
     return parts[2] if len(parts) > 2 else None
 
 
-def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, splits: Any, teacher: Any,
-                      parent_run: str) -> int:
+def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, splits: Any, parent_run: str) -> int:
     """Export the final student + connector of the ``top_k`` best finished trials to their runs.
 
     Only trials that ran every epoch count: an early-stopped trial has no final student to export.
@@ -75,6 +74,7 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
     """
     from tuner import tracking
     from tuner.export import STUDENT_FILE, checkpoint_config, export_student
+    from tuner.models import feature_channels
     from tuner.trainable import STATE_FILE
 
     finished = [r for r in rows if r["status"] == "finished"]  # rows are ranked by the ranking rule
@@ -88,7 +88,7 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
         with result.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
             cfg = checkpoint_config(Path(folder) / STATE_FILE)  # the trial's own TrialConfig, as it trained
             path = export_student(Path(folder) / STATE_FILE, splits,
-                                  teacher.model.feature_channels if teacher and cfg.needs_teacher else None,
+                                  feature_channels(cfg.teacher) if cfg.needs_teacher else None,
                                   {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
                                   Path(out) / STUDENT_FILE)
             logged += bool(tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path}))

@@ -343,7 +343,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                                [m for m, _ in space.objectives])
         if settled["orphaned"]:
             log(f"failed {settled['orphaned']} Optuna trial(s) asked by the interrupted driver and never kept by Tune")
-    log_best_students(results, rows, sweep, splits, teacher, parent_run)
+    log_best_students(results, rows, sweep, splits, parent_run)
     finished = sum(r["status"] == "finished" for r in rows)
     if finished < sweep.top_k:
         log(f"exported {finished} student(s), not --top-k {sweep.top_k}: only {finished} trial(s) ran every epoch "
