@@ -232,7 +232,7 @@ class SearchSpace:
         return None
 
     def sample(self, trial: "optuna.Trial", ctx: SpaceContext) -> Dict[str, Any]:
-        """Run ``define`` on ``trial``; return ``{**trial.params, **constants}`` (what Ray's OptunaSearch yields)."""
+        """Run ``define`` on ``trial``; return ``{**trial.params, **constants}`` (what the sweep's searcher yields)."""
         if self.define is None:
             raise ValueError(f"search space {self.name!r} is exhaustive; use space.grid(ctx, n_seeds), not Optuna")
         constants = self.define(trial, ctx=ctx) or {}
