@@ -36,6 +36,9 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from tuner import metrics as M
+from tuner.config import trial_base
+from tuner.results import leaderboard_rows, log_best_students
+from tuner.sweep_file import SWEEP_FILE, load_sweep_dir, planned_trials
 from tuner.tracking import (
     METRIC_KEYS, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
     TAG_STOPPED_AT, result_metrics, result_step,
@@ -52,7 +55,6 @@ __all__ = ["TuneTrial", "SyncSummary", "trial_metrics", "trial_end", "sweep_not_
 _TUNE_ENDED = ("TERMINATED", "ERROR")
 _PER_TRIAL = frozenset(M.PER_TRIAL)
 #: what Tune's search algorithm saves: SearchGenerator (Optuna), BasicVariantGenerator (exhaustive grids)
-_SEARCH_STATES = ("search_gen_state-*.json", "basic-variant-state-*.json")
 
 
 @dataclass
@@ -125,24 +127,15 @@ def _tune_statuses(folder: Path) -> Dict[str, str]:
 
 
 def _search_left(folder: Path, started: int) -> Optional[str]:
-    """Why Tune's search algorithm would still start trials, or None: its newest saved state (what
-    ``Tuner.restore`` reads; a cloudpickle, so ray is imported) is not finished and plans more than the
-    ``started`` trials. None too when that state is missing or unreadable: then Tune's trial statuses decide."""
-    path = _newest(folder, *_SEARCH_STATES)
-    if path is None:
+    """Why the search would still start trials, or None: the sweep file's planned count (``trials``) is
+    more than the ``started`` ones. None too for a sweep file written before that count was recorded:
+    then Tune's trial statuses alone decide."""
+    if not (folder / SWEEP_FILE).is_file():
         return None
-    try:
-        import ray.cloudpickle as cloudpickle
-
-        with path.open("rb") as f:
-            state = cloudpickle.load(f)
-        finished = state.get("finished", state.get("_finished"))  # SearchGenerator / BasicVariantGenerator
-        total = state.get("total_samples", state.get("_total_samples"))
-    except Exception:  # noqa: BLE001 - a torn or foreign file: the statuses alone decide
+    planned = planned_trials(str(folder), field="--sweep-dir")
+    if planned is None or started >= planned:
         return None
-    if finished or not isinstance(total, int) or started >= total:
-        return None
-    return f"{started} of its {total} trials started"
+    return f"{started} of its {planned} trials started"
 
 
 def sweep_not_over(folder: Path, statuses: Mapping[str, str]) -> Optional[str]:
@@ -252,7 +245,6 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
     results and checkpoints, into the store being synced; returns how many students were logged now."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from tuner.sweep import leaderboard_rows, log_best_students
     from tuner.trainer import load_splits
 
     grid = ResultGrid(ExperimentAnalysis(str(folder)))
@@ -268,7 +260,6 @@ def _end_sweep(folder: Path, runs: SweepRuns, trials: List[TuneTrial], statuses:
                summary: SyncSummary, shown: str) -> None:
     """What the driver does when a sweep ends, if the Tune experiment is over; the parent as it is if not."""
     from analysis import runs as R
-    from tuner.sweep import SWEEP_FILE, load_sweep_dir
     from tuner.tracking import remove_orphan_runs
 
     status = runs.parent.info.status
@@ -333,7 +324,6 @@ def _needed(files: List[str]) -> List[str]:
 
 def _sweep_base(folder: Path) -> Optional[Dict[str, Any]]:
     """The base config the driver gave the tracking callback: ``srrl_sweep.yaml``'s, with the per-trial resources."""
-    from tuner.sweep import SWEEP_FILE, load_sweep_dir, trial_base
 
     if not (folder / SWEEP_FILE).is_file():
         return None  # then find_sweep_runs reads the parent's base.* params (sweeps recorded before the file)

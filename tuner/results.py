@@ -75,7 +75,7 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
     from tuner import tracking
     from tuner.export import STUDENT_FILE, checkpoint_config, export_student
     from tuner.models import feature_channels
-    from tuner.trainable import STATE_FILE
+    from tuner.trainer import STATE_FILE
 
     finished = [r for r in rows if r["status"] == "finished"]  # rows are ranked by the ranking rule
     wanted = {r["trial_id"] for r in finished[: sweep.top_k]}

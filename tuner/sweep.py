@@ -16,20 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import yaml
-
 from search_spaces import SpaceContext, get_space, list_spaces
 from tuner import confirm, faults, preflight, tracking
 from tuner import metrics as M
 from tuner import sweep_build as build
 from tuner.atomic_fs import remove_parts
-from tuner.config import ConfigError, SweepConfig, TrialConfig, check_choice, parse_yaml
+from tuner.config import ConfigError, SweepConfig, TrialConfig, check_choice, trial_base
 from tuner.confirm import preset_param_space
 from tuner.files import PART_SUFFIX
 from tuner.job_dir import job_copy, refuse_inside
 from tuner.results import RESUMABLE, leaderboard_rows, log_best_students, saved_results
 from tuner.storage import ORPHANED_DIR, SweepFolder
-from tuner.sweep_build import trial_base
+from tuner.sweep_file import SWEEP_FILE, load_sweep_dir, sweep_yaml
 from tuner.teacher import default_cache_dir, ensure_teacher
 from tuner.tracking import default_tracking_uri
 from tuner.trainable import train_srrl
@@ -40,7 +38,6 @@ from tuner.warm_start import TAG_WARM_START, warm_points, warm_tag
 __all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke",
            "trial_base", "log_best_students"]
 
-SWEEP_FILE = "srrl_sweep.yaml"
 _URI_FIELDS = ("tracking_uri", "optuna_storage", "storage_path", "address")  # may carry credentials
 
 
@@ -119,23 +116,6 @@ def _beside(tracking_uri: str, filename: str) -> Optional[str]:
     return f"sqlite:///{db.parent / filename}" if db is not None else None
 
 
-def load_sweep_dir(path: str, field: str = "resume") -> Tuple[SweepConfig, TrialConfig]:
-    """The sweep and base trial config saved in a sweep folder, local or a URI (what ``--resume PATH`` reads)."""
-    folder = SweepFolder.of(path, field=field)
-    if not folder.has_file(SWEEP_FILE):
-        raise ConfigError(f"{field}: {folder.shown!r} holds no sweep (no {SWEEP_FILE}); give the folder a sweep printed at its start")
-    data = parse_yaml(folder.read_text(SWEEP_FILE), f"{folder.shown}/{SWEEP_FILE}", field=field)
-    if not isinstance(data.get("sweep"), dict) or not isinstance(data.get("base"), dict):
-        raise ConfigError(f"{field}: {folder.shown}/{SWEEP_FILE} holds no 'sweep' and 'base' mappings")
-    unknown = sorted(set(data["sweep"]) - {f.name for f in dataclasses.fields(SweepConfig)})
-    if unknown:
-        raise ConfigError(f"{field}: {folder.shown}/{SWEEP_FILE} has sweep fields this version does not know "
-                          f"({', '.join(unknown)}); resume it with the srrl-tune that started it")
-    sweep = SweepConfig(**data["sweep"])
-    sweep.validate()
-    return sweep, TrialConfig.from_dict(data["base"])
-
-
 def _uncommitted(folder: SweepFolder) -> bool:
     """The folder holds no sweep: it is empty, or holds only what a start that failed before writing its
     sweep file left (Tune's ``tuner.pkl``, part files); a fresh start of the same name may use it."""
@@ -144,10 +124,6 @@ def _uncommitted(folder: SweepFolder) -> bool:
     if folder.fs is not None:
         return False  # remote: only an empty folder
     return all(p.name == "tuner.pkl" or p.name.endswith(PART_SUFFIX) for p in Path(folder.location).iterdir())
-
-
-def _sweep_yaml(sweep: SweepConfig, base: TrialConfig) -> str:
-    return yaml.safe_dump({"sweep": sweep.to_dict(), "base": base.to_dict()}, sort_keys=False)
 
 
 def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: Callable[[str], None] = print,
@@ -232,7 +208,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     teacher_state = teacher.model.state_dict() if teacher else None
     teacher_info = teacher.info() if teacher else {}
 
-    per_trial = build.trial_base(sweep, base)
+    per_trial = trial_base(sweep, base)
     trainable = tune.with_resources(
         tune.with_parameters(train_srrl, base=per_trial.to_dict(), teacher_state=teacher_state,
                              teacher_info=teacher_info, splits=splits),
@@ -259,8 +235,9 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                                        base_params=per_trial.to_dict(), stage=stage, name_keys=param_names,
                                        optuna_storage=sweep.optuna_storage if study_name else None, study_name=study_name)
 
+    planned = build.num_samples(sweep, space, ctx, grid)  # the search stage's trials
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / SWEEP_FILE).write_text(_sweep_yaml(shown, base))
+        (Path(tmp) / SWEEP_FILE).write_text(sweep_yaml(shown, base, planned))
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
             "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
 
@@ -272,7 +249,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
             tune_config=tune.TuneConfig(
                 search_alg=build.searcher(sweep, space, ctx, grid, initial_points=not again, warm=[w["params"] for w in warm]),
                 scheduler=build.scheduler(sweep, space, base),
-                num_samples=build.num_samples(sweep, space, ctx, grid),
+                num_samples=planned,
                 max_concurrent_trials=build.max_concurrent(sweep), reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -306,7 +283,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     else:
         tuner = new_tuner()
         # the sweep exists only now: the sweep file is what --resume reads, and it needs Tune's state
-        folder.write_text(SWEEP_FILE, _sweep_yaml(sweep, base))
+        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned))
         tracking.sweep_started(sweep.tracking_uri, parent_run)
     results = tuner.fit()
     _set_aside_orphans(folder, results, log)
@@ -333,7 +310,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                            study_name, rows, None, note, experiment_id, interrupted=True, fault=fault)
 
-    stopped = interrupted(rows, build.num_samples(sweep, space, ctx, grid), "search")
+    stopped = interrupted(rows, planned, "search")
     if stopped is not None:
         return stopped
     if study_name:  # the search ended for good: the study now agrees with how every Tune trial ended

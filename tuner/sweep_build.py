@@ -13,13 +13,8 @@ from tuner import metrics as M
 from tuner.config import SweepConfig, TrialConfig
 from tuner.teacher import train_teacher
 
-__all__ = ["trial_base", "init_ray", "teacher_trainer", "any_trial_needs_teacher", "max_concurrent", "reporter",
+__all__ = ["init_ray", "teacher_trainer", "any_trial_needs_teacher", "max_concurrent", "reporter",
            "num_samples", "searcher", "scheduler"]
-
-
-def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
-    """The base config every trial runs with: torch threads and device from the sweep's per-trial resources."""
-    return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
 
 
 def init_ray(sweep: SweepConfig) -> None:

@@ -18,12 +18,9 @@ from tuner import metrics as M
 from tuner.config import apply_params
 from tuner.data import DataSplits
 from tuner.models import build_model, count_macs, count_params
-from tuner.trainer import Diverged, Trainer, load_splits
+from tuner.trainer import STATE_FILE, Diverged, Trainer, load_splits
 
-__all__ = ["train_srrl", "STATE_FILE"]
-
-STATE_FILE = "trainer_state.pt"
-
+__all__ = ["train_srrl"]
 
 def train_srrl(
     config: Dict[str, Any],

@@ -22,7 +22,10 @@ from tuner.data import DataSplits, load_dataset, make_loaders
 from tuner.distiller import LOSS_TERMS, Distiller
 from tuner.models import build_model, feature_channels
 
-__all__ = ["Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything", "load_splits"]
+__all__ = ["STATE_FILE", "Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything", "load_splits"]
+
+#: the file of a trial checkpoint that holds ``Trainer.state_dict()``
+STATE_FILE = "trainer_state.pt"
 
 EpochCallback = Callable[[Dict[str, float], "Trainer"], None]
 
