@@ -193,8 +193,8 @@ def print_summary(result: Any, top: int = 10) -> None:
         searched.append(M.STUDENT_MACS)
     print(f"\nSweep {result.sweep.name}: {len(rows)} trials, "
           + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in
-                      ("finished", "stopped_early", "diverged", "errored", "interrupted", "pending")
-                      if s in ("finished", "stopped_early") or any(r["status"] == s for r in rows))
+                      (M.FINISHED, M.STOPPED_EARLY, M.DIVERGED, M.ERRORED, M.INTERRUPTED, M.PENDING)
+                      if s in (M.FINISHED, M.STOPPED_EARLY) or any(r["status"] == s for r in rows))
           + f"; ranked by {M.RANK_VAL_ACC}, trials that ran every epoch first")
     table = [[str(i)] + [_fmt(r.get(k)) for k in searched + origin]
              + [r["status"], str(r["epochs"]), _fmt(r[M.RANK_VAL_ACC]), _fmt(r.get(M.TEST_ACC))]

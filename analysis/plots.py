@@ -21,9 +21,9 @@ __all__ = ["alpha_beta", "learning_curves", "best_so_far", "pareto", "parallel_c
 
 _CMAP = "viridis"
 #: status -> (marker, line style, legend label); diverged and errored trials are drawn grey
-STYLES = {"finished": ("o", "-", "finished"), "stopped_early": ("v", "--", "stopped early"),
-          "running": ("s", ":", "running"), "diverged": ("X", "-.", "diverged"), "errored": ("P", "-.", "errored")}
-_BAD = ("diverged", "errored")
+STYLES = {M.FINISHED: ("o", "-", M.FINISHED), M.STOPPED_EARLY: ("v", "--", "stopped early"),
+          M.RUNNING: ("s", ":", M.RUNNING), M.DIVERGED: ("X", "-.", M.DIVERGED), M.ERRORED: ("P", "-.", M.ERRORED)}
+_BAD = (M.DIVERGED, M.ERRORED)
 
 
 def _figure(width: float = 7.0, height: float = 5.0) -> Any:
@@ -52,7 +52,7 @@ def _num(s: pd.Series) -> pd.Series:
 
 
 def _status(df: pd.DataFrame) -> pd.Series:
-    return df["status"].astype(str) if "status" in df.columns else pd.Series("finished", index=df.index)
+    return df["status"].astype(str) if "status" in df.columns else pd.Series(M.FINISHED, index=df.index)
 
 
 def _is_acc(metric: str) -> bool:
@@ -163,10 +163,10 @@ def learning_curves(trials: pd.DataFrame, history: Optional[pd.DataFrame], metri
     curves = {rid: g.sort_values("epoch") for rid, g in h.groupby("run_id", sort=False)}
     for _, row in ranked[~ranked["run_id"].isin(set(shown["run_id"]))].iterrows():
         c = curves[row["run_id"]]
-        ax.plot(c["epoch"], c["value"], c="0.75", lw=0.8, ls=STYLES.get(row.get("status"), STYLES["running"])[1])
+        ax.plot(c["epoch"], c["value"], c="0.75", lw=0.8, ls=STYLES.get(row.get("status"), STYLES[M.RUNNING])[1])
     for _, row in shown.iterrows():
         c = curves[row["run_id"]]
-        ax.plot(c["epoch"], c["value"], marker=".", lw=1.4, ls=STYLES.get(row.get("status"), STYLES["running"])[1],
+        ax.plot(c["epoch"], c["value"], marker=".", lw=1.4, ls=STYLES.get(row.get("status"), STYLES[M.RUNNING])[1],
                 label=_label(row, params))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
@@ -190,7 +190,7 @@ def best_so_far(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[
     if not np.isfinite(y).any():
         return None
     status = _status(df).to_numpy()
-    full = np.isfinite(y) & (status == "finished")
+    full = np.isfinite(y) & (status == M.FINISHED)
     best = pd.Series(np.where(full, y, -np.inf)).cummax().replace(-np.inf, np.nan).to_numpy()
     n = np.arange(1, len(y) + 1)
     panels: List[Tuple[np.ndarray, str]] = [(n, "trial number (by start time)")]
@@ -308,7 +308,7 @@ def parallel_coordinates(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC,
     fig = _figure(max(6.0, 1.6 * len(axes_cols)), 4.8)
     ax = fig.add_subplot()
     lines = LineCollection(segments, cmap=_CMAP, norm=norm, linewidths=1.2, alpha=0.8,
-                           linestyles=[STYLES.get(status[i], STYLES["running"])[1] for i in order])
+                           linestyles=[STYLES.get(status[i], STYLES[M.RUNNING])[1] for i in order])
     lines.set_array(df["_y"].to_numpy()[order])
     ax.add_collection(lines)
     for x, t in zip(xs, ticks):

@@ -114,11 +114,11 @@ def build_sections(trials: pd.DataFrame, history: Optional[pd.DataFrame], sweeps
     if metric is not None:
         out.append(Section(f"Leaderboard (top {top} by {metric})", note=_LEADERBOARD_NOTE,
                            table=tables.leaderboard(search, metric=metric, top=top)))
-    if "status" in search.columns and (search["status"] == "stopped_early").any():
+    if "status" in search.columns and (search["status"] == M.STOPPED_EARLY).any():
         out.append(Section("Where the scheduler stopped trials", note=_ASHA_NOTE, table=tables.asha_table(search),
                            index=False))
     if "arm" in search.columns and search["arm"].nunique() > 1:
-        ab_metric = _first_metric(search[search["status"] == "finished"], (M.TEST_ACC, M.VAL_ACC))
+        ab_metric = _first_metric(search[search["status"] == M.FINISHED], (M.TEST_ACC, M.VAL_ACC))
         if ab_metric is not None:
             table = tables.ablation_table(search, metric=ab_metric)
             if not table.empty:

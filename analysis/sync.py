@@ -33,12 +33,14 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from tuner import metrics as M
+from tuner.config import trial_base
+from tuner.results import leaderboard_rows, log_best_students
+from tuner.sweep_file import SWEEP_FILE, load_sweep_dir, planned_trials
 from tuner.tracking.schema import (
-    DIVERGED_KEY, METRIC_KEYS, MLFLOW_END, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
+    METRIC_KEYS, MLFLOW_END, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
     TAG_STOPPED_AT, error_summary, flatten, number, result_metrics, result_step, text,
 )
 
@@ -52,7 +54,6 @@ __all__ = ["TuneTrial", "SyncSummary", "trial_metrics", "trial_end", "sweep_not_
 _TUNE_ENDED = ("TERMINATED", "ERROR")
 _PER_TRIAL = frozenset(M.PER_TRIAL)
 #: what Tune's search algorithm saves: SearchGenerator (Optuna), BasicVariantGenerator (exhaustive grids)
-_SEARCH_STATES = ("search_gen_state-*.json", "basic-variant-state-*.json")
 
 
 @dataclass
@@ -125,24 +126,15 @@ def _tune_statuses(folder: Path) -> Dict[str, str]:
 
 
 def _search_left(folder: Path, started: int) -> Optional[str]:
-    """Why Tune's search algorithm would still start trials, or None: its newest saved state (what
-    ``Tuner.restore`` reads; a cloudpickle, so ray is imported) is not finished and plans more than the
-    ``started`` trials. None too when that state is missing or unreadable: then Tune's trial statuses decide."""
-    path = _newest(folder, *_SEARCH_STATES)
-    if path is None:
+    """Why the search would still start trials, or None: the sweep file's planned count (``trials``) is
+    more than the ``started`` ones. None too for a sweep file written before that count was recorded:
+    then Tune's trial statuses alone decide."""
+    if not (folder / SWEEP_FILE).is_file():
         return None
-    try:
-        import ray.cloudpickle as cloudpickle
-
-        with path.open("rb") as f:
-            state = cloudpickle.load(f)
-        finished = state.get("finished", state.get("_finished"))  # SearchGenerator / BasicVariantGenerator
-        total = state.get("total_samples", state.get("_total_samples"))
-    except Exception:  # noqa: BLE001 - a torn or foreign file: the statuses alone decide
+    planned = planned_trials(str(folder), field="--sweep-dir")
+    if planned is None or started >= planned:
         return None
-    if finished or not isinstance(total, int) or started >= total:
-        return None
-    return f"{started} of its {total} trials started"
+    return f"{started} of its {planned} trials started"
 
 
 def sweep_not_over(folder: Path, statuses: Mapping[str, str]) -> Optional[str]:
@@ -218,18 +210,15 @@ def trial_end(trial: TuneTrial, planned: Optional[int]) -> Optional[Tuple[str, D
     last = trial.results[-1]
     epoch = result_step(last)
     tags = {TAG_LAST_EPOCH: str(epoch)}
-    if trial.tune_status == "ERROR":
+    status = M.trial_status(trial.tune_status == "ERROR", bool(last.get(M.DIVERGED_KEY)), epoch, planned,
+                            ended=trial.tune_status == "TERMINATED" or last.get("done") is True)
+    if status == M.ERRORED:
         tags[TAG_ERROR] = text(trial.error or "unknown error (no error file)", 1000)  # as the callback cuts it
-        return "errored", tags
-    if bool(last.get(DIVERGED_KEY)):
+    elif status == M.DIVERGED:
         tags[TAG_DIVERGED_EPOCH] = str(epoch)
-        return "diverged", tags
-    if planned is not None and epoch >= planned:
-        return "finished", tags
-    if trial.tune_status == "TERMINATED" or last.get("done") is True:
+    elif status == M.STOPPED_EARLY:
         tags[TAG_STOPPED_AT] = str(epoch)
-        return "stopped_early", tags
-    return None
+    return (status, tags) if status in M.ENDED_STATUSES else None
 
 
 def _planned(config: Mapping[str, Any], base: Mapping[str, Any]) -> Optional[int]:
@@ -255,17 +244,13 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
     results and checkpoints, into the store being synced; returns how many students were logged now."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from tuner.models import build_model
-    from tuner.sweep import leaderboard_rows, log_best_students, trial_base
     from tuner.trainer import load_splits
 
     grid = ResultGrid(ExperimentAnalysis(str(folder)))
     splits = load_splits(base)  # the export carries the data set's normalisation: the data, as the sweep loaded it
-    # the export reads only the teacher's feature channels (to rebuild connectors): its architecture, no weights
-    teacher = SimpleNamespace(model=build_model(base.teacher, splits.num_classes, in_channels=splits.in_channels))
     try:
         return log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
-                                 trial_base(sweep, base), splits, teacher, runs.parent_id)
+                                 splits, runs.parent_id)
     except FileNotFoundError as e:  # a checkpoint the Tune state names is gone (folder copied without them)
         raise ValueError(f"--sweep-dir: cannot export the best students: {e}") from None
 
@@ -274,7 +259,6 @@ def _end_sweep(folder: Path, runs: SweepRuns, trials: List[TuneTrial], statuses:
                summary: SyncSummary, shown: str) -> None:
     """What the driver does when a sweep ends, if the Tune experiment is over; the parent as it is if not."""
     from analysis import runs as R
-    from tuner.sweep import SWEEP_FILE, load_sweep_dir
     from tuner.tracking import remove_orphan_runs
 
     status = runs.parent.info.status
@@ -339,7 +323,6 @@ def _needed(files: List[str]) -> List[str]:
 
 def _sweep_base(folder: Path) -> Optional[Dict[str, Any]]:
     """The base config the driver gave the tracking callback: ``srrl_sweep.yaml``'s, with the per-trial resources."""
-    from tuner.sweep import SWEEP_FILE, load_sweep_dir, trial_base
 
     if not (folder / SWEEP_FILE).is_file():
         return None  # then find_sweep_runs reads the parent's base.* params (sweeps recorded before the file)

@@ -40,7 +40,7 @@ def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
     if trials.empty:
         return pd.DataFrame(columns=["total"])
     table = pd.crosstab(trials["sweep"], trials["status"])
-    order = [s for s in ("finished", "stopped_early", "diverged", "errored", "running") if s in table.columns]
+    order = [s for s in (M.FINISHED, M.STOPPED_EARLY, M.DIVERGED, M.ERRORED, M.RUNNING) if s in table.columns]
     table = table[order + sorted(set(table.columns) - set(order))]
     table["total"] = table.sum(axis=1)
     table.columns.name = None
@@ -54,7 +54,7 @@ def ranking_order(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, mode: str 
     _check_metric(trials, metric)
     _check_mode(mode)
     index = trials.index
-    others = (trials["status"] != "finished") if "status" in trials.columns else pd.Series(False, index=index)
+    others = (trials["status"] != M.FINISHED) if "status" in trials.columns else pd.Series(False, index=index)
     ran = (pd.to_numeric(trials["epochs_run"], errors="coerce").fillna(0) if "epochs_run" in trials.columns
            else pd.Series(0, index=index))
     keys = pd.DataFrame({"others": others, "epochs": ran.where(others, 0),
@@ -117,14 +117,14 @@ def asha_table(trials: pd.DataFrame) -> pd.DataFrame:
     df = search_trials(trials)
     if df.empty or "status" not in df.columns or "epochs_run" not in df.columns:
         return pd.DataFrame(columns=cols[1:])
-    df = df[df["status"].isin(["stopped_early", "finished"])]
+    df = df[df["status"].isin([M.STOPPED_EARLY, M.FINISHED])]
     rows = []
     for sweep, g in df.groupby("sweep", sort=False) if "sweep" in df.columns else [(None, df)]:
         params = searched_params(g)
         ran = pd.to_numeric(g["epochs_run"], errors="coerce")
         at = pd.to_numeric(g["stopped_at_epoch"], errors="coerce").fillna(ran) if "stopped_at_epoch" in g else ran
         authors = g["origin"].eq("authors") if "origin" in g.columns else pd.Series(False, index=g.index)
-        for ended, status in (("stopped", "stopped_early"), ("finished", "finished")):
+        for ended, status in (("stopped", M.STOPPED_EARLY), ("finished", M.FINISHED)):
             part = g["status"] == status
             for epoch in sorted(set(at[part].dropna().astype(int))):
                 here = part & (at == epoch)
@@ -150,7 +150,7 @@ def _arm_order(arms: Sequence[str]) -> List[str]:
 
 
 def ablation_table(trials: pd.DataFrame, metric: str = M.TEST_ACC, baseline: str = "CE", arm: str = "arm",
-                   statuses: Optional[Sequence[str]] = ("finished",)) -> pd.DataFrame:
+                   statuses: Optional[Sequence[str]] = (M.FINISHED,)) -> pd.DataFrame:
     """Per ablation arm: ``n, mean, std`` (ddof 1), ``ci95`` (half-width of the t-interval of the mean),
     ``ci_low, ci_high``, ``delta`` (mean - the baseline arm's mean) and ``p_value`` (Welch's t-test
     against the baseline arm; NaN for the baseline itself and where either arm has fewer than 2 values).
@@ -202,7 +202,7 @@ def _fmt(x: float) -> str:
 
 
 def marginal_effects(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, params: Optional[Sequence[str]] = None,
-                     bins: int = 4, statuses: Optional[Sequence[str]] = ("finished",)) -> pd.DataFrame:
+                     bins: int = 4, statuses: Optional[Sequence[str]] = (M.FINISHED,)) -> pd.DataFrame:
     """How ``metric`` moves with each searched parameter, among search trials of one fidelity at a time.
 
     Columns: ``epochs`` (the epochs run by the trials of the row: trials are only compared with trials
@@ -272,7 +272,7 @@ def _effects(df: pd.DataFrame, params: Optional[Sequence[str]], bins: int) -> Li
 
 def pareto_front(trials: pd.DataFrame,
                  objectives: Sequence[Tuple[str, str]] = ((M.RANK_VAL_ACC, "max"), (M.STUDENT_MACS, "min")),
-                 statuses: Optional[Sequence[str]] = ("finished",)) -> pd.DataFrame:
+                 statuses: Optional[Sequence[str]] = (M.FINISHED,)) -> pd.DataFrame:
     """The non-dominated search trials under ``objectives`` (``(column, "max"|"min")`` pairs).
 
     A row is dominated when another is at least as good in every objective and better in one; equal

@@ -3,7 +3,7 @@
 All sweeps are ``run_sweep`` on the digits ``loss_weights`` space (2 trials at once, 1 CPU each).
 The grid is ``--searcher grid`` (5 x 5 alpha, beta), FIFO, every trial for the full epochs; its
 best ``best_val_acc`` minus 0.5 is the target and its total epochs the baseline. TPE + ASHA (with
-``PruneAwareOptunaSearch`` telling Optuna which trials ASHA pruned) and random + ASHA run with
+``tuner.search.StudySearch`` telling Optuna which trials ASHA pruned) and random + ASHA run with
 the space's defaults for several sampler seeds. Epochs spent = the sum, over trials in start
 order (from MLflow via ``analysis.runs.load_trials``), of the epochs each ran, up to and including
 the first trial whose best val_acc reaches the target; a sweep that never reaches it counts all

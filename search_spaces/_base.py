@@ -8,8 +8,9 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from tuner import metrics
+from tuner import data, metrics, verdict
 from tuner.config import LABEL_KEYS, SCHEDULERS, SEARCHERS, TrialConfig, apply_params
+from tuner.models import feature_channels, model_info
 
 if TYPE_CHECKING:  # optuna is only needed once a study runs
     import optuna
@@ -22,7 +23,6 @@ __all__ = [
     "LABEL_KEYS",
     "apply_params",
     "build_sampler",
-    "feature_channels",
 ]
 
 SAMPLERS = SEARCHERS
@@ -33,21 +33,6 @@ _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(TrialConfig))
 _LOADER_SIZE_KEYS = {"input_size": "image_size", "in_channels": "in_channels", "num_classes": "num_classes"}
 
 
-def feature_channels(model: str, num_classes: int, in_channels: int) -> int:
-    """``build_model(model, num_classes, in_channels).feature_channels``, cached per process.
-
-    A define-by-run function runs on Ray's driver for every trial and must stay fast; the whole
-    CIFAR zoo builds once in under a second.
-    """
-    key = (model, int(num_classes), int(in_channels))
-    if key not in _CHANNELS:
-        from tuner.models import build_model
-
-        _CHANNELS[key] = int(build_model(*key).feature_channels)
-    return _CHANNELS[key]
-
-
-_CHANNELS: Dict[Tuple[str, int, int], int] = {}
 
 
 @dataclass(frozen=True)
@@ -61,7 +46,6 @@ class SpaceContext:
         input_size: the data set's native image size in pixels (8 digits, 32 CIFAR, 224 ImageNet).
         teacher_channels: ``feature_channels`` of ``base.teacher``.
     """
-
     base: TrialConfig
     num_classes: int
     in_channels: int
@@ -86,9 +70,6 @@ class SpaceContext:
         Raises:
             ValueError: ``num_classes`` is fixed by none of these (``imagefolder``): pass it.
         """
-        from tuner import data
-        from tuner.models import model_info
-
         info = data.dataset_info(base.dataset)
         defaults = {
             name: p.default
@@ -107,7 +88,7 @@ class SpaceContext:
                     f"{key}: dataset {base.dataset!r} does not fix it; pass it from the loaded data (run_sweep does)"
                 )
             values[key] = int(value)
-        channels = feature_channels(base.teacher, values["num_classes"], values["in_channels"])
+        channels = feature_channels(base.teacher)
         return cls(base=base, teacher_channels=channels, **values)
 
 
@@ -133,7 +114,6 @@ class SearchSpace:
         sampler: default Optuna sampler, one of ``SAMPLERS``.
         scheduler: default Tune scheduler, one of ``SCHEDULERS``.
     """
-
     name: str
     description: str
     define: Optional[Callable[..., Optional[Dict[str, Any]]]] = None
@@ -189,9 +169,7 @@ class SearchSpace:
 
     def reference_name(self, ctx: SpaceContext) -> str:
         """How a verdict names the reference point: ``the authors' (1, 1)`` (+ the other fixed values)."""
-        from tuner.verdict import reference_name
-
-        return reference_name(self.reference_point(ctx))
+        return verdict.reference_name(self.reference_point(ctx))
 
     def smoke_points(self, ctx: SpaceContext, num_samples: int) -> List[Dict[str, Any]]:
         """The points a ``--smoke`` sweep of ``num_samples`` trials starts from, so that its few trials
@@ -254,7 +232,7 @@ class SearchSpace:
         return None
 
     def sample(self, trial: "optuna.Trial", ctx: SpaceContext) -> Dict[str, Any]:
-        """Run ``define`` on ``trial``; return ``{**trial.params, **constants}`` (what Ray's OptunaSearch yields)."""
+        """Run ``define`` on ``trial``; return ``{**trial.params, **constants}`` (what the sweep's searcher yields)."""
         if self.define is None:
             raise ValueError(f"search space {self.name!r} is exhaustive; use space.grid(ctx, n_seeds), not Optuna")
         constants = self.define(trial, ctx=ctx) or {}

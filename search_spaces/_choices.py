@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
-from search_spaces._base import SpaceContext, feature_channels
+from search_spaces._base import SpaceContext
+from tuner.connectors import connector_fits, list_connectors
+from tuner.models import feature_channels, list_models
 
 __all__ = [
     "suggest_architecture",
@@ -41,12 +43,10 @@ def weight_points(**fixed: Any) -> List[Dict[str, Any]]:
 
 
 def student_channels(ctx: SpaceContext, student: str) -> int:
-    return feature_channels(student, ctx.num_classes, ctx.in_channels)
+    return feature_channels(student)
 
 
 def connector_fits_student(ctx: SpaceContext, connector: str, student: str) -> bool:
-    from tuner.connectors import connector_fits
-
     return connector_fits(connector, student_channels(ctx, student), ctx.teacher_channels)
 
 
@@ -56,8 +56,6 @@ def student_choices(ctx: SpaceContext) -> List[str]:
     Raises:
         ValueError: no such model.
     """
-    from tuner.models import list_models
-
     names = [m for m in list_models(input_size=ctx.input_size) if m != ctx.base.teacher]
     if not names:
         raise ValueError(
@@ -69,7 +67,6 @@ def student_choices(ctx: SpaceContext) -> List[str]:
 
 def connector_choices(ctx: SpaceContext, students: Sequence[str]) -> List[str]:
     """Registered connectors that fit EVERY student in ``students`` to the teacher (``identity`` rarely does)."""
-    from tuner.connectors import list_connectors
 
     return [c for c in list_connectors() if all(connector_fits_student(ctx, c, s) for s in students)]
 

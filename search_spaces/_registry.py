@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import List
 
 from search_spaces._base import SearchSpace
-from tuner.registry import Registry
+from tuner.registry import Registry, UnknownNameError
 
 __all__ = ["SPACES", "register_space", "get_space", "list_spaces", "describe_spaces"]
 
@@ -23,8 +23,6 @@ def get_space(name: str) -> SearchSpace:
         UnknownNameError: unknown name; the message suggests the closest one and lists them all.
     """
     if name not in SPACES:
-        from tuner.registry import UnknownNameError
-
         raise UnknownNameError(SPACES.unknown(name, field="space"))
     return SPACES.get(name)
 

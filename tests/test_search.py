@@ -1,10 +1,10 @@
-"""PruneAwareOptunaSearch on a real Optuna RDB study, driven as Tune drives it (no Ray runtime needed)."""
+"""StudySearch on a real Optuna RDB study, driven as Tune drives it (no Ray runtime needed)."""
 from __future__ import annotations
 
 import optuna
 import pytest
 
-from tuner.search import PruneAwareOptunaSearch
+from tuner.search import StudySearch
 
 State = optuna.trial.TrialState
 
@@ -13,10 +13,21 @@ def _define(trial: optuna.Trial) -> None:
     trial.suggest_float("alpha", 0.01, 100.0, log=True)
 
 
-def _searcher(storage: str, max_epochs: int = 3) -> PruneAwareOptunaSearch:
-    return PruneAwareOptunaSearch(space=_define, metric="val_acc", mode="max", study_name="s",
-                                  storage=optuna.storages.RDBStorage(storage), max_epochs=max_epochs,
-                                  sampler=optuna.samplers.RandomSampler(seed=0))
+def _searcher(storage, max_epochs: int = 3) -> StudySearch:
+    return StudySearch(space=_define, metric="val_acc", mode="max", study_name="s", storage=storage,
+                       max_epochs=max_epochs, sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+class _CountingStorage(optuna.storages.RDBStorage):
+    """The study's storage, counting the trial reads (one per trial, not one per epoch)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reads = 0
+
+    def get_trial(self, trial_id: int):
+        self.reads += 1
+        return super().get_trial(trial_id)
 
 
 @pytest.fixture
@@ -28,22 +39,22 @@ def _study(storage: str) -> optuna.Study:
     return optuna.load_study(study_name="s", storage=storage)
 
 
-def test_states_and_intermediate_values(storage, monkeypatch):
-    s = _searcher(storage)
-    reads = []
-    monkeypatch.setattr(s, "_frozen", lambda ot: reads.append(ot.number) or PruneAwareOptunaSearch._frozen(ot))
+def test_states_and_intermediate_values(storage):
+    counting = _CountingStorage(storage)
+    s = _searcher(counting)
     for tid in ("full", "cut", "nan", "div"):
         assert "alpha" in s.suggest(tid)
+    before = counting.reads
     for epoch, acc in ((1, 40.0), (2, 50.0)):
         s.on_trial_result("full", {"val_acc": acc, "epoch": epoch})
     s.on_trial_result("full", {"val_acc": 50.0, "epoch": 2})  # the same epoch twice is reported once
+    assert counting.reads - before == 1  # one study read per trial, not one per result
     s.on_trial_complete("full", {"val_acc": 60.0, "epoch": 3})  # the last result reaches only this hook
     s.on_trial_result("cut", {"val_acc": 30.0, "epoch": 1})
     s.on_trial_complete("cut", {"val_acc": 30.0, "epoch": 1})  # ASHA stopped it after epoch 1 of 3
     s.on_trial_result("nan", {"val_acc": float("nan"), "epoch": 1})
     s.on_trial_complete("nan", {"val_acc": float("nan"), "epoch": 3})
     s.on_trial_complete("div", {"val_acc": 10.0, "epoch": 1, "diverged": True})
-    assert sorted(reads) == [0, 1]  # one study read per trial with a finite value to report, not one per result
     trials = {t.number: t for t in _study(storage).trials}
     assert [trials[i].state for i in range(4)] == [State.COMPLETE, State.PRUNED, State.FAIL, State.FAIL]
     assert trials[0].value == 60.0 and trials[0].intermediate_values == {1: 40.0, 2: 50.0, 3: 60.0}
@@ -78,6 +89,16 @@ def test_a_searcher_restored_from_an_older_snapshot_does_not_draw_the_dead_drive
     restored = _searcher(storage)
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert restored.suggest("c")["alpha"] != lost  # the seeded sampler's saved state would repeat it
+
+
+def test_a_searcher_state_of_an_older_version_is_refused_in_one_line(storage, tmp_path):
+    import pickle
+
+    from tuner.config import ConfigError
+
+    (tmp_path / "searcher.pkl").write_bytes(pickle.dumps({"_ot_trials": {}, "_completed_trials": set()}))
+    with pytest.raises(ConfigError, match="older srrl-tune .* resume this sweep with the srrl-tune that started it"):
+        _searcher(storage).restore(str(tmp_path / "searcher.pkl"))
 
 
 def test_an_errored_trial_stays_running_until_its_rerun_ends_or_the_stage_fails_it(storage, tmp_path):

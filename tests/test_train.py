@@ -93,6 +93,26 @@ def test_resume_from_state_dict_continues_exactly(digits):
     assert straight.final[M.TEST_ACC] == done.final[M.TEST_ACC]
 
 
+def test_a_checkpoint_carries_its_trial_config_and_the_export_reads_it(digits, tmp_path):
+    """The checkpoint holds the full TrialConfig (as nanoGPT's do): export needs nothing rebuilt."""
+    from tuner.export import checkpoint_config, export_student, load_student
+
+    cfg, splits, teacher = digits
+    cfg = cfg.replace(alpha=2.5, beta=0.75, connector="conv3x3_bn_relu")
+    trainer = Trainer(cfg, teacher.model, splits)
+    trainer.step()
+    torch.save(trainer.state_dict(), tmp_path / "trainer_state.pt")
+    assert checkpoint_config(tmp_path / "trainer_state.pt") == cfg
+    out = export_student(tmp_path / "trainer_state.pt", splits, teacher.model.feature_channels, {"val_acc": 1.0},
+                         tmp_path / "student.pt")
+    loaded = load_student(out)
+    assert loaded.config == cfg and loaded.connector is not None
+    old = {k: v for k, v in trainer.state_dict().items() if k != "config"}  # written before checkpoints had it
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="without its config"):
+        checkpoint_config(tmp_path / "old.pt")
+
+
 def test_divergence_stops_with_the_epoch(digits):
     cfg, splits, teacher = digits
     with pytest.raises(Diverged) as e:

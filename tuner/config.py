@@ -12,7 +12,7 @@ import yaml
 
 from tuner.registry import did_you_mean
 
-__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "LABEL_KEYS", "SEARCHERS", "SCHEDULERS"]
+__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_base", "LABEL_KEYS", "SEARCHERS", "SCHEDULERS"]
 
 
 class ConfigError(ValueError):
@@ -389,3 +389,8 @@ def _NAME_OK(name: str) -> bool:
     import re
 
     return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name))
+
+
+def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
+    """The base config every trial runs with: torch threads and device from the sweep's per-trial resources."""
+    return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")

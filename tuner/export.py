@@ -56,17 +56,27 @@ class StudentBundle:
             return self.student.eval()(Normalize(p["mean"], p["std"], p["scale"])(x))
 
 
-def export_student(trainer_state: Union[str, Path], config: TrialConfig, splits: Any,
-                   teacher_channels: Optional[int], metrics: Dict[str, float], out: Union[str, Path]) -> Path:
+def checkpoint_config(trainer_state: Union[str, Path]) -> TrialConfig:
+    """The ``TrialConfig`` a trial checkpoint (``trainer_state.pt``) was trained with."""
+    state = torch.load(trainer_state, map_location="cpu", weights_only=True)
+    if "config" not in state:
+        raise ValueError(f"checkpoint: {trainer_state} was written by an older srrl-tune without its config")
+    return TrialConfig.from_dict(state["config"])
+
+
+def export_student(trainer_state: Union[str, Path], splits: Any, teacher_channels: Optional[int],
+                   metrics: Dict[str, float], out: Union[str, Path]) -> Path:
     """Write the compact student file (weights + everything needed to rebuild and feed them) from a trial checkpoint.
 
     Args:
-        trainer_state: the ``trainer_state.pt`` of a trial checkpoint (``Trainer.state_dict()``).
+        trainer_state: the ``trainer_state.pt`` of a trial checkpoint (``Trainer.state_dict()``); its
+            ``config`` (the trial's full TrialConfig) goes along.
         splits: the sweep's ``DataSplits``: its class count, channels, image size and normalisation go along.
         teacher_channels: C_T, to rebuild the connector (None when the trial used no teacher).
         metrics: numbers to keep beside the weights (e.g. ``test_acc``).
     """
     state = torch.load(trainer_state, map_location="cpu", weights_only=True)
+    config = checkpoint_config(trainer_state)
     preprocessing = {"mean": list(splits.mean), "std": list(splits.std), "scale": float(splits.scale),
                      "image_size": int(splits.image_size), "in_channels": int(splits.in_channels)}
     payload = {"student": state["learnable"]["student"], "connector": state["learnable"]["connector"],

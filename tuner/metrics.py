@@ -1,14 +1,16 @@
-"""Metric names, and the one rule that ranks trials: a contract shared by the training loop, the Ray
-trainable, the searcher, tracking and analysis. The README's metrics table documents each name."""
+"""Metric names, the one rule that ranks trials and the one rule that says how a trial ended: a contract
+shared by the training loop, the Ray trainable, the searcher, tracking and analysis. The README's
+metrics table documents each name."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 __all__ = [
     "EPOCH", "LOSS_TOTAL", "LOSS_CE", "LOSS_FM", "LOSS_SR", "LOSS_KD", "VAL_ACC", "VAL_LOSS",
     "BEST_VAL_ACC", "RANK_VAL_ACC", "rank_value", "GRACE_FRACTION", "TEST_ACC", "IMAGES_PER_S", "LR", "EPOCH_TIME_S",
     "STUDENT_PARAMS", "STUDENT_MACS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC",
-    "PER_EPOCH", "PER_TRIAL", "TERM_METRIC",
+    "PER_EPOCH", "PER_TRIAL", "TERM_METRIC", "DIVERGED_KEY", "FINISHED", "STOPPED_EARLY", "DIVERGED", "ERRORED",
+    "INTERRUPTED", "PENDING", "RUNNING", "TRIAL_STATUSES", "ENDED_STATUSES", "trial_status",
 ]
 
 EPOCH = "epoch"  # a result key and MLflow's step, not a logged metric
@@ -55,3 +57,35 @@ def rank_value(val_accs: Sequence[float]) -> float:
 #: the rule's Spearman with the final multi-seed mean is 0.31 at epoch 7 of 30 (the old epochs // 4),
 #: so cuts there were close to random; it first reaches 90% of its final value at epoch 12 (0.71 vs 0.78).
 GRACE_FRACTION = 0.4
+
+
+#: a result key: 1.0 in the result of the epoch whose loss went non-finite (its values are not real), else 0.0
+DIVERGED_KEY = "diverged"
+
+# ---- how a trial ended: THE status rule (the leaderboard, the MLflow callback, the study, analysis sync)
+FINISHED = "finished"  # ran every planned epoch
+STOPPED_EARLY = "stopped_early"  # Tune ended it before its last epoch: the scheduler's (ASHA's) cut
+DIVERGED = "diverged"  # a loss went non-finite; the trial stopped there
+ERRORED = "errored"  # raised (a bug, a lost node); --resume re-runs it
+INTERRUPTED = "interrupted"  # the driver stopped with it half-done; --resume continues it
+PENDING = "pending"  # created, never started
+RUNNING = "running"  # what an MLflow run of a live trial says (analysis shows it)
+#: what ``srrl.status`` on a trial's MLflow run can say
+TRIAL_STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, INTERRUPTED)
+#: the statuses a trial keeps for good (the others continue with ``--resume``)
+ENDED_STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, ERRORED)
+
+
+def trial_status(errored: bool, diverged: bool, epochs_run: int, planned: Optional[int], ended: bool) -> str:
+    """How a trial stands. ``errored`` and ``diverged`` win; then ``finished`` once it ran every
+    ``planned`` epoch (None: unknown); else ``stopped_early`` when Tune ``ended`` it, ``interrupted``
+    when it ran some epochs and ``pending`` when none."""
+    if errored:
+        return ERRORED
+    if diverged:
+        return DIVERGED
+    if planned is not None and epochs_run >= planned:
+        return FINISHED
+    if ended:
+        return STOPPED_EARLY
+    return INTERRUPTED if epochs_run > 0 else PENDING

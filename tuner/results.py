@@ -7,27 +7,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tuner import faults, metrics as M
 from tuner.config import SweepConfig, TrialConfig
-from tuner.trainable import DIVERGED
 
-__all__ = ["leaderboard_rows", "log_best_students", "trial_status", "RESUMABLE", "saved_results"]
+__all__ = ["leaderboard_rows", "log_best_students", "RESUMABLE", "saved_results"]
 
 #: statuses of trials a --resume continues
-RESUMABLE = ("interrupted", "pending")
-
-
-def trial_status(error: bool, diverged: bool, epochs_run: int, planned: int, tune_status: Optional[str]) -> str:
-    """How a trial stands: ``errored``, ``diverged``, ``finished`` (every epoch), ``stopped_early`` (Tune ended
-    it before its last epoch: the scheduler's cut), else ``interrupted`` (the driver stopped with the trial
-    half-done) or ``pending`` (never started); the last two continue with ``--resume``."""
-    if error:
-        return "errored"
-    if diverged:
-        return "diverged"
-    if epochs_run >= planned:
-        return "finished"
-    if tune_status == "TERMINATED":
-        return "stopped_early"
-    return "interrupted" if epochs_run > 0 else "pending"
+RESUMABLE = (M.INTERRUPTED, M.PENDING)
 
 
 def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
@@ -52,8 +36,9 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
         epochs_run = int(last.get(M.EPOCH, 0))
         planned = int(cfg.get("epochs", base.epochs))
         trial_id = last.get("trial_id") or _trial_id(result)
-        status = trial_status(bool(result.error) and not faults.is_no_space(result.error), bool(last.get(DIVERGED)),
-                              epochs_run, planned, "TERMINATED" if statuses is None else statuses.get(trial_id))
+        ended = statuses is None or statuses.get(trial_id) == "TERMINATED"
+        status = M.trial_status(bool(result.error) and not faults.is_no_space(result.error), bool(last.get(M.DIVERGED_KEY)),
+                                epochs_run, planned, ended)
         row = {"trial_id": trial_id, **{k: cfg.get(k, getattr(base, k, None)) for k in
                ("arm", "alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "seed") if k in cfg or hasattr(base, k)},
                "origin": cfg.get("origin"), "params": {k: v for k, v in cfg.items() if k not in LABEL_KEYS},
@@ -77,20 +62,20 @@ def _trial_id(result: Any) -> Optional[str]:
     return parts[2] if len(parts) > 2 else None
 
 
-def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, base: TrialConfig,
-                       splits: Any, teacher: Any, parent_run: str) -> int:
+def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, splits: Any, parent_run: str) -> int:
     """Export the final student + connector of the ``top_k`` best finished trials to their runs.
 
     Only trials that ran every epoch count: an early-stopped trial has no final student to export.
 
     The driver reads each trial's last checkpoint from ``storage_path`` (shared storage on a
-    cluster), so trials that ran on other nodes reach the store too. Returns how many students were
+    cluster), so trials that ran on other nodes reach the store too; each checkpoint carries the trial's
+    TrialConfig, so nothing is rebuilt from Tune's params and the sweep's base. Returns how many students were
     logged now (a run that already has its student is skipped, so a second call logs none).
     """
     from tuner import tracking
-    from tuner.config import apply_params
-    from tuner.export import STUDENT_FILE, export_student
-    from tuner.trainable import STATE_FILE
+    from tuner.export import STUDENT_FILE, checkpoint_config, export_student
+    from tuner.models import feature_channels
+    from tuner.trainer import STATE_FILE
 
     finished = [r for r in rows if r["status"] == "finished"]  # rows are ranked by the ranking rule
     wanted = {r["trial_id"] for r in finished[: sweep.top_k]}
@@ -100,10 +85,10 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
         trial_id = (result.metrics or {}).get("trial_id")
         if trial_id not in wanted or result.checkpoint is None or trial_id not in runs:
             continue
-        cfg = apply_params(base, result.config)
         with result.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
-            path = export_student(Path(folder) / STATE_FILE, cfg, splits,
-                                  teacher.model.feature_channels if teacher and cfg.needs_teacher else None,
+            cfg = checkpoint_config(Path(folder) / STATE_FILE)  # the trial's own TrialConfig, as it trained
+            path = export_student(Path(folder) / STATE_FILE, splits,
+                                  feature_channels(cfg.teacher) if cfg.needs_teacher else None,
                                   {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
                                   Path(out) / STUDENT_FILE)
             logged += bool(tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path}))

@@ -16,20 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import yaml
-
 from search_spaces import SpaceContext, get_space, list_spaces
 from tuner import confirm, faults, preflight, tracking
 from tuner import metrics as M
 from tuner import sweep_build as build
 from tuner.atomic_fs import remove_parts
-from tuner.config import ConfigError, SweepConfig, TrialConfig, check_choice, parse_yaml
+from tuner.config import ConfigError, SweepConfig, TrialConfig, check_choice, trial_base
 from tuner.confirm import preset_param_space
 from tuner.files import PART_SUFFIX
 from tuner.job_dir import job_copy, refuse_inside
 from tuner.results import RESUMABLE, leaderboard_rows, log_best_students, saved_results
 from tuner.storage import ORPHANED_DIR, SweepFolder
-from tuner.sweep_build import trial_base
+from tuner.sweep_file import SWEEP_FILE, load_sweep_dir, sweep_yaml
 from tuner.teacher import default_cache_dir, ensure_teacher
 from tuner.tracking import default_tracking_uri
 from tuner.tracking.callback import MLflowTracking
@@ -41,7 +39,6 @@ from tuner.warm_start import TAG_WARM_START, warm_points, warm_tag
 __all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke",
            "trial_base", "log_best_students"]
 
-SWEEP_FILE = "srrl_sweep.yaml"
 _URI_FIELDS = ("tracking_uri", "optuna_storage", "storage_path", "address")  # may carry credentials
 
 
@@ -120,23 +117,6 @@ def _beside(tracking_uri: str, filename: str) -> Optional[str]:
     return f"sqlite:///{db.parent / filename}" if db is not None else None
 
 
-def load_sweep_dir(path: str, field: str = "resume") -> Tuple[SweepConfig, TrialConfig]:
-    """The sweep and base trial config saved in a sweep folder, local or a URI (what ``--resume PATH`` reads)."""
-    folder = SweepFolder.of(path, field=field)
-    if not folder.has_file(SWEEP_FILE):
-        raise ConfigError(f"{field}: {folder.shown!r} holds no sweep (no {SWEEP_FILE}); give the folder a sweep printed at its start")
-    data = parse_yaml(folder.read_text(SWEEP_FILE), f"{folder.shown}/{SWEEP_FILE}", field=field)
-    if not isinstance(data.get("sweep"), dict) or not isinstance(data.get("base"), dict):
-        raise ConfigError(f"{field}: {folder.shown}/{SWEEP_FILE} holds no 'sweep' and 'base' mappings")
-    unknown = sorted(set(data["sweep"]) - {f.name for f in dataclasses.fields(SweepConfig)})
-    if unknown:
-        raise ConfigError(f"{field}: {folder.shown}/{SWEEP_FILE} has sweep fields this version does not know "
-                          f"({', '.join(unknown)}); resume it with the srrl-tune that started it")
-    sweep = SweepConfig(**data["sweep"])
-    sweep.validate()
-    return sweep, TrialConfig.from_dict(data["base"])
-
-
 def _uncommitted(folder: SweepFolder) -> bool:
     """The folder holds no sweep: it is empty, or holds only what a start that failed before writing its
     sweep file left (Tune's ``tuner.pkl``, part files); a fresh start of the same name may use it."""
@@ -145,10 +125,6 @@ def _uncommitted(folder: SweepFolder) -> bool:
     if folder.fs is not None:
         return False  # remote: only an empty folder
     return all(p.name == "tuner.pkl" or p.name.endswith(PART_SUFFIX) for p in Path(folder.location).iterdir())
-
-
-def _sweep_yaml(sweep: SweepConfig, base: TrialConfig) -> str:
-    return yaml.safe_dump({"sweep": sweep.to_dict(), "base": base.to_dict()}, sort_keys=False)
 
 
 def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: Callable[[str], None] = print,
@@ -233,7 +209,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     teacher_state = teacher.model.state_dict() if teacher else None
     teacher_info = teacher.info() if teacher else {}
 
-    per_trial = build.trial_base(sweep, base)
+    per_trial = trial_base(sweep, base)
     trainable = tune.with_resources(
         tune.with_parameters(train_srrl, base=per_trial.to_dict(), teacher_state=teacher_state,
                              teacher_info=teacher_info, splits=splits),
@@ -260,8 +236,9 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                               base_params=per_trial.to_dict(), stage=stage, name_keys=param_names,
                               optuna_storage=sweep.optuna_storage if study_name else None, study_name=study_name)
 
+    planned = build.num_samples(sweep, space, ctx, grid)  # the search stage's trials
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / SWEEP_FILE).write_text(_sweep_yaml(shown, base))
+        (Path(tmp) / SWEEP_FILE).write_text(sweep_yaml(shown, base, planned))
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
             "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
 
@@ -273,7 +250,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
             tune_config=tune.TuneConfig(
                 search_alg=build.searcher(sweep, space, ctx, grid, initial_points=not again, warm=[w["params"] for w in warm]),
                 scheduler=build.scheduler(sweep, space, base),
-                num_samples=build.num_samples(sweep, space, ctx, grid),
+                num_samples=planned,
                 max_concurrent_trials=build.max_concurrent(sweep), reuse_actors=True,
             ),
             run_config=tune.RunConfig(
@@ -297,17 +274,21 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
 
         try:
             tuner = restore()
-        except (EOFError, pickle.UnpicklingError, FileNotFoundError):
-            # torn by a driver killed mid-upload (before tuner.atomic_fs), or never written by an older
-            # version; it holds only what the sweep file rebuilds: the trials' progress and the
-            # searcher's state live in their own files
-            log(f"{folder.shown}/tuner.pkl was torn or missing; rebuilt it from {SWEEP_FILE}")
+        except (EOFError, pickle.UnpicklingError, FileNotFoundError, AttributeError, ModuleNotFoundError) as e:
+            if isinstance(e, (AttributeError, ModuleNotFoundError)) and "tuner" not in str(e):
+                raise  # not a class of ours that moved: a real error
+            # torn by a driver killed mid-upload (before tuner.atomic_fs), never written, or naming classes
+            # of an older srrl-tune; it holds only what the sweep file rebuilds: the trials' progress and
+            # the searcher's state live in their own files
+            why = "written by an older srrl-tune" if isinstance(e, (AttributeError, ModuleNotFoundError)) \
+                else "torn or missing"
+            log(f"{folder.shown}/tuner.pkl was {why}; rebuilt it from {SWEEP_FILE}")
             new_tuner(again=True)
             tuner = restore()
     else:
         tuner = new_tuner()
         # the sweep exists only now: the sweep file is what --resume reads, and it needs Tune's state
-        folder.write_text(SWEEP_FILE, _sweep_yaml(sweep, base))
+        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned))
         tracking.sweep_started(sweep.tracking_uri, parent_run)
     results = tuner.fit()
     _set_aside_orphans(folder, results, log)
@@ -334,17 +315,17 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                            study_name, rows, None, note, experiment_id, interrupted=True, fault=fault)
 
-    stopped = interrupted(rows, build.num_samples(sweep, space, ctx, grid), "search")
+    stopped = interrupted(rows, planned, "search")
     if stopped is not None:
         return stopped
     if study_name:  # the search ended for good: the study now agrees with how every Tune trial ended
-        from tuner.search import settle_study
+        from tuner.search import settle_study, study_outcomes
 
-        settled = settle_study(sweep.optuna_storage, study_name, _study_outcomes(results), base.epochs,
+        settled = settle_study(sweep.optuna_storage, study_name, study_outcomes(results), base.epochs,
                                [m for m, _ in space.objectives])
         if settled["orphaned"]:
             log(f"failed {settled['orphaned']} Optuna trial(s) asked by the interrupted driver and never kept by Tune")
-    log_best_students(results, rows, sweep, per_trial, splits, teacher, parent_run)
+    log_best_students(results, rows, sweep, splits, parent_run)
     finished = sum(r["status"] == "finished" for r in rows)
     if finished < sweep.top_k:
         log(f"exported {finished} student(s), not --top-k {sweep.top_k}: only {finished} trial(s) ran every epoch "
@@ -412,17 +393,5 @@ def _set_aside_orphans(folder: SweepFolder, results: Any, log: Callable[[str], N
     if moved:
         log(f"moved {len(moved)} trial folder(s) the interrupted driver started and Tune no longer holds "
             f"to {folder.shown}/{ORPHANED_DIR}")
-
-
-def _study_outcomes(results: Any) -> List[Tuple[int, Optional[str], List[Dict[str, Any]]]]:
-    """``(optuna_trial, error line or None, results in order)`` of each Tune trial asked from the study."""
-    out = []
-    for r in results:
-        if "optuna_trial" not in (r.config or {}):
-            continue
-        df = r.metrics_dataframe
-        history = [] if df is None else [{k: v for k, v in row.items() if v == v} for row in df.to_dict("records")]
-        out.append((int(r.config["optuna_trial"]), str(r.error).splitlines()[-1] if r.error else None, history))
-    return out
 
 

@@ -6,7 +6,6 @@ it pays their ~2 s import (docs/architecture.md).
 from __future__ import annotations
 
 import functools
-import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from search_spaces import build_sampler, grid_size
@@ -14,13 +13,8 @@ from tuner import metrics as M
 from tuner.config import SweepConfig, TrialConfig
 from tuner.teacher import train_teacher
 
-__all__ = ["trial_base", "init_ray", "teacher_trainer", "any_trial_needs_teacher", "max_concurrent", "reporter",
+__all__ = ["init_ray", "teacher_trainer", "any_trial_needs_teacher", "max_concurrent", "reporter",
            "num_samples", "searcher", "scheduler"]
-
-
-def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
-    """The base config every trial runs with: torch threads and device from the sweep's per-trial resources."""
-    return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
 
 
 def init_ray(sweep: SweepConfig) -> None:
@@ -87,40 +81,30 @@ def num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Di
 
 def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]],
               initial_points: bool = True, warm: Sequence[Dict[str, Any]] = ()) -> Any:
-    """OptunaSearch over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``.
+    """``StudySearch`` over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``.
 
-    ``initial_points=False`` when a sweep's searcher is built again for its study: OptunaSearch
+    ``initial_points=False`` when a sweep's searcher is built again for its study: StudySearch
     enqueues them in the study as it is built, and the study holds them from the first time.
     """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if grid is not None:
         return BasicVariantGenerator(points_to_evaluate=grid, max_concurrent=max_concurrent(sweep))
-    import optuna
+    from tuner.search import StudySearch
 
-    from tuner.search import PruneAwareOptunaSearch
-
-    study_name = sweep.study_name or sweep.name
-    storage = optuna.storages.RDBStorage(sweep.optuna_storage)
     metrics_, modes = zip(*space.objectives)
     multi = len(space.objectives) > 1
-    # the study names its objectives (the dashboard shows "best_val_acc", not "Objective 0")
-    study = optuna.create_study(storage=storage, study_name=study_name, load_if_exists=True,
-                                directions=["maximize" if m == "max" else "minimize" for m in modes])
-    with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(metrics_))
     authors = space.initial_points(ctx) if sweep.searcher != "grid" else []
     # a smoke run's few trials also move each searched categorical off the authors' point
     first = space.smoke_points(ctx, sweep.num_samples) if sweep.smoke and authors else authors
     varied = [p for p in first if p not in authors]
     warm = [dict(p) for p in warm if p not in first] if sweep.searcher != "grid" else []
-    return PruneAwareOptunaSearch(
+    return StudySearch(
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
         points_to_evaluate=(first + warm or None) if initial_points else None,
         sampler=build_sampler(sweep.searcher, sweep.seed, space, ctx),
-        study_name=study_name, storage=storage, max_epochs=ctx.base.epochs,
+        study_name=sweep.study_name or sweep.name, storage=sweep.optuna_storage, max_epochs=ctx.base.epochs,
         origins={"authors": authors, "smoke": varied, "warm-start": warm},
     )
 

@@ -18,13 +18,9 @@ from tuner import metrics as M
 from tuner.config import apply_params
 from tuner.data import DataSplits
 from tuner.models import build_model, count_macs, count_params
-from tuner.trainer import Diverged, Trainer, load_splits
+from tuner.trainer import STATE_FILE, Diverged, Trainer, load_splits
 
-__all__ = ["train_srrl", "STATE_FILE", "DIVERGED"]
-
-STATE_FILE = "trainer_state.pt"
-DIVERGED = "diverged"
-
+__all__ = ["train_srrl"]
 
 def train_srrl(
     config: Dict[str, Any],
@@ -71,14 +67,14 @@ def train_srrl(
             row = trainer.step()
         except Diverged as e:
             # stop at once, no checkpoint, no retry: the searcher records it as failed
-            tune.report({**once, M.EPOCH: e.epoch, DIVERGED: 1.0, M.VAL_ACC: 0.0, M.RANK_VAL_ACC: 0.0,
-                         f"{DIVERGED}_term": e.term})
+            tune.report({**once, M.EPOCH: e.epoch, M.DIVERGED_KEY: 1.0, M.VAL_ACC: 0.0, M.RANK_VAL_ACC: 0.0,
+                         f"{M.DIVERGED_KEY}_term": e.term})
             return
         if trainer.epoch == cfg.epochs:
             row[M.TEST_ACC] = trainer.evaluate("test")[0]
         with tempfile.TemporaryDirectory() as folder:
             _save(trainer.state_dict(), Path(folder) / STATE_FILE)
-            tune.report({**once, **row, DIVERGED: 0.0}, checkpoint=tune.Checkpoint.from_directory(folder))
+            tune.report({**once, **row, M.DIVERGED_KEY: 0.0}, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def _save(state: Dict[str, Any], path: Path) -> None:

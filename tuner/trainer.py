@@ -20,9 +20,12 @@ from tuner.config import ConfigError, TrialConfig
 from tuner.connectors import build_connector
 from tuner.data import DataSplits, load_dataset, make_loaders
 from tuner.distiller import LOSS_TERMS, Distiller
-from tuner.models import build_model
+from tuner.models import build_model, feature_channels
 
-__all__ = ["Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything", "load_splits"]
+__all__ = ["STATE_FILE", "Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything", "load_splits"]
+
+#: the file of a trial checkpoint that holds ``Trainer.state_dict()``
+STATE_FILE = "trainer_state.pt"
 
 EpochCallback = Callable[[Dict[str, float], "Trainer"], None]
 
@@ -70,8 +73,7 @@ def check_pair(cfg: TrialConfig, splits: DataSplits) -> None:
 
     if not cfg.needs_teacher:
         return
-    c_s = build_model(cfg.student, splits.num_classes, in_channels=splits.in_channels).feature_channels
-    c_t = build_model(cfg.teacher, splits.num_classes, in_channels=splits.in_channels).feature_channels
+    c_s, c_t = feature_channels(cfg.student), feature_channels(cfg.teacher)
     if not connector_fits(cfg.connector, c_s, c_t):
         fits = [n for n in list_connectors() if connector_fits(n, c_s, c_t)]
         raise ConfigError(f"connector: {cfg.connector!r} cannot join student {cfg.student} ({c_s} channels) to teacher "
@@ -185,7 +187,10 @@ class Trainer:
 
     # ---- checkpointing: everything needed to continue exactly where a run stopped ---------------
     def state_dict(self) -> Dict[str, Any]:
+        """What a checkpoint holds: the learnable weights, optimiser, schedule, loader position, RNG, and
+        the full ``TrialConfig`` (``config``) the run trains with, so export and sync read it from here."""
         return {
+            "config": self.cfg.to_dict(),
             "learnable": self.distiller.learnable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),

@@ -39,28 +39,20 @@ def test_sweep_not_over_reads_tunes_statuses(tmp_path, statuses, why):
     assert sweep_not_over(tmp_path, statuses) == why
 
 
-def test_sweep_not_over_reads_tunes_search_state(tmp_path):
-    """An exhaustive grid's searcher (Tune's BasicVariantGenerator, saved as Tune saves it) plans 3
-    trials: with 2 started and ended the sweep is not over; with 3, or once it says finished, it is."""
-    from ray import tune
-    from ray.tune.experiment import Experiment
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
+def test_sweep_not_over_reads_the_planned_trials_from_the_sweep_file(tmp_path):
+    """The sweep file says the search plans 3 trials: with 2 started and ended the sweep is not over;
+    with 3 it is. A sweep file from before the count was kept leaves it to Tune's statuses."""
     from analysis.sync import sweep_not_over
+    from tuner.config import SweepConfig, TrialConfig
+    from tuner.sweep_file import SWEEP_FILE, sweep_yaml
 
     ended = {"a": "TERMINATED", "b": "ERROR"}
-    for finished in (False, True):
-        folder = tmp_path / f"finished-{finished}"
-        folder.mkdir()
-        arms = ["CE", "CE+FM", "CE+SR"]
-        search = BasicVariantGenerator(points_to_evaluate=[{"arm": arm} for arm in arms])
-        search.add_configurations([Experiment(NAME, lambda config: None, config={"arm": tune.choice(arms)},
-                                              num_samples=len(arms), storage_path=str(tmp_path / "ray"))])
-        if finished:
-            search.set_finished()
-        search.save_to_dir(str(folder), "2026-01-01_00-00-00")
-        assert sweep_not_over(folder, ended) == (None if finished else "2 of its 3 trials started")
-        assert sweep_not_over(folder, {**ended, "c": "TERMINATED"}) is None
+    sweep, base = SweepConfig(name=NAME), TrialConfig()
+    (tmp_path / SWEEP_FILE).write_text(sweep_yaml(sweep, base, trials=3))
+    assert sweep_not_over(tmp_path, ended) == "2 of its 3 trials started"
+    assert sweep_not_over(tmp_path, {**ended, "c": "TERMINATED"}) is None
+    (tmp_path / SWEEP_FILE).write_text(sweep_yaml(sweep, base))  # written before sweeps kept the count
+    assert sweep_not_over(tmp_path, ended) is None
 
 
 def _trial(last: dict, tune_status=None, error=None):

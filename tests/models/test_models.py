@@ -11,6 +11,7 @@ from tuner.models import (
     DistillableModel,
     build_model,
     count_macs,
+    feature_channels,
     count_params,
     list_models,
     load_weights,
@@ -86,6 +87,9 @@ def test_metadata_and_in_channels(name: str) -> None:
     model = build_model(name, num_classes=3, in_channels=2).eval()
     with torch.no_grad():
         assert model(_input(name, in_channels=2)).shape == (2, 3)
+    # the registry's feature_channels is what the built model has, for any class count and channels
+    assert feature_channels(name) == info["feature_channels"] == model.feature_channels
+    assert build_model(name, num_classes=100).feature_channels == feature_channels(name)
 
 
 @pytest.mark.parametrize("name", list(ZOO))

@@ -1,4 +1,4 @@
-"""Every registered search space, run through real in-memory Optuna studies (and Ray's OptunaSearch)."""
+"""Every registered search space, run through real in-memory Optuna studies (and the sweep's searcher)."""
 from __future__ import annotations
 
 import dataclasses
@@ -258,17 +258,21 @@ def test_optuna_space_is_deterministic(name: str, digits_ctx: SpaceContext) -> N
 
 
 @pytest.mark.parametrize("name", OPTUNA_SPACES)
-def test_define_through_ray_optuna_search(name: str, digits_ctx: SpaceContext) -> None:
-    """What the sweep does: Ray's OptunaSearch calls ``partial(define, ctx=ctx)`` (pickled with the searcher)."""
-    from ray.tune.search.optuna import OptunaSearch
+def test_define_through_the_sweeps_searcher(name: str, digits_ctx: SpaceContext) -> None:
+    """What the sweep does: its searcher (``tuner.search.StudySearch``) calls ``partial(define, ctx=ctx)``
+    (pickled with the searcher) on each asked trial."""
+    import optuna
+
+    from tuner.search import StudySearch
 
     space = get_space(name)
     define = pickle.loads(pickle.dumps(functools.partial(space.define, ctx=digits_ctx)))
     multi = space.multi_objective
-    searcher = OptunaSearch(
+    searcher = StudySearch(
         space=define,
         metric=space.metric_names if multi else space.metric_names[0],
         mode=space.modes if multi else space.modes[0],
+        study_name=name, storage=optuna.storages.InMemoryStorage(), max_epochs=1,
         sampler=build_sampler(space.sampler, 0, space, digits_ctx),
         points_to_evaluate=space.initial_points(digits_ctx),
     )
@@ -278,7 +282,7 @@ def test_define_through_ray_optuna_search(name: str, digits_ctx: SpaceContext) -
         if i < len(points):
             assert {k: config[k] for k in points[i]} == points[i]
         apply_params(digits_ctx.base, config)
-        searcher.on_trial_complete(f"t{i}", {m: 1.0 for m in space.metric_names})
+        searcher.on_trial_complete(f"t{i}", {"epoch": 1, **{m: 1.0 for m in space.metric_names}})
 
 
 def test_students_falls_back_to_the_paper_connector(digits_ctx: SpaceContext) -> None:

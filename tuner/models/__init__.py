@@ -1,6 +1,8 @@
 """Model registry: every model is a :class:`DistillableModel` (``forward_features`` + ``head``).
 
-Families (registry metadata ``family`` / ``input_size`` / ``in_channels``):
+Registry metadata per architecture: ``family``, native ``input_size`` and ``in_channels``, and
+``feature_channels`` (C of the penultimate features, what a connector joins), so nothing builds a
+model to learn them. Families:
 ``cifar`` (32 px, the CRD benchmark zoo), ``digits`` (8 px, 1 channel), ``imagenet`` (224 px, torchvision).
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "build_model",
     "list_models",
     "model_info",
+    "feature_channels",
     "load_weights",
     "count_params",
     "count_macs",
@@ -50,5 +53,10 @@ def list_models(input_size: Optional[int] = None) -> List[str]:
 
 
 def model_info(name: str) -> Dict[str, Any]:
-    """Registry metadata of ``name``: ``input_size``, ``family``, ``in_channels``."""
+    """Registry metadata of ``name``: ``input_size``, ``family``, ``in_channels``, ``feature_channels``."""
     return MODELS.meta(name)
+
+
+def feature_channels(name: str) -> int:
+    """C of model ``name``'s penultimate features (registry metadata; the same for any class count)."""
+    return int(MODELS.meta(name)["feature_channels"])

@@ -77,4 +77,4 @@ _CONFIGS = {
     "resnet32x4": (32, (32, 64, 128, 256)),
 }
 for _name, (_depth, _filters) in _CONFIGS.items():
-    MODELS.register(_name, **CIFAR)(functools.partial(CifarResNet, _depth, _filters))
+    MODELS.register(_name, **CIFAR, feature_channels=_filters[-1])(functools.partial(CifarResNet, _depth, _filters))

@@ -61,4 +61,4 @@ class CifarBottleneckResNet(DistillableModel):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-MODELS.register("ResNet50", **CIFAR)(functools.partial(CifarBottleneckResNet, (3, 4, 6, 3)))
+MODELS.register("ResNet50", **CIFAR, feature_channels=2048)(functools.partial(CifarBottleneckResNet, (3, 4, 6, 3)))

@@ -59,6 +59,6 @@ class TorchvisionMobileNetV2(DistillableModel):
         return self.features(x)
 
 
-for _arch in ("resnet18", "resnet34", "resnet50"):
-    MODELS.register(_arch, **IMAGENET)(functools.partial(TorchvisionResNet, _arch))
-MODELS.register("mobilenet_v2", **IMAGENET)(TorchvisionMobileNetV2)
+for _arch, _channels in (("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)):
+    MODELS.register(_arch, **IMAGENET, feature_channels=_channels)(functools.partial(TorchvisionResNet, _arch))
+MODELS.register("mobilenet_v2", **IMAGENET, feature_channels=1280)(TorchvisionMobileNetV2)

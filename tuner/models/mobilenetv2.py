@@ -73,4 +73,4 @@ class MobileNetV2(DistillableModel):
         return self.conv2(x)
 
 
-MODELS.register("MobileNetV2", **CIFAR)(MobileNetV2)
+MODELS.register("MobileNetV2", **CIFAR, feature_channels=1280)(MobileNetV2)

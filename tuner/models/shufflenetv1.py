@@ -74,4 +74,4 @@ class ShuffleNetV1(DistillableModel):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
-MODELS.register("ShuffleNetV1", **CIFAR)(ShuffleNetV1)
+MODELS.register("ShuffleNetV1", **CIFAR, feature_channels=960)(ShuffleNetV1)

@@ -83,4 +83,4 @@ class ShuffleNetV2(DistillableModel):
         return F.relu(self.bn2(self.conv2(x)))
 
 
-MODELS.register("ShuffleNetV2", **CIFAR)(ShuffleNetV2)
+MODELS.register("ShuffleNetV2", **CIFAR, feature_channels=1024)(ShuffleNetV2)

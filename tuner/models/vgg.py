@@ -56,4 +56,4 @@ class VGG(DistillableModel):
 
 
 for _name, _cfg in _CFG.items():
-    MODELS.register(_name, **CIFAR)(functools.partial(VGG, _cfg))
+    MODELS.register(_name, **CIFAR, feature_channels=_cfg[-1][-1])(functools.partial(VGG, _cfg))

@@ -77,4 +77,4 @@ class WideResNet(DistillableModel):
 
 
 for _name, (_depth, _widen) in {"wrn_16_1": (16, 1), "wrn_16_2": (16, 2), "wrn_40_1": (40, 1), "wrn_40_2": (40, 2)}.items():
-    MODELS.register(_name, **CIFAR)(functools.partial(WideResNet, _depth, _widen))
+    MODELS.register(_name, **CIFAR, feature_channels=64 * _widen)(functools.partial(WideResNet, _depth, _widen))

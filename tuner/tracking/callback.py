@@ -166,22 +166,18 @@ class MLflowTracking(Callback):
 
     def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         epoch, diverged = self._last_of(trial)
-        planned = self._planned(trial)
+        status = M.trial_status(False, diverged, epoch, self._planned(trial), ended=True)
         tags = {TAG_LAST_EPOCH: str(epoch)}
-        if diverged:
-            status = "diverged"
+        if status == M.DIVERGED:
             tags[TAG_DIVERGED_EPOCH] = str(epoch)
-        elif epoch >= planned:
-            status = "finished"
-        else:
-            status = "stopped_early"
+        elif status == M.STOPPED_EARLY:
             tags[TAG_STOPPED_AT] = str(epoch)
         self._end(trial, status, tags)
 
     def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         epoch, _ = self._last_of(trial)
         tags = {TAG_LAST_EPOCH: str(epoch), TAG_ERROR: text(self._error_line(trial), 1000)}
-        self._end(trial, "errored", tags)
+        self._end(trial, M.ERRORED, tags)
 
     def on_trial_recover(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         """The trial failed and Tune will restart it (FailureConfig): count it; the run stays open."""

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
+from tuner import metrics as M
 from tuner.tracking.schema import (
     EXPERIMENT_KIND, MAX_PARAMS_PER_BATCH, MAX_TAG, PARENT, RUN_NAME, TAG_RECOMMENDED, TAG_RESUMES, TAG_ROLE,
     TAG_SETTING_UP, TAG_STAGE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL_ID, TAG_VERDICT, flatten, legal_key, number, text,
@@ -189,7 +190,7 @@ def mark_interrupted(tracking_uri: str, parent_run_id: str, trial_ids: Iterable[
     exp = client.get_run(parent_run_id).info.experiment_id
     for run in child_runs(client, exp, parent_run_id):
         if run.data.tags.get(TAG_TRIAL_ID) in wanted:
-            client.set_tag(run.info.run_id, TAG_STATUS, "interrupted")
+            client.set_tag(run.info.run_id, TAG_STATUS, M.INTERRUPTED)
             client.set_terminated(run.info.run_id, status="KILLED")
     client.set_tag(parent_run_id, "srrl.interrupted", str(len(wanted)))
 

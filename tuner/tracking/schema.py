@@ -42,16 +42,16 @@ TAG_SETTING_UP = "srrl.setting_up"  # on a new parent run until its sweep's Tune
 STAGES = ("search", "confirm")
 #: MLflow 3 opens an experiment by its kind; without it the GenAI overview (traces) opens, not the runs
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-TRIAL_STATUSES = ("finished", "stopped_early", "diverged", "errored", "interrupted")
-#: result key a trainable sets (truthy) when training diverged; not a metric, so it lives here
-DIVERGED_KEY = "diverged"
+#: what ``srrl.status`` says, and the result key of a diverged epoch: the status rule's names (tuner.metrics)
+TRIAL_STATUSES = M.TRIAL_STATUSES
+DIVERGED_KEY = M.DIVERGED_KEY
 #: the result keys logged as metrics unless a callback is given others
 METRIC_KEYS = tuple(M.PER_EPOCH + M.PER_TRIAL)
 
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
 #: a trial's ``srrl.status`` -> the MLflow status its run ends with
-MLFLOW_END = {"finished": "FINISHED", "stopped_early": "FINISHED", "diverged": "FAILED", "errored": "FAILED"}
+MLFLOW_END = {M.FINISHED: "FINISHED", M.STOPPED_EARLY: "FINISHED", M.DIVERGED: "FAILED", M.ERRORED: "FAILED"}
 MAX_PARAMS_PER_BATCH = 100  # MLflow: at most 100 params + tags per log_batch
 MAX_METRICS_PER_BATCH = 1000  # MLflow: at most 1000 metrics per log_batch
 MAX_PARAM = 6000  # MLflow: longest param value
