@@ -6,10 +6,10 @@ from typing import List, Sequence
 
 import pandas as pd
 
+from tuner.config import SEARCHED_PARAMS
+
 __all__ = ["SEARCHED_PARAMS", "searched_params", "search_trials", "confirm_trials"]
 
-#: params that a search space may vary (search_spaces/: loss weights, connector, student, recipe, ablation)
-SEARCHED_PARAMS = ("alpha", "beta", "gamma", "connector", "student", "lr", "weight_decay", "arm", "seed")
 
 
 def hashable(s: pd.Series) -> pd.Series:

@@ -5,6 +5,7 @@ from typing import Any, Dict, List, Tuple
 
 from search_spaces._base import SearchSpace, SpaceContext
 from search_spaces._registry import register_space
+from tuner.config import LOSS_WEIGHTS
 
 #: arm label -> (FM on, SR on, KD on); the order of the ablation table
 ARMS: Tuple[Tuple[str, Tuple[bool, bool, bool]], ...] = (
@@ -19,9 +20,9 @@ ARMS: Tuple[Tuple[str, Tuple[bool, bool, bool]], ...] = (
 
 def arm_weights(ctx: SpaceContext) -> Dict[str, Dict[str, float]]:
     """Arm -> {alpha, beta, gamma}: a term that is on takes the base weight, or 1.0 where the base has it off."""
-    on = {k: (getattr(ctx.base, k) if getattr(ctx.base, k) > 0 else 1.0) for k in ("alpha", "beta", "gamma")}
+    on = {k: (getattr(ctx.base, k) if getattr(ctx.base, k) > 0 else 1.0) for k in LOSS_WEIGHTS}
     return {
-        arm: {k: (on[k] if flag else 0.0) for k, flag in zip(("alpha", "beta", "gamma"), flags)}
+        arm: {k: (on[k] if flag else 0.0) for k, flag in zip(LOSS_WEIGHTS, flags)}
         for arm, flags in ARMS
     }
 

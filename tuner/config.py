@@ -12,7 +12,7 @@ import yaml
 
 from tuner.registry import did_you_mean
 
-__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_base", "LABEL_KEYS", "SEARCHERS", "SCHEDULERS"]
+__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_base", "uses_teacher", "LABEL_KEYS", "LOSS_WEIGHTS", "SEARCHED_PARAMS", "SEARCHERS", "SCHEDULERS"]
 
 
 class ConfigError(ValueError):
@@ -156,7 +156,13 @@ class TrialConfig:
     @property
     def needs_teacher(self) -> bool:
         """False for a plain student (CE only), which skips the teacher entirely."""
-        return self.alpha > 0 or self.beta > 0 or self.gamma > 0
+        return uses_teacher(self.alpha, self.beta, self.gamma)
+
+
+def uses_teacher(alpha: float, beta: float, gamma: float) -> bool:
+    """Whether a loss with these weights reads the teacher: FM, SR and KD do, CE alone does not
+    (docs/method.md, "The three losses")."""
+    return alpha > 0 or beta > 0 or gamma > 0
 
 
 def load_yaml(path: Union[str, Path]) -> Dict[str, Any]:
@@ -293,6 +299,11 @@ SCHEDULERS = ("asha", "fifo")
 #: keys a trial's params may carry that are labels, not TrialConfig fields: the ablation's ``arm``; the
 #: search's ``origin`` (authors | smoke | warm-start | search) and ``optuna_trial`` (its number in the study); a
 #: confirmation run's ``config_id`` (groups its seeds), ``config_role`` (candidate | reference | ce), ``config_rank``
+#: the distillation terms' weights (FM, SR, KD); CE's is fixed at 1 (docs/method.md)
+LOSS_WEIGHTS = ("alpha", "beta", "gamma")
+#: the params a search space may vary (search_spaces/: loss weights, connector, student, recipe, ablation
+#: arm) and the seed: what the leaderboard shows and analysis compares trials by
+SEARCHED_PARAMS = (*LOSS_WEIGHTS, "connector", "student", "lr", "weight_decay", "arm", "seed")
 LABEL_KEYS = ("arm", "origin", "optuna_trial", "config_id", "config_role", "config_rank")
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tuner import metrics as M
-from tuner.config import LABEL_KEYS, TrialConfig
+from tuner.config import LABEL_KEYS, LOSS_WEIGHTS, TrialConfig
 from tuner.verdict import Verdict, summarize
 
 __all__ = ["CONFIRM_DIR", "confirm_configs", "confirm_points", "verdict_of", "run_confirmation",
            "applies", "preset_param_space"]
 
 CONFIRM_DIR = "confirm"  # the confirmation's Tune experiment, inside the sweep's folder
-_WEIGHTS = ("alpha", "beta", "gamma")  # the distillation terms' weights; CE-only sets each to 0
 
 
 def applies(space: Any) -> Optional[str]:
@@ -59,7 +58,7 @@ def confirm_configs(rows: Sequence[Mapping[str, Any]], top: int, reference: Opti
             out.append({"config_id": f"c{len(out) + 1}", "role": "candidate", "rank": rank, "params": params})
     if ref:
         out.append({"config_id": "ref", "role": "reference", "rank": None, "params": ref})
-        ce = {k: 0.0 for k in _WEIGHTS if k in ref or getattr(base, k) > 0}
+        ce = {k: 0.0 for k in LOSS_WEIGHTS if k in ref or getattr(base, k) > 0}  # CE-only: every weight 0
         out.append({"config_id": "ce", "role": "ce", "rank": None, "params": {**ref, **ce}})
     return out
 

@@ -5,11 +5,11 @@ teacher's head (global pooling + fc) can be applied to it (docs/method.md, "The 
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, List
 
 from torch import Tensor, nn
 
+from tuner.models import he_init  # the paper's init, shared with the models
 from tuner.registry import Registry
 
 __all__ = ["CONNECTORS", "build_connector", "list_connectors", "connector_fits"]
@@ -32,20 +32,6 @@ def connector_fits(name: str, in_channels: int, out_channels: int) -> bool:
     return name != "identity" or in_channels == out_channels
 
 
-def _init_conv_bn(module: nn.Module) -> nn.Module:
-    """The paper's init: conv weights He-normal with std sqrt(2 / (k*k*C_out)); BN weight 1, bias 0."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    return module
-
-
 def _conv_bn(c_in: int, c_out: int, k: int, relu: bool) -> nn.Sequential:
     layers: List[nn.Module] = [nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False), nn.BatchNorm2d(c_out)]
     if relu:
@@ -56,26 +42,26 @@ def _conv_bn(c_in: int, c_out: int, k: int, relu: bool) -> nn.Sequential:
 @CONNECTORS.register("conv1x1_bn_relu")
 def conv1x1_bn_relu(c_in: int, c_out: int) -> nn.Module:
     """The paper's connector: Conv1x1 (no bias) -> BN -> ReLU."""
-    return _init_conv_bn(_conv_bn(c_in, c_out, 1, relu=True))
+    return he_init(_conv_bn(c_in, c_out, 1, relu=True))
 
 
 @CONNECTORS.register("conv1x1_bn")
 def conv1x1_bn(c_in: int, c_out: int) -> nn.Module:
     """Conv1x1 -> BN without the ReLU: lets the connected map go negative."""
-    return _init_conv_bn(_conv_bn(c_in, c_out, 1, relu=False))
+    return he_init(_conv_bn(c_in, c_out, 1, relu=False))
 
 
 @CONNECTORS.register("conv3x3_bn_relu")
 def conv3x3_bn_relu(c_in: int, c_out: int) -> nn.Module:
     """Conv3x3 (padding 1) -> BN -> ReLU: adds spatial context."""
-    return _init_conv_bn(_conv_bn(c_in, c_out, 3, relu=True))
+    return he_init(_conv_bn(c_in, c_out, 3, relu=True))
 
 
 @CONNECTORS.register("bottleneck")
 def bottleneck(c_in: int, c_out: int) -> nn.Module:
     """Two-layer bottleneck: 1x1 down to min(C_S, C_T) // 2 -> 3x3 -> 1x1 up, each with BN, ReLU after all."""
     mid = max(min(c_in, c_out) // 2, 1)
-    return _init_conv_bn(
+    return he_init(
         nn.Sequential(_conv_bn(c_in, mid, 1, relu=True), _conv_bn(mid, mid, 3, relu=True), _conv_bn(mid, c_out, 1, relu=True))
     )
 

@@ -7,6 +7,7 @@ from typing import Dict, Iterator, Optional, Tuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tuner.config import uses_teacher
 from tuner.graphs import GraphedTeacher
 from tuner.losses import feature_matching_loss, kd_loss, softmax_regression_loss
 
@@ -59,7 +60,7 @@ class Distiller(nn.Module):
 
     @property
     def uses_teacher(self) -> bool:
-        return self.alpha > 0 or self.beta > 0 or self.gamma > 0
+        return uses_teacher(self.alpha, self.beta, self.gamma)
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 from tuner.models import cifar_resnet, wrn, vgg, shufflenetv1, shufflenetv2, mobilenetv2, cifar_resnet50  # noqa: F401
 from tuner.models import digits, imagenet  # noqa: F401
 # isort: on
-from tuner.models._base import MODELS, DistillableModel, load_weights
+from tuner.models._base import MODELS, DistillableModel, he_init, load_weights
 from tuner.models.profile import count_macs, count_params
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "model_info",
     "feature_channels",
     "load_weights",
+    "he_init",
     "count_params",
     "count_macs",
 ]
