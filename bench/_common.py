@@ -98,16 +98,20 @@ def ensure_ray() -> None:
 
 
 def fit_in_tune(trainable: Any, storage: Path, name: str, num_to_keep: int, **tune_config: Any) -> Any:
-    """``tune.Tuner(...).fit()`` on ``storage`` as a sweep runs it (the same storage filesystem and
-    checkpoint retention); ``tune_config`` takes ``param_space`` and ``TuneConfig`` fields. Raises on a failed trial."""
+    """``tune.Tuner(...).fit()`` on ``storage`` as a sweep runs it (the same Tune settings, storage
+    filesystem, logger callbacks and checkpoint retention); ``tune_config`` takes ``param_space`` and
+    ``TuneConfig`` fields. Raises on a failed trial."""
     from ray import tune
 
+    from tuner import sweep_build
     from tuner.storage import SweepFolder
 
+    sweep_build.tune_env()
     storage_path, fs = SweepFolder.of(str(storage)).for_tune()
     param_space = tune_config.pop("param_space", {})
     grid = tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(**tune_config),
                       run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=fs, verbose=0,
+                                                callbacks=sweep_build.callbacks(),
                                                 checkpoint_config=tune.CheckpointConfig(num_to_keep=num_to_keep))).fit()
     for result in grid:
         if result.error:

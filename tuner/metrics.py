@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 __all__ = [
     "EPOCH", "LOSS_TOTAL", "LOSS_CE", "LOSS_FM", "LOSS_SR", "LOSS_KD", "VAL_ACC", "VAL_LOSS",
     "BEST_VAL_ACC", "RANK_VAL_ACC", "rank_value", "GRACE_FRACTION", "TEST_ACC", "IMAGES_PER_S", "LR", "EPOCH_TIME_S",
+    "STEP_TIME_S",
     "STUDENT_PARAMS", "STUDENT_MACS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC",
     "PER_EPOCH", "PER_TRIAL", "TERM_METRIC", "DIVERGED_KEY", "FINISHED", "STOPPED_EARLY", "DIVERGED", "ERRORED",
     "INTERRUPTED", "PENDING", "RUNNING", "TRIAL_STATUSES", "ENDED_STATUSES", "trial_status",
@@ -31,7 +32,8 @@ RANK_VAL_ACC = BEST_VAL_ACC
 TEST_ACC = "test_acc"  # percent; reported once at the end, never searched on
 IMAGES_PER_S = "images_per_s"  # training throughput of the epoch
 LR = "lr"
-EPOCH_TIME_S = "epoch_time_s"
+EPOCH_TIME_S = "epoch_time_s"  # wall seconds of the epoch's training pass
+STEP_TIME_S = "step_time_s"  # wall seconds of the whole epoch: training pass + val eval (what the bare loop costs)
 STUDENT_PARAMS = "student_params"
 STUDENT_MACS = "student_macs"
 TEACHER_VAL_ACC = "teacher_val_acc"
@@ -41,7 +43,7 @@ TEACHER_TEST_ACC = "teacher_test_acc"
 TERM_METRIC = {"total": LOSS_TOTAL, "ce": LOSS_CE, "fm": LOSS_FM, "sr": LOSS_SR, "kd": LOSS_KD}
 #: logged to MLflow at every epoch (step = epoch)
 PER_EPOCH = (LOSS_TOTAL, LOSS_CE, LOSS_FM, LOSS_SR, LOSS_KD, VAL_ACC, VAL_LOSS, BEST_VAL_ACC,
-             IMAGES_PER_S, LR, EPOCH_TIME_S)
+             IMAGES_PER_S, LR, EPOCH_TIME_S, STEP_TIME_S)
 #: constants of a trial (and test_acc, measured once at the end): logged once per trial
 PER_TRIAL = (STUDENT_PARAMS, STUDENT_MACS, TEACHER_VAL_ACC, TEACHER_TEST_ACC, TEST_ACC)
 

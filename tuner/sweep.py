@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import os
 import pickle
 import signal
 import tempfile
@@ -158,11 +157,7 @@ def _places(sweep: SweepConfig, base: TrialConfig) -> Dict[str, str]:
 
 def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callable[[str], None],
                verbose: int) -> SweepResult:
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # a killed driver re-runs at most ~1 s of bookkeeping
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter can show the sampled params
-    # per-epoch checkpoints with num_to_keep force frequent state snapshots; they are cheap here
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    build.tune_env()
 
     space = get_space(sweep.space)
     tracking.check_tracking_uri(sweep.tracking_uri)
@@ -255,7 +250,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
             ),
             run_config=tune.RunConfig(
                 name=sweep.name, storage_path=storage_path, storage_filesystem=fs,
-                callbacks=[callback("search"), faults.StopOnNoSpace(places)], verbose=verbose,
+                callbacks=build.callbacks(callback("search"), faults.StopOnNoSpace(places)), verbose=verbose,
                 progress_reporter=build.reporter(space, param_names),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),
@@ -337,7 +332,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     if not note:
         configs = confirm.confirm_configs(rows, sweep.confirm, space.reference_point(ctx), base)
         seeds = [base.seed + i for i in range(1, sweep.confirm_seeds + 1)]  # fresh: the search's seed chose the winner
-        confirmed = confirm.run_confirmation(tune, trainable, [callback("confirm"), faults.StopOnNoSpace(places)], folder,
+        stage_callbacks = build.callbacks(callback("confirm"), faults.StopOnNoSpace(places))
+        confirmed = confirm.run_confirmation(tune, trainable, stage_callbacks, folder,
                                              confirm.confirm_points(configs, seeds, base), build.max_concurrent(sweep),
                                              sweep.max_failures, verbose=verbose, log=log,
                                              reporter=build.reporter(space, ["config_id", *param_names, "seed"]))

@@ -6,6 +6,7 @@ it pays their ~2 s import (docs/architecture.md).
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from search_spaces import build_sampler, grid_size
@@ -13,8 +14,27 @@ from tuner import metrics as M
 from tuner.config import SweepConfig, TrialConfig
 from tuner.teacher import train_teacher
 
-__all__ = ["init_ray", "teacher_trainer", "any_trial_needs_teacher", "max_concurrent", "reporter",
+__all__ = ["tune_env", "callbacks", "init_ray", "teacher_trainer", "any_trial_needs_teacher", "max_concurrent", "reporter",
            "num_samples", "searcher", "scheduler"]
+
+
+def tune_env() -> None:
+    """The Tune settings every srrl-tune driver runs with; set before the first ``Tuner`` (the user's own win)."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # a killed driver re-runs at most ~1 s of bookkeeping
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter can show the sampled params
+    # per-epoch checkpoints with num_to_keep force frequent state snapshots; they are cheap here
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # only Tune's result.json (``callbacks``): MLflow is the record, so progress.csv and TensorBoard event
+    # files were two more files per trial for the driver to write per result and re-upload every second
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+def callbacks(*ours: Any) -> List[Any]:
+    """Tune's callbacks for a stage: the result.json logger (what ResultGrid and ``analysis sync`` read), then ``ours``."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    return [JsonLoggerCallback(), *ours]
 
 
 def init_ray(sweep: SweepConfig) -> None:

@@ -165,12 +165,14 @@ class Trainer:
     def step(self) -> Dict[str, float]:
         """Train one epoch, evaluate on val, advance the LR schedule; returns the epoch's metrics."""
         lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
         row = self.train_epoch()
         val_acc, val_loss = self.evaluate("val")
         self.scheduler.step()
         self.epoch += 1
         self.best_val_acc = max(self.best_val_acc, val_acc)  # = M.rank_value of the val history
-        row.update({M.EPOCH: self.epoch, M.VAL_ACC: val_acc, M.VAL_LOSS: val_loss, M.BEST_VAL_ACC: self.best_val_acc, M.LR: lr})
+        row.update({M.EPOCH: self.epoch, M.VAL_ACC: val_acc, M.VAL_LOSS: val_loss, M.BEST_VAL_ACC: self.best_val_acc, M.LR: lr,
+                    M.STEP_TIME_S: time.perf_counter() - start})
         self.history.append(row)
         return row
 

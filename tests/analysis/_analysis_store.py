@@ -93,7 +93,7 @@ def _result(epoch: int, stamp: float, val_acc: float, best: float, rank: float, 
     row = {M.EPOCH: epoch, M.LOSS_TOTAL: 2.0 / epoch, M.LOSS_CE: 1.0 / epoch, M.LOSS_FM: 0.5 / epoch,
            M.LOSS_SR: 0.25 / epoch, M.LOSS_KD: 0.0, M.VAL_ACC: val_acc, M.VAL_LOSS: 1.5 / epoch,
            M.BEST_VAL_ACC: best, M.RANK_VAL_ACC: rank, M.IMAGES_PER_S: 1000.0 + epoch, M.LR: 0.05,
-           M.EPOCH_TIME_S: 0.5, M.STUDENT_PARAMS: macs / 10, M.STUDENT_MACS: macs, M.TEACHER_VAL_ACC: 97.5,
+           M.EPOCH_TIME_S: 0.5, M.STEP_TIME_S: 0.6, M.STUDENT_PARAMS: macs / 10, M.STUDENT_MACS: macs, M.TEACHER_VAL_ACC: 97.5,
            M.TEACHER_TEST_ACC: 96.5, T.DIVERGED_KEY: 0.0, "timestamp": stamp}
     if test_acc is not None:
         row[M.TEST_ACC] = test_acc
@@ -156,7 +156,7 @@ def _tag(client: Any, cb: Any, tid: str, stage: str, labels: Mapping[str, Any], 
     if recommended:
         tags[T.TAG_RECOMMENDED] = "true"
     for k, v in tags.items():
-        client.set_tag(cb._runs[tid], k, v)
+        client.set_tag(cb.run_ids[tid], k, v)
 
 
 def _lw_sweep(uri: str, client: Any, clock: _Clock, root) -> Any:
@@ -188,7 +188,7 @@ def _lw_sweep(uri: str, client: Any, clock: _Clock, root) -> Any:
     trial = FakeTrial(trial_id=LW_DELETED, config={"alpha": 1.0, "beta": 2.0}, last_result={}, error_file=None)
     cb.on_trial_start(0, [], trial)
     _run(cb, trial, _results([99.9], clock), "complete")
-    deleted = cb._runs[LW_DELETED]
+    deleted = cb.run_ids[LW_DELETED]
     client.delete_run(deleted)
 
     n = 0
@@ -211,7 +211,7 @@ def _lw_sweep(uri: str, client: Any, clock: _Clock, root) -> Any:
     student = root / "student" / "student.pt"
     student.parent.mkdir()
     student.write_bytes(b"not a real student")
-    client.log_artifact(cb._runs[LW_STUDENT], str(student), "model")
+    client.log_artifact(cb.run_ids[LW_STUDENT], str(student), "model")
     T.finish_sweep(uri, parent)
     return parent, deleted
 
