@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from tuner import metrics as M
-from tuner.config import trial_base
+from tuner.config import trial_base, trial_params
 from tuner.results import leaderboard_rows, log_best_students
 from tuner.sweep_file import SWEEP_FILE, load_sweep_dir, planned_trials
 from tuner.tracking.schema import (
@@ -255,8 +255,8 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
         raise ValueError(f"--sweep-dir: cannot export the best students: {e}") from None
 
 
-def _end_sweep(folder: Path, runs: SweepRuns, trials: List[TuneTrial], statuses: Mapping[str, str],
-               summary: SyncSummary, shown: str) -> None:
+def _end_sweep(folder: Path, loaded: Optional[Tuple[Any, Any]], runs: SweepRuns, trials: List[TuneTrial],
+               statuses: Mapping[str, str], summary: SyncSummary, shown: str) -> None:
     """What the driver does when a sweep ends, if the Tune experiment is over; the parent as it is if not."""
     from analysis import runs as R
     from tuner.tracking import remove_orphan_runs
@@ -267,10 +267,10 @@ def _end_sweep(folder: Path, runs: SweepRuns, trials: List[TuneTrial], statuses:
         summary.parent = (f"left {status}: the sweep is not over ({why}); sync again once it is "
                           f"(a sweep whose driver died: `python run_search.py --resume {shown}`)")
         return
-    if not (folder / SWEEP_FILE).is_file():
+    if loaded is None:
         summary.parent = f"left {status}: no {SWEEP_FILE} in {shown!r} says which students to export"
         return
-    sweep, base = load_sweep_dir(str(folder), field="--sweep-dir")
+    sweep, base = loaded
     summary.orphans_removed = remove_orphan_runs(runs.uri, runs.parent_id, statuses)
     if sweep.top_k > 0:
         summary.students_exported = _export_students(folder, runs, sweep, base)
@@ -321,12 +321,10 @@ def _needed(files: List[str]) -> List[str]:
     return [n for n in files if (c := checkpoint(n)) is None or last[c[0]] == c[1]]
 
 
-def _sweep_base(folder: Path) -> Optional[Dict[str, Any]]:
-    """The base config the driver gave the tracking callback: ``srrl_sweep.yaml``'s, with the per-trial resources."""
-
-    if not (folder / SWEEP_FILE).is_file():
-        return None  # then find_sweep_runs reads the parent's base.* params (sweeps recorded before the file)
-    return trial_base(*load_sweep_dir(str(folder), field="--sweep-dir")).to_dict()
+def _read_sweep_file(folder: Path) -> Optional[Tuple[Any, Any]]:
+    """``(SweepConfig, base TrialConfig)`` of the sweep's ``srrl_sweep.yaml``, or None (a sweep recorded before
+    the file: find_sweep_runs then reads the parent's base.* params, and no student is exported)."""
+    return load_sweep_dir(str(folder), field="--sweep-dir") if (folder / SWEEP_FILE).is_file() else None
 
 
 def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], shown: Optional[str] = None) -> SyncSummary:
@@ -334,7 +332,9 @@ def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], show
 
     trials, statuses = _read_sweep_dir(folder)
     name = folder.name
-    sweep = R.find_sweep_runs(experiment, name, tracking_uri, base=_sweep_base(folder))
+    loaded = _read_sweep_file(folder)
+    # the base the driver gave the tracking callback: the sweep file's, with the per-trial resources
+    sweep = R.find_sweep_runs(experiment, name, tracking_uri, base=trial_base(*loaded).to_dict() if loaded else None)
     have = R.logged_steps(sweep, METRIC_KEYS)
     summary = SyncSummary(name, experiment, trials=len(trials))
     for trial in trials:
@@ -346,7 +346,7 @@ def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], show
             run_params, run_tags, status = {}, {}, "RUNNING"
         else:
             run_id, run_params, run_tags, status = found.run_id, found.params, found.tags, found.status
-        wanted = flatten({**sweep.base, **trial.config})
+        wanted = flatten(trial_params(sweep.base, trial.config))
         params = {k: v for k, v in wanted.items() if k not in run_params}
         values, nonfinite = trial_metrics(trial)
         # what the run lacks: a per-epoch metric's step, a per-trial metric at all
@@ -365,5 +365,5 @@ def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], show
         summary.params_logged += len(params)
         summary.metrics_backfilled += len(metrics)
         summary.runs_ended += end is not None
-    _end_sweep(folder, sweep, trials, statuses, summary, shown or str(folder))
+    _end_sweep(folder, loaded, sweep, trials, statuses, summary, shown or str(folder))
     return summary

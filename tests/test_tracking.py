@@ -158,13 +158,14 @@ def test_pickled_callback_finds_existing_runs(sweep, client, uri):
     cb = MLflowTracking(uri, None, sweep.parent, epochs=3)  # experiment id looked up from the parent
     trials = [SimpleNamespace(trial_id=tid, config=r.data.params) for tid, r in sweep.first.items()]
     cb.on_trial_start(0, trials, trials[0])  # creates the client
-    clone = pickle.loads(pickle.dumps(cb))
-    assert clone._client_obj is None
+    pickled = pickle.dumps(cb)
+    assert b"MlflowClient" not in pickled  # Tune pickles callbacks: no open client travels
+    clone = pickle.loads(pickled)
     for trial in trials:
         clone.on_trial_start(0, trials, trial)
-        assert client.get_run(clone._runs[trial.trial_id]).info.status == "RUNNING"
+        assert client.get_run(clone.run_ids[trial.trial_id]).info.status == "RUNNING"
     ids = {t: r.info.run_id for t, r in sweep.first.items()}
-    assert clone._runs == ids and len(client.search_runs([sweep.exp_id], "")) == 5
+    assert clone.run_ids == ids and len(client.search_runs([sweep.exp_id], "")) == 5
     clone.on_trial_result(0, trials, trials[0], {"epoch": 3, "val_acc": 30.0})
     clone.on_trial_complete(0, trials, trials[0])
     run = client.get_run(ids[trials[0].trial_id])
@@ -217,21 +218,20 @@ def test_unreachable_server_buffers_then_flushes(uri, client, monkeypatch):
     cb.on_trial_start(0, [trial], trial)
     cb.on_trial_result(0, [trial], trial, {"epoch": 1, "val_acc": 1.0})
 
-    cb.tracking_uri, cb._client_obj = f"http://127.0.0.1:{free_port()}", None  # the server goes away
+    cb.tracking_uri = f"http://127.0.0.1:{free_port()}"  # the server goes away
     t0 = time.perf_counter()
     cb.on_trial_result(0, [trial], trial, {"epoch": 2, "val_acc": 2.0})
     cb.on_trial_result(0, [trial], trial, {"epoch": 3, "val_acc": 3.0})
     assert time.perf_counter() - t0 < 10
-    assert len(cb._pending) == 1  # epochs 2 and 3 wait as one request
-    assert [m[3] for m in cb._pending[0][2][0] if m[0] == "val_acc"] == [2, 3]
+    assert cb.held == [("log", "t0", [2, 3])]  # epochs 2 and 3 wait as one request
     state = pickle.loads(pickle.dumps(cb))  # the buffer survives pickling
-    assert state._pending == cb._pending
+    assert state.held == cb.held
 
-    cb.tracking_uri, cb._client_obj = uri, None  # and comes back
+    cb.tracking_uri = uri  # and comes back
     cb.on_trial_complete(0, [trial], trial)
     cb.on_experiment_end([trial])
-    assert cb._pending == []
-    run_id = cb._runs["t0"]
+    assert cb.held == []
+    run_id = cb.run_ids["t0"]
     assert [m.step for m in client.get_metric_history(run_id, "val_acc")] == [1, 2, 3]
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.tags["srrl.status"] == "finished"
@@ -243,26 +243,28 @@ def test_epoch_metrics_are_held_then_sent_as_one_request_per_trial(uri, client, 
     a, b = (SimpleNamespace(trial_id=t, config={"epochs": 3}) for t in ("ta", "tb"))
     for trial in (a, b):
         cb.on_trial_start(0, [a, b], trial)  # a start is sent at once: the runs exist
+    from mlflow.tracking import MlflowClient
+
     calls = []
-    real = cb._client.log_batch
-    monkeypatch.setattr(cb._client, "log_batch", lambda run_id, **kw: calls.append(run_id) or real(run_id, **kw))
+    real = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, **kw: calls.append(run_id) or real(self, run_id, **kw))
     for epoch in (1, 2):
         for trial in (a, b):
             cb.on_trial_result(0, [a, b], trial, {"epoch": epoch, "val_acc": 10.0 * epoch})
     cb.on_step_end(0, [a, b])
-    assert calls == [] and client.get_metric_history(cb._runs["ta"], "val_acc") == []  # held: not due yet
+    assert calls == [] and client.get_metric_history(cb.run_ids["ta"], "val_acc") == []  # held: not due yet
 
     cb.flush_interval_s = 0.0
     cb.on_step_end(0, [a, b])  # due: one request per trial for both epochs
-    assert sorted(calls) == sorted(cb._runs.values())
+    assert sorted(calls) == sorted(cb.run_ids.values())
     for tid in ("ta", "tb"):
-        assert [(m.step, m.value) for m in client.get_metric_history(cb._runs[tid], "val_acc")] == [(1, 10.0), (2, 20.0)]
+        assert [(m.step, m.value) for m in client.get_metric_history(cb.run_ids[tid], "val_acc")] == [(1, 10.0), (2, 20.0)]
 
     cb.flush_interval_s = 3600
     cb.on_trial_result(0, [a, b], a, {"epoch": 3, "val_acc": 30.0})  # held ...
     cb.on_trial_complete(0, [a, b], a)  # ... and sent before the trial's end
-    assert [m.step for m in client.get_metric_history(cb._runs["ta"], "val_acc")] == [1, 2, 3]
-    run = client.get_run(cb._runs["ta"])
+    assert [m.step for m in client.get_metric_history(cb.run_ids["ta"], "val_acc")] == [1, 2, 3]
+    run = client.get_run(cb.run_ids["ta"])
     assert run.info.status == "FINISHED" and run.data.tags["srrl.status"] == "finished"
 
 
@@ -281,8 +283,9 @@ def test_held_metrics_survive_a_killed_driver_in_the_callback_state(uri, client)
     cb.flush_interval_s = 3600
     for epoch in (2, 3):
         cb.on_trial_result(0, [trial], trial, {"epoch": epoch, "val_acc": 10.0 * epoch, "student_params": 99.0})
-    cb._down = True  # MLflow unreachable at the snapshot: the held epochs can only go with the state
-    snapshot = cloudpickle.dumps(cb.get_state())  # what Tune writes beside the trials' checkpoints
+    cb.tracking_uri = f"http://127.0.0.1:{free_port()}"  # MLflow unreachable at the snapshot: the held
+    snapshot = cloudpickle.dumps(cb.get_state())  # epochs can only go with what Tune writes beside the checkpoints
+    assert cb.held == [("log", "tk", [2, 3])]
     assert [m.step for m in client.get_metric_history(T.child_run_ids(uri, parent)["tk"], "val_acc")] == [1]
     del cb  # SIGKILL: epochs 2 and 3 were never sent
 
@@ -338,7 +341,7 @@ def test_a_run_that_sync_created_meanwhile_is_reused(uri, client):
     cb.on_trial_start(0, [first, late], late)
     cb.on_trial_result(0, [first, late], late, {"epoch": 3, "val_acc": 5.0})
     cb.on_trial_complete(0, [first, late], late)
-    assert cb._runs["t2"] == made
+    assert cb.run_ids["t2"] == made
     runs = client.search_runs([T.experiment_id(uri, "exp-sync-live")], "tags.`srrl.trial_id` = 't2'")
     assert [r.info.run_id for r in runs] == [made] and runs[0].data.tags["srrl.status"] == "finished"
 
@@ -350,7 +353,7 @@ def test_result_without_epoch_uses_training_iteration(uri, client):
     cb.on_trial_start(0, [trial], trial)
     cb.on_trial_result(0, [trial], trial, {"training_iteration": 2, "val_acc": 5.0, "custom": 1, "loss_total": 1.0})
     cb.on_trial_complete(0, [trial], trial)
-    run = client.get_run(cb._runs["t1"])
+    run = client.get_run(cb.run_ids["t1"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [2]
     assert set(run.data.metrics) == {"val_acc", "custom"}
     assert run.data.tags["srrl.status"] == "stopped_early" and run.data.tags["srrl.stopped_at_epoch"] == "2"

@@ -13,7 +13,7 @@ import yaml
 from tuner.config_io import ConfigError, load_yaml, parse_yaml
 from tuner.registry import did_you_mean
 
-__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_base", "uses_teacher", "LABEL_KEYS", "LOSS_WEIGHTS", "SEARCHED_PARAMS", "SEARCHERS", "SCHEDULERS"]
+__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_params", "trial_base", "uses_teacher", "LABEL_KEYS", "LOSS_WEIGHTS", "SEARCHED_PARAMS", "SEARCHERS", "SCHEDULERS"]
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -263,10 +263,15 @@ SEARCHED_PARAMS = (*LOSS_WEIGHTS, "connector", "student", "lr", "weight_decay", 
 LABEL_KEYS = ("arm", "origin", "optuna_trial", "config_id", "config_role", "config_rank")
 
 
+def trial_params(base: Union[TrialConfig, Mapping[str, Any]], params: Mapping[str, Any]) -> Dict[str, Any]:
+    """THE rule for a trial's effective params: the sweep's base config overridden by its sampled
+    ``params``; label keys (``arm``, ``config_id`` ...) pass through. What MLflow logs and sync checks."""
+    return {**(base.to_dict() if isinstance(base, TrialConfig) else base), **params}
+
+
 def apply_params(base: Union[TrialConfig, Mapping[str, Any]], params: Mapping[str, Any]) -> TrialConfig:
-    """One trial's validated config: ``base`` overridden by sampled ``params`` (label keys dropped)."""
-    base = base.to_dict() if isinstance(base, TrialConfig) else dict(base)
-    return TrialConfig.from_dict({**base, **{k: v for k, v in params.items() if k not in LABEL_KEYS}})
+    """One trial's validated config (``trial_params`` without the label keys)."""
+    return TrialConfig.from_dict({k: v for k, v in trial_params(base, params).items() if k not in LABEL_KEYS})
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tuner import metrics as M
-from tuner.config import LABEL_KEYS, LOSS_WEIGHTS, TrialConfig
+from tuner.config import LABEL_KEYS, LOSS_WEIGHTS, TrialConfig, trial_params
 from tuner.verdict import Verdict, summarize
 
 __all__ = ["CONFIRM_DIR", "confirm_configs", "confirm_points", "verdict_of", "run_confirmation",
@@ -71,7 +71,8 @@ def confirm_points(configs: Sequence[Mapping[str, Any]], seeds: Sequence[int], b
     points = []
     for seed in seeds:
         for c in configs:
-            values = {k: c["params"].get(k, getattr(base, k, None)) for k in keys}
+            effective = trial_params(base, c["params"])
+            values = {k: effective.get(k) for k in keys}
             points.append({**values, "seed": int(seed), "config_id": c["config_id"], "config_role": c["role"],
                            "config_rank": c["rank"] if c["rank"] is not None else 0})
     return points

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tuner import faults
 from tuner import metrics as M
-from tuner.config import SEARCHED_PARAMS, SweepConfig, TrialConfig
+from tuner.config import SEARCHED_PARAMS, SweepConfig, TrialConfig, trial_params
 
 __all__ = ["leaderboard_rows", "log_best_students", "RESUMABLE", "saved_results"]
 
@@ -40,8 +40,8 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
         ended = statuses is None or statuses.get(trial_id) == "TERMINATED"
         status = M.trial_status(bool(result.error) and not faults.is_no_space(result.error), bool(last.get(M.DIVERGED_KEY)),
                                 epochs_run, planned, ended)
-        row = {"trial_id": trial_id, **{k: cfg.get(k, getattr(base, k, None)) for k in
-               SEARCHED_PARAMS if k in cfg or hasattr(base, k)},
+        effective = trial_params(base, cfg)
+        row = {"trial_id": trial_id, **{k: effective[k] for k in SEARCHED_PARAMS if k in effective},
                "origin": cfg.get("origin"), "params": {k: v for k, v in cfg.items() if k not in LABEL_KEYS},
                "optuna_trial": cfg.get("optuna_trial"), "status": status, "epochs": epochs_run, M.BEST_VAL_ACC: best, M.VAL_ACC: last.get(M.VAL_ACC),
                M.TEST_ACC: last.get(M.TEST_ACC), M.STUDENT_MACS: last.get(M.STUDENT_MACS), M.STUDENT_PARAMS: last.get(M.STUDENT_PARAMS),

@@ -69,6 +69,7 @@ class StudySearch(Searcher):
         for point in points_to_evaluate or []:
             study.enqueue_trial(point)
         self._study_obj: Any = study
+        self._study_id = self._storage.get_study_id_from_name(study_name)  # fixed for the study's life
         self._numbers: Dict[str, int] = {}  # Tune trial id -> study trial number
         self._completed: Set[str] = set()  # Tune trial ids told to the study (or found told there)
         self._reported: Dict[str, Set[int]] = {}  # trial_id -> epochs already reported to the study
@@ -142,8 +143,7 @@ class StudySearch(Searcher):
         return "search"
 
     def _storage_id(self, number: int) -> int:
-        study_id = self._storage.get_study_id_from_name(self._study_name)
-        return self._storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        return self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
 
     def _frozen(self, number: int) -> Any:
         """The study's current record of trial ``number`` (a storage read)."""

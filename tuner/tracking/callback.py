@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ray.tune import Callback
 
 from tuner import faults, metrics as M
+from tuner.config import trial_params
 from tuner.tracking.runs import child_runs, client, log_params
 from tuner.tracking.schema import (
     DIVERGED_KEY, MAX_METRICS_PER_BATCH, METRIC_KEYS, MLFLOW_END, RUN_NAME, STAGES, TAG_DIVERGED_EPOCH, TAG_ERROR,
@@ -100,6 +101,7 @@ class MLflowTracking(Callback):
         self._last_flush = 0.0  # time.monotonic() of the last send
         self._down = False  # the last send failed: MLflow is unreachable, ops wait in _pending
         self._client_obj: Any = None
+        self._client_uri: Optional[str] = None  # the tracking_uri _client_obj talks to
         self._synced = False  # children of the parent listed from MLflow in this process
 
     # -- pickling: Tune pickles callbacks with the experiment state --------------------------------
@@ -144,7 +146,7 @@ class MLflowTracking(Callback):
     # -- Tune hooks --------------------------------------------------------------------------------
     def on_trial_start(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         config = getattr(trial, "config", None) or {}
-        self._configs[trial.trial_id] = flatten({**self.base_params, **config})
+        self._configs[trial.trial_id] = flatten(trial_params(self.base_params, config))
         self._tags[trial.trial_id] = trial_tags(self.parent_run_id, trial.trial_id, config, self.name_keys, self.stage)
         self._submit(("start", trial.trial_id, None))
 
@@ -232,9 +234,21 @@ class MLflowTracking(Callback):
         self._submit(("end", trial.trial_id, (tags, MLFLOW_END[status])))
 
     @property
+    def run_ids(self) -> Dict[str, str]:
+        """Trial id -> its MLflow run id, for the runs this callback made or found."""
+        return dict(self._runs)
+
+    @property
+    def held(self) -> List[Tuple[str, str, List[int]]]:
+        """The requests not sent yet (not due, or MLflow down): ``(kind, trial_id, epochs it carries)`` each,
+        oldest first; they travel in ``get_state`` and Tune's pickle of the callback."""
+        return [(kind, tid, sorted({m[3] for m in payload[0]}) if kind == "log" else [])
+                for kind, tid, payload in self._pending]
+
+    @property
     def _client(self) -> Any:
-        if self._client_obj is None:
-            self._client_obj = client(self.tracking_uri)
+        if self._client_obj is None or self._client_uri != self.tracking_uri:  # tracking_uri may be re-pointed
+            self._client_obj, self._client_uri = client(self.tracking_uri), self.tracking_uri
         return self._client_obj
 
     def _submit(self, op: Op) -> None:
