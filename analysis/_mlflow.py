@@ -103,6 +103,9 @@ _RAW = ["sweep", "run_id", "trial_id", "metric", "epoch", "value", "timestamp", 
 
 
 def _history_sql(uri: str, experiment_ids: List[str], metrics: Optional[Sequence[str]]) -> pd.DataFrame:
+    """Every metric value of the trial runs in one query on MLflow's SQL schema (its ``dbmodels``): the one
+    place that reads MLflow's tables, because its client fetches one history per run and metric (~100x
+    slower on a sweep). ``test_history_metric_filter_and_bulk_paths_agree`` pins it against the client path."""
     import sqlalchemy as sa
     from mlflow.store.tracking.dbmodels.models import SqlMetric, SqlRun, SqlTag
 

@@ -89,16 +89,16 @@ def _int_tag(tags: Mapping[str, str], key: str) -> Optional[int]:
         return None
 
 
-def _epochs_run(run: Any) -> int:
-    """``srrl.last_epoch``; else an ``epoch`` metric (sweeps before it was only the step); else the last step logged."""
+def _epochs_run(run: Any, client: Any) -> int:
+    """``srrl.last_epoch`` (set when a trial ends); else an ``epoch`` metric (sweeps before it was only the
+    step); else (a trial still running, or its driver killed) the last epoch its val_acc history reaches."""
     last = _int_tag(run.data.tags, TAG_LAST_EPOCH)
     if last is not None:
         return last
     epoch = run.data.metrics.get(M.EPOCH)
     if epoch is not None and math.isfinite(epoch):
         return int(epoch)
-    steps = [m.step for m in getattr(run.data, "_metric_objs", [])]  # the latest value's step per metric
-    return int(max(steps)) if steps else 0
+    return int(max((m.step for m in client.get_metric_history(run.info.run_id, M.VAL_ACC)), default=0))
 
 
 def _metric_order(names: Iterable[str]) -> List[str]:
@@ -179,7 +179,7 @@ def load_trials(experiment: Experiments, tracking_uri: Optional[str] = None,
             "sweep": parents[tags[PARENT]].data.tags.get(TAG_SWEEP),
             "experiment": exps[info.experiment_id], "run_id": info.run_id,
             "trial_id": tags.get(TAG_TRIAL_ID, info.run_name), "status": tags.get(TAG_STATUS, "running"),
-            "epochs_run": _epochs_run(run),
+            "epochs_run": _epochs_run(run, client),
             "duration_s": (end - start) / 1000.0 if start and end else np.nan,
             "start_time": _time(start), "end_time": _time(end),
             "stopped_at_epoch": _int_tag(tags, TAG_STOPPED_AT), "diverged_epoch": _int_tag(tags, TAG_DIVERGED_EPOCH),
