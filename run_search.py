@@ -11,6 +11,13 @@ import math
 import sys
 from typing import Any, Dict, List, Optional
 
+# light: run_search reports bad input before it pays torch's and Ray's imports (docs/architecture.md)
+from tuner import metrics as M
+from tuner.config import ConfigError, SweepConfig, TrialConfig, load_yaml
+from tuner.faults import NoSpace
+from tuner.tracking import redact
+from tuner.verdict import format_verdict
+
 # flag -> help; the YAML key is the flag without dashes (underscores for dashes)
 SWEEP_FLAGS = {
     "space": "named search space (see --list-spaces)",
@@ -54,8 +61,6 @@ TRIAL_FLAGS = {
 def build_parser() -> argparse.ArgumentParser:
     import dataclasses
 
-    from tuner.config import SweepConfig, TrialConfig
-
     p = argparse.ArgumentParser(prog="run_search.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", metavar="YAML", help="flat YAML of sweep and trial fields; flags override it")
     # a flag's own value is None (unset: the YAML or the config's default applies); its help shows that default
@@ -76,8 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _collect(args: argparse.Namespace) -> Dict[str, Any]:
-    from tuner.config import ConfigError, load_yaml
-
     data: Dict[str, Any] = load_yaml(args.config) if args.config else {}
     data.update({k: v for k, v in vars(args).items() if k in SWEEP_FLAGS or k in TRIAL_FLAGS if v is not None})
     if args.warm_start:
@@ -107,15 +110,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"{name:<16} {info['family']:<9} native input {info['input_size']}x{info['input_size']}")
         return 0
 
-    from tuner.config import ConfigError, SweepConfig
-    from tuner.faults import NoSpace
-    from tuner.sweep import check_space, load_sweep_dir, run_sweep, smoke
-
     try:
+        if not args.resume:  # every field's check first: a bad value costs no torch or Ray import
+            sweep, base = SweepConfig.split(_collect(args))
+        from tuner.sweep import check_space, load_sweep_dir, run_sweep, smoke
+
         if args.resume:
             sweep, base = load_sweep_dir(args.resume)
         else:
-            sweep, base = SweepConfig.split(_collect(args))
             check_space(sweep)
             if sweep.smoke:
                 shrunk = smoke(sweep, base)
@@ -136,7 +138,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\n" + _no_space_line(result.fault), file=sys.stderr)
         return 1
     if result.interrupted:
-        print(f"\ninterrupted: {result.note}; continue it with:\n  python run_search.py --resume {_redact(result.path)}",
+        print(f"\ninterrupted: {result.note}; continue it with:\n  python run_search.py --resume {redact(result.path)}",
               file=sys.stderr)
         return 130
     return 0
@@ -169,22 +171,13 @@ def _shrank(asked: Any, shrunk: Any) -> str:
 
 def _no_space_line(fault: Any) -> str:
     """The one line a full disk ends in: where, and the command that continues (or restarts) the sweep."""
-    then = (f"continue with: python run_search.py --resume {_redact(fault.resume)}" if fault.resume
+    then = (f"continue with: python run_search.py --resume {redact(fault.resume)}" if fault.resume
             else "run the same command again (the sweep had not started)")
     return f"error: {fault}, then {then}"
 
 
-def _redact(text: str) -> str:
-    from tuner.tracking import redact
-
-    return redact(text)
-
-
 def print_summary(result: Any, top: int = 10) -> None:
     """Leaderboard of the best trials and the commands to look further."""
-    from tuner import metrics as M
-    from tuner.tracking import redact
-
     rows = result.rows
     searched = [k for k in ("arm", "alpha", "beta", "connector", "student", "lr", "weight_decay", "seed")
                 if len({str(r.get(k)) for r in rows}) > 1 or k in ("alpha", "beta")]
@@ -201,7 +194,6 @@ def print_summary(result: Any, top: int = 10) -> None:
              for i, r in enumerate(rows[:top], 1)]
     _table(["#"] + searched + origin + ["status", "epochs", M.RANK_VAL_ACC, "test_acc"], table)
     if result.verdict is not None:
-        from tuner.verdict import format_verdict
 
         print("\n" + format_verdict(result.verdict))
     elif result.note and not result.interrupted:

@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import List, Optional
 
 from tuner import metrics as M
+from tuner.tracking import default_tracking_uri
 
 PROG = "python -m analysis"
 _FORMATS = ("csv", "parquet")
 
 
 def _parser() -> argparse.ArgumentParser:
-    from tuner.tracking import default_tracking_uri
-
     store = argparse.ArgumentParser(add_help=False)
     store.add_argument("--tracking-uri", default=None, metavar="URI", help=f"MLflow store (default: {default_tracking_uri()})")
     common = argparse.ArgumentParser(add_help=False, parents=[store])

@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pandas as pd
 
+from tuner.config import TrialConfig
+
 __all__ = ["parse_param", "typed_column", "field_types"]
 
 _INT = re.compile(r"[+-]?\d+")
@@ -20,8 +22,6 @@ _TRUE, _FALSE = ("true", "yes"), ("false", "no")
 @lru_cache(maxsize=1)
 def field_types() -> Dict[str, str]:
     """TrialConfig field -> its annotation as a string (``'float'``, ``'Optional[str]'``, ``'List[float]'``)."""
-    from tuner.config import TrialConfig
-
     return {f.name: str(f.type) for f in dataclasses.fields(TrialConfig)}
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from analysis.frames import SEARCHED_PARAMS, confirm_trials, searched_params
 from tuner import metrics as M
+from tuner.verdict import ROLES, reference_name, summarize
 
 if TYPE_CHECKING:
     from tuner.verdict import Verdict
@@ -68,8 +69,6 @@ def verdict_table(trials: pd.DataFrame, sweep: Optional[str] = None) -> Tuple[Op
     Raises:
         ValueError: confirmation runs of several sweeps and no ``sweep`` given.
     """
-    from tuner.verdict import reference_name, summarize
-
     confirm = confirm_trials(trials)
     if sweep is not None:
         confirm = confirm[confirm["sweep"] == sweep]
@@ -103,6 +102,4 @@ def verdict_table(trials: pd.DataFrame, sweep: Optional[str] = None) -> Tuple[Op
 
 def _in_table_order(verdict: "Verdict") -> List[Any]:
     """The configurations as ``Verdict.table`` lists them: recommended first, then by role and search rank."""
-    from tuner.verdict import ROLES
-
     return sorted(verdict.configs, key=lambda c: (c.config_id != verdict.recommended, ROLES.index(c.role), c.rank or 0))

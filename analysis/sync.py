@@ -43,6 +43,9 @@ from tuner.tracking.schema import (
     METRIC_KEYS, MLFLOW_END, TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_NONFINITE, TAG_STATUS,
     TAG_STOPPED_AT, error_summary, flatten, number, result_metrics, result_step, text,
 )
+from tuner.storage import SweepFolder
+from tuner.tracking import remove_orphan_runs
+from tuner.uri import is_uri
 
 if TYPE_CHECKING:
     from analysis.runs import SweepRuns
@@ -59,7 +62,6 @@ _PER_TRIAL = frozenset(M.PER_TRIAL)
 @dataclass
 class TuneTrial:
     """One trial as Tune's files record it."""
-
     trial_id: str
     folder: Path
     config: Dict[str, Any]  # params.json (the sampled config)
@@ -259,7 +261,6 @@ def _end_sweep(folder: Path, loaded: Optional[Tuple[Any, Any]], runs: SweepRuns,
                statuses: Mapping[str, str], summary: SyncSummary, shown: str) -> None:
     """What the driver does when a sweep ends, if the Tune experiment is over; the parent as it is if not."""
     from analysis import runs as R
-    from tuner.tracking import remove_orphan_runs
 
     status = runs.parent.info.status
     why = sweep_not_over(folder, statuses)
@@ -296,9 +297,6 @@ def sync_sweep(experiment: str, sweep_dir: str, tracking_uri: Optional[str] = No
             a checkpoint of a student to export is missing.
         ConnectionError: the tracking server does not answer.
     """
-    from tuner.storage import SweepFolder
-    from tuner.uri import is_uri
-
     if is_uri(sweep_dir):  # s3://, gs://, ...: a local copy of what sync reads, then the same sync
         remote = SweepFolder.of(sweep_dir, field="--sweep-dir")
         with tempfile.TemporaryDirectory(prefix="srrl-sync-") as tmp:

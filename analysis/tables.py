@@ -16,6 +16,7 @@ import pandas as pd
 from analysis.confirm_views import verdict_table
 from analysis.frames import SEARCHED_PARAMS, hashable, confirm_trials, search_trials, searched_params
 from tuner import metrics as M
+from tuner.verdict import label_of
 
 __all__ = ["SEARCHED_PARAMS", "searched_params", "search_trials", "confirm_trials", "leaderboard", "asha_table",
            "ablation_table", "marginal_effects", "pareto_front", "status_counts", "is_log_scale", "ranking_order",
@@ -93,8 +94,6 @@ def leaderboard(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, top: Optiona
 
 
 def _point(row: pd.Series, params: Sequence[str]) -> str:
-    from tuner.verdict import label_of
-
     return label_of({p: row[p] for p in params if p in row.index and not _missing(row[p])})
 
 

@@ -6,6 +6,7 @@ import socket
 from typing import Any, Optional
 
 from tuner.config import ConfigError, SweepConfig
+from tuner.tracking import store_lock
 from tuner.uri import sqlite_file
 
 __all__ = ["check_address", "check_fits", "check_study_name"]
@@ -51,7 +52,6 @@ def check_study_name(sweep: SweepConfig) -> None:
             raise ConfigError(f"optuna_storage: folder {path.parent.as_posix()!r} of {sweep.optuna_storage!r} does not exist")
         if not path.exists():
             return  # a storage not yet created holds no study (and opening it would create it)
-    from tuner.tracking import store_lock
 
     try:
         with store_lock(sweep.optuna_storage):  # opening a fresh SQLite storage creates its tables

@@ -7,7 +7,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from tuner import faults
 from tuner import metrics as M
-from tuner.config import SEARCHED_PARAMS, SweepConfig, TrialConfig, trial_params
+from tuner import tracking
+from tuner.config import LABEL_KEYS, SEARCHED_PARAMS, SweepConfig, TrialConfig, trial_params
 
 __all__ = ["leaderboard_rows", "log_best_students", "RESUMABLE", "saved_results"]
 
@@ -26,8 +27,6 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
     Ranked by the one ranking rule (``metrics.RANK_VAL_ACC``), trials at equal fidelity together:
     those that ran every epoch first, then the others by the epochs they ran.
     """
-    from tuner.config import LABEL_KEYS
-
     rows = []
     for result in grid:
         cfg = dict(result.config or {})
@@ -73,7 +72,6 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
     TrialConfig, so nothing is rebuilt from Tune's params and the sweep's base. Returns how many students were
     logged now (a run that already has its student is skipped, so a second call logs none).
     """
-    from tuner import tracking
     from tuner.export import STUDENT_FILE, checkpoint_config, export_student
     from tuner.models import feature_channels
     from tuner.trainer import STATE_FILE

@@ -24,6 +24,7 @@ from tuner.config import ConfigError, SweepConfig, TrialConfig, check_choice, tr
 from tuner.confirm import preset_param_space
 from tuner.files import PART_SUFFIX
 from tuner.job_dir import job_copy, refuse_inside
+from tuner.search import settle_study, study_outcomes
 from tuner.results import RESUMABLE, leaderboard_rows, log_best_students, saved_results
 from tuner.storage import ORPHANED_DIR, SweepFolder
 from tuner.sweep_file import SWEEP_FILE, load_sweep_dir, sweep_yaml
@@ -314,8 +315,6 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     if stopped is not None:
         return stopped
     if study_name:  # the search ended for good: the study now agrees with how every Tune trial ended
-        from tuner.search import settle_study, study_outcomes
-
         settled = settle_study(sweep.optuna_storage, study_name, study_outcomes(results), base.epochs,
                                [m for m, _ in space.objectives])
         if settled["orphaned"]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from tuner import metrics as M
 from tuner.config import ConfigError, TrialConfig
-from tuner.connectors import build_connector
+from tuner.connectors import build_connector, connector_fits, list_connectors
 from tuner.data import DataSplits, load_dataset, make_loaders
 from tuner.distiller import LOSS_TERMS, Distiller
 from tuner.models import build_model, feature_channels
@@ -32,7 +32,6 @@ EpochCallback = Callable[[Dict[str, float], "Trainer"], None]
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite; carries the (1-based) epoch it happened in."""
-
     def __init__(self, epoch: int, term: str, value: float) -> None:
         super().__init__(f"training diverged at epoch {epoch}: loss {term} = {value}")
         self.epoch, self.term, self.value = epoch, term, value
@@ -41,7 +40,6 @@ class Diverged(RuntimeError):
 @dataclass
 class TrainResult:
     """What one run produced: the per-epoch history and the final numbers."""
-
     history: List[Dict[str, float]]
     final: Dict[str, float] = field(default_factory=dict)
 
@@ -69,8 +67,6 @@ def load_splits(cfg: TrialConfig) -> DataSplits:
 
 def check_pair(cfg: TrialConfig, splits: DataSplits) -> None:
     """The configured connector can join this student to this teacher, or a one-line ConfigError."""
-    from tuner.connectors import connector_fits, list_connectors
-
     if not cfg.needs_teacher:
         return
     c_s, c_t = feature_channels(cfg.student), feature_channels(cfg.teacher)
@@ -88,7 +84,6 @@ class Trainer:
         teacher: the frozen teacher (a ``DistillableModel``); ignored when ``cfg`` uses no teacher.
         splits: the data, when the caller already holds it (a sweep loads it once).
     """
-
     def __init__(self, cfg: TrialConfig, teacher: Optional[nn.Module] = None, splits: Optional[DataSplits] = None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)

@@ -11,6 +11,7 @@ import json
 from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from tuner import metrics as M
+from tuner import tracking
 from tuner.config import ConfigError, TrialConfig, apply_params
 
 __all__ = ["warm_points", "TAG_WARM_START"]
@@ -58,7 +59,6 @@ def warm_points(tracking_uri: str, experiments: Sequence[str], space: Any, ctx: 
         return []
     from pathlib import Path
 
-    from tuner import tracking
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):].split("?")[0]).is_file():
         # MLflow would create an empty store just to find nothing in it
