@@ -36,7 +36,7 @@ from tuner.tracking import (
 from tuner.tracking.schema import PARENT
 
 __all__ = [
-    "UnknownExperimentError", "load_trials", "load_history", "naive_history", "load_sweeps",
+    "UnknownExperimentError", "load_trials", "load_history", "client_history", "load_sweeps",
     "add_best", "log_report_artifacts", "list_experiments", "has_artifact", "STUDENT_ARTIFACT",
     "HISTORY_COLUMNS", "LABEL_COLUMNS",
     "SweepRuns", "TrialRun", "find_sweep_runs", "logged_steps", "create_trial_run", "backfill_run",
@@ -251,23 +251,20 @@ def load_history(experiment: Experiments, tracking_uri: Optional[str] = None,
         metrics: metric names to fetch; None for all.
     """
     client, uri = _client(tracking_uri)
-    exps = _experiments(client, uri, experiment)
-    if _is_sql(uri):
-        raw = _history_sql(uri, list(exps), metrics)
-    else:
-        parents, runs = _sweeps_and_trials(client, list(exps))
-        raw = _history_client(client, parents, runs, metrics, threads=_HISTORY_THREADS)
-    return _tidy_history(raw)
+    if not _is_sql(uri):
+        return client_history(experiment, tracking_uri, metrics)
+    return _tidy_history(_history_sql(uri, list(_experiments(client, uri, experiment)), metrics))
 
 
-def naive_history(experiment: Experiments, tracking_uri: Optional[str] = None,
-                  metrics: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """``load_history``'s result by the naive loop: one ``get_metric_history`` call per run and metric,
-    one after another. Only for the benchmark (``bench/analysis_load.py``)."""
+def client_history(experiment: Experiments, tracking_uri: Optional[str] = None,
+                   metrics: Optional[Sequence[str]] = None, threads: int = _HISTORY_THREADS) -> pd.DataFrame:
+    """``load_history``'s result through MLflow's public client alone (its path for a server, on any store):
+    one ``get_metric_history`` per run and metric, on ``threads`` threads (0: one after another, the
+    benchmark's naive loop)."""
     client, uri = _client(tracking_uri)
     exps = _experiments(client, uri, experiment)
     parents, runs = _sweeps_and_trials(client, list(exps))
-    return _tidy_history(_history_client(client, parents, runs, metrics, threads=0))
+    return _tidy_history(_history_client(client, parents, runs, metrics, threads=threads))
 
 
 # ---- artifacts ------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 builds a SQLite store with one sweep of N trials x E epochs x every per-epoch metric of
 ``tuner.metrics.PER_EPOCH`` (tagged and parented exactly as ``tuner.tracking`` does, written with
 ``log_batch``), then times ``load_trials + load_history`` (one SQL query for the history) against
-``load_trials + naive_history`` (one ``get_metric_history`` call per run and metric), each part
+``load_trials + client_history(threads=0)`` (one ``get_metric_history`` call per run and metric), each part
 best of ``--repeat``, after checking both histories are the same frame.
 
 ``run(quick)`` is the same measurement as a scenario of the suite (``python -m bench --only analysis_load``).
@@ -73,15 +73,15 @@ def _best_of(repeat: int, fn: Callable[[], object]) -> Tuple[float, object]:
 
 
 def measure(uri: str, repeat: int) -> Dict[str, float]:
-    """Seconds (best of ``repeat``) of ``load_trials``, ``load_history`` and ``naive_history`` on one store,
+    """Seconds (best of ``repeat``) of ``load_trials``, ``load_history`` and ``client_history(threads=0)`` on one store,
     after checking that both histories are the same frame; also the row counts."""
     import pandas as pd
 
-    from analysis.runs import load_history, load_trials, naive_history
+    from analysis.runs import client_history, load_history, load_trials
 
     trials_s, trials = _best_of(repeat, lambda: load_trials(EXPERIMENT, uri))
     bulk_s, history = _best_of(repeat, lambda: load_history(EXPERIMENT, uri))
-    loop_s, naive = _best_of(repeat, lambda: naive_history(EXPERIMENT, uri))
+    loop_s, naive = _best_of(repeat, lambda: client_history(EXPERIMENT, uri, threads=0))
     pd.testing.assert_frame_equal(history, naive)
     return {"trials_s": trials_s, "bulk_s": bulk_s, "loop_s": loop_s, "trials": len(trials), "rows": len(history)}
 
@@ -98,7 +98,7 @@ def run(quick: bool) -> "Row":
     return Row("analysis load", ours, t["loop_s"], "s", "<= 0.10",
                note=f"{trials} trials x {epochs} epochs x {len(M.PER_EPOCH)} metrics ({t['rows']:,} rows), SQLite, best of "
                     f"{repeat}; ours = load_trials {t['trials_s']:.2f} s + load_history {t['bulk_s']:.2f} s; baseline = "
-                    f"naive_history (search_runs + one get_metric_history per run and metric); load_history alone is "
+                    f"client_history(threads=0) (search_runs + one get_metric_history per run and metric); load_history alone is "
                     f"{t['bulk_s'] / t['loop_s']:.3f} of it")
 
 
