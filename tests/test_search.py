@@ -1,6 +1,8 @@
 """StudySearch on a real Optuna RDB study, driven as Tune drives it (no Ray runtime needed)."""
 from __future__ import annotations
 
+import functools
+
 import optuna
 import pytest
 
@@ -15,7 +17,7 @@ def _define(trial: optuna.Trial) -> None:
 
 def _searcher(storage, max_epochs: int = 3) -> StudySearch:
     return StudySearch(space=_define, metric="val_acc", mode="max", study_name="s", storage=storage,
-                       max_epochs=max_epochs, sampler=optuna.samplers.RandomSampler(seed=0))
+                       max_epochs=max_epochs, sampler=functools.partial(optuna.samplers.RandomSampler, seed=0))
 
 
 class _CountingStorage(optuna.storages.RDBStorage):

@@ -37,7 +37,8 @@ class StudySearch(Searcher):
     """
 
     def __init__(self, space: Callable[[Any], Optional[Dict[str, Any]]], metric: Union[str, List[str]],
-                 mode: Union[str, List[str]], study_name: str, storage: Any, max_epochs: int, sampler: Any = None,
+                 mode: Union[str, List[str]], study_name: str, storage: Any, max_epochs: int,
+                 sampler: Optional[Callable[[], Any]] = None,
                  points_to_evaluate: Optional[List[Dict[str, Any]]] = None,
                  origins: Optional[Dict[str, List[Dict[str, Any]]]] = None) -> None:
         """Args:
@@ -46,6 +47,8 @@ class StudySearch(Searcher):
             metric, mode: the objective(s): one name and ``max``/``min``, or lists (multi-objective).
             study_name, storage: the RDB study (created if missing); ``storage`` an URL or an Optuna storage.
             max_epochs: the epochs a trial must run to count as COMPLETE.
+            sampler: a picklable zero-argument function that builds the Optuna sampler (Tune pickles the
+                searcher into tuner.pkl, and NSGA-II's sampler holds a lock); None: Optuna's default.
             points_to_evaluate: enqueued in the study as it is built (first of the sweep only).
             origins: label -> the points enqueued under it (``authors``, ``warm-start``); a trial whose
                 params match one is labelled so in its config (``origin``), any other ``search``.
@@ -56,11 +59,12 @@ class StudySearch(Searcher):
         self._space = space
         self._study_name = study_name
         self._storage = optuna.storages.get_storage(storage) if isinstance(storage, str) else storage
-        self._sampler = sampler
+        self._make_sampler = sampler
+        self._sampler_obj: Any = None
         self._max_epochs = int(max_epochs)
         self._origins = {k: [dict(p) for p in v] for k, v in (origins or {}).items()}
         modes = mode if isinstance(mode, list) else [mode]
-        study = optuna.create_study(storage=self._storage, sampler=sampler, study_name=study_name, load_if_exists=True,
+        study = optuna.create_study(storage=self._storage, sampler=self._sampler, study_name=study_name, load_if_exists=True,
                                     directions=["maximize" if m == "max" else "minimize" for m in modes])
         with warnings.catch_warnings():  # experimental since optuna 3.2, stable in use
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -77,7 +81,17 @@ class StudySearch(Searcher):
 
     # -- pickling: Tune pickles the searcher into tuner.pkl; the study is opened again from its storage
     def __getstate__(self) -> Dict[str, Any]:
-        return {**self.__dict__, "_study_obj": None}
+        return {**self.__dict__, "_study_obj": None, "_sampler_obj": None}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        old = state.pop("_sampler", None)  # pickled by the first StudySearch: the (TPE) sampler itself
+        self.__dict__.update({"_make_sampler": None, **state, "_sampler_obj": old})
+
+    @property
+    def _sampler(self) -> Any:
+        if self._sampler_obj is None and self._make_sampler is not None:
+            self._sampler_obj = self._make_sampler()
+        return self._sampler_obj
 
     @property
     def _study(self) -> Any:

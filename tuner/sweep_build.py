@@ -123,7 +123,7 @@ def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
         points_to_evaluate=(first + warm or None) if initial_points else None,
-        sampler=build_sampler(sweep.searcher, sweep.seed, space, ctx),
+        sampler=functools.partial(build_sampler, sweep.searcher, sweep.seed, space, ctx),
         study_name=sweep.study_name or sweep.name, storage=sweep.optuna_storage, max_epochs=ctx.base.epochs,
         origins={"authors": authors, "smoke": varied, "warm-start": warm},
     )

@@ -273,9 +273,10 @@ def test_define_through_the_sweeps_searcher(name: str, digits_ctx: SpaceContext)
         metric=space.metric_names if multi else space.metric_names[0],
         mode=space.modes if multi else space.modes[0],
         study_name=name, storage=optuna.storages.InMemoryStorage(), max_epochs=1,
-        sampler=build_sampler(space.sampler, 0, space, digits_ctx),
+        sampler=functools.partial(build_sampler, space.sampler, 0, space, digits_ctx),
         points_to_evaluate=space.initial_points(digits_ctx),
     )
+    searcher = pickle.loads(pickle.dumps(searcher))  # as Tune writes it into tuner.pkl (NSGA-II's sampler holds a lock)
     points = space.initial_points(digits_ctx)
     for i in range(len(points) + 2):
         config = searcher.suggest(f"t{i}")
