@@ -194,7 +194,6 @@ def print_summary(result: Any, top: int = 10) -> None:
              for i, r in enumerate(rows[:top], 1)]
     _table(["#"] + searched + origin + ["status", "epochs", M.RANK_VAL_ACC, "test_acc"], table)
     if result.verdict is not None:
-
         print("\n" + format_verdict(result.verdict))
     elif result.note and not result.interrupted:
         print(f"\nNo confirmation: {result.note}")

@@ -62,6 +62,7 @@ _PER_TRIAL = frozenset(M.PER_TRIAL)
 @dataclass
 class TuneTrial:
     """One trial as Tune's files record it."""
+
     trial_id: str
     folder: Path
     config: Dict[str, Any]  # params.json (the sampled config)

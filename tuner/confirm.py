@@ -68,10 +68,10 @@ def confirm_points(configs: Sequence[Mapping[str, Any]], seeds: Sequence[int], b
     configuration at its first seeds. Every point names the same keys (the base's value where a
     configuration does not set one), so no key is left for Tune to sample."""
     keys = sorted({k for c in configs for k in c["params"]})
-    points = []
+    points, base_params = [], base.to_dict()
     for seed in seeds:
         for c in configs:
-            effective = trial_params(base, c["params"])
+            effective = trial_params(base_params, c["params"])
             values = {k: effective.get(k) for k in keys}
             points.append({**values, "seed": int(seed), "config_id": c["config_id"], "config_role": c["role"],
                            "config_rank": c["rank"] if c["rank"] is not None else 0})

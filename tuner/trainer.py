@@ -32,6 +32,7 @@ EpochCallback = Callable[[Dict[str, float], "Trainer"], None]
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite; carries the (1-based) epoch it happened in."""
+
     def __init__(self, epoch: int, term: str, value: float) -> None:
         super().__init__(f"training diverged at epoch {epoch}: loss {term} = {value}")
         self.epoch, self.term, self.value = epoch, term, value
@@ -40,6 +41,7 @@ class Diverged(RuntimeError):
 @dataclass
 class TrainResult:
     """What one run produced: the per-epoch history and the final numbers."""
+
     history: List[Dict[str, float]]
     final: Dict[str, float] = field(default_factory=dict)
 
@@ -84,6 +86,7 @@ class Trainer:
         teacher: the frozen teacher (a ``DistillableModel``); ignored when ``cfg`` uses no teacher.
         splits: the data, when the caller already holds it (a sweep loads it once).
     """
+
     def __init__(self, cfg: TrialConfig, teacher: Optional[nn.Module] = None, splits: Optional[DataSplits] = None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
