@@ -316,6 +316,33 @@ def test_a_snapshot_sends_the_held_metrics_first(uri, client):
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_acc")] == [(1, 10.0), (2, 20.0)]
 
 
+def test_a_trial_restored_at_its_final_checkpoint_ends_finished(uri, client):
+    """Killed after a trial's last epoch, before Tune saw it end: the restored trial resumes at its final
+    checkpoint and reports nothing. The callback's saved state can be a snapshot older than Tune's
+    experiment state (separate files, seen in a loaded CI round); the later epoch of the two decides."""
+    import cloudpickle
+
+    parent = T.start_sweep(uri, "exp-final", "s", {}, {}, resume=False)
+    cb = MLflowTracking(uri, None, parent, epochs=3, flush_interval_s=0.0)
+    trial = SimpleNamespace(trial_id="tf", config={"epochs": 3}, last_result=None)
+    cb.on_trial_start(0, [trial], trial)
+    for epoch in (1, 2):
+        cb.on_trial_result(0, [trial], trial, {"epoch": epoch, "val_acc": 10.0 * epoch})
+    older = cloudpickle.dumps(cb.get_state())  # the callback's file of an older snapshot
+    cb.on_trial_result(0, [trial], trial, {"epoch": 3, "val_acc": 30.0, "test_acc": 29.0})
+    del cb  # SIGKILL; the experiment state that landed holds epoch 3 and its checkpoint
+
+    restored = MLflowTracking(uri, None, parent, epochs=3)
+    restored.set_state(cloudpickle.loads(older))
+    trial.last_result = {"epoch": 3, "val_acc": 30.0, "test_acc": 29.0, "diverged": 0.0}
+    restored.on_trial_start(0, [trial], trial)
+    restored.on_trial_complete(0, [trial], trial)  # no result: the trainable had no epoch left
+    run = client.get_run(T.child_run_ids(uri, parent)["tf"])
+    assert run.info.status == "FINISHED"
+    assert (run.data.tags["srrl.status"], run.data.tags["srrl.last_epoch"]) == ("finished", "3")
+    assert "srrl.stopped_at_epoch" not in run.data.tags
+
+
 def test_a_run_created_just_before_a_kill_gets_its_params_on_resume(uri, client):
     """Killed between creating a trial's run and logging its params (before any state snapshot): the
     resumed driver finds the run by tag and logs the params it lacks (seen in a loaded CI round)."""

@@ -210,10 +210,12 @@ class MLflowTracking(Callback):
         return int(value) if value is not None else self.epochs
 
     def _last_of(self, trial: Any) -> Tuple[int, bool]:
-        if trial.trial_id in self._last:
-            return self._last[trial.trial_id]
-        last = getattr(trial, "last_result", None) or {}  # e.g. a trial restored from an earlier run
-        return result_step(last), bool(last.get(DIVERGED_KEY))
+        """The trial's last epoch and whether it diverged: the later of what this callback saw and Tune's
+        ``last_result``. Each can lag after a kill: Tune writes the callback's state and the experiment
+        state to separate files, and a trial restored at its final checkpoint reports nothing again."""
+        last = getattr(trial, "last_result", None) or {}
+        tune_last = (result_step(last), bool(last.get(DIVERGED_KEY))) if last else (0, False)
+        return max(self._last.get(trial.trial_id, (0, False)), tune_last, key=lambda e: e[0])
 
     @staticmethod
     def _error_line(trial: Any) -> str:
