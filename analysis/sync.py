@@ -45,6 +45,7 @@ from tuner.tracking.schema import (
 )
 from tuner.storage import SweepFolder
 from tuner.tracking import remove_orphan_runs
+from tuner.trial_logs import read_result_lines
 from tuner.uri import is_uri
 
 if TYPE_CHECKING:
@@ -93,18 +94,6 @@ class SyncSummary:
 
 
 # ---- Tune's files ----------------------------------------------------------------------------------
-def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
-    """Tune's result.json; a torn last line (the driver died mid-write) is skipped."""
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
 def _newest(folder: Path, *patterns: str) -> Optional[Path]:
     """The newest session's file matching any of ``patterns`` (Tune keeps one per session, named by its start)."""
     files = [p for pattern in patterns for p in folder.glob(pattern)]
@@ -172,7 +161,7 @@ def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
     statuses = _tune_statuses(folder)
     trials = []
     for file in files:
-        results = _read_json_lines(file)
+        results = read_result_lines(file.read_text(errors="replace"))
         if not results or not results[-1].get("trial_id"):
             continue
         tid = str(results[-1]["trial_id"])

@@ -47,6 +47,41 @@ def test_trial_folders_tune_does_not_hold_are_set_aside_not_deleted(location, tm
     assert SweepFolder.of(location).child("none").set_aside(set(), "train_srrl_") == []
 
 
+def test_trial_logs_are_completed_from_the_newest_checkpoint(location, tmp_path):
+    """A trial that logged nothing and one whose log stops short get the rows their newest checkpoint holds;
+    a log that reaches its checkpoint is left byte for byte (``tuner.trial_logs``; both storage kinds)."""
+    import json
+
+    import torch
+
+    from tuner.trial_logs import complete_trial_logs, read_result_lines
+
+    stage = tmp_path / "store" / "sw"
+    history = [{"epoch": e, "val_acc": 10.0 * e, "best_val_acc": 10.0 * e} for e in (1, 2, 3)]
+    for name, logged, newest in (("train_srrl_aa_0", 0, 2), ("train_srrl_bb_1", 1, 2), ("train_srrl_cc_2", 3, 2)):
+        (stage / name / "checkpoint_000000").mkdir(parents=True)  # an older one: never read
+        (stage / name / f"checkpoint_{newest:06d}").mkdir()
+        torch.save({"history": history, "epoch": 3}, stage / name / f"checkpoint_{newest:06d}" / "trainer_state.pt")
+        (stage / name / "params.json").write_text(json.dumps({"alpha": 2.0}))
+        if logged:
+            rows = [{**h, "trial_id": name.split("_")[2], "training_iteration": h["epoch"], "student_params": 7,
+                     "config": {"alpha": 2.0}, "time_this_iter_s": 0.1} for h in history[:logged]]
+            (stage / name / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    untouched = (stage / "train_srrl_cc_2" / "result.json").read_bytes()
+    said = []
+    assert complete_trial_logs(SweepFolder.of(location).child("sw"), said.append) == ["train_srrl_aa_0", "train_srrl_bb_1"]
+    assert len(said) == 1 and "completed the result.json of 2 trial(s)" in said[0]
+    fresh = read_result_lines((stage / "train_srrl_aa_0" / "result.json").read_text())
+    assert [(r["epoch"], r["val_acc"], r["trial_id"], r["config"], r["training_iteration"]) for r in fresh] == \
+        [(e, 10.0 * e, "aa", {"alpha": 2.0}, e) for e in (1, 2, 3)]
+    short = read_result_lines((stage / "train_srrl_bb_1" / "result.json").read_text())
+    assert [(r["epoch"], r.get("rebuilt_from_checkpoint", False), r["student_params"], r["training_iteration"])
+            for r in short] == [(1, False, 7, 1), (2, True, 7, 2), (3, True, 7, 3)]
+    assert "time_this_iter_s" not in short[-1] and short[-1]["checkpoint_dir_name"] == "checkpoint_000002"
+    assert (stage / "train_srrl_cc_2" / "result.json").read_bytes() == untouched
+    assert complete_trial_logs(SweepFolder.of(location).child("sw"), said.append) == []  # once is enough
+
+
 def test_unwritable_location_is_one_line_naming_the_field(location, tmp_path):
     (tmp_path / "store").write_text("a file, not a folder")
     with pytest.raises(ConfigError, match=r"^storage_path: cannot write to ") as info:

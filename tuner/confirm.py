@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tuner import metrics as M
 from tuner.config import LABEL_KEYS, LOSS_WEIGHTS, TrialConfig, trial_params
+from tuner.trial_logs import complete_trial_logs
 from tuner.verdict import Verdict, summarize
 
 __all__ = ["CONFIRM_DIR", "confirm_configs", "confirm_points", "verdict_of", "run_confirmation",
@@ -109,6 +110,7 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
 
     stage = folder.child(CONFIRM_DIR)
     if stage.has_file("tuner.pkl"):
+        complete_trial_logs(stage, log)
         path, fs = stage.for_tune()
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
                                    storage_filesystem=fs)

@@ -115,11 +115,25 @@ class SweepFolder:
                 return []
             return self.fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
 
-    def read_text(self, name: str) -> str:
+    def read_bytes(self, name: str) -> bytes:
         if self.fs is None:
-            return (Path(self.location) / name).read_text()
+            return (Path(self.location) / name).read_bytes()
         with self._reading(), self.fs.open_input_stream(f"{self.path}/{name}") as f:
-            return f.read().decode()
+            return f.read()
+
+    def read_text(self, name: str) -> str:
+        return self.read_bytes(name).decode()
+
+    def subfolders(self, prefix: str = "") -> List[str]:
+        """The names of the folder's sub-folders that start with ``prefix``, sorted."""
+        if self.fs is None:
+            folder = Path(self.location)
+            names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+        else:
+            import pyarrow.fs
+
+            names = [i.base_name for i in self._entries(self.path) if i.type == pyarrow.fs.FileType.Directory]
+        return sorted(n for n in names if n.startswith(prefix))
 
     def files(self) -> List[str]:
         """Every file under the folder, as paths relative to it ('/'-separated)."""
@@ -149,14 +163,7 @@ class SweepFolder:
         deleted: what the dead driver's trials wrote stays readable.
         """
         keep = set(keep)
-        if self.fs is None:
-            folder = Path(self.location)
-            names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
-        else:
-            import pyarrow.fs
-
-            names = [i.base_name for i in self._entries(self.path) if i.type == pyarrow.fs.FileType.Directory]
-        moved = sorted(n for n in names if n.startswith(prefix) and n not in keep)
+        moved = [n for n in self.subfolders(prefix) if n not in keep]
         for name in moved:
             if self.fs is None:
                 (Path(self.location) / into).mkdir(exist_ok=True)

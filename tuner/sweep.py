@@ -33,6 +33,7 @@ from tuner.tracking import default_tracking_uri
 from tuner.tracking.callback import MLflowTracking
 from tuner.trainable import train_srrl
 from tuner.trainer import check_pair, load_splits
+from tuner.trial_logs import complete_trial_logs
 from tuner.uri import is_uri, sqlite_file
 from tuner.warm_start import TAG_WARM_START, warm_points, warm_tag
 
@@ -261,8 +262,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     if resume:
         path, fs = folder.for_tune()
         if fs is not None:
-
             remove_parts(path)  # writes the killed driver had in flight
+        complete_trial_logs(folder, log)
 
         def restore() -> Any:
             return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
