@@ -1,8 +1,8 @@
-"""The MLflow server goes away mid-sweep: a real ``mlflow server`` (SQLite backend) on 127.0.0.1 is
-stopped with SIGTERM while a real in-process sweep runs.
+"""The MLflow server goes away mid-sweep: a real ``mlflow server`` (SQLite backend) on 127.0.0.1 becomes
+unreachable while a real in-process sweep runs.
 
-1. It comes back (same port, same store) while the sweep still runs: the callback's in-memory
-   buffer delivers everything, with no duplicate runs.
+1. It becomes unreachable (a gate in front of it refuses and cuts connections) and reachable again while
+   the sweep still runs: the callback's in-memory buffer delivers everything, with no duplicate runs.
 2. It stays down until the sweep has ended: the sweep still returns normally, and once the server
    is back ``python -m analysis sync`` fills in everything from Tune's result files.
 """
@@ -15,11 +15,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import pytest
 
-from tests._helpers import MlflowServer, local_ray, trial_runs, tune_results
+from tests._helpers import MlflowServer, TcpGate, local_ray, trial_runs, tune_results
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -54,10 +54,11 @@ def _sweep(tmp_path: Path, uri: str, name: str, trials: int, epochs: int, **extr
     return run_sweep(sweep, base, verbose=0)
 
 
-def _stop_after_first_epoch(server: MlflowServer, experiment: str, events: Dict[str, float],
-                            restart_after: Optional[float], done: threading.Event) -> threading.Thread:
-    """A thread that SIGTERMs the server once some child run has val_acc logged, and restarts it
-    ``restart_after`` seconds later (never, for None). ``events`` gets the times (time.time()).
+def _cut_after_first_epoch(server: MlflowServer, experiment: str, events: Dict[str, float], done: threading.Event,
+                           cut: Callable[[], None], restore: Optional[Callable[[], None]] = None,
+                           restore_when: Callable[[float], bool] = lambda stopped: True) -> threading.Thread:
+    """A thread that calls ``cut`` once some child run has val_acc logged (asked of the server itself), then
+    ``restore`` once ``restore_when(stopped time)`` holds. ``events`` gets the times (time.time()).
 
     It watches until ``done`` is set (the sweep returned), however long a loaded machine takes to get
     there: a fixed deadline here once expired before the first epoch of a loaded run.
@@ -72,14 +73,15 @@ def _stop_after_first_epoch(server: MlflowServer, experiment: str, events: Dict[
                 runs = client.search_runs([exp.experiment_id], "tags.`srrl.role` = 'trial'") if exp else []
                 if any("val_acc" in r.data.metrics for r in runs):
                     events["stopping"] = time.time()
-                    server.stop()
+                    cut()
                     events["stopped"] = time.time()
             except Exception:  # noqa: BLE001 - the experiment may not exist yet
                 pass
             time.sleep(0.2)
-        if restart_after is not None and "stopped" in events:
-            time.sleep(restart_after)
-            server.start()
+        if restore is not None and "stopped" in events:
+            while not done.is_set() and not restore_when(events["stopped"]):
+                time.sleep(0.2)
+            restore()
             events["back"] = time.time()
 
     thread = threading.Thread(target=watch, daemon=True)
@@ -118,27 +120,41 @@ def _check_complete(uri: str, experiment: str, folder: Path, epochs: int) -> Non
             assert steps == {epoch} and logged[(trial_id, key, epoch)] == pytest.approx(value, rel=1e-12), (trial_id, key)
 
 
-def test_server_restarted_mid_sweep_loses_nothing(tmp_path, monkeypatch, server, ray_local):
+def test_server_unreachable_mid_sweep_loses_nothing(tmp_path, monkeypatch, server, ray_local):
+    """The sweep talks to the server through a gate that is shut after the first epoch (connections refused
+    and cut) and opened again once some epoch has ended during the outage: however slow the machine, the
+    outage ends while the sweep still runs, and the buffer has had something to hold."""
     monkeypatch.chdir(tmp_path)
     if not server.up():
         server.start()
+    gate = TcpGate(server.port)
+    gate.open()
+    folder = tmp_path / "ray" / "out-a"
+
+    def an_epoch_ended_meanwhile(stopped: float) -> bool:
+        # result.json timestamps are whole seconds: one at or after the cut, and over a second ago
+        late = [r["timestamp"] for rows in tune_results(folder, by_dir=True).values() for r in rows
+                if r["timestamp"] >= math.ceil(stopped)]
+        return bool(late) and time.time() > min(late) + 1.5
+
     events: Dict[str, float] = {}
     done = threading.Event()
-    watcher = _stop_after_first_epoch(server, "out-a", events, restart_after=2.0, done=done)
+    watcher = _cut_after_first_epoch(server, "out-a", events, done, cut=gate.shut, restore=gate.open,
+                                     restore_when=an_epoch_ended_meanwhile)
     t0 = time.time()
-    # batch 16: ~1 s an epoch on a laptop CPU, so the sweep outlasts the outage (stop + 2 s + ~9 s restart)
-    try:
-        result = _sweep(tmp_path, server.uri, "out-a", trials=3, epochs=8, batch_size=16)
+    try:  # 3 trials of 8 epochs: most of the sweep runs after the gate opens again
+        result = _sweep(tmp_path, gate.uri, "out-a", trials=3, epochs=8, batch_size=16)
     finally:
         ended = time.time()
         done.set()
-    watcher.join(timeout=300)
+    watcher.join(timeout=60)
+    gate.shut()
     assert "stopped" in events and "back" in events, events
-    assert events["back"] < ended, "the sweep ended before the server came back: make its epochs slower"
+    assert events["back"] < ended, "the sweep ended before the gate opened again"
     assert [r["status"] for r in result.rows] == ["finished"] * 3
     results = tune_results(Path(result.path))
     during = [r for rows in results.values() for r in rows if events["stopped"] <= r["timestamp"] < events["back"] - 1]
-    assert during, "no epoch ended while the server was down"
+    assert during, "no epoch ended while the server was unreachable"
     _check_complete(server.uri, "out-a", Path(result.path), epochs=8)
     import mlflow
 
@@ -155,7 +171,7 @@ def test_server_down_until_the_end_then_sync_backfills(tmp_path, monkeypatch, se
         server.start()
     events: Dict[str, float] = {}
     done = threading.Event()
-    watcher = _stop_after_first_epoch(server, "out-b", events, restart_after=None, done=done)
+    watcher = _cut_after_first_epoch(server, "out-b", events, done, cut=server.stop)
     try:  # returns although MLflow is gone; 6 epochs so that trials still run once the server is down
         result = _sweep(tmp_path, server.uri, "out-b", trials=2, epochs=6)
     finally:
