@@ -305,8 +305,8 @@ def test_a_full_storage_path_stops_the_sweep_in_one_line_and_resume_finishes_it(
             and "stopped_early" not in summary.split("\n", 1)[1]
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
         assert [p.info.status for p in _parent(uri, "df")] == ["KILLED"]
-        assert {(r.info.status, r.data.tags["srrl.status"]) for r in trial_runs(uri, "df")} <= \
-            {("KILLED", "interrupted"), ("FINISHED", "finished")}
+        ends = {(r.info.status, r.data.tags.get("srrl.status")) for r in trial_runs(uri, "df")}
+        assert ends <= {("KILLED", "interrupted"), ("FINISHED", "finished")}, (ends, first.stdout[-2000:])
         assert optuna.trial.TrialState.FAIL not in {t.state for t in cli_study(tmp_path, "df").trials}
 
         filler.unlink()

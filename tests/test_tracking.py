@@ -178,6 +178,22 @@ def test_fit_speed(sweep):
 
 
 # ---- start / finish / resume of the parent ---------------------------------------------------------
+def test_an_interrupted_sweep_marks_every_run_left_running(uri, client):
+    """mark_interrupted ends the listed trials' runs and any other child still RUNNING (a trial the stop caught
+    before Tune saved its state) as KILLED + interrupted; a finished child keeps its record."""
+    parent = T.start_sweep(uri, "exp-interrupted", "s1", {}, {}, resume=False)
+    exp = client.get_run(parent).info.experiment_id
+    runs = {}
+    for tid in ("listed", "unlisted", "done"):
+        runs[tid] = client.create_run(exp, tags={"mlflow.parentRunId": parent, "srrl.trial_id": tid}).info.run_id
+    client.set_tag(runs["done"], "srrl.status", "finished")
+    client.set_terminated(runs["done"], status="FINISHED")
+    T.mark_interrupted(uri, parent, ["listed"])
+    seen = {tid: (client.get_run(r).info.status, client.get_run(r).data.tags.get("srrl.status")) for tid, r in runs.items()}
+    assert seen == {"listed": ("KILLED", "interrupted"), "unlisted": ("KILLED", "interrupted"), "done": ("FINISHED", "finished")}
+    assert client.get_run(parent).data.tags["srrl.interrupted"] == "2"
+
+
 def test_start_sweep_resume_and_name_clash(uri, client):
     # a start that failed while setting up (before sweep_started) leaves the name free: its parent is replaced
     failed = T.start_sweep(uri, "exp-resume", "s1", {"a": 0}, {}, resume=False)

@@ -184,15 +184,21 @@ def finish_sweep(tracking_uri: str, run_id: str, status: str = "FINISHED") -> No
 def mark_interrupted(tracking_uri: str, parent_run_id: str, trial_ids: Iterable[str]) -> None:
     """Child runs of trials an interrupted driver left half-done or never started: ``srrl.status =
     interrupted`` and KILLED (what they are until ``--resume`` sets them RUNNING again); the parent is
-    tagged ``srrl.interrupted`` with how many."""
+    tagged ``srrl.interrupted`` with how many.
+
+    Any child still RUNNING counts too, whether or not Tune's results list its trial: a trial the stop
+    caught before Tune saved its state has a run (the callback made it at the start) but no row.
+    """
     client = _client(tracking_uri)
     wanted = set(trial_ids)
     exp = client.get_run(parent_run_id).info.experiment_id
+    marked = 0
     for run in child_runs(client, exp, parent_run_id):
-        if run.data.tags.get(TAG_TRIAL_ID) in wanted:
+        if run.data.tags.get(TAG_TRIAL_ID) in wanted or run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, TAG_STATUS, M.INTERRUPTED)
             client.set_terminated(run.info.run_id, status="KILLED")
-    client.set_tag(parent_run_id, "srrl.interrupted", str(len(wanted)))
+            marked += 1
+    client.set_tag(parent_run_id, "srrl.interrupted", str(marked))
 
 
 @_skip_when_unreachable(lambda: None)
