@@ -44,9 +44,11 @@ SWEEP_FLAGS = {
     "confirm_seeds": "seeds per configuration in the confirmation stage",
 }
 TRIAL_FLAGS = {
-    "dataset": "data set (digits, cifar10, cifar100, imagefolder, synthetic)",
-    "data_dir": "folder with the data set files (cifar*, imagefolder)",
-    "image_size": "imagefolder: pixels its images are resized to (default 32)",
+    "dataset": "data set (digits, cifar10, cifar100, imagefolder, imagenet, synthetic)",
+    "data_dir": "folder with the data set files (cifar*, imagefolder, imagenet)",
+    "image_size": "imagefolder, imagenet: pixels of the model's input (default 32, 224)",
+    "class_subset": "imagefolder, imagenet: train on this many classes (the same ones in every sweep)",
+    "train_fraction": "imagefolder, imagenet: a fixed stratified share of the train split, e.g. 0.1",
     "teacher": "teacher architecture (see --list-models)",
     "teacher_checkpoint": "load the teacher's weights from this file instead of training it",
     "student": "student architecture (see --list-models)",

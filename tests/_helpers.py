@@ -342,3 +342,27 @@ def assert_records_agree(tracking_uri: str, experiment: str, folder: Path, study
         trial = by_number[int(run.data.tags["srrl.optuna_trial"])]
         assert trial.intermediate_values == {e: row["best_val_acc"] for e, row in tune_rows.items()}, run.info.run_name
         assert trial.state == ended[run.data.tags["srrl.status"]], (run.info.run_name, trial.state)
+
+
+def write_ilsvrc(root: Path, classes: int = 3, train_per_class: int = 12, val_per_class: int = 2,
+                 size: int = 48, seed: int = 0) -> Path:
+    """A tiny ImageNet in the ILSVRC layout (``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``), real JPEG files.
+
+    Each class is a colour plus noise, each image a different size near ``size`` (wider or taller), so
+    crops and resizes have work to do and a model can learn the classes.
+    """
+    import torch
+    from torchvision.io import write_jpeg
+
+    g = torch.Generator().manual_seed(seed)
+    palette = torch.randint(40, 216, (classes, 3, 1, 1), generator=g)
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(classes):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                h, w = (int(v) for v in torch.randint(size * 3 // 4, size * 5 // 4 + 1, (2,), generator=g))
+                noise = torch.randint(-40, 41, (3, h, w), generator=g)
+                image = (palette[c] + noise).clamp(0, 255).to(torch.uint8)
+                write_jpeg(image, str(folder / f"n{c:08d}_{i}.JPEG"), quality=90)
+    return root

@@ -77,6 +77,12 @@ COVERAGE: List[Tuple[str, str]] = [
     (r"ray start --address", HERE),
     (r"python run_search\.py --address auto", HERE),
     (r"ray job submit", HERE),
+    (r"python run_search\.py --config configs/imagenet_resnet34_resnet18\.yaml .*--class-subset",
+     "tests/test_sweep.py::test_the_imagenet_preset_sweeps_a_class_subset_of_a_tiny_ilsvrc_folder (a tiny JPEG "
+     "folder in the ILSVRC layout, --smoke, 32 px)"),
+    (r"python run_search\.py --config configs/imagenet_resnet34_resnet18\.yaml .*--warm-start", NOT_HERE + "needs "
+     "ImageNet (1.28 M images) and a GPU; the preset runs in test_the_imagenet_preset_sweeps_a_class_subset_of_a_tiny_"
+     "ilsvrc_folder and the warm start in tests/test_confirm.py::test_warm_start_then_confirm_later"),
     (r"python -m tuner\.train --config configs/digits\.yaml", "tests/test_train.py::test_cli_runs_one_distillation"),
     (r"python -m tuner\.train --config configs/cifar100", NOT_HERE + "needs the CIFAR-100 files, which cannot be "
      "downloaded here"),

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests._helpers import cli_env, cli_study, kill_when, ray_tmpdir, run_search, start_run_search, trial_runs, tune_results
+from tests._helpers import (REPO, cli_env, cli_study, kill_when, ray_tmpdir, run_search, start_run_search, trial_runs, tune_results,
+                            write_ilsvrc)
 
 pytestmark = pytest.mark.slow
 
@@ -130,6 +131,34 @@ def test_an_image_folder_sweep_runs_at_the_image_size_asked(tmp_path, env):
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "img")
     assert len(runs) == 4 and {r.data.params["image_size"] for r in runs} == {"16"}
     assert all(r.data.metrics["student_macs"] > 0 for r in runs)
+
+
+def test_the_imagenet_preset_sweeps_a_class_subset_of_a_tiny_ilsvrc_folder(tmp_path, env):
+    """configs/imagenet_resnet34_resnet18.yaml as the README runs it, shrunk: a JPEG folder in the ILSVRC layout
+    (4 classes), a 4-class torchvision-format teacher file, a 3-class subset at 32 px. The teacher is loaded,
+    never trained; every trial streams its data and reports every epoch."""
+    import torch
+
+    from tuner.models import build_model
+
+    write_ilsvrc(tmp_path / "imagenet", classes=4, train_per_class=12, val_per_class=3, size=40)
+    torch.save(build_model("resnet34", 4).state_dict(), tmp_path / "resnet34.pth")
+    done = run_search(tmp_path, env, "--config", str(REPO / "configs" / "imagenet_resnet34_resnet18.yaml"), "--smoke",
+                      "--confirm", "0", "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--name", "inet",
+                      "--class-subset", "3", "--train-fraction", "0.5", "--set", "image_size=32", "--set", "val_fraction=0.25")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"teacher resnet34 loaded from {tmp_path / 'resnet34.pth'}" in done.stdout + done.stderr
+    assert "training teacher" not in done.stdout + done.stderr
+    assert "Sweep inet: 4 trials" in done.stdout
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = trial_runs(uri, "inet")
+    assert len(runs) == 4
+    assert {(r.data.params["dataset"], r.data.params["class_subset"], r.data.params["train_fraction"],
+             r.data.params["image_size"]) for r in runs} == {("imagenet", "3", "0.5", "32")}
+    client = __import__("mlflow").tracking.MlflowClient(uri)
+    for r in runs:
+        epochs = [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")]
+        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) >= 1, (r.data.tags, done.stdout[-1500:])
 
 
 def test_bad_flag_value_exits_2_before_ray_starts(tmp_path, env):

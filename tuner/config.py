@@ -13,12 +13,14 @@ import yaml
 from tuner.config_io import ConfigError, load_yaml, parse_yaml
 from tuner.registry import did_you_mean
 
-__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_params", "trial_base", "uses_teacher", "LABEL_KEYS", "LOSS_WEIGHTS", "SEARCHED_PARAMS", "SEARCHERS", "SCHEDULERS"]
+__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_params", "trial_base", "uses_teacher", "LABEL_KEYS", "LOSS_WEIGHTS", "SEARCHED_PARAMS", "SEARCHERS", "SCHEDULERS", "DATA_OPTIONS"]
 
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+#: TrialConfig fields that are options of the data set (``tuner.data.dataset_options``), not of the recipe
+DATA_OPTIONS = ("image_size", "data_mode", "memory_budget_gb", "class_subset", "train_fraction")
 
 
 @dataclass
@@ -55,7 +57,13 @@ class TrialConfig:
     teacher_epochs: int = 30
     teacher_lr: Optional[float] = None  # None: the student's lr (the teacher is trained with this recipe)
     val_fraction: Optional[float] = None  # None: the data set's own default
-    image_size: Optional[int] = None  # imagefolder: pixels its images are resized to (None: 32)
+    # data-set options (DATA_OPTIONS): None leaves the data set's default; a data set that lacks one refuses it
+    image_size: Optional[int] = None  # imagefolder / imagenet: pixels of the model's input (None: 32 / 224)
+    data_mode: Optional[str] = None  # imagefolder: memory | stream (None: memory while it fits memory_budget_gb)
+    memory_budget_gb: Optional[float] = None  # imagefolder: decoded size above which it is streamed (None: 4)
+    class_subset: Optional[int] = None  # imagefolder / imagenet: K classes, the same K for every seed and sweep
+    train_fraction: Optional[float] = None  # imagefolder / imagenet: a fixed stratified share of the train split
+    data_workers: Optional[int] = None  # streamed data: decoding processes per trial (None: threads - 1)
     # execution
     seed: int = 0
     teacher_seed: int = 0
@@ -127,10 +135,20 @@ class TrialConfig:
             _range("val_fraction", self.val_fraction, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
         if self.image_size is not None:
             _range("image_size", self.image_size, lo=8, hi=1024)
-            if "image_size" not in data.dataset_options(self.dataset):
-                raise ConfigError(f"image_size: dataset {self.dataset!r} has a fixed image size; only "
-                                  f"{', '.join(d for d in data.list_datasets() if 'image_size' in data.dataset_options(d))} "
-                                  "resize their images")
+        if self.data_mode is not None:
+            check_choice("data_mode", self.data_mode, data.DATA_MODES)
+        if self.memory_budget_gb is not None:
+            _range("memory_budget_gb", self.memory_budget_gb, lo=0.0)
+        if self.class_subset is not None:
+            _range("class_subset", self.class_subset, lo=2)
+        if self.train_fraction is not None:
+            _range("train_fraction", self.train_fraction, lo=0.0, hi=1.0, lo_open=True)
+        if self.data_workers is not None:
+            _range("data_workers", self.data_workers, lo=0, hi=256)
+        for name, value in self.data_options().items():
+            if name not in data.dataset_options(self.dataset):
+                takes = [d for d in data.list_datasets() if name in data.dataset_options(d)]
+                raise ConfigError(f"{name}: dataset {self.dataset!r} does not take it; only {', '.join(takes)} do")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             _range(name, getattr(self, name), lo=1)
         for name in ("teacher_epochs", "threads"):
@@ -149,6 +167,10 @@ class TrialConfig:
             raise ConfigError("nesterov: true needs optimizer: sgd and momentum > 0")
         if self.teacher_checkpoint is None and self.teacher_epochs == 0 and self.needs_teacher:
             raise ConfigError("teacher_epochs: 0 needs a teacher_checkpoint to load instead of training one")
+
+    def data_options(self) -> Dict[str, Any]:
+        """The DATA_OPTIONS this config sets, as ``load_dataset`` takes them."""
+        return {k: getattr(self, k) for k in DATA_OPTIONS if getattr(self, k) is not None}
 
     @property
     def needs_teacher(self) -> bool:

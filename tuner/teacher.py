@@ -18,7 +18,7 @@ from tuner.config import ConfigError, TrialConfig
 from tuner.data import DataSplits, make_loaders
 from tuner.models import build_model, load_weights
 from tuner.files import atomic_write
-from tuner.trainer import Diverged, Trainer, evaluate_model
+from tuner.trainer import Diverged, Trainer, data_workers, evaluate_model
 
 __all__ = ["Teacher", "ensure_teacher", "train_teacher", "teacher_key", "default_cache_dir", "load_user_weights"]
 
@@ -73,7 +73,7 @@ def ensure_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], No
     model = build_model(cfg.teacher, splits.num_classes, in_channels=splits.in_channels)
     if cfg.teacher_checkpoint:
         path = Path(cfg.teacher_checkpoint).expanduser().resolve()
-        load_user_weights(model, path, field="teacher_checkpoint", arch=cfg.teacher)
+        load_user_weights(model, path, field="teacher_checkpoint", arch=cfg.teacher, classes=splits.class_index)
         val_acc, test_acc = _accuracy(model, cfg, splits)
         key = hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
         log(f"teacher {cfg.teacher} loaded from {path}: val_acc {val_acc:.2f} test_acc {test_acc:.2f}")
@@ -101,12 +101,14 @@ def ensure_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], No
     return Teacher(model.eval(), cfg.teacher, key, str(path), val_acc, test_acc)
 
 
-def load_user_weights(model: nn.Module, path: Path, field: str, arch: str) -> nn.Module:
-    """``load_weights`` (weights_only, torchvision/RepDistiller keys) with one-line errors naming ``field``."""
+def load_user_weights(model: nn.Module, path: Path, field: str, arch: str,
+                      classes: Optional[Tuple[int, ...]] = None) -> nn.Module:
+    """``load_weights`` (weights_only, torchvision/RepDistiller keys) with one-line errors naming ``field``;
+    ``classes``: the data's ``class_index`` when it is a class subset of what the weights were trained on."""
     if not path.is_file():
         raise ConfigError(f"{field}: file {str(path)!r} does not exist")
     try:
-        return load_weights(model, path)
+        return load_weights(model, path, classes=classes)
     except (RuntimeError, KeyError, ValueError) as e:
         first = (str(e).strip().splitlines() or ["keys or shapes differ"])[0]
         raise ConfigError(f"{field}: {path} does not match architecture {arch!r} ({first})") from None
@@ -147,6 +149,7 @@ def train_teacher(cfg: TrialConfig, splits: DataSplits, log: Callable[[str], Non
 def _accuracy(model: nn.Module, cfg: TrialConfig, splits: DataSplits) -> Tuple[float, float]:
     """Val and test accuracy of a loaded teacher."""
 
-    _, val, test = make_loaders(splits, cfg.batch_size, seed=0, eval_batch_size=cfg.eval_batch_size)
+    _, val, test = make_loaders(splits, cfg.batch_size, seed=0, eval_batch_size=cfg.eval_batch_size,
+                                workers=data_workers(cfg))
     model.eval()
     return evaluate_model(model, val)[0], evaluate_model(model, test)[0]

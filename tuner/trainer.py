@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -61,10 +62,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def data_workers(cfg: TrialConfig) -> int:
+    """Decoding processes for streamed data: ``data_workers``, else one fewer than the trial's CPUs
+    (``threads``, or this machine's when unset), the last one kept for the step itself."""
+    if cfg.data_workers is not None:
+        return cfg.data_workers
+    return max(0, (cfg.threads or os.cpu_count() or 1) - 1)
+
+
 def load_splits(cfg: TrialConfig) -> DataSplits:
     """The data set a config names (the split itself is fixed, independent of the trial seed)."""
-    options = {"image_size": cfg.image_size} if cfg.image_size is not None else {}
-    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, **options)
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, val_fraction=cfg.val_fraction, **cfg.data_options())
 
 
 def check_pair(cfg: TrialConfig, splits: DataSplits) -> None:
@@ -95,8 +103,8 @@ class Trainer:
         seed_everything(cfg.seed)
         self.splits = splits if splits is not None else load_splits(cfg)
         self.train_loader, self.val_loader, self.test_loader = make_loaders(
-            self.splits, cfg.batch_size, seed=cfg.seed, device=self.device.type, eval_batch_size=cfg.eval_batch_size
-        )
+            self.splits, cfg.batch_size, seed=cfg.seed, device=self.device.type, eval_batch_size=cfg.eval_batch_size,
+            workers=data_workers(cfg))
         student = build_model(cfg.student, self.splits.num_classes, in_channels=self.splits.in_channels)
         connector = None
         if cfg.needs_teacher:

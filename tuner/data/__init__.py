@@ -1,13 +1,18 @@
-"""Dataset registry: in-memory train/val/test tensors and a fast, resumable tensor batch loader.
+"""Dataset registry: fixed train/val/test splits, held in memory or streamed from files, and their loaders.
 
-Every dataset is held in memory compactly (uint8 images, or float32 for digits/synthetic) and
-augmented on tensors, so a trial needs no worker processes. ``splits`` holds the registry and the
-fixed split rule, ``sources`` the registered datasets, ``loader`` the batch loader.
+Small datasets are held in memory compactly (uint8 images, or float32 for digits/synthetic) and
+augmented on tensors, so a trial needs no worker processes (``loader.TensorLoader``). Folders too big
+for memory (ImageNet) are streamed: decoded per batch by DataLoader workers (``stream.StreamLoader``).
+``splits`` holds the registry and the fixed split rule, ``sources`` and ``folders`` the registered datasets.
 """
 from __future__ import annotations
 
-from tuner.data import sources  # noqa: F401 - registers the datasets
-from tuner.data.loader import Normalize, TensorLoader, make_loaders
+from tuner.data import sources  # noqa: F401 - registers the datasets (this order is list_datasets')
+from tuner.data import folders  # noqa: F401, I001
+from tuner.data.folders import DATA_MODES, DEFAULT_MEMORY_BUDGET_GB
+from tuner.data.loader import TensorLoader, make_loaders
+from tuner.data.normalize import Normalize
+from tuner.data.stream import StreamLoader, StreamSplits
 from tuner.data.splits import (
                                AUGMENTS,
                                CIFAR10_MEAN,
@@ -26,6 +31,6 @@ from tuner.data.splits import (
                                load_dataset,
 )
 
-__all__ = ["DATASETS", "DataSplits", "DatasetNotFoundError", "Normalize", "TensorLoader", "dataset_info",
+__all__ = ["DATASETS", "DataSplits", "StreamSplits", "StreamLoader", "DATA_MODES", "DEFAULT_MEMORY_BUDGET_GB", "DatasetNotFoundError", "Normalize", "TensorLoader", "dataset_info",
            "dataset_options", "list_datasets", "load_dataset", "make_loaders", "SPLIT_SEED", "TEST_FRACTION",
            "CROP_PADDING", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "AUGMENTS"]

@@ -1,5 +1,6 @@
 """Batches from ``DataSplits`` without worker processes: tensor augmentation, normalisation, and a
-loader whose position is part of a checkpoint (a resumed trial continues mid-epoch-order)."""
+loader whose position is part of a checkpoint (a resumed trial continues mid-epoch-order). ``make_loaders``
+serves both kinds of splits."""
 from __future__ import annotations
 
 from typing import Any, Dict, Iterator, Sequence, Tuple
@@ -9,24 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tuner.data.normalize import Normalize
 from tuner.data.splits import AUGMENTS, CROP_PADDING, DataSplits
+from tuner.data.stream import StreamSplits, make_stream_loaders
 
-__all__ = ["Normalize", "TensorLoader", "make_loaders"]
-
-class Normalize(torch.nn.Module):
-    """Raw images (uint8 or float, in the data set's range) -> the model's input: ``(x / scale - mean) / std``
-    per channel, as ``x * mul - add`` in float32. The one normalisation of training, evaluation and an
-    exported student's ``predict``, so all three see the same numbers bit for bit."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float], scale: float) -> None:
-        super().__init__()
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.register_buffer("mul", 1.0 / (scale * std_t))
-        self.register_buffer("add", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_t)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.to(torch.float32) * self.mul - self.add
-
+__all__ = ["TensorLoader", "make_loaders"]
 
 class TensorLoader:
     """Iterates (images, labels) batches of in-memory tensors: float32 normalised (B, C, H, W), int64 (B,).
@@ -103,12 +91,15 @@ class TensorLoader:
         self.generator.set_state(state["generator"])
 
 
-def make_loaders(splits: DataSplits, batch_size: int, seed: int, device: str | torch.device = "cpu",
-                 eval_batch_size: int | None = None) -> Tuple[TensorLoader, TensorLoader, TensorLoader]:
+def make_loaders(splits: DataSplits | StreamSplits, batch_size: int, seed: int, device: str | torch.device = "cpu",
+                 eval_batch_size: int | None = None, workers: int = 0) -> Tuple[Any, Any, Any]:
     """(train, val, test) loaders: train shuffled and augmented as ``splits.augment``, eval ones plain and ordered.
 
-    The train loader drops a last batch of a single sample (BatchNorm cannot train on it).
+    In-memory splits get ``TensorLoader``s (the train one drops a last batch of a single sample: BatchNorm
+    cannot train on it); streamed ones ``StreamLoader``s decoding in ``workers`` processes.
     """
+    if isinstance(splits, StreamSplits):
+        return make_stream_loaders(splits, batch_size, seed, device, eval_batch_size, workers)
     norm = dict(mean=splits.mean, std=splits.std, scale=splits.scale, device=device)
     train = TensorLoader(splits.train_x, splits.train_y, batch_size, shuffle=True, augment=splits.augment, seed=seed,
                          drop_last=len(splits.train_x) % batch_size == 1, **norm)

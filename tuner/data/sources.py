@@ -1,10 +1,10 @@
-"""The registered datasets: digits (scikit-learn), CIFAR-10/100 (the python batches on disk), an image
-folder (one sub-folder per class) and synthetic tensors. Each returns ``DataSplits``."""
+"""The registered in-memory datasets: digits (scikit-learn), CIFAR-10/100 (the python batches on disk) and
+synthetic tensors. Each returns ``DataSplits``; folders of image files are in ``folders``."""
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,7 +16,6 @@ from tuner.data.splits import (
     CIFAR100_MEAN,
     CIFAR100_STD,
     DATASETS,
-    TEST_FRACTION,
     DatasetNotFoundError,
     DataSplits,
     build_splits,
@@ -115,63 +114,6 @@ def _cifar100(data_dir: str | Path | None = None, seed: int = 0, val_fraction: f
     how = "download the CIFAR-100 python version (https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz) and extract it there"
     return _cifar("cifar100", data_dir, val_fraction, "cifar-100-python", ["train"], "test", b"fine_labels", 100, how,
                   CIFAR100_MEAN, CIFAR100_STD)
-
-
-def _load_images(samples: Sequence[Tuple[str, int]], image_size: int) -> Tuple[Tensor, Tensor]:
-    """Decode (path, label) samples to RGB, centre-fit to image_size: (N, 3, S, S) uint8 and (N,) int64."""
-    from PIL import Image, ImageOps
-
-    x = np.empty((len(samples), image_size, image_size, 3), dtype=np.uint8)
-    for i, (path, _) in enumerate(samples):
-        with Image.open(path) as im:
-            x[i] = np.asarray(ImageOps.fit(im.convert("RGB"), (image_size, image_size), Image.BILINEAR))
-    y = torch.tensor([label for _, label in samples], dtype=torch.int64)
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), y
-
-
-def _scan(folder: Path, class_to_idx: Dict[str, int] | None = None) -> Tuple[List[str], List[Tuple[str, int]]]:
-    """(classes, [(path, label)]) of a folder of class sub-folders; raises one line when it has no images."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-    try:
-        classes, found = find_classes(folder)
-        samples = make_dataset(folder, class_to_idx or found, IMG_EXTENSIONS, allow_empty=True)
-    except FileNotFoundError:
-        samples = []
-    if not samples:
-        raise DatasetNotFoundError(f"imagefolder: no images in class sub-folders of {folder} (expected {folder}/<class>/<image>.png)")
-    extra = sorted(set(classes) - set(class_to_idx or found))
-    if extra:
-        raise ValueError(f"imagefolder: {folder} has classes missing from the training folder: {', '.join(extra)}")
-    return classes, samples
-
-
-@DATASETS.register("imagefolder", input_size=None, family="any", in_channels=3, num_classes=None)
-def _imagefolder(data_dir: str | Path | None = None, seed: int = 0, val_fraction: float = 0.25, image_size: int = 32) -> DataSplits:
-    """A folder of class sub-folders (optionally split into train/ val/ test/), resized to image_size, held as uint8.
-
-    Missing val/ or test/ are carved from the training pool by a fixed stratified split
-    (test: TEST_FRACTION of the pool, val: val_fraction of the rest).
-    """
-    if data_dir is None or not Path(data_dir).expanduser().is_dir():
-        raise DatasetNotFoundError(f"imagefolder: data_dir={data_dir!r} is not a folder; point it at a folder of class sub-folders")
-    root = Path(data_dir).expanduser()
-    pool_dir = root / "train" if (root / "train").is_dir() else root
-    classes, samples = _scan(pool_dir)
-    class_to_idx = {c: i for i, c in enumerate(classes)}
-    x, y = _load_images(samples, image_size)
-    held: Dict[str, Tuple[Tensor, Tensor]] = {}
-    for split in ("val", "test"):
-        if pool_dir != root and (root / split).is_dir():
-            held[split] = _load_images(_scan(root / split, class_to_idx)[1], image_size)
-    if "test" not in held:
-        keep, test = fixed_split(y.numpy(), TEST_FRACTION)
-        held["test"], (x, y) = (x[test], y[test]), (x[keep], y[keep])
-    if "val" not in held:
-        keep, val = fixed_split(y.numpy(), val_fraction)
-        held["val"], (x, y) = (x[val], y[val]), (x[keep], y[keep])
-    parts = (x, y, *held["val"], *held["test"])
-    return build_splits("imagefolder", parts, len(classes), scale=255.0, augment="crop_flip")
 
 
 @DATASETS.register("synthetic", input_size=None, family="any", in_channels=None, num_classes=None)

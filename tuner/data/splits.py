@@ -10,7 +10,7 @@ import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -61,11 +61,14 @@ class DataSplits:
     scale: float
     augment: str
     name: str
+    class_index: Optional[Tuple[int, ...]] = None  # source labels of the classes a class_subset kept
 
     def fingerprint(self) -> str:
         """Blake2b hex digest of the name, metadata, shapes, dtypes and bytes of all six tensors."""
         h = hashlib.blake2b(digest_size=16)
         meta = (self.name, self.num_classes, self.in_channels, self.image_size, self.mean, self.std, self.scale, self.augment)
+        if self.class_index is not None:  # appended only when set: caches keyed by older fingerprints stay valid
+            meta += (self.class_index,)
         h.update(repr(meta).encode())
         for key in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
             t = getattr(self, key).detach().cpu().contiguous()
@@ -162,7 +165,8 @@ def pool_splits(x: Tensor, y: Tensor, val_fraction: float) -> Tuple[Tensor, ...]
 
 
 def build_splits(name: str, parts: Sequence[Tensor], num_classes: int, scale: float, augment: str,
-            mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> DataSplits:
+            mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+            class_index: Optional[Tuple[int, ...]] = None) -> DataSplits:
     """Build a DataSplits from the six tensors; mean/std default to the train split's channel stats."""
     if augment not in AUGMENTS:
         raise ValueError(f"augment: unknown {augment!r}; choose from: {', '.join(AUGMENTS)}")
@@ -170,4 +174,5 @@ def build_splits(name: str, parts: Sequence[Tensor], num_classes: int, scale: fl
     if mean is None:
         mean, std = channel_stats(train_x, scale)
     return DataSplits(*parts, num_classes=num_classes, in_channels=train_x.shape[1], image_size=train_x.shape[-1],
-                      mean=tuple(mean), std=tuple(std), scale=float(scale), augment=augment, name=name)
+                      mean=tuple(mean), std=tuple(std), scale=float(scale), augment=augment, name=name,
+                      class_index=class_index)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, ClassVar, Dict, Mapping
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -72,12 +72,17 @@ def _unwrap(state: Any) -> Mapping[str, Tensor]:
     return state
 
 
-def load_weights(model: DistillableModel, path: str | os.PathLike, strict: bool = True) -> DistillableModel:
+def load_weights(model: DistillableModel, path: str | os.PathLike, strict: bool = True,
+                 classes: Optional[Sequence[int]] = None) -> DistillableModel:
     """Load a local state_dict file into ``model`` (never downloads) and return the model.
 
     Accepts our keys, the keys of the layout the model was ported from (``model.key_aliases``,
     e.g. plain torchvision or RepDistiller keys), a ``module.`` (DataParallel) prefix, and
     checkpoints that wrap the state_dict under ``"model"`` or ``"state_dict"``.
+
+    Args:
+        classes: keep only these rows of the classifier ``fc`` (K,): weights trained on all of ImageNet's
+            classes serve a model of a K-class subset, each logit the same as the full model's.
 
     Raises:
         RuntimeError: missing or unexpected keys (when ``strict``) or shape mismatches.
@@ -91,5 +96,12 @@ def load_weights(model: DistillableModel, path: str | os.PathLike, strict: bool 
                 key = new + key[len(old):]
                 break
         renamed[key] = value
+    if classes is not None:
+        rows = torch.as_tensor(list(classes), dtype=torch.long)
+        for key in ("fc.weight", "fc.bias"):
+            if key in renamed:
+                if int(rows.max()) >= renamed[key].shape[0]:
+                    raise ValueError(f"the classifier has {renamed[key].shape[0]} classes; the subset needs class {int(rows.max())}")
+                renamed[key] = renamed[key][rows]
     model.load_state_dict(renamed, strict=strict)
     return model
