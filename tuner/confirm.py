@@ -102,10 +102,15 @@ def preset_param_space(points: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: Any, points: List[Dict[str, Any]],
-                     max_concurrent: int, max_failures: int, verbose: int = 1, log: Callable[[str], None] = print,
-                     reporter: Any = None) -> Any:
+                     max_concurrent: int, max_failures: int, num_to_keep: int, verbose: int = 1,
+                     log: Callable[[str], None] = print, reporter: Any = None) -> Any:
     """Run (or continue, when ``folder/confirm`` holds its state) the confirmation's Tune experiment;
-    return its ResultGrid. ``points`` are only read when it starts: a restored stage has its own."""
+    return its ResultGrid. ``points`` are only read when it starts: a restored stage has its own.
+
+    ``num_to_keep``: checkpoints kept per trial, the search's setting. Not 1: Tune's saved state can lag
+    a checkpoint or more behind a trial, and a killed driver restores the checkpoint that state names (with
+    1 kept, a loaded kill test's restore found checkpoint_000000 deleted and the trial ended errored).
+    """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     stage = folder.child(CONFIRM_DIR)
@@ -128,6 +133,6 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
             run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=storage_path, storage_filesystem=fs,
                                       callbacks=callbacks, verbose=verbose, progress_reporter=reporter,
                                       failure_config=tune.FailureConfig(max_failures=max_failures),
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=num_to_keep)),
         )
     return tuner.fit()

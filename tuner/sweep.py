@@ -335,7 +335,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         stage_callbacks = build.callbacks(callback("confirm"), faults.StopOnNoSpace(places))
         confirmed = confirm.run_confirmation(tune, trainable, stage_callbacks, folder,
                                              confirm.confirm_points(configs, seeds, base), build.max_concurrent(sweep),
-                                             sweep.max_failures, verbose=verbose, log=log,
+                                             sweep.max_failures, sweep.num_to_keep, verbose=verbose, log=log,
                                              reporter=build.reporter(space, ["config_id", *param_names, "seed"]))
         _set_aside_orphans(folder.child(confirm.CONFIRM_DIR), confirmed, log)
         confirm_statuses = _tune_statuses(tune, confirmed)
