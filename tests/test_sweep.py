@@ -136,7 +136,8 @@ def test_an_image_folder_sweep_runs_at_the_image_size_asked(tmp_path, env):
 def test_the_imagenet_preset_sweeps_a_class_subset_of_a_tiny_ilsvrc_folder(tmp_path, env):
     """configs/imagenet_resnet34_resnet18.yaml as the README runs it, shrunk: a JPEG folder in the ILSVRC layout
     (4 classes), a 4-class torchvision-format teacher file, a 3-class subset at 32 px. The teacher is loaded,
-    never trained; every trial streams its data and reports every epoch."""
+    never trained; every trial streams its data through a DataLoader worker (2 CPUs a trial: 1 worker) in a
+    reused actor, and reports every epoch."""
     import torch
 
     from tuner.models import build_model
@@ -144,17 +145,17 @@ def test_the_imagenet_preset_sweeps_a_class_subset_of_a_tiny_ilsvrc_folder(tmp_p
     write_ilsvrc(tmp_path / "imagenet", classes=4, train_per_class=12, val_per_class=3, size=40)
     torch.save(build_model("resnet34", 4).state_dict(), tmp_path / "resnet34.pth")
     done = run_search(tmp_path, env, "--config", str(REPO / "configs" / "imagenet_resnet34_resnet18.yaml"), "--smoke",
-                      "--confirm", "0", "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--name", "inet",
+                      "--confirm", "0", "--gpus-per-trial", "0", "--cpus-per-trial", "2", "--name", "inet",
                       "--class-subset", "3", "--train-fraction", "0.5", "--set", "image_size=32", "--set", "val_fraction=0.25")
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"teacher resnet34 loaded from {tmp_path / 'resnet34.pth'}" in done.stdout + done.stderr
     assert "training teacher" not in done.stdout + done.stderr
-    assert "Sweep inet: 4 trials" in done.stdout
+    assert "Sweep inet: 4 trials" in done.stdout and "errored" not in done.stdout.split("Sweep inet:")[1]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = trial_runs(uri, "inet")
     assert len(runs) == 4
     assert {(r.data.params["dataset"], r.data.params["class_subset"], r.data.params["train_fraction"],
-             r.data.params["image_size"]) for r in runs} == {("imagenet", "3", "0.5", "32")}
+             r.data.params["image_size"], r.data.params["threads"]) for r in runs} == {("imagenet", "3", "0.5", "32", "2")}
     client = __import__("mlflow").tracking.MlflowClient(uri)
     for r in runs:
         epochs = [m.step for m in client.get_metric_history(r.info.run_id, "val_acc")]

@@ -8,6 +8,7 @@ from the next epoch. The teacher's weights and the data arrive through Ray's obj
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -42,6 +43,11 @@ def train_srrl(
     from ray import tune
 
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # one line per checkpoint otherwise
+    # Tune reuses this actor for the next trial only once this thread has ended, and waits 2 s by default; a
+    # trial streaming its data first shuts down its DataLoader workers (seconds on a loaded machine: with 2 s a
+    # reused actor failed its next trial with "Trainable runner reuse requires reset_config()"). Read by
+    # FunctionTrainable.reset_config in this process, so it holds on any cluster.
+    os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     cfg = apply_params(base or {}, config)
     splits = splits if splits is not None else load_splits(cfg)
     teacher = None
