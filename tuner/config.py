@@ -145,7 +145,7 @@ class TrialConfig:
             _range("train_fraction", self.train_fraction, lo=0.0, hi=1.0, lo_open=True)
         if self.data_workers is not None:
             _range("data_workers", self.data_workers, lo=0, hi=256)
-        for name, value in self.data_options().items():
+        for name in self.data_options():
             if name not in data.dataset_options(self.dataset):
                 takes = [d for d in data.list_datasets() if name in data.dataset_options(d)]
                 raise ConfigError(f"{name}: dataset {self.dataset!r} does not take it; only {', '.join(takes)} do")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -106,10 +106,10 @@ def decoded_bytes(images: int, image_size: int) -> int:
     return images * 3 * image_size * image_size
 
 
-def _streamed(name: str, listing: _Listing, image_size: int, **meta: Sequence[float]) -> StreamSplits:
+def _streamed(name: str, listing: _Listing, image_size: int) -> StreamSplits:
     files = [FileSplit.of(listing.root, rows) for rows in (listing.train, listing.val, listing.test)]
     return StreamSplits(*files, num_classes=listing.num_classes, image_size=image_size, name=name,
-                        class_index=listing.class_index, **meta)
+                        class_index=listing.class_index)
 
 
 def _root(name: str, data_dir: str | Path | None, layout: str) -> Path:

@@ -209,10 +209,10 @@ class _EpochBatches:
 
     def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
         order = epoch_order(self.n, self.seed, self.epoch, self.train, self.rank, self.world, pad=self.train)
-        seeds = sample_seeds(self.n, self.seed, self.epoch) if self.train else np.zeros(self.n, dtype=np.uint32)
+        seeds = sample_seeds(self.n, self.seed, self.epoch) if self.train else None  # eval crops draw nothing
         for i in range(self.steps):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            yield [(int(j), int(seeds[j])) for j in idx]
+            yield [(int(j), int(seeds[j]) if seeds is not None else 0) for j in idx]
 
 
 class StreamLoader:

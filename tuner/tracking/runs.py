@@ -192,13 +192,13 @@ def mark_interrupted(tracking_uri: str, parent_run_id: str, trial_ids: Iterable[
     client = _client(tracking_uri)
     wanted = set(trial_ids)
     exp = client.get_run(parent_run_id).info.experiment_id
-    marked = 0
     for run in child_runs(client, exp, parent_run_id):
-        if run.data.tags.get(TAG_TRIAL_ID) in wanted or run.info.status == "RUNNING":
+        trial_id = run.data.tags.get(TAG_TRIAL_ID)
+        if trial_id in wanted or run.info.status == "RUNNING":
             client.set_tag(run.info.run_id, TAG_STATUS, M.INTERRUPTED)
             client.set_terminated(run.info.run_id, status="KILLED")
-            marked += 1
-    client.set_tag(parent_run_id, "srrl.interrupted", str(marked))
+            wanted.add(trial_id)
+    client.set_tag(parent_run_id, "srrl.interrupted", str(len(wanted)))
 
 
 @_skip_when_unreachable(lambda: None)
