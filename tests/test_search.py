@@ -93,6 +93,38 @@ def test_a_searcher_restored_from_an_older_snapshot_does_not_draw_the_dead_drive
     assert restored.suggest("c")["alpha"] != lost  # the seeded sampler's saved state would repeat it
 
 
+@pytest.mark.parametrize("listed", [2, 4], ids=["count-past-the-list", "count-behind-the-list"])
+def test_a_generator_restored_beside_a_torn_trial_list_makes_the_trials_num_samples_asks(storage, tmp_path, listed):
+    """Tune uploads its trial list and the generator's count as separate files: a driver killed, or a disk
+    filled, between them leaves them apart (seen in CI: every --resume stopped one trial short). The
+    restored generator counts the trials the list holds, so Tune makes exactly num_samples in all."""
+    import json
+
+    from ray.tune.experiment import Experiment
+
+    from tuner.search import StudyGenerator
+
+    def generator() -> StudyGenerator:
+        gen = StudyGenerator(_searcher(storage), max_concurrent=8)
+        gen.add_configurations([Experiment("sw", lambda config: None, num_samples=5, storage_path=str(tmp_path))])
+        return gen
+
+    first, snap = generator(), tmp_path / "snap"
+    snap.mkdir()
+    made = [first.next_trial() for _ in range(3)]
+    first.save_to_dir(str(snap), "2026-12-03_12-00-00")  # the count that reached the disk: 3
+    made += [first.next_trial()]
+    (snap / "experiment_state-2026-12-03_12-00-00.json").write_text(
+        json.dumps({"trial_data": [t.get_json_state() for t in made[:listed]]}))  # the list that did
+
+    restored = generator()
+    restored.restore_from_dir(str(snap))
+    more = []
+    while not restored.is_finished():
+        more.append(restored.next_trial())
+    assert listed + len(more) == 5 and None not in more
+
+
 def test_a_searcher_state_of_an_older_version_is_refused_in_one_line(storage, tmp_path):
     import pickle
 

@@ -129,7 +129,7 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
             param_space=preset_param_space(points),
             tune_config=tune.TuneConfig(
                 search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent),
-                num_samples=len(points), max_concurrent_trials=max_concurrent, reuse_actors=True),
+                num_samples=len(points), reuse_actors=True),  # the generator holds max_concurrent
             run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=storage_path, storage_filesystem=fs,
                                       callbacks=callbacks, verbose=verbose, progress_reporter=reporter,
                                       failure_config=tune.FailureConfig(max_failures=max_failures),

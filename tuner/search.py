@@ -7,12 +7,12 @@ import pickle
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
 from tuner import metrics as M
 from tuner.config import ConfigError
 
-__all__ = ["StudySearch", "settle_study", "study_outcomes", "outcome"]
+__all__ = ["StudySearch", "StudyGenerator", "settle_study", "study_outcomes", "outcome"]
 
 
 class StudySearch(Searcher):
@@ -199,6 +199,41 @@ class StudySearch(Searcher):
         if step not in steps:  # Tune may hand the last result to both hooks
             self._storage.set_trial_intermediate_value(self._storage_id(number), step, float(value))
             steps.add(step)
+
+
+class StudyGenerator(SearchGenerator):
+    """Tune's trial generator over a ``StudySearch``, whose count of trials made is the restored trial list's.
+
+    Tune snapshots its trial list (``experiment_state-*.json``) and this generator's count in separate
+    files, and uploads them one by one: a driver killed, or a disk filled, mid-upload leaves one newer than
+    the other. A count past the list ends the search short of ``num_samples`` for good (seen: a full
+    storage path, then every ``--resume`` stopped with one trial "not yet created"); a count behind it runs
+    more trials than asked. The study trials the lost Tune trials were asked as are failed by
+    ``settle_study``.
+    """
+
+    def __init__(self, searcher: StudySearch, max_concurrent: int) -> None:
+        # Tune wraps a Searcher in the limiter only when it is handed a bare Searcher: do it here
+        super().__init__(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent))
+
+    def restore_from_dir(self, dirpath: str) -> None:
+        super().restore_from_dir(dirpath)
+        trials = restored_trial_count(dirpath)
+        if trials is not None:
+            self._counter = trials
+
+
+def restored_trial_count(dirpath: str) -> Optional[int]:
+    """How many trials the newest experiment state under ``dirpath`` holds, as Tune picks it; None if none."""
+    import json
+
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    newest = _find_newest_experiment_checkpoint(dirpath)
+    if newest is None:
+        return None
+    with open(newest) as f:
+        return len(json.load(f)["trial_data"])
 
 
 #: the study trial a Tune trial was asked as, in the flattened result Tune hands the searcher

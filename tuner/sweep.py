@@ -248,7 +248,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                 search_alg=build.searcher(sweep, space, ctx, grid, initial_points=not again, warm=[w["params"] for w in warm]),
                 scheduler=build.scheduler(sweep, space, base),
                 num_samples=planned,
-                max_concurrent_trials=build.max_concurrent(sweep), reuse_actors=True,
+                reuse_actors=True,  # the searcher holds max_concurrent
             ),
             run_config=tune.RunConfig(
                 name=sweep.name, storage_path=storage_path, storage_filesystem=fs,

@@ -101,7 +101,8 @@ def num_samples(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Di
 
 def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[str, Any]]],
               initial_points: bool = True, warm: Sequence[Dict[str, Any]] = ()) -> Any:
-    """``StudySearch`` over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``.
+    """``StudySearch`` over the space (RDB study, PRUNED for early-stopped trials), or the exhaustive ``grid``:
+    either holds the sweep's ``max_concurrent`` itself (Tune's ``max_concurrent_trials`` is then unused).
 
     ``initial_points=False`` when a sweep's searcher is built again for its study: StudySearch
     enqueues them in the study as it is built, and the study holds them from the first time.
@@ -110,7 +111,7 @@ def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[
 
     if grid is not None:
         return BasicVariantGenerator(points_to_evaluate=grid, max_concurrent=max_concurrent(sweep))
-    from tuner.search import StudySearch
+    from tuner.search import StudyGenerator, StudySearch
 
     metrics_, modes = zip(*space.objectives)
     multi = len(space.objectives) > 1
@@ -119,14 +120,14 @@ def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[
     first = space.smoke_points(ctx, sweep.num_samples) if sweep.smoke and authors else authors
     varied = [p for p in first if p not in authors]
     warm = [dict(p) for p in warm if p not in first] if sweep.searcher != "grid" else []
-    return StudySearch(
+    return StudyGenerator(StudySearch(
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
         points_to_evaluate=(first + warm or None) if initial_points else None,
         sampler=functools.partial(build_sampler, sweep.searcher, sweep.seed, space, ctx),
         study_name=sweep.study_name or sweep.name, storage=sweep.optuna_storage, max_epochs=ctx.base.epochs,
         origins={"authors": authors, "smoke": varied, "warm-start": warm},
-    )
+    ), max_concurrent(sweep))
 
 
 def scheduler(sweep: SweepConfig, space: Any, base: TrialConfig) -> Any:
