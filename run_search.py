@@ -125,7 +125,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 shrunk = smoke(sweep, base)
                 print(_shrank((sweep, base), shrunk))
                 sweep, base = shrunk
-        result = run_sweep(sweep, base, resume=bool(args.resume))
+        try:
+            result = run_sweep(sweep, base, resume=bool(args.resume))
+        finally:
+            _stop_ray()
     except FileNotFoundError as e:
         print(f"error: {_missing_file(e)}", file=sys.stderr)
         return 2
@@ -144,6 +147,15 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+def _stop_ray() -> None:
+    """Shut Ray down before the last lines: its workers' output, forwarded late, would otherwise follow them."""
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 def _missing_file(e: FileNotFoundError) -> str:
