@@ -93,36 +93,62 @@ def test_a_searcher_restored_from_an_older_snapshot_does_not_draw_the_dead_drive
     assert restored.suggest("c")["alpha"] != lost  # the seeded sampler's saved state would repeat it
 
 
+def _generator(storage, tmp_path, max_concurrent: int = 8):
+    from ray.tune.experiment import Experiment
+
+    from tuner.search import StudyGenerator
+
+    gen = StudyGenerator(_searcher(storage), max_concurrent=max_concurrent)
+    gen.add_configurations([Experiment("sw", lambda config: None, num_samples=5, storage_path=str(tmp_path))])
+    return gen
+
+
+def _trial_list(folder, trials) -> None:
+    """The experiment state file Tune restores its trial list from, as ``TuneController.save_to_dir`` writes it."""
+    import json
+
+    (folder / "experiment_state-2026-12-03_12-00-00.json").write_text(
+        json.dumps({"trial_data": [t.get_json_state() for t in trials]}))
+
+
 @pytest.mark.parametrize("listed", [2, 4], ids=["count-past-the-list", "count-behind-the-list"])
 def test_a_generator_restored_beside_a_torn_trial_list_makes_the_trials_num_samples_asks(storage, tmp_path, listed):
     """Tune uploads its trial list and the generator's count as separate files: a driver killed, or a disk
     filled, between them leaves them apart (seen in CI: every --resume stopped one trial short). The
     restored generator counts the trials the list holds, so Tune makes exactly num_samples in all."""
-    import json
-
-    from ray.tune.experiment import Experiment
-
-    from tuner.search import StudyGenerator
-
-    def generator() -> StudyGenerator:
-        gen = StudyGenerator(_searcher(storage), max_concurrent=8)
-        gen.add_configurations([Experiment("sw", lambda config: None, num_samples=5, storage_path=str(tmp_path))])
-        return gen
-
-    first, snap = generator(), tmp_path / "snap"
+    first, snap = _generator(storage, tmp_path), tmp_path / "snap"
     snap.mkdir()
     made = [first.next_trial() for _ in range(3)]
     first.save_to_dir(str(snap), "2026-12-03_12-00-00")  # the count that reached the disk: 3
     made += [first.next_trial()]
-    (snap / "experiment_state-2026-12-03_12-00-00.json").write_text(
-        json.dumps({"trial_data": [t.get_json_state() for t in made[:listed]]}))  # the list that did
+    _trial_list(snap, made[:listed])  # the list that did
 
-    restored = generator()
+    restored = _generator(storage, tmp_path)
     restored.restore_from_dir(str(snap))
     more = []
     while not restored.is_finished():
         more.append(restored.next_trial())
     assert listed + len(more) == 5 and None not in more
+
+
+def test_trials_that_ended_after_the_generators_snapshot_free_their_concurrency_slots(storage, tmp_path):
+    """The limiter's snapshot held 2 of 2 slots live; the newer list says both trials ended. Restored as
+    saved, the slots never free and the resumed search waits forever with nothing running."""
+    from ray.tune.experiment.trial import Trial
+
+    first, snap = _generator(storage, tmp_path, max_concurrent=2), tmp_path / "snap"
+    snap.mkdir()
+    made = [first.next_trial(), first.next_trial()]
+    assert first.next_trial() is None  # both slots taken
+    first.save_to_dir(str(snap), "2026-12-03_12-00-00")
+    for trial in made:
+        trial.set_status(Trial.TERMINATED)
+    _trial_list(snap, made)
+
+    restored = _generator(storage, tmp_path, max_concurrent=2)
+    restored.restore_from_dir(str(snap))
+    assert restored.next_trial() is not None and restored.next_trial() is not None
+    assert restored.next_trial() is None  # the limit still holds
 
 
 def test_a_searcher_state_of_an_older_version_is_refused_in_one_line(storage, tmp_path):

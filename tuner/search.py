@@ -202,29 +202,37 @@ class StudySearch(Searcher):
 
 
 class StudyGenerator(SearchGenerator):
-    """Tune's trial generator over a ``StudySearch``, whose count of trials made is the restored trial list's.
+    """Tune's trial generator over a ``StudySearch`` and its concurrency limit, restored to agree with the
+    restored trial list.
 
-    Tune snapshots its trial list (``experiment_state-*.json``) and this generator's count in separate
-    files, and uploads them one by one: a driver killed, or a disk filled, mid-upload leaves one newer than
-    the other. A count past the list ends the search short of ``num_samples`` for good (seen: a full
-    storage path, then every ``--resume`` stopped with one trial "not yet created"); a count behind it runs
-    more trials than asked. The study trials the lost Tune trials were asked as are failed by
-    ``settle_study``.
+    Tune snapshots its trial list (``experiment_state-*.json``) and this generator's state in separate
+    files, one after the other: a driver killed, or a disk filled, between them leaves one newer than the
+    other. Restored as saved, a count of trials made past the list ends the search short of
+    ``num_samples`` for good (seen in CI: every ``--resume`` stopped with one trial "not yet created"),
+    a count behind it runs more trials than asked, and the limiter's live trials that the list holds as
+    finished, or not at all, hold their slots forever (``--max-concurrent`` of them: the search waits
+    with nothing running). So both are set from the list; the study trials that lost Tune trials were
+    asked as are failed by ``settle_study``.
     """
 
     def __init__(self, searcher: StudySearch, max_concurrent: int) -> None:
-        # Tune wraps a Searcher in the limiter only when it is handed a bare Searcher: do it here
+        # Tune adds the limiter only around a bare Searcher, so it is added here
         super().__init__(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent))
 
     def restore_from_dir(self, dirpath: str) -> None:
         super().restore_from_dir(dirpath)
-        trials = restored_trial_count(dirpath)
-        if trials is not None:
-            self._counter = trials
+        trials = restored_trials(dirpath)
+        if trials is None:
+            return
+        self._counter = len(trials)
+        # the sweep resumes errored trials too (resume_errored): each of them will end again
+        live = {trial_id for trial_id, status in trials if status != "TERMINATED"}
+        self.searcher.live_trials, self.searcher.num_unfinished_live_trials = live, len(live)
 
 
-def restored_trial_count(dirpath: str) -> Optional[int]:
-    """How many trials the newest experiment state under ``dirpath`` holds, as Tune picks it; None if none."""
+def restored_trials(dirpath: str) -> Optional[List[Tuple[str, str]]]:
+    """``(trial_id, status)`` of each trial in the newest experiment state under ``dirpath``, the one Tune
+    restores; None if there is none."""
     import json
 
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
@@ -233,7 +241,8 @@ def restored_trial_count(dirpath: str) -> Optional[int]:
     if newest is None:
         return None
     with open(newest) as f:
-        return len(json.load(f)["trial_data"])
+        states = [json.loads(state) for state, _ in json.load(f)["trial_data"]]
+    return [(state["trial_id"], state["status"]) for state in states]
 
 
 #: the study trial a Tune trial was asked as, in the flattened result Tune hands the searcher
