@@ -11,7 +11,7 @@ from tuner.config import uses_teacher
 from tuner.graphs import GraphedTeacher
 from tuner.losses import feature_matching_loss, kd_loss, softmax_regression_loss
 
-__all__ = ["Distiller", "LOSS_TERMS"]
+__all__ = ["Distiller", "Learner", "LOSS_TERMS"]
 
 #: the fixed keys of the terms dict returned by ``Distiller.forward``
 LOSS_TERMS = ("ce", "fm", "sr", "kd", "total")
@@ -86,19 +86,28 @@ class Distiller(nn.Module):
         Args:
             x: images ``B x C x H x W``. y: labels ``B`` (int64).
         """
-        if self.uses_teacher:
-            # Teacher features and logits once per batch, no autograd graph (inference_mode cannot be
-            # used: SR backpropagates through the teacher's head); replayed from a CUDA graph on a GPU.
-            # Run before the student so its temporaries are freed before the student's graph holds
-            # memory: on CPU this avoids ~57k page faults per batch-64 resnet32x4 step
-            # (bench/distill_cost on 2 CPUs: ratio 1.09 -> 0.96).
-            f_t, z_t = self._teacher_forward(x)
+        return self.student_terms(x, y, self.teacher_outputs(x))
+
+    def teacher_outputs(self, x: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+        """The teacher's penultimate map ``B x C_T x H x W`` and logits ``B x K``; None when no term uses them.
+
+        Once per batch, no autograd graph (inference_mode cannot be used: SR backpropagates through the
+        teacher's head); replayed from a CUDA graph on a GPU. Run before the student so its temporaries are
+        freed before the student's graph holds memory: on CPU this avoids ~57k page faults per batch-64
+        resnet32x4 step (bench/distill_cost on 2 CPUs: ratio 1.09 -> 0.96).
+        """
+        return self._teacher_forward(x) if self.uses_teacher else None
+
+    def student_terms(self, x: Tensor, y: Tensor, teacher_out: Optional[Tuple[Tensor, Tensor]]
+                      ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """``forward`` given the teacher's outputs: everything that has gradients (what DDP wraps)."""
         f_s = self.student.forward_features(x)
         z_s = self.student.head(f_s)
         ce = F.cross_entropy(z_s, y)
         zero = ce.new_zeros(())
-        if not self.uses_teacher:
+        if teacher_out is None:
             return z_s, {"ce": ce, "fm": zero, "sr": zero, "kd": zero, "total": ce}
+        f_t, z_t = teacher_out
         fm = sr = zero
         if self.alpha > 0 or self.beta > 0:
             if f_s.shape[-2:] != f_t.shape[-2:] and f_s.shape[-1] > f_t.shape[-1]:
@@ -110,3 +119,16 @@ class Distiller(nn.Module):
         kd = kd_loss(z_s, z_t, self.temperature) if self.gamma > 0 else zero
         total = ce + self.alpha * fm + self.beta * sr + self.gamma * kd
         return z_s, {"ce": ce, "fm": fm, "sr": sr, "kd": kd, "total": total}
+
+
+class Learner(nn.Module):
+    """A Distiller's student + connector as one module whose forward is ``Distiller.student_terms``: what DDP
+    wraps, so their gradients and BatchNorm buffers are synchronised and the frozen teacher is never wrapped."""
+
+    def __init__(self, distiller: Distiller) -> None:
+        super().__init__()
+        self.student, self.connector = distiller.student, distiller.connector
+        self._distiller = (distiller,)  # a tuple, not a submodule: DDP must not see the teacher
+
+    def forward(self, x: Tensor, y: Tensor, teacher_out: Optional[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        return self._distiller[0].student_terms(x, y, teacher_out)

@@ -56,10 +56,10 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
 
 
 def _trial_id(result: Any) -> Optional[str]:
-    """A never-started trial has no result yet: its id is the end of its folder's name (``train_srrl_<id>_...``)."""
+    """A never-started trial has no result yet: its id is in its folder's name (``train_srrl[_workers]_<id>_...``)."""
     name = Path(str(getattr(result, "path", "") or "")).name
-    parts = name.split("_")
-    return parts[2] if len(parts) > 2 else None
+    parts = name.removeprefix("train_srrl_workers_").removeprefix("train_srrl_").split("_")
+    return parts[0] if len(parts) > 1 else None
 
 
 def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, splits: Any, parent_run: str) -> int:

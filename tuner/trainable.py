@@ -11,17 +11,17 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
 from tuner import metrics as M
-from tuner.config import apply_params
+from tuner.config import TrialConfig, apply_params
 from tuner.data import DataSplits
 from tuner.models import build_model, count_macs, count_params
 from tuner.trainer import STATE_FILE, Diverged, Trainer, load_splits
 
-__all__ = ["train_srrl"]
+__all__ = ["train_srrl", "build_trainer", "restore", "trial_constants", "run_epochs", "save_state"]
 
 def train_srrl(
     config: Dict[str, Any],
@@ -49,6 +49,23 @@ def train_srrl(
     # FunctionTrainable.reset_config in this process, so it holds on any cluster.
     os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
     cfg = apply_params(base or {}, config)
+    trainer = build_trainer(cfg, teacher_state, splits)
+    restore(trainer, tune.get_checkpoint())
+
+    def report(metrics: Dict[str, Any], state: Optional[Dict[str, Any]]) -> None:
+        if state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            save_state(state, Path(folder) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    run_epochs(trainer, trial_constants(trainer, teacher_info, ray.get_runtime_context().get_node_id()), report)
+
+
+def build_trainer(cfg: TrialConfig, teacher_state: Optional[Dict[str, torch.Tensor]], splits: Optional[DataSplits],
+                  rank: int = 0, world: int = 1) -> Trainer:
+    """The trial's Trainer, its teacher built from the shared weights (``rank``/``world``: see ``Trainer``)."""
     splits = splits if splits is not None else load_splits(cfg)
     teacher = None
     if cfg.needs_teacher:
@@ -56,34 +73,42 @@ def train_srrl(
             raise ValueError("teacher: this trial needs the sweep's teacher weights but none were passed")
         teacher = build_model(cfg.teacher, splits.num_classes, in_channels=splits.in_channels)
         teacher.load_state_dict(teacher_state)
-    trainer = Trainer(cfg, teacher, splits)
+    return Trainer(cfg, teacher, splits, rank=rank, world=world)
 
-    checkpoint = tune.get_checkpoint()
+
+def restore(trainer: Trainer, checkpoint: Any) -> None:
+    """Continue from a trial checkpoint (a ``tune.Checkpoint`` holding ``STATE_FILE``); None: start afresh."""
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load_state_dict(torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True))
 
+
+def trial_constants(trainer: Trainer, teacher_info: Optional[Dict[str, Any]], node_id: str) -> Dict[str, Any]:
+    """What every result of the trial carries: where it ran, the student's size, the teacher's accuracy."""
     data = trainer.splits
-    once = {"node_id": ray.get_runtime_context().get_node_id(), M.STUDENT_PARAMS: count_params(trainer.student),
+    return {"node_id": node_id, M.STUDENT_PARAMS: count_params(trainer.student),
             M.STUDENT_MACS: count_macs(trainer.student, (data.in_channels, data.image_size, data.image_size)),
             **{k: v for k, v in (teacher_info or {}).items() if k in (M.TEACHER_VAL_ACC, M.TEACHER_TEST_ACC)}}
 
+
+def run_epochs(trainer: Trainer, once: Dict[str, Any], report: Callable[[Dict[str, Any], Optional[Dict[str, Any]]], None]) -> None:
+    """The trial's remaining epochs, each ``report(metrics, trainer state to checkpoint)``; the last epoch's
+    metrics add the test accuracy. A diverged loss is reported once with no checkpoint, and ends the trial
+    (no retry: the searcher records it as failed)."""
+    cfg = trainer.cfg
     while trainer.epoch < cfg.epochs:
         try:
             row = trainer.step()
         except Diverged as e:
-            # stop at once, no checkpoint, no retry: the searcher records it as failed
-            tune.report({**once, M.EPOCH: e.epoch, M.DIVERGED_KEY: 1.0, M.VAL_ACC: 0.0, M.RANK_VAL_ACC: 0.0,
-                         f"{M.DIVERGED_KEY}_term": e.term})
+            report({**once, M.EPOCH: e.epoch, M.DIVERGED_KEY: 1.0, M.VAL_ACC: 0.0, M.RANK_VAL_ACC: 0.0,
+                    f"{M.DIVERGED_KEY}_term": e.term}, None)
             return
         if trainer.epoch == cfg.epochs:
             row[M.TEST_ACC] = trainer.evaluate("test")[0]
-        with tempfile.TemporaryDirectory() as folder:
-            _save(trainer.state_dict(), Path(folder) / STATE_FILE)
-            tune.report({**once, **row, M.DIVERGED_KEY: 0.0}, checkpoint=tune.Checkpoint.from_directory(folder))
+        report({**once, **row, M.DIVERGED_KEY: 0.0}, trainer.state_dict())
 
 
-def _save(state: Dict[str, Any], path: Path) -> None:
+def save_state(state: Dict[str, Any], path: Path) -> None:
     """Write a trial checkpoint; a failure is an error naming the path, never a silent skip."""
     try:
         with open(path, "wb") as f:  # Python's open reports OSError with errno; torch.save alone a RuntimeError

@@ -20,7 +20,7 @@ from tuner import metrics as M
 from tuner.config import ConfigError, TrialConfig
 from tuner.connectors import build_connector, connector_fits, list_connectors
 from tuner.data import DataSplits, load_dataset, make_loaders
-from tuner.distiller import LOSS_TERMS, Distiller
+from tuner.distiller import LOSS_TERMS, Distiller, Learner
 from tuner.models import build_model, feature_channels
 
 __all__ = ["STATE_FILE", "Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything", "load_splits"]
@@ -93,10 +93,15 @@ class Trainer:
         cfg: the trial's config.
         teacher: the frozen teacher (a ``DistillableModel``); ignored when ``cfg`` uses no teacher.
         splits: the data, when the caller already holds it (a sweep loads it once).
+        rank, world: this process's place in an initialised ``torch.distributed`` group (a trial on several
+            workers): the student and connector train under DDP, each rank reads its share
+            of every global batch of ``cfg.batch_size``, and the epoch's losses and evaluations are all-reduced,
+            so every rank computes the same metrics.
     """
 
-    def __init__(self, cfg: TrialConfig, teacher: Optional[nn.Module] = None, splits: Optional[DataSplits] = None) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: TrialConfig, teacher: Optional[nn.Module] = None, splits: Optional[DataSplits] = None,
+                 rank: int = 0, world: int = 1) -> None:
+        self.cfg, self.rank, self.world = cfg, rank, world
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -104,7 +109,7 @@ class Trainer:
         self.splits = splits if splits is not None else load_splits(cfg)
         self.train_loader, self.val_loader, self.test_loader = make_loaders(
             self.splits, cfg.batch_size, seed=cfg.seed, device=self.device.type, eval_batch_size=cfg.eval_batch_size,
-            workers=data_workers(cfg))
+            workers=data_workers(cfg), rank=rank, world=world)
         student = build_model(cfg.student, self.splits.num_classes, in_channels=self.splits.in_channels)
         connector = None
         if cfg.needs_teacher:
@@ -121,6 +126,10 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.distiller = Distiller(teacher, student, connector, cfg.alpha, cfg.beta, cfg.gamma, cfg.temperature).to(
             self.device, memory_format=self.memory_format)
+        self.ddp: Optional[nn.Module] = None
+        if world > 1:  # broadcasts rank 0's weights and buffers now, averages the gradients in backward
+            self.ddp = nn.parallel.DistributedDataParallel(
+                Learner(self.distiller), device_ids=[torch.cuda.current_device()] if self.device.type == "cuda" else None)
         self.optimizer = _build_optimizer(cfg, list(self.distiller.learnable_parameters()))
         self.scheduler = _build_scheduler(cfg, self.optimizer)
         self.epoch = 0  # epochs completed
@@ -145,13 +154,19 @@ class Trainer:
         for x, y in self.train_loader:
             x = x.contiguous(memory_format=self.memory_format)
             with self._autocast():
-                _, terms = self.distiller(x, y)
+                if self.ddp is None:
+                    _, terms = self.distiller(x, y)
+                else:
+                    _, terms = self.ddp(x, y, self.distiller.teacher_outputs(x))
             self.optimizer.zero_grad(set_to_none=True)
             terms["total"].backward()
             self.optimizer.step()
             for k in LOSS_TERMS:
                 sums[k] += terms[k].detach() * len(y)
             seen += len(y)
+        if self.world > 1:  # the epoch's sums over every rank's samples: all ranks see the same means
+            totals = _all_reduce([*(sums[k] for k in LOSS_TERMS), seen], self.device)
+            sums, seen = dict(zip(LOSS_TERMS, totals[:-1])), int(totals[-1])
         means = {k: float(v) / max(seen, 1) for k, v in sums.items()}  # one device sync per epoch
         elapsed = time.perf_counter() - start
         for k in LOSS_TERMS:
@@ -166,7 +181,14 @@ class Trainer:
         """Student accuracy (percent) and mean cross-entropy on ``split`` ('val' or 'test')."""
         self.distiller.eval()
         loader = {"val": self.val_loader, "test": self.test_loader}[split]
-        return evaluate_model(self.student, loader, self._autocast, self.memory_format)
+        if self.world == 1:
+            return evaluate_model(self.student, loader, self._autocast, self.memory_format)
+        import torch.distributed as dist
+
+        for buffer in self.ddp.module.buffers():  # BatchNorm statistics moved on each rank's last batch: take rank 0's
+            dist.broadcast(buffer, 0)
+        correct, loss, n = _all_reduce(_eval_sums(self.student, loader, self._autocast, self.memory_format), self.device)
+        return 100.0 * float(correct) / max(float(n), 1), float(loss) / max(float(n), 1)
 
     def step(self) -> Dict[str, float]:
         """Train one epoch, evaluate on val, advance the LR schedule; returns the epoch's metrics."""
@@ -223,10 +245,17 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
-@torch.no_grad()
 def evaluate_model(model: nn.Module, loader: Any, autocast: Callable[[], Any] = contextlib.nullcontext,
                    memory_format: torch.memory_format = torch.contiguous_format) -> Tuple[float, float]:
     """Accuracy (percent) and mean cross-entropy of ``model`` (already in eval mode) over ``loader``."""
+    correct, loss, n = _eval_sums(model, loader, autocast, memory_format)
+    return 100.0 * correct / max(n, 1), loss / max(n, 1)
+
+
+@torch.no_grad()
+def _eval_sums(model: nn.Module, loader: Any, autocast: Callable[[], Any],
+               memory_format: torch.memory_format) -> Tuple[int, float, int]:
+    """Correct predictions, summed cross-entropy and images seen over ``loader``."""
     correct, loss, n = 0, 0.0, 0
     for x, y in loader:
         x = x.contiguous(memory_format=memory_format)
@@ -235,7 +264,16 @@ def evaluate_model(model: nn.Module, loader: Any, autocast: Callable[[], Any] = 
         loss += float(nn.functional.cross_entropy(z.float(), y, reduction="sum"))
         correct += int((z.argmax(1) == y).sum())
         n += len(y)
-    return 100.0 * correct / max(n, 1), loss / max(n, 1)
+    return correct, loss, n
+
+
+def _all_reduce(values: List[Any], device: torch.device) -> torch.Tensor:
+    """Sum scalars (numbers or 0-d tensors) over the ranks of the default process group, in float64."""
+    import torch.distributed as dist
+
+    t = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+    dist.all_reduce(t)
+    return t
 
 
 def _build_optimizer(cfg: TrialConfig, params: List[nn.Parameter]) -> torch.optim.Optimizer:
