@@ -204,12 +204,12 @@ def test_unreachable_tracking_server_refuses_to_start(tmp_path, env):
 
 
 def test_unwritable_checkpoint_is_an_error_naming_the_path(tmp_path):
-    from tuner.trainable import _save
+    from tuner.trainable import save_state
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(OSError, match=r"^checkpoint: cannot write .*file/trainer_state.pt"):
-        _save({"x": 1}, blocker / "trainer_state.pt")
+        save_state({"x": 1}, blocker / "trainer_state.pt")
 
 
 def test_two_sweeps_started_together_in_a_fresh_folder_both_finish(tmp_path, env):
