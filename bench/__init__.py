@@ -8,4 +8,4 @@ scenario, each with ``run(quick: bool) -> Row``; ``python -m bench.<name>`` runs
 
 #: the suite's scenarios, in the order they run: module names under ``bench/`` (what ``--only`` takes)
 SCENARIOS = ("trainable_overhead", "distill_cost", "data_pipeline", "stream_pipeline", "sweep_overhead", "search_efficiency",
-             "analysis_load", "gpu_packing")
+             "analysis_load", "gpu_packing", "multi_worker")

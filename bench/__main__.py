@@ -26,7 +26,7 @@ from bench import SCENARIOS
 from bench._common import Row
 
 HEADER = ("scenario", "ours", "baseline", "ratio", "target", "met")
-_RAY_SCENARIOS = ("trainable_overhead", "sweep_overhead", "search_efficiency", "gpu_packing")
+_RAY_SCENARIOS = ("trainable_overhead", "sweep_overhead", "search_efficiency", "gpu_packing", "multi_worker")
 
 
 def _names(only: Optional[str]) -> List[str]:

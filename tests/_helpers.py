@@ -66,29 +66,43 @@ def ray_tmpdir() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _process_table() -> Dict[int, tuple]:
+    """pid -> (parent pid, command line) of every process now running."""
+    procs = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            procs[int(entry.name)] = (ppid, cmd)
+    return procs
+
+
+def _with_descendants(roots: set, procs: Dict[int, tuple]) -> set:
+    found = set(roots)
+    while True:
+        more = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
+        if not more:
+            return found
+        found |= more
+
+
+def descendants_mentioning(root: int, text: str) -> List[int]:
+    """The processes below ``root`` (a driver: its local Ray's raylet and workers are its descendants) whose
+    command line contains ``text`` (a Ray actor's process title names its class: ``ray::RayTrainWorker``)."""
+    procs = _process_table()
+    return sorted(pid for pid in _with_descendants({root}, procs) - {root} if text in procs[pid][1])
+
+
 def kill_processes_mentioning(text: str, grace: float = 10.0) -> None:
     """SIGTERM every process whose command line contains ``text`` (e.g. the ``--temp-dir`` of a
     ``ray start``), and their children; SIGKILL what is left after ``grace`` s. Unlike ``ray stop``,
     this leaves other Ray clusters on the machine alone."""
-    def table() -> Dict[int, tuple]:
-        procs = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except (OSError, ValueError, IndexError):
-                    continue
-                procs[int(entry.name)] = (ppid, cmd)
-        return procs
-
-    procs = table()
-    doomed = {pid for pid, (_, cmd) in procs.items() if text in cmd and pid != os.getpid()}
-    while True:  # and their descendants (Ray's workers do not name the temp dir)
-        more = {pid for pid, (ppid, _) in procs.items() if ppid in doomed} - doomed
-        if not more:
-            break
-        doomed |= more
+    procs = _process_table()
+    # and their descendants (Ray's workers do not name the temp dir)
+    doomed = _with_descendants({pid for pid, (_, cmd) in procs.items() if text in cmd and pid != os.getpid()}, procs)
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
         for pid in doomed:
             with contextlib.suppress(ProcessLookupError, PermissionError):

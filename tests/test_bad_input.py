@@ -97,6 +97,11 @@ CASES = [  # (argv, field, a fragment of what the line must say)
     (["--address", "nowhere"], "address", "is not 'auto' or host:port"),
     (["--optuna-storage", "sqlite:///{tmp}/absent/optuna.db"], "optuna_storage", "does not exist"),
     (["--tracking-uri", "sqlite:///{tmp}/half.db"], "tracking_uri", "is not a readable MLflow store"),
+    (["--workers-per-trial", "0"], "workers_per_trial", "out of range; allowed: [1, inf]"),
+    (["--cpus-per-worker", "1"], "cpus_per_worker", "applies only with workers_per_trial > 1; for one-worker trials use cpus_per_trial"),
+    (["--workers-per-trial", "2", "--gpus-per-worker", "-1"], "gpus_per_worker", "out of range"),
+    (["--workers-per-trial", "40", "--set", "batch_size=64"], "batch_size",
+     "64 cannot be split across workers_per_trial=40 workers; allowed: >= 80"),
 ]
 
 
@@ -133,13 +138,18 @@ def test_refusal_from_the_shell_is_quick_and_clean(tmp_path, env):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("flag, field", [("--cpus-per-trial", "cpus_per_trial"), ("--gpus-per-trial", "gpus_per_trial")])
-def test_a_trial_larger_than_any_node_is_refused_before_anything_is_written(flag, field, tmp_path, env):
+@pytest.mark.parametrize("argv, says", [
+    (["--cpus-per-trial", "1000"], "cpus_per_trial: 1000 is more than any node of the cluster has"),
+    (["--gpus-per-trial", "1000"], "gpus_per_trial: 1000 is more than any node of the cluster has"),
+    (["--workers-per-trial", "2", "--gpus-per-worker", "1"], "gpus_per_worker: 1 is more than any node of the cluster has"),
+    (["--workers-per-trial", "1000", "--cpus-per-worker", "1", "--set", "batch_size=2048"],
+     "workers_per_trial: 1000 workers (1000 CPUs, and 0.1 CPU for the trial) do not fit the cluster, whose nodes hold "),
+], ids=["cpus", "gpus", "gpus-per-worker", "workers"])
+def test_a_trial_larger_than_the_cluster_is_refused_before_anything_is_written(argv, says, tmp_path, env):
     """Checked once Ray is up (what the cluster holds is only known then), before the first file."""
     start = time.monotonic()
-    proc = run_cli(tmp_path, env, flag, "1000", timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(
-        f"error: {field}: 1000 is more than any node of the cluster has"), proc.stderr[-2000:]
+    proc = run_cli(tmp_path, env, *argv, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith(f"error: {says}"), proc.stderr[-2000:]
     assert time.monotonic() - start < 60  # typical: ~8 s, most of it starting Ray
     assert list(tmp_path.iterdir()) == []
 

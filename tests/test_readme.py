@@ -75,8 +75,13 @@ COVERAGE: List[Tuple[str, str]] = [
     (r"from analysis import", HERE),
     (r"ray start --head", HERE),
     (r"ray start --address", HERE),
-    (r"python run_search\.py --address auto", HERE),
+    (r"python run_search\.py --address auto (?!.*--workers-per-trial)", HERE),
     (r"ray job submit", HERE),
+    (r"python run_search\.py --workers-per-trial 2", "tests/test_workers.py::test_a_two_worker_trial_follows_a_one_worker_"
+     "trial_and_frees_its_workers_for_the_next (2 gloo workers of 0.5 CPU, 3 epochs)"),
+    (r"python run_search\.py --address auto .*--workers-per-trial", NOT_HERE + "needs ImageNet and GPU nodes; its parts "
+     "run apart: 2-worker trials in tests/test_workers.py, the subset preset in test_the_imagenet_preset_sweeps_a_"
+     "class_subset_of_a_tiny_ilsvrc_folder, a driver on a cluster in test_a_driver_on_the_cluster_and_the_readme_sweeps_shrunk"),
     (r"python run_search\.py --config configs/imagenet_resnet34_resnet18\.yaml .*--class-subset",
      "tests/test_sweep.py::test_the_imagenet_preset_sweeps_a_class_subset_of_a_tiny_ilsvrc_folder (a tiny JPEG "
      "folder in the ILSVRC layout, --smoke, 32 px)"),

@@ -313,6 +313,9 @@ class SweepConfig:
     max_concurrent: int = 0  # 0: as many trials as the cluster's resources hold
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    workers_per_trial: int = 1  # > 1: each trial is a Ray Train run of this many DDP workers (tuner/workers.py)
+    cpus_per_worker: Optional[float] = None  # a multi-worker trial's CPUs per worker; None: cpus_per_trial
+    gpus_per_worker: Optional[float] = None  # a multi-worker trial's GPUs per worker; None: gpus_per_trial
     address: Optional[str] = None  # None: a fresh local Ray; "auto" or host:port joins a cluster
     storage_path: str = "./ray_results"
     tracking_uri: Optional[str] = None  # None: sqlite:///<abs cwd>/mlflow.db
@@ -374,6 +377,15 @@ class SweepConfig:
                 raise ConfigError("warm_start: an experiment name must not be empty")
         _range("cpus_per_trial", self.cpus_per_trial, lo=0.0, lo_open=True)
         _range("gpus_per_trial", self.gpus_per_trial, lo=0.0)
+        _range("workers_per_trial", self.workers_per_trial, lo=1)
+        for name in ("cpus_per_worker", "gpus_per_worker"):
+            if getattr(self, name) is not None and self.workers_per_trial == 1:
+                raise ConfigError(f"{name}: applies only with workers_per_trial > 1; for one-worker trials use "
+                                  f"{name.replace('worker', 'trial')}")
+        if self.cpus_per_worker is not None:
+            _range("cpus_per_worker", self.cpus_per_worker, lo=0.0, lo_open=True)
+        if self.gpus_per_worker is not None:
+            _range("gpus_per_worker", self.gpus_per_worker, lo=0.0)
         _range("reduction_factor", self.reduction_factor, lo=1.0, lo_open=True)
         if self.name is not None and not _NAME_OK(self.name):
             raise ConfigError(f"name: {_shown(self.name)} is not allowed; use letters, digits, '.', '_' and '-' (max 100)")
@@ -385,6 +397,21 @@ def _NAME_OK(name: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name))
 
 
+def worker_resources(sweep: SweepConfig) -> Tuple[float, float]:
+    """(CPUs, GPUs) of one worker of a trial: the trial's own for one-worker trials."""
+    cpus = sweep.cpus_per_worker if sweep.cpus_per_worker is not None else sweep.cpus_per_trial
+    gpus = sweep.gpus_per_worker if sweep.gpus_per_worker is not None else sweep.gpus_per_trial
+    return cpus, gpus
+
+
 def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
-    """The base config every trial runs with: torch threads and device from the sweep's per-trial resources."""
-    return base.replace(threads=max(1, int(sweep.cpus_per_trial)), device="cuda" if sweep.gpus_per_trial > 0 else "cpu")
+    """The base config every trial runs with: torch threads and device from the resources of one of its workers.
+
+    A multi-worker trial splits each global batch of ``batch_size`` across its workers: each needs two samples
+    at least (BatchNorm cannot train on one), checked here, before anything starts.
+    """
+    if base.batch_size < 2 * sweep.workers_per_trial:
+        raise ConfigError(f"batch_size: {base.batch_size} cannot be split across workers_per_trial="
+                          f"{sweep.workers_per_trial} workers; allowed: >= {2 * sweep.workers_per_trial}")
+    cpus, gpus = worker_resources(sweep)
+    return base.replace(threads=max(1, int(cpus)), device="cuda" if gpus > 0 else "cpu")

@@ -103,7 +103,7 @@ def preset_param_space(points: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: Any, points: List[Dict[str, Any]],
                      max_concurrent: int, max_failures: int, num_to_keep: int, verbose: int = 1,
-                     log: Callable[[str], None] = print, reporter: Any = None) -> Any:
+                     log: Callable[[str], None] = print, reporter: Any = None, reuse_actors: bool = True) -> Any:
     """Run (or continue, when ``folder/confirm`` holds its state) the confirmation's Tune experiment;
     return its ResultGrid. ``points`` are only read when it starts: a restored stage has its own.
 
@@ -129,7 +129,7 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
             param_space=preset_param_space(points),
             tune_config=tune.TuneConfig(
                 search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent),
-                num_samples=len(points), reuse_actors=True),  # the generator holds max_concurrent
+                num_samples=len(points), reuse_actors=reuse_actors),  # the generator holds max_concurrent
             run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=storage_path, storage_filesystem=fs,
                                       callbacks=callbacks, verbose=verbose, progress_reporter=reporter,
                                       failure_config=tune.FailureConfig(max_failures=max_failures),

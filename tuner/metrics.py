@@ -9,7 +9,7 @@ __all__ = [
     "EPOCH", "LOSS_TOTAL", "LOSS_CE", "LOSS_FM", "LOSS_SR", "LOSS_KD", "VAL_ACC", "VAL_LOSS",
     "BEST_VAL_ACC", "RANK_VAL_ACC", "rank_value", "GRACE_FRACTION", "TEST_ACC", "IMAGES_PER_S", "LR", "EPOCH_TIME_S",
     "STEP_TIME_S",
-    "STUDENT_PARAMS", "STUDENT_MACS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC",
+    "STUDENT_PARAMS", "STUDENT_MACS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "WORKERS",
     "PER_EPOCH", "PER_TRIAL", "TERM_METRIC", "DIVERGED_KEY", "FINISHED", "STOPPED_EARLY", "DIVERGED", "ERRORED",
     "INTERRUPTED", "PENDING", "RUNNING", "TRIAL_STATUSES", "ENDED_STATUSES", "trial_status",
 ]
@@ -38,6 +38,7 @@ STUDENT_PARAMS = "student_params"
 STUDENT_MACS = "student_macs"
 TEACHER_VAL_ACC = "teacher_val_acc"
 TEACHER_TEST_ACC = "teacher_test_acc"
+WORKERS = "workers"  # the DDP processes a trial trained on (tuner/workers.py)
 
 #: Distiller term -> metric name
 TERM_METRIC = {"total": LOSS_TOTAL, "ce": LOSS_CE, "fm": LOSS_FM, "sr": LOSS_SR, "kd": LOSS_KD}
@@ -45,7 +46,7 @@ TERM_METRIC = {"total": LOSS_TOTAL, "ce": LOSS_CE, "fm": LOSS_FM, "sr": LOSS_SR,
 PER_EPOCH = (LOSS_TOTAL, LOSS_CE, LOSS_FM, LOSS_SR, LOSS_KD, VAL_ACC, VAL_LOSS, BEST_VAL_ACC,
              IMAGES_PER_S, LR, EPOCH_TIME_S, STEP_TIME_S)
 #: constants of a trial (and test_acc, measured once at the end): logged once per trial
-PER_TRIAL = (STUDENT_PARAMS, STUDENT_MACS, TEACHER_VAL_ACC, TEACHER_TEST_ACC, TEST_ACC)
+PER_TRIAL = (STUDENT_PARAMS, STUDENT_MACS, TEACHER_VAL_ACC, TEACHER_TEST_ACC, TEST_ACC, WORKERS)
 
 
 def rank_value(val_accs: Sequence[float]) -> float:

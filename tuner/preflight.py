@@ -3,11 +3,12 @@ the study name is free. Each failure is one ``ConfigError`` line naming the fiel
 from __future__ import annotations
 
 import socket
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
-from tuner.config import ConfigError, SweepConfig
+from tuner.config import ConfigError, SweepConfig, worker_resources
 from tuner.tracking import store_lock
 from tuner.uri import sqlite_file
+from tuner.workers import TRIAL_CPUS
 
 __all__ = ["check_address", "check_fits", "check_study_name"]
 
@@ -28,15 +29,37 @@ def check_address(address: Optional[str]) -> None:
 
 
 def check_fits(sweep: SweepConfig) -> None:
-    """One trial's CPUs and GPUs must fit on some node of the cluster, or the trial stays PENDING forever."""
+    """One trial must fit the cluster, or it stays PENDING forever: each of its workers' CPUs and GPUs on some
+    node, and a multi-worker trial's workers all at once across the nodes."""
     import ray
 
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    for field, key, asked in (("cpus_per_trial", "CPU", sweep.cpus_per_trial), ("gpus_per_trial", "GPU", sweep.gpus_per_trial)):
+    multi = sweep.workers_per_trial > 1
+    cpus, gpus = worker_resources(sweep)
+    asks = (("cpus_per_worker" if multi else "cpus_per_trial", "CPU", cpus),
+            ("gpus_per_worker" if multi else "gpus_per_trial", "GPU", gpus))
+    for field, key, asked in asks:
         most = max((float(r.get(key, 0)) for r in nodes), default=0.0)
         if asked > most:
             raise ConfigError(f"{field}: {asked:g} is more than any node of the cluster has (the largest has {most:g} "
                               f"{key}s); allowed: " + (f"(0, {most:g}]" if key == "CPU" else f"[0, {most:g}]"))
+    if multi:
+        slots = max((_worker_slots(nodes, host, asks) for host in range(len(nodes))), default=0)
+        if slots < sweep.workers_per_trial:
+            need = ", ".join(f"{sweep.workers_per_trial * asked:g} {key}s" for _, key, asked in asks if asked > 0)
+            raise ConfigError(f"workers_per_trial: {sweep.workers_per_trial} workers ({need}, and {TRIAL_CPUS:g} CPU for "
+                              f"the trial) do not fit the cluster, whose nodes hold {slots} such workers at once; "
+                              f"allowed: [1, {max(slots, 1)}]")
+
+
+def _worker_slots(nodes: List[Dict[str, Any]], host: int, asks: Any) -> int:
+    """Workers the nodes hold at once (each node: what its CPUs and GPUs both allow) beside a multi-worker
+    trial's own ``TRIAL_CPUS`` on node ``host``."""
+    total = 0
+    for i, r in enumerate(nodes):
+        free = {key: float(r.get(key, 0)) - (TRIAL_CPUS if i == host and key == "CPU" else 0.0) for _, key, _ in asks}
+        total += min(int(max(free[key], 0.0) // asked) for _, key, asked in asks if asked > 0)
+    return total
 
 
 def check_study_name(sweep: SweepConfig) -> None:

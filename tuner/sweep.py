@@ -109,6 +109,7 @@ def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, T
     )
     if len(space.objectives) > 1 and sweep.scheduler == "asha":
         raise ConfigError(f"scheduler: 'asha' cannot rank the multi-objective space {sweep.space!r}; use fifo")
+    trial_base(sweep, base)  # a batch that cannot be split across the trial's workers stops here
     return sweep, base
 
 
@@ -207,11 +208,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     teacher_info = teacher.info() if teacher else {}
 
     per_trial = trial_base(sweep, base)
-    trainable = tune.with_resources(
-        tune.with_parameters(train_srrl, base=per_trial.to_dict(), teacher_state=teacher_state,
-                             teacher_info=teacher_info, splits=splits),
-        {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial},
-    )
+    trainable = build.trainable(sweep, base=per_trial.to_dict(), teacher_state=teacher_state, teacher_info=teacher_info,
+                                splits=splits)
     # what MLflow keeps (params, the config artifact) carries no credentials
     shown = dataclasses.replace(sweep, **{k: tracking.redact(getattr(sweep, k)) for k in _URI_FIELDS if getattr(sweep, k)})
     # the parent's params are the sweep's own settings; the base trial config is the config artifact
@@ -248,7 +246,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                 search_alg=build.searcher(sweep, space, ctx, grid, initial_points=not again, warm=[w["params"] for w in warm]),
                 scheduler=build.scheduler(sweep, space, base),
                 num_samples=planned,
-                reuse_actors=True,  # the searcher holds max_concurrent
+                reuse_actors=build.reuse_actors(sweep),  # the searcher holds max_concurrent
             ),
             run_config=tune.RunConfig(
                 name=sweep.name, storage_path=storage_path, storage_filesystem=fs,
@@ -336,7 +334,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         confirmed = confirm.run_confirmation(tune, trainable, stage_callbacks, folder,
                                              confirm.confirm_points(configs, seeds, base), build.max_concurrent(sweep),
                                              sweep.max_failures, sweep.num_to_keep, verbose=verbose, log=log,
-                                             reporter=build.reporter(space, ["config_id", *param_names, "seed"]))
+                                             reporter=build.reporter(space, ["config_id", *param_names, "seed"]),
+                                             reuse_actors=build.reuse_actors(sweep))
         _set_aside_orphans(folder.child(confirm.CONFIRM_DIR), confirmed, log)
         confirm_statuses = _tune_statuses(tune, confirmed)
         trial_ids += list(confirm_statuses)
@@ -385,6 +384,7 @@ def _tune_statuses(tune: Any, results: Any) -> Dict[str, str]:
 
 def _set_aside_orphans(folder: SweepFolder, results: Any, log: Callable[[str], None]) -> None:
     """Trial folders of a killed driver that Tune's restored state lacks go to ``<folder>/orphaned``."""
+    # trial folders are named after the trainable: train_srrl_..., or train_srrl_workers_... (a prefix of both)
     moved = folder.set_aside({Path(r.path).name for r in results if r.path}, f"{train_srrl.__name__}_")
     if moved:
         log(f"moved {len(moved)} trial folder(s) the interrupted driver started and Tune no longer holds "

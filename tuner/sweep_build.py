@@ -11,10 +11,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from search_spaces import build_sampler, grid_size
 from tuner import metrics as M
-from tuner.config import SweepConfig, TrialConfig
+from tuner.config import SweepConfig, TrialConfig, worker_resources
 from tuner.teacher import train_teacher
+from tuner.trainable import train_srrl
+from tuner.workers import TRIAL_CPUS, train_srrl_workers, workers_trainable
 
-__all__ = ["tune_env", "callbacks", "init_ray", "teacher_trainer", "any_trial_needs_teacher", "max_concurrent", "reporter",
+__all__ = ["tune_env", "callbacks", "init_ray", "trainable", "reuse_actors", "trial_demand", "teacher_trainer", "any_trial_needs_teacher", "max_concurrent", "reporter",
            "num_samples", "searcher", "scheduler"]
 
 
@@ -48,16 +50,47 @@ def init_ray(sweep: SweepConfig) -> None:
         ray.init(address="local", include_dashboard=False, dashboard_host="127.0.0.1")
 
 
+def trainable(sweep: SweepConfig, **shared: Any) -> Any:
+    """The Tune trainable of a sweep's trials, ``shared`` (base, teacher, data) through the object store:
+    ``train_srrl`` holding a trial's resources, or with ``workers_per_trial`` > 1 ``train_srrl_workers``
+    holding ``TRIAL_CPUS`` while its Ray Train workers hold theirs."""
+    from ray import tune
+
+    if sweep.workers_per_trial == 1:
+        return tune.with_resources(tune.with_parameters(train_srrl, **shared),
+                                   {"cpu": sweep.cpus_per_trial, "gpu": sweep.gpus_per_trial})
+    cpus, gpus = worker_resources(sweep)
+    return tune.with_resources(workers_trainable(
+        tune.with_parameters(train_srrl_workers, **shared, workers=sweep.workers_per_trial, cpus_per_worker=cpus,
+                             gpus_per_worker=gpus, max_failures=sweep.max_failures)),
+        {"cpu": TRIAL_CPUS})
+
+
+def reuse_actors(sweep: SweepConfig) -> bool:
+    """Reuse a one-worker trial's actor (3-4 s a trial); never a multi-worker one's: ending its actor is what
+    ends a stopped trial's Train run (the controller and workers are owned by it)."""
+    return sweep.workers_per_trial == 1
+
+
+def trial_demand(sweep: SweepConfig) -> Dict[str, float]:
+    """The CPUs and GPUs one trial holds in all (its workers', and a multi-worker trial's own tenth of a CPU)."""
+    if sweep.workers_per_trial == 1:
+        return {"CPU": sweep.cpus_per_trial, "GPU": sweep.gpus_per_trial}
+    cpus, gpus = worker_resources(sweep)
+    return {"CPU": sweep.workers_per_trial * cpus + TRIAL_CPUS, "GPU": sweep.workers_per_trial * gpus}
+
+
 def teacher_trainer(sweep: SweepConfig) -> Optional[Callable]:
     """Train the teacher as a Ray GPU task when trials use GPUs the driver does not have; else locally."""
     import ray
     import torch
 
-    if sweep.gpus_per_trial <= 0 or torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) < 1:
+    cpus, gpus = worker_resources(sweep)
+    if gpus <= 0 or torch.cuda.is_available() or ray.cluster_resources().get("GPU", 0) < 1:
         return None
 
     def on_gpu(cfg: TrialConfig, splits: Any) -> Any:
-        task = ray.remote(num_gpus=1, num_cpus=max(1, int(sweep.cpus_per_trial)))(train_teacher)
+        task = ray.remote(num_gpus=1, num_cpus=max(1, int(cpus)))(train_teacher)
         return ray.get(task.remote(cfg.replace(device="cuda"), splits))
 
     return on_gpu
@@ -73,10 +106,10 @@ def max_concurrent(sweep: SweepConfig) -> int:
 
     if sweep.max_concurrent:
         return sweep.max_concurrent
-    res = ray.cluster_resources()
-    fits = int(res.get("CPU", 1) // sweep.cpus_per_trial)
-    if sweep.gpus_per_trial > 0:
-        fits = min(fits, int(res.get("GPU", 0) // sweep.gpus_per_trial))
+    res, demand = ray.cluster_resources(), trial_demand(sweep)
+    fits = int(res.get("CPU", 1) // demand["CPU"])
+    if demand["GPU"] > 0:
+        fits = min(fits, int(res.get("GPU", 0) // demand["GPU"]))
     return max(1, fits)
 
 

@@ -84,9 +84,10 @@ def restore(trainer: Trainer, checkpoint: Any) -> None:
 
 
 def trial_constants(trainer: Trainer, teacher_info: Optional[Dict[str, Any]], node_id: str) -> Dict[str, Any]:
-    """What every result of the trial carries: where it ran, the student's size, the teacher's accuracy."""
+    """What every result of the trial carries: where it ran and on how many workers, the student's size, the
+    teacher's accuracy."""
     data = trainer.splits
-    return {"node_id": node_id, M.STUDENT_PARAMS: count_params(trainer.student),
+    return {"node_id": node_id, M.WORKERS: trainer.world, M.STUDENT_PARAMS: count_params(trainer.student),
             M.STUDENT_MACS: count_macs(trainer.student, (data.in_channels, data.image_size, data.image_size)),
             **{k: v for k, v in (teacher_info or {}).items() if k in (M.TEACHER_VAL_ACC, M.TEACHER_TEST_ACC)}}
 

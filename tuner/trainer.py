@@ -94,7 +94,7 @@ class Trainer:
         teacher: the frozen teacher (a ``DistillableModel``); ignored when ``cfg`` uses no teacher.
         splits: the data, when the caller already holds it (a sweep loads it once).
         rank, world: this process's place in an initialised ``torch.distributed`` group (a trial on several
-            workers): the student and connector train under DDP, each rank reads its share
+            workers, ``tuner/workers.py``): the student and connector train under DDP, each rank reads its share
             of every global batch of ``cfg.batch_size``, and the epoch's losses and evaluations are all-reduced,
             so every rank computes the same metrics.
     """

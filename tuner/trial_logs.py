@@ -29,8 +29,8 @@ RESULT_FILE = "result.json"  # Tune's per-trial log: one reported result per lin
 REBUILT_KEY = "rebuilt_from_checkpoint"
 
 #: what every result of a trial repeats: Tune's identity of the trial and the trainable's per-trial values
-_CONSTANT = ("trial_id", "config", "node_id", "pid", "hostname", "node_ip", M.STUDENT_PARAMS, M.STUDENT_MACS,
-             M.TEACHER_VAL_ACC, M.TEACHER_TEST_ACC)
+_CONSTANT = ("trial_id", "config", "node_id", "pid", "hostname", "node_ip", M.WORKERS, M.STUDENT_PARAMS,
+             M.STUDENT_MACS, M.TEACHER_VAL_ACC, M.TEACHER_TEST_ACC)
 _CHECKPOINT = re.compile(r"checkpoint_(\d+)$")
 
 

@@ -27,7 +27,7 @@ class TensorLoader:
 
     ``rank``/``world`` (DDP): ``batch_size`` is the global batch; rank r takes positions ``r::world`` of each
     global batch, augmented with the draws the one-process loader makes for them, so the ranks' batches
-    together are exactly the one-process batches.
+    together are exactly the one-process batches (docs/architecture.md, "Trials on several workers").
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, augment: str = "none",
