@@ -1,4 +1,7 @@
-"""``python -m bench [--quick] [--json FILE] [--only NAME[,NAME]]``: every scenario, one table.
+"""``python -m bench [--quick] [--gpu] [--json FILE] [--only NAME[,NAME]]``: every scenario, one table.
+
+``--gpu`` runs the scenarios with GPU rows (``GPU_SCENARIOS``: the distillation-cost ratio on the GPU, the
+streaming pipeline with nvJPEG decode, trials packed on one GPU), and refuses to start without CUDA.
 
 Each row: our figure, the baseline measured in the same run (back to back or interleaved), their
 ratio, the target on that ratio and whether it is met. Every store (MLflow, Optuna, Ray storage)
@@ -27,6 +30,8 @@ from bench._common import Row
 
 HEADER = ("scenario", "ours", "baseline", "ratio", "target", "met")
 _RAY_SCENARIOS = ("trainable_overhead", "sweep_overhead", "search_efficiency", "gpu_packing", "multi_worker")
+#: what ``--gpu`` runs: each adds its GPU rows when CUDA is there
+GPU_SCENARIOS = ("distill_cost", "stream_pipeline", "gpu_packing")
 
 
 def _names(only: Optional[str]) -> List[str]:
@@ -108,8 +113,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes: the whole suite in a few minutes on 2 CPUs")
     p.add_argument("--json", metavar="FILE", help="also write the table (and the environment) as JSON")
     p.add_argument("--only", metavar="NAME[,NAME]", help=f"run a subset: {', '.join(SCENARIOS)}")
+    p.add_argument("--gpu", action="store_true", help=f"the GPU rows: {', '.join(GPU_SCENARIOS)} (needs CUDA)")
     args = p.parse_args(argv)
-    names = _names(args.only)
+    if args.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: gpu: no CUDA device here; run --gpu on a machine with a GPU", file=sys.stderr)
+            return 2
+    names = _names(args.only or (",".join(GPU_SCENARIOS) if args.gpu else None))
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # verbose=0 then prints no per-run config box

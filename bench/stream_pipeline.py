@@ -9,6 +9,8 @@ first starts the workers and warms the page cache):
 - floor: the same files read and decoded by torchvision.io, nothing else (ratio target >= 0.85).
 - baseline: ``torchvision.datasets.ImageFolder`` + PIL ``RandomResizedCrop(224)``, ``RandomHorizontalFlip``,
   ``ToTensor``, ``Normalize`` (ratio target >= 1.2).
+- on a GPU, beside them: ``gpu_decode`` (the workers only read, each batch is decoded by nvJPEG and cropped on
+  the GPU) against the same loader decoding on the CPU workers, both delivering to the GPU.
 
 ``python -m bench.stream_pipeline [--quick]``
 """
@@ -104,15 +106,30 @@ def run(quick: bool) -> Row:
             return DataLoader(datasets.ImageFolder(str(root / "train"), tv_transform), batch_size=BATCH, shuffle=True,
                               num_workers=workers, persistent_workers=True)
 
+        def ours_gpu_decode() -> Iterable:  # gpu_decode: the workers read, the GPU decodes the batch and crops
+            return StreamLoader(files, BATCH, 224, IMAGENET_MEAN, IMAGENET_STD, 255.0, train=True, seed=0, workers=workers,
+                                device="cuda", batch_decode=True)
+
+        def ours_on_gpu() -> Iterable:  # the same GPU trial decoding on the CPU workers (gpu_decode: false)
+            return StreamLoader(files, BATCH, 224, IMAGENET_MEAN, IMAGENET_STD, 255.0, train=True, seed=0, workers=workers,
+                                device="cuda")
+
         x, _ = next(iter(ours()))
         assert x.shape == (BATCH, 3, 224, 224) and x.dtype == torch.float32, x.shape
-        figures = {name: _best(make, repeat) for name, make in (("ours", ours), ("floor", floor), ("baseline", baseline))}
+        makers = [("ours", ours), ("floor", floor), ("baseline", baseline)]
+        if torch.cuda.is_available():
+            makers += [("gpu_decode", ours_gpu_decode), ("cpu_decode_to_gpu", ours_on_gpu)]
+        figures = {name: _best(make, repeat) for name, make in makers}
     note = (f"{len(files):,} JPEGs ~400x400 q90, batch {BATCH}, {workers} DataLoader workers, 1 torch thread, "
             f"second epoch, best of {repeat}")
     row = Row(SCENARIO, figures["ours"], figures["baseline"], "img/s", ">= 1.2",
               note=f"{note}; baseline = torchvision ImageFolder + PIL RandomResizedCrop/flip/ToTensor/Normalize")
     row.beside.append(Row(f"{SCENARIO} vs decode only", figures["ours"], figures["floor"], "img/s", ">= 0.85",
                           note="floor = the same files through torchvision.io read_file + decode_image, no transform"))
+    if "gpu_decode" in figures:
+        row.beside.append(Row(f"{SCENARIO}, gpu_decode", figures["gpu_decode"], figures["cpu_decode_to_gpu"], "img/s", None,
+                              note=f"{torch.cuda.get_device_name(0)}: batches decoded by nvJPEG and cropped on the GPU "
+                                   "against the CPU workers' decode, both landing on the GPU; > 1: set gpu_decode: true"))
     return row
 
 

@@ -359,14 +359,15 @@ def assert_records_agree(tracking_uri: str, experiment: str, folder: Path, study
 
 
 def write_ilsvrc(root: Path, classes: int = 3, train_per_class: int = 12, val_per_class: int = 2,
-                 size: int = 48, seed: int = 0) -> Path:
-    """A tiny ImageNet in the ILSVRC layout (``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``), real JPEG files.
+                 size: int = 48, seed: int = 0, suffix: str = ".JPEG") -> Path:
+    """A tiny ImageNet in the ILSVRC layout (``train/<wnid>/*.JPEG``, ``val/<wnid>/*.JPEG``), real JPEG files
+    (PNG ones with ``suffix=".png"``).
 
     Each class is a colour plus noise, each image a different size near ``size`` (wider or taller), so
     crops and resizes have work to do and a model can learn the classes.
     """
     import torch
-    from torchvision.io import write_jpeg
+    from torchvision.io import write_jpeg, write_png
 
     g = torch.Generator().manual_seed(seed)
     palette = torch.randint(40, 216, (classes, 3, 1, 1), generator=g)
@@ -378,5 +379,6 @@ def write_ilsvrc(root: Path, classes: int = 3, train_per_class: int = 12, val_pe
                 h, w = (int(v) for v in torch.randint(size * 3 // 4, size * 5 // 4 + 1, (2,), generator=g))
                 noise = torch.randint(-40, 41, (3, h, w), generator=g)
                 image = (palette[c] + noise).clamp(0, 255).to(torch.uint8)
-                write_jpeg(image, str(folder / f"n{c:08d}_{i}.JPEG"), quality=90)
+                path = str(folder / f"n{c:08d}_{i}{suffix}")
+                write_png(image, path) if suffix == ".png" else write_jpeg(image, path, quality=90)
     return root

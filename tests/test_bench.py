@@ -8,9 +8,18 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow
+def test_gpu_rows_refuse_to_start_without_cuda(capsys):
+    import torch
+
+    from bench.__main__ import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: --gpu would run")
+    assert main(["--gpu"]) == 2
+    assert capsys.readouterr().err == "error: gpu: no CUDA device here; run --gpu on a machine with a GPU\n"
 
 
+@pytest.mark.slow
 def test_quick_suite_reports_every_scenario(tmp_path, env):
     from bench import SCENARIOS
 

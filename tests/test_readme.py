@@ -93,6 +93,8 @@ COVERAGE: List[Tuple[str, str]] = [
      "downloaded here"),
     (r"from tuner\.config import TrialConfig", HERE),
     (r"python -m bench \[--quick\]", "tests/test_bench.py::test_quick_suite_reports_every_scenario"),
+    (r"python -m bench --gpu", NOT_HERE + "needs a GPU; without one it refuses in one line "
+     "(tests/test_bench.py::test_gpu_rows_refuse_to_start_without_cuda)"),
     (r"pip install -e '\.\[test\]' && python -m pytest -m \"not slow\"", ".ci/run (test_ci_runs_the_readme_test_command)"),
     (r"ruff check && lint-imports", ".ci/run (test_ci_runs_the_readme_test_command)"),
     (r"python -m bench\.\w+", NOT_HERE + "a benchmark, minutes to hours of CPU; run by hand, figures in the "

@@ -107,6 +107,27 @@ def test_two_ranks_read_disjoint_shards_that_cover_the_epoch_transformed_as_one_
         assert torch.equal(xr, x[r::2]) and torch.equal(yr, y[r::2])
 
 
+def test_batch_decode_gives_the_worker_decodes_batches_and_is_refused_for_other_files(tiny, tmp_path):
+    """``gpu_decode``'s path (workers read bytes, the loader decodes each batch on its device and crops there)
+    run on the CPU, where the decoder is the same: the very tensors of decoding in the workers."""
+    s = load_dataset("imagenet", data_dir=tiny, image_size=24, val_fraction=0.25)
+    for workers in (0, 2):
+        for usual, batched in zip(make_loaders(s, 8, seed=3, workers=workers),
+                                  make_loaders(s, 8, seed=3, workers=workers, batch_decode=True)):
+            for _ in range(2):  # two epochs: new orders and crops, the same on both paths
+                (xa, ya), (xb, yb) = _epoch(usual), _epoch(batched)
+                assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    png = write_ilsvrc(tmp_path / "png", classes=2, train_per_class=4, val_per_class=1, suffix=".png")
+    p = load_dataset("imagenet", data_dir=png, image_size=24, val_fraction=0.25)
+    with pytest.raises(DatasetNotFoundError, match=r"^gpu_decode: .* holds files other than JPEGs"):
+        make_loaders(p, 4, seed=0, batch_decode=True)
+    with pytest.raises(ConfigError, match=r"^gpu_decode: decodes on the trial's GPU, and this trial runs on cpu"):
+        from tuner.trainer import Trainer
+
+        Trainer(TrialConfig(dataset="imagenet", data_dir=str(tiny), image_size=24, device="cpu", gpu_decode=True,
+                            student="resnet8x4", teacher="resnet8x4", alpha=0.0, beta=0.0))
+
+
 def test_eval_images_are_resize_then_centre_crop_exactly(tiny):
     s = load_dataset("imagenet", data_dir=tiny, image_size=24, val_fraction=0.25)
     _, val, _ = make_loaders(s, 5, seed=0)

@@ -64,6 +64,7 @@ class TrialConfig:
     class_subset: Optional[int] = None  # imagefolder / imagenet: K classes, the same K for every seed and sweep
     train_fraction: Optional[float] = None  # imagefolder / imagenet: a fixed stratified share of the train split
     data_workers: Optional[int] = None  # streamed data: decoding processes per trial (None: threads - 1)
+    gpu_decode: bool = False  # streamed JPEGs: the workers read, the trial's GPU decodes (nvJPEG) and crops
     # execution
     seed: int = 0
     teacher_seed: int = 0
@@ -414,4 +415,7 @@ def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:
         raise ConfigError(f"batch_size: {base.batch_size} cannot be split across workers_per_trial="
                           f"{sweep.workers_per_trial} workers; allowed: >= {2 * sweep.workers_per_trial}")
     cpus, gpus = worker_resources(sweep)
+    if base.gpu_decode and gpus <= 0:
+        raise ConfigError("gpu_decode: decodes on the trial's GPU, and trials get none; give them one "
+                          "(--gpus-per-trial, or --gpus-per-worker) or set gpu_decode: false")
     return base.replace(threads=max(1, int(cpus)), device="cuda" if gpus > 0 else "cpu")

@@ -103,13 +103,16 @@ class Trainer:
                  rank: int = 0, world: int = 1) -> None:
         self.cfg, self.rank, self.world = cfg, rank, world
         self.device = resolve_device(cfg.device)
+        if cfg.gpu_decode and self.device.type != "cuda":
+            raise ConfigError(f"gpu_decode: decodes on the trial's GPU, and this trial runs on {self.device.type}; "
+                              "set gpu_decode: false")
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.splits = splits if splits is not None else load_splits(cfg)
         self.train_loader, self.val_loader, self.test_loader = make_loaders(
             self.splits, cfg.batch_size, seed=cfg.seed, device=self.device.type, eval_batch_size=cfg.eval_batch_size,
-            workers=data_workers(cfg), rank=rank, world=world)
+            workers=data_workers(cfg), rank=rank, world=world, batch_decode=cfg.gpu_decode)
         student = build_model(cfg.student, self.splits.num_classes, in_channels=self.splits.in_channels)
         connector = None
         if cfg.needs_teacher:

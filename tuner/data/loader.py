@@ -107,17 +107,19 @@ class TensorLoader:
 
 
 def make_loaders(splits: DataSplits | StreamSplits, batch_size: int, seed: int, device: str | torch.device = "cpu",
-                 eval_batch_size: int | None = None, workers: int = 0, rank: int = 0, world: int = 1) -> Tuple[Any, Any, Any]:
+                 eval_batch_size: int | None = None, workers: int = 0, rank: int = 0, world: int = 1,
+                 batch_decode: bool = False) -> Tuple[Any, Any, Any]:
     """(train, val, test) loaders: train shuffled and augmented as ``splits.augment``, eval ones plain and ordered.
 
     In-memory splits get ``TensorLoader``s (the train one drops a last batch that would leave a rank a single
     sample: BatchNorm cannot train on it); streamed ones ``StreamLoader``s decoding in ``workers`` processes.
     ``batch_size`` is the global batch: under DDP (``world`` > 1) rank ``rank`` reads its share of each one.
+    ``batch_decode``: streamed JPEGs are decoded a batch at a time on ``device`` (``gpu_decode``).
     """
     if isinstance(splits, StreamSplits):
         share = lambda b: -(-b // world)  # noqa: E731 - rank r reads order[r::world], in batches of the share
         return make_stream_loaders(splits, share(batch_size), seed, device, eval_batch_size and share(eval_batch_size),
-                                   workers, rank, world)
+                                   workers, rank, world, batch_decode)
     norm = dict(mean=splits.mean, std=splits.std, scale=splits.scale, device=device, rank=rank, world=world)
     train = TensorLoader(splits.train_x, splits.train_y, batch_size, shuffle=True, augment=splits.augment, seed=seed,
                          drop_last=0 < len(splits.train_x) % batch_size < 2 * world, **norm)

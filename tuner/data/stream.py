@@ -24,7 +24,7 @@ from torch import Tensor
 from tuner.data.normalize import Normalize
 from tuner.data.splits import DatasetNotFoundError
 
-__all__ = ["FileSplit", "StreamSplits", "StreamLoader", "epoch_order", "sample_seeds", "crop_box", "eval_resize",
+__all__ = ["FileSplit", "StreamSplits", "StreamLoader", "epoch_order", "sample_seeds", "crop_box", "eval_resize", "transform",
            "make_stream_loaders", "IMAGENET_MEAN", "IMAGENET_STD", "RRC_SCALE", "RRC_RATIO"]
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -166,29 +166,44 @@ def _decode(path: str) -> Tensor:
         raise DatasetNotFoundError(f"data_dir: cannot decode {path} ({first})") from None
 
 
-class _Decoded(torch.utils.data.Dataset):
-    """Item ``(index, seed)`` -> ``(image (3, S, S) uint8, label)``: train crops from the seed, eval crops centred."""
+def transform(image: Tensor, size: int, train: bool, seed: int) -> Tensor:
+    """(3, S, S) uint8 of one decoded (3, H, W) uint8 image, on its device: train crops from ``seed``, eval
+    crops centred."""
+    import torchvision.transforms.v2.functional as TF
 
-    def __init__(self, split: FileSplit, image_size: int, train: bool) -> None:
-        self.split, self.size, self.train = split, image_size, train
+    if train:
+        g = torch.Generator().manual_seed(int(seed))  # on the CPU wherever the image is: the same draws
+        top, left, h, w = crop_box(image.shape[-2], image.shape[-1], g)
+        image = TF.resized_crop(image, top, left, h, w, [size, size], antialias=True)
+        if torch.rand(1, generator=g).item() < 0.5:
+            image = TF.horizontal_flip(image)
+        return image
+    return TF.center_crop(TF.resize(image, [eval_resize(size)], antialias=True), [size, size])
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Item ``(index, seed)`` -> ``(image (3, S, S) uint8, label)``, decoded and transformed in the worker; with
+    ``encoded``, ``(the file's bytes (L,) uint8, seed, label)``, for the loader to decode the batch itself."""
+
+    def __init__(self, split: FileSplit, image_size: int, train: bool, encoded: bool = False) -> None:
+        self.split, self.size, self.train, self.encoded = split, image_size, train, encoded
 
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, item: Tuple[int, int]) -> Tuple[Tensor, int]:
-        import torchvision.transforms.v2.functional as TF
-
+    def __getitem__(self, item: Tuple[int, int]) -> Tuple[Any, ...]:
         index, seed = item
-        image = _decode(self.split.path(index))
-        if self.train:
-            g = torch.Generator().manual_seed(int(seed))
-            top, left, h, w = crop_box(image.shape[-2], image.shape[-1], g)
-            image = TF.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
-            if torch.rand(1, generator=g).item() < 0.5:
-                image = TF.horizontal_flip(image)
-        else:
-            image = TF.center_crop(TF.resize(image, [eval_resize(self.size)], antialias=True), [self.size, self.size])
-        return image, int(self.split.labels[index])
+        label = int(self.split.labels[index])
+        if self.encoded:  # plain bytes: pickled whole to the loader (one shared-memory file per tensor hung it)
+            with open(self.split.path(index), "rb") as f:
+                return bytearray(f.read()), seed, label
+        return transform(_decode(self.split.path(index)), self.size, self.train, seed), label
+
+
+def _encoded_batch(items: List[Tuple[bytearray, int, int]]) -> Tuple[List[bytearray], List[int], Tensor]:
+    """A batch of files' bytes kept as a list (their lengths differ), their seeds and labels."""
+    data, seeds, labels = zip(*items)
+    return list(data), list(seeds), torch.tensor(labels, dtype=torch.int64)
 
 
 class _EpochBatches:
@@ -222,20 +237,27 @@ class StreamLoader:
     with the next epoch's identical batches. ``rank``/``world`` read one shard of each epoch (DDP).
     Workers persist across epochs (``persistent``) for the splits read every epoch, and memory is pinned
     for a CUDA device so the copy overlaps the step.
+
+    ``batch_decode``: the workers only read the files, and each batch of JPEGs is decoded at once on
+    ``device`` (torchvision's nvJPEG decode on a GPU), then cropped there with the same draws.
     """
 
     def __init__(self, split: FileSplit, batch_size: int, image_size: int, mean: Sequence[float], std: Sequence[float],
                  scale: float, train: bool = False, seed: int = 0, workers: int = 0, device: str | torch.device = "cpu",
-                 rank: int = 0, world: int = 1, persistent: bool = True) -> None:
+                 rank: int = 0, world: int = 1, persistent: bool = True, batch_decode: bool = False) -> None:
         if batch_size < 1 or not 0 <= rank < world:
             raise ValueError(f"need batch_size >= 1 and 0 <= rank < world; got {batch_size}, {rank}, {world}")
+        if batch_decode and not all(Path(p.decode()).suffix.lower() in (".jpg", ".jpeg") for p in split.paths):
+            raise DatasetNotFoundError(f"gpu_decode: {split.root} holds files other than JPEGs, which only the "
+                                       "CPU decodes; set gpu_decode: false")
         self.device = torch.device(device)
         self.seed, self.epoch = int(seed), 0
+        self.size, self.train, self.batch_decode = image_size, train, batch_decode
         self._batches = _EpochBatches(len(split), batch_size, self.seed, train, rank, world)
         self._loader = torch.utils.data.DataLoader(
-            _Decoded(split, image_size, train), batch_sampler=self._batches, num_workers=workers,
-            persistent_workers=persistent and workers > 0, pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if workers > 0 else None)
+            _Decoded(split, image_size, train, encoded=batch_decode), batch_sampler=self._batches, num_workers=workers,
+            persistent_workers=persistent and workers > 0, pin_memory=self.device.type == "cuda" and not batch_decode,
+            prefetch_factor=4 if workers > 0 else None, collate_fn=_encoded_batch if batch_decode else None)
         self._normalize = Normalize(mean, std, scale).to(self.device)
 
     def __len__(self) -> int:
@@ -244,8 +266,20 @@ class StreamLoader:
     def __iter__(self) -> Iterator[Tuple[Tensor, Tensor]]:
         self._batches.epoch = self.epoch  # read when the DataLoader's iterator starts, in this process
         self.epoch += 1
-        for x, y in self._loader:
+        for batch in self._loader:
+            x, y = self._decode_batch(*batch) if self.batch_decode else batch
             yield self._normalize(x.to(self.device, non_blocking=True)), y.to(self.device, non_blocking=True)
+
+    def _decode_batch(self, data: List[bytearray], seeds: List[int], labels: Tensor) -> Tuple[Tensor, Tensor]:
+        """(B, 3, S, S) uint8 on the device of a batch of JPEG bytes: one batched decode, then each image's crop."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            images = decode_jpeg([torch.frombuffer(b, dtype=torch.uint8) for b in data], mode=ImageReadMode.RGB,
+                                 device=self.device)
+        except RuntimeError as e:
+            raise DatasetNotFoundError(f"data_dir: cannot decode a JPEG of this batch ({str(e).splitlines()[0][:200]})") from None
+        return torch.stack([transform(im, self.size, self.train, seed) for im, seed in zip(images, seeds)]), labels
 
     def state_dict(self) -> Dict[str, Any]:
         """Seed and the number of epochs begun: all the next epoch's order and crops depend on."""
@@ -257,11 +291,11 @@ class StreamLoader:
 
 
 def make_stream_loaders(splits: StreamSplits, batch_size: int, seed: int, device: str | torch.device = "cpu",
-                        eval_batch_size: int | None = None, workers: int = 0, rank: int = 0, world: int = 1
-                        ) -> Tuple[StreamLoader, StreamLoader, StreamLoader]:
+                        eval_batch_size: int | None = None, workers: int = 0, rank: int = 0, world: int = 1,
+                        batch_decode: bool = False) -> Tuple[StreamLoader, StreamLoader, StreamLoader]:
     """(train, val, test) loaders of a ``StreamSplits``; the test split's workers start only when it is read."""
     common = dict(image_size=splits.image_size, mean=splits.mean, std=splits.std, scale=splits.scale,
-                  workers=workers, device=device, rank=rank, world=world)
+                  workers=workers, device=device, rank=rank, world=world, batch_decode=batch_decode)
     train = StreamLoader(splits.train, batch_size, train=True, seed=seed, **common)
     eval_bs = eval_batch_size or batch_size
     val = StreamLoader(splits.val, eval_bs, **common)
