@@ -1,0 +1,35 @@
+"""What a multi-worker trial holds, how many fit at once, and what a cluster can hold of them."""
+from __future__ import annotations
+
+import pytest
+
+from tuner.config import SweepConfig
+from tuner.preflight import _worker_slots
+from tuner.sweep_build import trial_demand
+
+
+def test_a_trial_holds_its_workers_and_a_tenth_of_a_cpu_for_itself():
+    assert trial_demand(SweepConfig(cpus_per_trial=2, gpus_per_trial=0.5)) == {"CPU": 2, "GPU": 0.5}
+    assert trial_demand(SweepConfig(workers_per_trial=4, cpus_per_worker=2, gpus_per_worker=1)) == {"CPU": 8.1, "GPU": 4}
+    # a multi-worker trial's workers default to the per-trial resources
+    assert trial_demand(SweepConfig(workers_per_trial=2, cpus_per_trial=3)) == {"CPU": 6.1, "GPU": 0}
+
+
+def test_worker_slots_count_each_node_by_what_its_cpus_and_gpus_both_allow():
+    nodes = [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}, {"CPU": 1.0, "GPU": 4.0}]
+    gpu_workers = (("cpus_per_worker", "CPU", 1.0), ("gpus_per_worker", "GPU", 1.0))
+    assert _worker_slots(nodes, 0, gpu_workers) == 2 + 1  # GPUs bind the second node, CPUs the third
+    assert _worker_slots(nodes, 2, gpu_workers) == 2 + 0  # the trial's 0.1 CPU leaves the third node 0.9
+    cpu_workers = (("cpus_per_worker", "CPU", 1.0), ("gpus_per_worker", "GPU", 0.0))
+    assert _worker_slots(nodes, 1, cpu_workers) == 2 + 7 + 1
+
+
+@pytest.mark.slow
+def test_as_many_multi_worker_trials_run_at_once_as_the_cluster_holds():
+    from tests._helpers import local_ray
+    from tuner.sweep_build import max_concurrent
+
+    with local_ray():  # 2 CPUs
+        assert max_concurrent(SweepConfig(workers_per_trial=2, cpus_per_worker=0.5)) == 1  # 1.1 CPUs a trial
+        assert max_concurrent(SweepConfig(workers_per_trial=2, cpus_per_worker=0.45)) == 2  # 1.0
+        assert max_concurrent(SweepConfig(cpus_per_trial=1)) == 2
