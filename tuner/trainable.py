@@ -7,11 +7,12 @@ from the next epoch. The teacher's weights and the data arrive through Ray's obj
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 
@@ -21,7 +22,7 @@ from tuner.data import DataSplits
 from tuner.models import build_model, count_macs, count_params
 from tuner.trainer import STATE_FILE, Diverged, Trainer, load_splits
 
-__all__ = ["train_srrl", "build_trainer", "restore", "trial_constants", "run_epochs", "save_state"]
+__all__ = ["train_srrl", "build_trainer", "restore", "trial_constants", "run_epochs", "checkpoint_folder", "save_state"]
 
 def train_srrl(
     config: Dict[str, Any],
@@ -53,12 +54,8 @@ def train_srrl(
     restore(trainer, tune.get_checkpoint())
 
     def report(metrics: Dict[str, Any], state: Optional[Dict[str, Any]]) -> None:
-        if state is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            save_state(state, Path(folder) / STATE_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        with checkpoint_folder(state) as folder:
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder) if folder else None)
 
     run_epochs(trainer, trial_constants(trainer, teacher_info, ray.get_runtime_context().get_node_id()), report)
 
@@ -107,6 +104,18 @@ def run_epochs(trainer: Trainer, once: Dict[str, Any], report: Callable[[Dict[st
         if trainer.epoch == cfg.epochs:
             row[M.TEST_ACC] = trainer.evaluate("test")[0]
         report({**once, **row, M.DIVERGED_KEY: 0.0}, trainer.state_dict())
+
+
+@contextlib.contextmanager
+def checkpoint_folder(state: Optional[Dict[str, Any]]) -> Iterator[Optional[str]]:
+    """A temporary folder holding ``state`` as a trial checkpoint (``STATE_FILE``), for one report; None
+    (and no folder) when there is no state to keep."""
+    if state is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        save_state(state, Path(folder) / STATE_FILE)
+        yield folder
 
 
 def save_state(state: Dict[str, Any], path: Path) -> None:

@@ -190,8 +190,8 @@ class Trainer:
 
         for buffer in self.ddp.module.buffers():  # BatchNorm statistics moved on each rank's last batch: take rank 0's
             dist.broadcast(buffer, 0)
-        correct, loss, n = _all_reduce(_eval_sums(self.student, loader, self._autocast, self.memory_format), self.device)
-        return 100.0 * float(correct) / max(float(n), 1), float(loss) / max(float(n), 1)
+        return _accuracy_and_loss(*(float(v) for v in _all_reduce(
+            _eval_sums(self.student, loader, self._autocast, self.memory_format), self.device)))
 
     def step(self) -> Dict[str, float]:
         """Train one epoch, evaluate on val, advance the LR schedule; returns the epoch's metrics."""
@@ -251,7 +251,11 @@ class Trainer:
 def evaluate_model(model: nn.Module, loader: Any, autocast: Callable[[], Any] = contextlib.nullcontext,
                    memory_format: torch.memory_format = torch.contiguous_format) -> Tuple[float, float]:
     """Accuracy (percent) and mean cross-entropy of ``model`` (already in eval mode) over ``loader``."""
-    correct, loss, n = _eval_sums(model, loader, autocast, memory_format)
+    return _accuracy_and_loss(*_eval_sums(model, loader, autocast, memory_format))
+
+
+def _accuracy_and_loss(correct: float, loss: float, n: float) -> Tuple[float, float]:
+    """Accuracy (percent) and mean cross-entropy from the sums of ``_eval_sums``."""
     return 100.0 * correct / max(n, 1), loss / max(n, 1)
 
 

@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import uuid
-from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 
 from tuner.config import apply_params
 from tuner.data import DataSplits
-from tuner.trainable import build_trainer, restore, run_epochs, save_state, trial_constants
-from tuner.trainer import STATE_FILE
+from tuner.trainable import build_trainer, checkpoint_folder, restore, run_epochs, trial_constants
 
 __all__ = ["train_srrl_workers", "workers_trainable", "TRAIN_RUNS"]
 
@@ -160,12 +157,8 @@ def _worker_loop(loop: Dict[str, Any]) -> None:
     restore(trainer, ray.train.get_checkpoint() or loop["checkpoint"])  # a restarted worker group: the run's last
 
     def report(metrics: Dict[str, Any], state: Optional[Dict[str, Any]]) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            checkpoint = None
-            if state is not None and rank == 0:
-                save_state(state, Path(folder) / STATE_FILE)
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        with checkpoint_folder(state if rank == 0 else None) as folder:  # every rank holds the same state
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder) if folder else None)
 
     run_epochs(trainer, trial_constants(trainer, loop["teacher_info"], ray.get_runtime_context().get_node_id()), report)
 
