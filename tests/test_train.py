@@ -93,6 +93,28 @@ def test_resume_from_state_dict_continues_exactly(digits):
     assert straight.final[M.TEST_ACC] == done.final[M.TEST_ACC]
 
 
+def test_a_restore_reads_the_checkpoint_where_it_lies_not_through_a_shared_temp_folder(digits, tmp_path, monkeypatch):
+    """The ranks of a restarted worker group restore at once: a temp folder they shared was rewritten under a
+    reader (tuner.trainable.restore), so restoring must not need one: here there is none to write."""
+    from ray import tune
+
+    from tuner.atomic_fs import AtomicLocalHandler
+    from tuner.trainable import restore, save_state
+    from tuner.trainer import STATE_FILE
+
+    cfg, splits, teacher = digits
+    first = Trainer(cfg, teacher.model, splits)
+    first.step()
+    (tmp_path / "ckpt").mkdir()
+    save_state(first.state_dict(), tmp_path / "ckpt" / STATE_FILE)
+    checkpoint = tune.Checkpoint(str(tmp_path / "ckpt"), filesystem=AtomicLocalHandler.filesystem())
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "no-such-folder"))
+    resumed = Trainer(cfg, teacher.model, splits)
+    restore(resumed, checkpoint)
+    assert resumed.epoch == 1 and resumed.best_val_acc == first.best_val_acc
+    assert all(torch.equal(a, b) for a, b in zip(resumed.student.state_dict().values(), first.student.state_dict().values()))
+
+
 def test_a_checkpoint_carries_its_trial_config_and_the_export_reads_it(digits, tmp_path):
     """The checkpoint holds the full TrialConfig (as nanoGPT's do): export needs nothing rebuilt."""
     from tuner.export import checkpoint_config, export_student, load_student

@@ -8,8 +8,10 @@ from the next epoch. The teacher's weights and the data arrive through Ray's obj
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
+import posixpath
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Optional
@@ -74,10 +76,17 @@ def build_trainer(cfg: TrialConfig, teacher_state: Optional[Dict[str, torch.Tens
 
 
 def restore(trainer: Trainer, checkpoint: Any) -> None:
-    """Continue from a trial checkpoint (a ``tune.Checkpoint`` holding ``STATE_FILE``); None: start afresh."""
+    """Continue from a trial checkpoint (a ``tune.Checkpoint`` holding ``STATE_FILE``); None: start afresh.
+
+    The file is read straight from the checkpoint's file system, never through ``as_directory``: for a
+    checkpoint that is not on pyarrow's local file system (ours: tuner/atomic_fs.py, or s3://) that downloads
+    into a temporary folder the ranks on a node share, and a rank that comes to it once another's download
+    is done downloads again over the files the other is reading (seen: a restarted worker group's rank
+    read a torn state file, and the restart failed)."""
     if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True))
+        with checkpoint.filesystem.open_input_file(posixpath.join(checkpoint.path, STATE_FILE)) as f:
+            state = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+        trainer.load_state_dict(state)
 
 
 def trial_constants(trainer: Trainer, teacher_info: Optional[Dict[str, Any]], node_id: str) -> Dict[str, Any]:
