@@ -32,8 +32,15 @@ def free_port() -> int:
 def tune_results(folder: Path, by_dir: bool = False) -> Dict[str, List[dict]]:
     """trial id (with ``by_dir``: trial dir name, safe on a result.json still empty) -> Tune's result.json lines."""
     out = {}
-    for path in folder.glob("train_srrl_*/result.json"):
-        lines = path.read_text().split("\n")
+    try:
+        paths = list(folder.glob("train_srrl_*/result.json"))
+    except FileNotFoundError:  # the sweep's writability probe creates the folder and removes it again: not there yet
+        return out
+    for path in paths:
+        try:
+            lines = path.read_text().split("\n")
+        except FileNotFoundError:  # a trial folder set aside (orphaned/) between the listing and the read
+            continue
         rows = [json.loads(line) for line in lines[:-1] if line.strip()]  # the last, unended line may be half-written
         out[path.parent.name if by_dir else rows[-1]["trial_id"]] = rows
     return out
