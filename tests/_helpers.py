@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,7 +24,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on: for a server to start on, or to stand for an unreachable one."""
+    """A port on 127.0.0.1 that nothing listens on: for a server to start on, or to stand for an unreachable one.
+
+    Drawn below the kernel's ephemeral range (and above Ray's worker ports, 10002-19999): a port a test lets go
+    and takes again (a gate reopened, a server restarted) is then never handed meanwhile to some process's
+    outgoing connection, as one drawn by ``bind(0)`` was in a loaded round (the gate's reopen: EADDRINUSE).
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768  # Linux's default
+    draw = random.Random()
+    for _ in range(100 if low > 20001 else 0):
+        port = draw.randrange(20000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -245,11 +264,15 @@ class TcpGate:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self._listener: Optional[socket.socket] = None
+        self._hold: Optional[socket.socket] = None  # the port's placeholder while shut
         self._conns: List[socket.socket] = []
         self._lock = threading.Lock()
 
     def open(self) -> None:
         """Listen (again) on the gate's port and forward each connection to the target."""
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -261,7 +284,13 @@ class TcpGate:
         """Stop listening and reset every connection now open."""
         listener, self._listener = self._listener, None
         if listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accept thread: a bare close leaves the socket listening
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
+            # keep the port bound, not listening: clients are refused, and nothing else takes it meanwhile
+            self._hold = socket.socket()
+            self._hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._hold.bind(("127.0.0.1", self.port))
         with self._lock:
             conns, self._conns = self._conns, []
         for conn in conns:

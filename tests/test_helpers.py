@@ -4,7 +4,9 @@ from __future__ import annotations
 import threading
 import time
 
-from tests._helpers import tune_results
+import pytest
+
+from tests._helpers import TcpGate, free_port, tune_results
 
 
 def test_tune_results_reads_a_folder_that_appears_and_vanishes_as_not_there(tmp_path):
@@ -36,3 +38,52 @@ def test_tune_results_reads_a_folder_that_appears_and_vanishes_as_not_there(tmp_
         stop.set()
         flipper.join(timeout=5)
     assert seen <= {0, 1}
+
+
+def test_free_ports_lie_outside_the_ports_the_kernel_hands_to_outgoing_connections():
+    """So a port a test lets go and takes again cannot be given meanwhile to another process's connection."""
+    from pathlib import Path
+
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = {free_port() for _ in range(50)}
+    assert len(ports) > 40 and all(20000 <= p < low for p in ports), (sorted(ports), low, high)
+
+
+def test_a_shut_gate_refuses_clients_and_keeps_its_port_until_it_opens_again():
+    """Shut: connections are refused and no other socket can bind the port (one did, in a loaded round, and the
+    gate could not reopen); open: it forwards again on the same port."""
+    import errno
+    import socket
+
+    with socket.socket() as echo:
+        echo.bind(("127.0.0.1", 0))
+        echo.listen(8)
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = echo.accept()
+                except OSError:
+                    return
+                with conn:
+                    conn.sendall(conn.recv(64))
+
+        threading.Thread(target=serve, daemon=True).start()
+        gate = TcpGate(echo.getsockname()[1])
+
+        def through_gate() -> bytes:
+            with socket.create_connection(("127.0.0.1", gate.port), timeout=5) as c:
+                c.sendall(b"ping")
+                return c.recv(64)
+
+        gate.open()
+        assert through_gate() == b"ping"
+        gate.shut()
+        with pytest.raises(ConnectionRefusedError):
+            through_gate()
+        with socket.socket() as other, pytest.raises(OSError) as taken:
+            other.bind(("127.0.0.1", gate.port))
+        assert taken.value.errno == errno.EADDRINUSE
+        gate.open()
+        assert through_gate() == b"ping"
+        gate.shut()
