@@ -12,17 +12,17 @@ import pandas as pd
 
 from analysis.frames import SEARCHED_PARAMS, confirm_trials, searched_params
 from tuner import metrics as M
-from tuner.verdict import ROLES, reference_name, summarize
+from tuner.verdict import DECISION, ROLES, reference_name, summarize
 
 if TYPE_CHECKING:
     from tuner.verdict import Verdict
 
 __all__ = ["confirm_rows", "verdict_table", "VERDICT_COLUMNS"]
 
-_METRICS = (M.VAL_ACC, M.TEST_ACC)
+_METRICS = (DECISION, M.TEST_ACC)  # the verdict's: the ranking rule's val value, final test
 _VS = (("reference", "vs_reference"), ("ce", "vs_ce"))
 #: ``verdict_table``'s columns: per configuration the mean and 95% CI over seeds of val and test accuracy,
-#: then the difference of means to the reference point and to CE-only, each with Welch's p-value
+#: then the difference to the reference point and to CE-only (paired on seeds), each with its p-value
 VERDICT_COLUMNS = (
     ["config", "config_id", "role", "rank", "seeds", "recommended"]
     + [f"{m}_{s}" for m in _METRICS for s in ("mean", "ci_low", "ci_high")]
@@ -44,7 +44,7 @@ def _params(confirm: pd.DataFrame) -> List[str]:
 
 def confirm_rows(trials: pd.DataFrame) -> List[Dict[str, Any]]:
     """``tuner.verdict.summarize``'s rows: one per finished confirmation run of ``trials``, with its
-    ``config_id, role, rank, params`` (the searched values) and final ``val_acc, test_acc``."""
+    ``config_id, role, rank, params`` (the searched values), ``seed``, ``best_val_acc`` and final ``test_acc``."""
     confirm = confirm_trials(trials)
     if confirm.empty or "config_id" not in confirm.columns:
         return []
@@ -55,6 +55,7 @@ def confirm_rows(trials: pd.DataFrame) -> List[Dict[str, Any]]:
         rows.append({"config_id": str(run["config_id"]), "role": run.get("config_role"),
                      "rank": _value(run.get("config_rank")),
                      "params": {p: _value(run[p]) for p in params if _value(run[p]) is not None},
+                     "seed": _value(run.get("seed")),
                      **{m: _value(run.get(m)) for m in _METRICS}})
     return rows
 

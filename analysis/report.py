@@ -70,10 +70,11 @@ def _first_metric(trials: pd.DataFrame, names: Sequence[str]) -> Optional[str]:
     return None
 
 
-_VERDICT_NOTE = ("Confirmation: each configuration re-run over fresh seeds at full epochs, no early stopping. "
-                 "mean [95% t-interval] over seeds of the final epoch's accuracy; differences of means to the "
-                 "reference point and to CE-only with Welch's 95% interval and p-value. The recommendation is "
-                 "chosen on val only; test is shown beside it, never used to choose.")
+_VERDICT_NOTE = ("Confirmation: each configuration re-run over the same fresh seeds at full epochs, no early stopping. "
+                 f"mean [95% t-interval] over seeds of {M.RANK_VAL_ACC} (the search's ranking rule) and of the final "
+                 "epoch's test accuracy; differences to the reference point and to CE-only paired on seeds, with their "
+                 "95% interval and p-value (p_holm: corrected for the number of candidates). The recommendation is "
+                 "chosen on val only, with Holm's correction; test is shown beside it, never used to choose.")
 _RULE = (M.rank_value.__doc__ or "").strip().splitlines()[0].rstrip(".")  # the rule's own words, one home
 _LEADERBOARD_NOTE = (f"Search trials, ranked by {M.RANK_VAL_ACC} ({_RULE[:1].lower() + _RULE[1:]}). Trials that ran "
                      "all epochs come first; then the trials stopped earlier, by the epochs they ran: a lower "

@@ -384,3 +384,21 @@ def test_loader_cuda_matches_cpu():
     cpu, gpu = _epoch(TensorLoader(x, y, 16, **kw)), _epoch(TensorLoader(x, y, 16, device="cuda", **kw))
     assert gpu[0][0].is_cuda and gpu[0][1].is_cuda
     assert all(torch.allclose(a.cpu(), b, atol=1e-6) and torch.equal(ya.cpu(), yb) for (a, ya), (b, yb) in zip(gpu, cpu))
+
+
+def test_a_fresh_validation_split_per_seed_keeps_sizes_classes_and_test():
+    """The confirmation's per-seed split: train + val pooled and re-split, stratified, same sizes; test untouched."""
+    from tuner.config import TrialConfig
+    from tuner.trainer import Trainer, load_splits
+
+    splits = load_splits(TrialConfig())
+    a, b, again = splits.with_val_seed(1), splits.with_val_seed(2), splits.with_val_seed(1)
+    assert len(a.val_y) == len(splits.val_y) and len(a.train_y) == len(splits.train_y)
+    assert torch.equal(torch.bincount(a.val_y), torch.bincount(splits.val_y))  # stratified: the same class counts
+    assert torch.equal(a.test_x, splits.test_x) and a.mean == splits.mean and a.std == splits.std
+    pooled = lambda s: sorted(map(bytes, torch.cat([s.train_x, s.val_x]).flatten(1).numpy()))  # noqa: E731
+    assert pooled(a) == pooled(splits)  # the same images, dealt again
+    assert torch.equal(a.val_x, again.val_x) and not torch.equal(a.val_x, b.val_x)
+    assert not torch.equal(a.val_x, splits.val_x)
+    trainer = Trainer(TrialConfig(alpha=0.0, beta=0.0, val_split_seed=1, epochs=1, threads=1), None, splits)
+    assert torch.equal(trainer.splits.val_x, a.val_x)

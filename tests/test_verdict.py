@@ -1,22 +1,24 @@
-"""The confirmation's statistics and choices: intervals, Welch tests, the val-only recommendation, the points it runs."""
+"""The confirmation's statistics and choices: intervals, paired and Welch tests, Holm's correction, the val-only
+recommendation and its false-recommendation rate under the null, the points it runs."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
 from tuner import metrics as M
 from tuner.config import TrialConfig
 from tuner.confirm import confirm_configs, confirm_points
-from tuner.verdict import Verdict, mean_ci, summarize, welch
+from tuner.verdict import DECISION, Verdict, holm, mean_ci, paired, summarize, welch
 
 REF = {"alpha": 1.0, "beta": 1.0}
 
 
 def _rows(config_id, role, params, val, test, rank=None):
-    return [{"config_id": config_id, "role": role, "rank": rank, "params": params, M.VAL_ACC: v, M.TEST_ACC: t}
-            for v, t in zip(val, test)]
+    return [{"config_id": config_id, "role": role, "rank": rank, "params": params, "seed": s, DECISION: v, M.TEST_ACC: t}
+            for s, (v, t) in enumerate(zip(val, test), 1)]
 
 
 def test_mean_ci_is_the_student_t_interval():
@@ -36,17 +38,91 @@ def test_welch_matches_scipy_and_its_interval_holds_the_difference():
     assert math.isnan(welch([1.0], [2.0, 3.0]).p)
 
 
+def test_paired_matches_scipy_and_a_constant_difference_has_no_p():
+    a, b = [82.2, 81.1, 77.5, 78.3, 77.8], [81.1, 75.0, 77.2, 78.1, 72.8]
+    d = paired(a, b)
+    assert d.test == "paired" and d.n == 5 and d.diff == pytest.approx(79.38 - 76.84)
+    assert d.p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    low, high = stats.t.interval(0.95, 4, loc=d.diff, scale=stats.sem(np.subtract(a, b)))
+    assert (d.low, d.high) == (pytest.approx(low), pytest.approx(high))
+    # the same +1 on every seed: no spread to test against, so no p and no CI (and never "with confidence")
+    same = paired([81.0, 80.0, 79.0], [80.0, 79.0, 78.0])
+    assert same.diff == pytest.approx(1.0) and math.isnan(same.p) and math.isnan(same.low)
+    assert paired([80.0, 79.0], [80.0, 79.0]).p == 1.0
+    flat = welch([80.0] * 3, [79.0] * 3)
+    assert math.isnan(flat.p) and flat.diff == 1.0  # was p = 0: a certain-looking win from no evidence
+    rows = (_rows("c1", "candidate", {"alpha": 2.0}, [81, 80, 79], [80] * 3, rank=1)
+            + _rows("ref", "reference", REF, [80, 79, 78], [80] * 3))
+    v = summarize(rows, "the authors' (1, 1)")
+    assert v.recommended == "ref" and "the same difference on all 3 seeds: no spread, no test" in v.sentence
+
+
+def test_holm_steps_down_and_keeps_order():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.001]) == pytest.approx([0.5, 0.002])
+    out = holm([0.02, math.nan])
+    assert out[0] == pytest.approx(0.04) and math.isnan(out[1])  # a nan still counts as a comparison
+
+
+def test_a_paired_gain_hidden_by_seed_luck_is_found():
+    """Seeds that are good or bad for every configuration: Welch sees the seed spread, the pairs cancel it."""
+    luck = [6.0, -4.0, 2.0, -5.0, 1.0]
+    ref = [80 + x for x in luck]
+    cand = [81.5 + x + e for x, e in zip(luck, [0.2, -0.1, 0.1, 0.0, -0.2])]
+    rows = _rows("c1", "candidate", {"alpha": 3.0}, cand, cand, rank=1) + _rows("ref", "reference", REF, ref, ref)
+    v = summarize(rows, "the authors' (1, 1)")
+    assert welch(cand, ref).p > 0.3 and v.config("c1").vs_reference[DECISION].p < 1e-4
+    assert v.recommended == "c1" and v.config("c1").vs_reference[DECISION].test == "paired"
+
+
+def _null_rates(k: int, sims: int, rng: np.random.Generator):
+    """Share of ``sims`` null confirmations (K candidates, the reference and CE-only all equal; 5 seeds with a
+    shared seed effect) in which the verdict recommends a candidate, and in which the best candidate's raw p < 0.05."""
+    false, raw = 0, 0
+    for _ in range(sims):
+        seed_effect = rng.normal(0, 2.0, 5)
+        rows = []
+        for cid, role in [(f"c{i}", "candidate") for i in range(1, k + 1)] + [("ref", "reference"), ("ce", "ce")]:
+            val = 80 + seed_effect + rng.normal(0, 2.5, 5)
+            rows += _rows(cid, role, {"alpha": float(len(rows))}, val, val, rank=1 if role == "candidate" else None)
+        v = summarize(rows)
+        false += v.recommended not in ("ref", None)
+        best = max((c for c in v.configs if c.role == "candidate"), key=lambda c: c.metrics[DECISION].mean)
+        d = best.vs_reference[DECISION]
+        raw += d.diff > 0 and d.p < 0.05
+    return false / sims, raw / sims
+
+
+def test_under_the_null_at_most_5_percent_of_verdicts_recommend_a_candidate():
+    """K candidates as good as the reference: the Holm-corrected rule recommends one in at most 5% of
+    confirmations for K = 1..5, where the uncorrected rule (the best candidate's own p) exceeds 5% at K = 5."""
+    rng = np.random.default_rng(2024)
+    rates = {k: _null_rates(k, 600, rng) for k in range(1, 6)}
+    assert all(false <= 0.05 for false, _ in rates.values()), rates
+    assert rates[5][1] > 0.05, rates  # the test can tell a rule that does not correct for K
+
+
+def test_a_gain_that_swaps_the_student_says_so():
+    rows = (_rows("c1", "candidate", {"student": "digits_cnn2x8", "alpha": 1.0}, [90, 91, 92, 90, 91], [90] * 5, rank=1)
+            + _rows("ref", "reference", {"student": "digits_cnn2x4", "alpha": 1.0}, [80, 81, 80, 79, 80], [80] * 5))
+    v = summarize(rows, "the authors' (1, 1)")
+    assert v.recommended == "c1"
+    assert v.sentence.endswith("the gain includes a change of model (student digits_cnn2x4 -> digits_cnn2x8), "
+                               "not distillation alone")
+
+
 def test_a_clearly_better_candidate_is_recommended_with_its_test_difference():
     rows = (_rows("c1", "candidate", {"alpha": 0.5, "beta": 3.8}, [84, 85, 84.5, 85.5, 84.2], [83, 84, 82, 85, 84], rank=1)
             + _rows("ref", "reference", REF, [80, 81, 80.5, 79.5, 80.2], [81, 80, 79, 82, 80])
             + _rows("ce", "ce", {"alpha": 0.0, "beta": 0.0}, [70, 71, 69, 70.5, 70.1], [69, 70, 70, 68, 71]))
     v = summarize(rows, "the authors' (1, 1)")
     assert v.recommended == "c1" and v.reference == "ref" and v.ce == "ce"
-    assert v.sentence.startswith("alpha 0.5 beta 3.8 beats the authors' (1, 1) by +4.4 val points (95% CI +3.5 .. +5.3")
+    # paired on seeds: the interval of the 5 per-seed differences
+    assert v.sentence.startswith("alpha 0.5 beta 3.8 beats the authors' (1, 1) by +4.4 val points (95% CI +3.3 .. +5.5")
     assert "5 seeds" in v.sentence and "on test +3.2 points" in v.sentence
     c1 = v.config("c1")
     assert c1.vs_reference[M.TEST_ACC].diff == pytest.approx(83.6 - 80.4)
-    assert c1.vs_ce[M.VAL_ACC].p < 1e-6 and c1.n == 5 and c1.rank == 1
+    assert c1.vs_ce[DECISION].p < 1e-5 and c1.n == 5 and c1.rank == 1
     assert v.table()[0]["recommended"] and v.table()[0]["config"] == "alpha 0.5 beta 3.8"
     assert Verdict.from_dict(v.to_dict()).to_dict() == v.to_dict()  # what the parent run's verdict.json holds
 
@@ -90,5 +166,6 @@ def test_confirm_points_give_every_configuration_every_seed_with_the_same_keys()
     points = confirm_points(configs, [1, 2, 3], TrialConfig(lr=0.05))
     assert len(points) == 6 and {frozenset(p) for p in points} == {frozenset(points[0])}
     assert [p["seed"] for p in points] == [1, 1, 2, 2, 3, 3]  # seed-major
+    assert all(p["val_split_seed"] == p["seed"] for p in points)  # a fresh validation split per seed
     ref = [p for p in points if p["config_id"] == "ref"]
     assert all(p["lr"] == 0.05 and p["config_role"] == "reference" and p["config_rank"] == 0 for p in ref)

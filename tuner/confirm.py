@@ -4,7 +4,8 @@ CE-only student, re-run over fresh seeds at the full epoch budget, then the verd
 A search ranks single-seed trials; on a small validation split its first row is often a lucky seed
 (docs/method.md, "Trusting the winner"). This stage re-runs the top ``confirm`` finished trials
 (ranked by ``rank_val_acc``, the one ranking rule), the reference point and CE-only, each at seeds
-``seed + 1 .. seed + confirm_seeds`` (not the search's own seed, which chose the winner), with FIFO
+``seed + 1 .. seed + confirm_seeds`` (not the search's own seed, which chose the winner), each seed on a
+fresh stratified train/val split of its own (the candidates were chosen on the fixed one), with FIFO
 scheduling, as a second Tune experiment ``<sweep folder>/confirm`` under the same MLflow parent
 run (child runs tagged ``srrl.stage = confirm``). ``tuner.verdict.summarize`` turns it into the
 recommendation, chosen on val only.
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from tuner import metrics as M
 from tuner.config import LABEL_KEYS, LOSS_WEIGHTS, TrialConfig, trial_params
 from tuner.trial_logs import complete_trial_logs
-from tuner.verdict import Verdict, summarize
+from tuner.verdict import DECISION, Verdict, summarize
 
 __all__ = ["CONFIRM_DIR", "confirm_configs", "confirm_points", "verdict_of", "run_confirmation",
            "applies", "preset_param_space"]
@@ -74,8 +75,9 @@ def confirm_points(configs: Sequence[Mapping[str, Any]], seeds: Sequence[int], b
         for c in configs:
             effective = trial_params(base_params, c["params"])
             values = {k: effective.get(k) for k in keys}
-            points.append({**values, "seed": int(seed), "config_id": c["config_id"], "config_role": c["role"],
-                           "config_rank": c["rank"] if c["rank"] is not None else 0})
+            # a fresh validation split per seed: the candidates were chosen on the fixed one (docs/method.md)
+            points.append({**values, "seed": int(seed), "val_split_seed": int(seed), "config_id": c["config_id"],
+                           "config_role": c["role"], "config_rank": c["rank"] if c["rank"] is not None else 0})
     return points
 
 
@@ -86,9 +88,10 @@ def verdict_of(results: Any, reference_name: str) -> Verdict:
         cfg, last = dict(result.config or {}), result.metrics or {}
         if result.error or M.TEST_ACC not in last:
             continue  # errored or not at its last epoch: it confirms nothing
-        params = {k: v for k, v in cfg.items() if k not in LABEL_KEYS and k != "seed"}
+        params = {k: v for k, v in cfg.items() if k not in LABEL_KEYS and k not in ("seed", "val_split_seed")}
         rows.append({"config_id": cfg["config_id"], "role": cfg["config_role"], "rank": cfg.get("config_rank") or None,
-                     "params": params, M.VAL_ACC: last.get(M.VAL_ACC), M.TEST_ACC: last.get(M.TEST_ACC)})
+                     "params": params, "seed": cfg.get("seed"),
+                     **{m: last.get(m) for m in (DECISION, M.TEST_ACC)}})
     return summarize(rows, reference_name)
 
 

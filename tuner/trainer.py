@@ -110,6 +110,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.splits = splits if splits is not None else load_splits(cfg)
+        if cfg.val_split_seed is not None:  # validation images that chose no candidate (docs/method.md)
+            self.splits = self.splits.with_val_seed(cfg.val_split_seed)
         self.train_loader, self.val_loader, self.test_loader = make_loaders(
             self.splits, cfg.batch_size, seed=cfg.seed, device=self.device.type, eval_batch_size=cfg.eval_batch_size,
             workers=data_workers(cfg), rank=rank, world=world, batch_decode=cfg.gpu_decode)

@@ -226,18 +226,19 @@ def test_asha_table_on_the_store(trials_a):
     assert asha_table(trials.iloc[0:0]).empty
 
 
-def _welch_ci(a, b):
+def _paired(a, b):
+    """The paired t-test written out on the per-seed differences: (mean, CI low, CI high, p)."""
     from scipy.stats import t as student_t
 
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = student_t.ppf(0.975, df) * math.sqrt(va + vb)
-    return a.mean() - b.mean() - half, a.mean() - b.mean() + half
+    d = np.asarray(a, float) - np.asarray(b, float)
+    se = d.std(ddof=1) / math.sqrt(len(d))
+    half = T975[len(d) - 1] * se
+    return d.mean(), d.mean() - half, d.mean() + half, 2 * student_t.sf(abs(d.mean()) / se, len(d) - 1)
 
 
 def test_verdict_table_on_the_store(trials_a):
-    """The lw sweep's confirmation runs: c1 beats the authors' (1, 1) on val with confidence."""
+    """The lw sweep's confirmation runs: c1 beats the authors' (1, 1) on val with confidence, paired on seeds
+    and Holm-corrected over the 2 candidates."""
     from _analysis_store import CONFIRM, RECOMMENDED
 
     trials, _ = trials_a
@@ -249,27 +250,27 @@ def test_verdict_table_on_the_store(trials_a):
     assert list(table["rank"].astype(object).where(table["rank"].notna(), None)) == [1, 2, None, None]
     t = table.set_index("config_id")
     for cid, (_, _, _, _, vals, tests) in CONFIRM.items():
-        for m, v in (("val_acc", vals), ("test_acc", tests)):
+        for m, v in ((RANK, vals), ("test_acc", tests)):  # the fixture's val rises every epoch: max = final
             half = T975[2] * np.std(v, ddof=1) / math.sqrt(3)
             assert t.loc[cid, f"{m}_mean"] == pytest.approx(np.mean(v))
             assert t.loc[cid, f"{m}_ci_low"] == pytest.approx(np.mean(v) - half)
             assert t.loc[cid, f"{m}_ci_high"] == pytest.approx(np.mean(v) + half)
     ref, ce = CONFIRM["ref"], CONFIRM["ce"]
-    assert t.loc["c1", "val_acc_vs_reference"] == pytest.approx(np.mean(CONFIRM["c1"][4]) - np.mean(ref[4]))
-    assert t.loc["c1", "val_acc_vs_reference_p"] == pytest.approx(_welch_p(CONFIRM["c1"][4], ref[4]))
-    assert t.loc["c2", "test_acc_vs_ce_p"] == pytest.approx(_welch_p(CONFIRM["c2"][5], ce[5]))
-    assert np.isnan(t.loc["ref", "val_acc_vs_reference"]) and np.isnan(t.loc["ce", "test_acc_vs_ce_p"])
-    assert t.loc["c1", "val_acc_vs_reference_p"] < 0.05
-    low, high = _welch_ci(CONFIRM["c1"][4], ref[4])
+    diff, low, high, p = _paired(CONFIRM["c1"][4], ref[4])
+    assert t.loc["c1", f"{RANK}_vs_reference"] == pytest.approx(diff)
+    assert t.loc["c1", f"{RANK}_vs_reference_p"] == pytest.approx(p)
+    assert t.loc["c2", "test_acc_vs_ce_p"] == pytest.approx(_paired(CONFIRM["c2"][5], ce[5])[3])
+    assert np.isnan(t.loc["ref", f"{RANK}_vs_reference"]) and np.isnan(t.loc["ce", "test_acc_vs_ce_p"])
+    holm = min(1.0, 2 * p) if p < _paired(CONFIRM["c2"][4], ref[4])[3] else p  # c1 has the smaller p here
+    assert holm < 0.05
     assert verdict.sentence.startswith("alpha 2 beta 3 beats the authors' (1, 1) by +2.1 val points")
-    assert f"95% CI {low:+.1f} .. {high:+.1f}" in verdict.sentence
+    assert f"95% CI {low:+.1f} .. {high:+.1f}, p = {p:.2g}, Holm p = {holm:.2g} over 2 candidates" in verdict.sentence
     shown = pd.DataFrame(verdict.table())  # what the report shows
-    assert list(shown.columns) == ["config", "role", "seeds", "recommended", "val_acc", "test_acc", "val vs reference",
+    assert list(shown.columns) == ["config", "role", "seeds", "recommended", RANK, "test_acc", "val vs reference",
                                    "test vs reference", "val vs CE", "test vs CE"]
-    assert shown.loc[0, "val_acc"] == f"{np.mean(CONFIRM['c1'][4]):.2f} [{t.loc['c1', 'val_acc_ci_low']:.2f}, " \
-                                      f"{t.loc['c1', 'val_acc_ci_high']:.2f}]"
-    assert shown.loc[0, "val vs reference"] == (f"{t.loc['c1', 'val_acc_vs_reference']:+.2f} [{low:+.2f}, {high:+.2f}] "
-                                                f"p={t.loc['c1', 'val_acc_vs_reference_p']:.2g}")
+    assert shown.loc[0, RANK] == f"{np.mean(CONFIRM['c1'][4]):.2f} [{t.loc['c1', f'{RANK}_ci_low']:.2f}, " \
+                                 f"{t.loc['c1', f'{RANK}_ci_high']:.2f}]"
+    assert shown.loc[0, "val vs reference"] == f"{diff:+.2f} [{low:+.2f}, {high:+.2f}] p={p:.2g} p_holm={holm:.2g}"
     assert shown.loc[2, "val vs reference"] == "" and shown.loc[3, "val vs CE"] == ""
 
 
@@ -280,12 +281,13 @@ def test_verdict_table_is_tuner_verdicts_summary():
     rows = [("a", "candidate", 1, 1.0, [80.0, 81.0]), ("r", "reference", None, 2.0, [79.0, 79.5]),
             ("z", "ce", None, 0.0, [70.0, 71.0])]
     df = pd.DataFrame([{"trial_id": f"{cid}{i}", "stage": "confirm", "status": "finished", "config_id": cid,
-                        "config_role": role, "config_rank": rank, "alpha": alpha, "seed": i, M.VAL_ACC: v,
+                        "config_role": role, "config_rank": rank, "alpha": alpha, "seed": i, RANK: v,
                         M.TEST_ACC: v - 1, "sweep": "s"}
                        for cid, role, rank, alpha, vals in rows for i, v in enumerate(vals)])
     verdict, _ = verdict_table(df)
-    expected = summarize([{"config_id": cid, "role": role, "rank": rank, "params": {"alpha": alpha},
-                           M.VAL_ACC: v, M.TEST_ACC: v - 1} for cid, role, rank, alpha, vals in rows for v in vals],
+    expected = summarize([{"config_id": cid, "role": role, "rank": rank, "params": {"alpha": alpha}, "seed": i,
+                           RANK: v, M.TEST_ACC: v - 1} for cid, role, rank, alpha, vals in rows
+                          for i, v in enumerate(vals)],
                          "the reference point (alpha 2)")
     assert verdict.to_dict() == expected.to_dict()
     assert "the reference point (alpha 2)" in verdict.sentence

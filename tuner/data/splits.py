@@ -5,6 +5,7 @@ optimises the same val split and reports the same test split.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import math
@@ -19,7 +20,7 @@ from torch import Tensor
 from tuner.registry import Registry
 
 __all__ = ["DATASETS", "DataSplits", "DatasetNotFoundError", "dataset_info", "dataset_options", "list_datasets",
-           "load_dataset", "fixed_split", "channel_stats", "pool_splits", "build_splits", "SPLIT_SEED", "TEST_FRACTION",
+           "load_dataset", "fixed_split", "fresh_val", "channel_stats", "pool_splits", "build_splits", "SPLIT_SEED", "TEST_FRACTION",
            "CROP_PADDING", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "AUGMENTS"]
 
 DATASETS: Registry[Callable[..., "DataSplits"]] = Registry("dataset")
@@ -62,6 +63,12 @@ class DataSplits:
     augment: str
     name: str
     class_index: Optional[Tuple[int, ...]] = None  # source labels of the classes a class_subset kept
+
+    def with_val_seed(self, seed: int) -> "DataSplits":
+        """The same data with train + val re-split by ``seed`` (``fresh_val``); test, normalisation unchanged."""
+        train, val = fresh_val(self.train_y, self.val_y, seed)
+        x, y = torch.cat([self.train_x, self.val_x]), torch.cat([self.train_y, self.val_y])
+        return dataclasses.replace(self, train_x=x[train], train_y=y[train], val_x=x[val], val_y=y[val])
 
     def fingerprint(self) -> str:
         """Blake2b hex digest of the name, metadata, shapes, dtypes and bytes of all six tensors."""
@@ -117,16 +124,16 @@ def load_dataset(
     return loader(data_dir=data_dir, seed=seed, **options)
 
 
-def fixed_split(y: np.ndarray, fraction: float) -> Tuple[np.ndarray, np.ndarray]:
+def fixed_split(y: np.ndarray, fraction: float, seed: int = SPLIT_SEED) -> Tuple[np.ndarray, np.ndarray]:
     """Indices (keep, held_out) of a fixed split of ``y`` (N,), stratified when every class can give one.
 
     Each class gives its share of the ``ceil(fraction * N)`` held-out samples (largest remainders
-    round), drawn from a permutation seeded with ``SPLIT_SEED``. Plain numpy on purpose: importing
+    round), drawn from a permutation seeded with ``seed`` (``SPLIT_SEED``: the data set's own split). Plain numpy on purpose: importing
     scikit-learn's model_selection costs about a second of every CLI start, bad input included.
     """
     n = len(y)
     n_held = math.ceil(fraction * n)
-    rng = np.random.RandomState(SPLIT_SEED)
+    rng = np.random.RandomState(seed)
     classes, counts = np.unique(y, return_counts=True)
     if counts.min() < 2 or min(n_held, n - n_held) < len(classes):  # too small to stratify
         held = rng.permutation(n)[:n_held]
@@ -162,6 +169,13 @@ def pool_splits(x: Tensor, y: Tensor, val_fraction: float) -> Tuple[Tensor, ...]
     train, val = fixed_split(y[rest].numpy(), val_fraction)
     train, val = rest[train], rest[val]
     return x[train], y[train], x[val], y[val], x[test], y[test]
+
+
+def fresh_val(train_y: Tensor, val_y: Tensor, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Indices into train + val pooled: a new stratified (train, val) split of the same val size, drawn with
+    ``seed`` (the confirmation's per-seed validation split, docs/method.md "Trusting the winner")."""
+    y = torch.cat([train_y, val_y]).numpy()
+    return fixed_split(y, len(val_y) / len(y), seed=seed)
 
 
 def build_splits(name: str, parts: Sequence[Tensor], num_classes: int, scale: float, augment: str,

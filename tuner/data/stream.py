@@ -10,6 +10,7 @@ of one epoch whose samples are transformed exactly as one rank would (docs/archi
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import warnings
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor
 
 from tuner.data.normalize import Normalize
-from tuner.data.splits import DatasetNotFoundError
+from tuner.data.splits import DatasetNotFoundError, fresh_val
 
 __all__ = ["FileSplit", "StreamSplits", "StreamLoader", "epoch_order", "sample_seeds", "crop_box", "eval_resize", "transform",
            "make_stream_loaders", "IMAGENET_MEAN", "IMAGENET_STD", "RRC_SCALE", "RRC_RATIO"]
@@ -83,6 +84,16 @@ class StreamSplits:
     in_channels: int = 3
     scale: float = 255.0
     augment: str = "resized_crop_flip"
+
+    def with_val_seed(self, seed: int) -> "StreamSplits":
+        """The same files with train + val re-split by ``seed`` (``splits.fresh_val``); test unchanged."""
+        if self.train.root != self.val.root:  # ImageNet's official val folder: a split of its own, kept
+            return self
+        train, val = fresh_val(self.train.labels, self.val.labels, seed)
+        paths = np.concatenate([self.train.paths, self.val.paths])
+        labels = torch.cat([self.train.labels, self.val.labels])
+        return dataclasses.replace(self, train=FileSplit(self.train.root, paths[train], labels[train]),
+                                   val=FileSplit(self.train.root, paths[val], labels[val]))
 
     def fingerprint(self) -> str:
         """Blake2b hex digest of the metadata and the three splits' paths and labels (not their pixels:
