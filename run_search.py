@@ -20,7 +20,7 @@ from tuner.verdict import format_verdict
 
 # flag -> help; the YAML key is the flag without dashes (underscores for dashes)
 SWEEP_FLAGS = {
-    "space": "named search space (see --list-spaces)",
+    "space": "named search space, a preset (see --list-spaces; default: recipe, or none when a search: mapping is given)",
     "searcher": "tpe | random | grid | nsga2 (default: the space's)",
     "scheduler": "asha | fifo (default: the space's; multi-objective spaces use fifo)",
     "num_samples": "trials to run (exhaustive spaces such as ablation run their whole grid)",
@@ -78,9 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warm-start", action="append", dest="warm_start", metavar="EXPERIMENT",
                    help="seed the study with this earlier sweep's confirmed (else best) point; repeatable")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any other TrialConfig field, e.g. --set lr=0.01")
+    p.add_argument("--search", action="append", default=[], metavar="FIELD=KIND:A,B",
+                   help="search this field too (over the space's): KIND loguniform | uniform | int | choice, e.g. "
+                        "--search lr=loguniform:0.01,0.5, --search connector=choice:conv1x1_bn,linear; FIELD=fixed "
+                        "takes it out; repeatable")
     p.add_argument("--resume", metavar="PATH", help="continue the interrupted sweep in this folder")
     p.add_argument("--smoke", action="store_true", help="a tiny, fast version of whatever was asked")
-    p.add_argument("--list-spaces", action="store_true", help="print the named search spaces and exit")
+    p.add_argument("--list-spaces", action="store_true", help="print the named search spaces as YAML to copy and exit")
     p.add_argument("--list-models", action="store_true", help="print the model zoo and exit")
     return p
 
@@ -95,6 +99,12 @@ def _collect(args: argparse.Namespace) -> Dict[str, Any]:
         if not sep:
             raise ConfigError(f"set: {item!r} must look like FIELD=VALUE")
         data[key.strip()] = value.strip()
+    if args.search:
+        from search_spaces.declared import parse_flag
+
+        search = data.get("search") or {}
+        if isinstance(search, dict):  # else SweepConfig refuses the YAML's search: in one line
+            data["search"] = {**search, **dict(parse_flag(item) for item in args.search)}
     if args.smoke:
         data["smoke"] = True
     return data
@@ -103,9 +113,11 @@ def _collect(args: argparse.Namespace) -> Dict[str, Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_spaces:
-        from search_spaces import describe_spaces
+        from search_spaces import declaration_yaml, get_space, list_spaces
 
-        print(describe_spaces())
+        print("# Copy a search: block into your sweep YAML (or give --search FIELD=KIND:A,B) and edit it.\n"
+              "# Bounds may be relative to the base config: base/4, base*8. Default space: recipe.\n")
+        print("\n".join(declaration_yaml(get_space(n)) for n in list_spaces()))
         return 0
     if args.list_models:
         from tuner.models import list_models, model_info
@@ -123,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.resume:
             sweep, base = load_sweep_dir(args.resume)
         else:
-            check_space(sweep)
+            check_space(sweep, base)
             if sweep.smoke:
                 shrunk = smoke(sweep, base)
                 print(_shrank((sweep, base), shrunk))
@@ -196,8 +208,10 @@ def _no_space_line(fault: Any) -> str:
 def print_summary(result: Any, top: int = 10) -> None:
     """Leaderboard of the best trials and the commands to look further."""
     rows = result.rows
-    searched = [k for k in ("arm", "alpha", "beta", "connector", "student", "lr", "weight_decay", "seed")
-                if len({str(r.get(k)) for r in rows}) > 1 or k in ("alpha", "beta")]
+    params = [k for k in dict.fromkeys(k for r in rows for k in r.get("params", {})) if k != "seed"]  # declared order
+    keys = list(dict.fromkeys(["arm", "alpha", "beta", *params, "seed"]))
+    rows = [{**r, **{k: r.get("params", {}).get(k) for k in params if k not in r}} for r in rows]
+    searched = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1 or k in ("alpha", "beta")]
     origin = ["origin"] if any(r.get("origin") for r in rows) else []
     if "student" in searched:  # students differ in cost: show it beside the score
         searched.append(M.STUDENT_MACS)

@@ -1,8 +1,8 @@
-"""Named search spaces for SRRL sweeps: a define-by-run function over an Optuna trial (or an
-exhaustive grid) per module, plus a registry mapping name -> :class:`SearchSpace`.
+"""Search spaces for SRRL sweeps: spaces declared as data (``declared``: a user's ``search:`` mapping,
+and the named presets in ``presets``), the exhaustive ``ablation`` grid, and a registry name -> ``SearchSpace``.
 
-Adding a space: write a module that builds a ``SearchSpace`` and passes it to ``register_space``,
-then import it below; ``tests/search_spaces`` tests every registered space.
+Adding a named space: an entry in ``presets.PRESETS`` (or a module that builds a ``SearchSpace`` and
+passes it to ``register_space``, imported below); ``tests/search_spaces`` tests every registered space.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from search_spaces._registry import SPACES, describe_spaces, get_space, list_spa
 
 # isort: off
 # Importing a space module registers it; this order is list_spaces()'s.
-from search_spaces import loss_weights, connectors, students, full, ablation, pareto  # noqa: F401,E402
+from search_spaces import presets, ablation  # noqa: F401,E402
+from search_spaces.declared import declaration_yaml, space_of  # noqa: E402
 # isort: on
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "SearchSpace",
     "SpaceContext",
     "get_space",
+    "space_of",
+    "declaration_yaml",
     "list_spaces",
     "describe_spaces",
     "build_sampler",

@@ -113,6 +113,8 @@ class SearchSpace:
             two or more entries make the search multi-objective.
         sampler: default Optuna sampler, one of ``SAMPLERS``.
         scheduler: default Tune scheduler, one of ``SCHEDULERS``.
+        reference: ``ctx -> point``, what a tuned result must beat; None: the first initial point.
+        declaration: the ``search:`` mapping a declared space was built from (``search_spaces.declared``).
     """
     name: str
     description: str
@@ -123,6 +125,8 @@ class SearchSpace:
     objectives: Tuple[Tuple[str, str], ...] = ((metrics.RANK_VAL_ACC, "max"),)
     sampler: str = "tpe"
     scheduler: str = "asha"
+    reference: Optional[Callable[[SpaceContext], Dict[str, Any]]] = None
+    declaration: Optional[Mapping[str, Any]] = None
 
     def __post_init__(self) -> None:
         where = f"search space {self.name!r}"
@@ -162,8 +166,10 @@ class SearchSpace:
         return [m for _, m in self.objectives]
 
     def reference_point(self, ctx: SpaceContext) -> Optional[Dict[str, Any]]:
-        """What a tuned result must beat: the authors' defaults, i.e. the first initial point
-        (the authors' alpha = beta = 1 in every space that searches the weights); None if there is none."""
+        """What a tuned result must beat: a declared space's base config (what a user runs untuned), else
+        the first initial point; None if there is none."""
+        if self.reference is not None:
+            return dict(self.reference(ctx))
         points = self.initial_points(ctx) if self.define is not None else []
         return dict(points[0]) if points else None
 
@@ -255,6 +261,8 @@ class SearchSpace:
             return list(seen)
         import optuna
 
+        if hasattr(self.define, "check"):  # a declared space: what its choices need of the data
+            self.define.check(ctx)
         points = self.initial_points(ctx)
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)

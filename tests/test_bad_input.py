@@ -18,6 +18,8 @@ def _files(tmp: Path) -> dict:
     (tmp / "bad.yaml").write_text("alpha: [1, 2\n")
     (tmp / "list.yaml").write_text("- 1\n- 2\n")
     (tmp / "unknown.yaml").write_text("space: loss_weights\nalpah: 1\n")
+    (tmp / "search.yaml").write_text("search:\n  alpha: {loguniform: [0.01, 100]}\n  connectr: {choice: [linear]}\n")
+    (tmp / "points.yaml").write_text("search_points: [{alpha: 1000.0}]\n")
     (tmp / "evil.yaml").write_text("alpha: !!python/object/apply:os.system ['echo pwned']\n")
     (tmp / "cifar" / "cifar-10-batches-py").mkdir(parents=True)
     torch.save(build_model("digits_cnn2x8", 10, in_channels=1).state_dict(), tmp / "wrong.pt")
@@ -101,6 +103,18 @@ CASES = [  # (argv, field, a fragment of what the line must say)
     (["--workers-per-trial", "0"], "workers_per_trial", "out of range; allowed: [1, inf]"),
     (["--cpus-per-worker", "1"], "cpus_per_worker", "applies only with workers_per_trial > 1; for one-worker trials use cpus_per_trial"),
     (["--workers-per-trial", "2", "--gpus-per-worker", "-1"], "gpus_per_worker", "out of range"),
+    (["--search", "lrr=loguniform:0.01,0.5"], "search.lrr", 'unknown config field (did you mean "lr"?)'),
+    (["--search", "lr=uniform:0,0.5"], "search.lr", "out of range; allowed: (0, inf]"),
+    (["--search", "lr=loguniform:0.5,0.1"], "search.lr", "low 0.5 must be below high 0.1"),
+    (["--search", "lr=int:1,4"], "search.lr", "int does not fit a field of type float"),
+    (["--search", "epochs=int:10,30"], "search.epochs", "is fixed for a whole sweep"),
+    (["--search", "student=choice:digits_cnn2x8,resnt8x4"], "search.student", 'did you mean "resnet8x4"'),
+    (["--search", "connector=choice:identity"], "search.connector", "'identity' does not fit student 'digits_cnn2x4'"),
+    (["--search", "lr=sobol:1,2"], "search.lr", "kind 'sobol' is not allowed; choose from: loguniform"),
+    (["--search", "lr"], "search", "must look like FIELD=KIND:A,B"),
+    (["--space", "ablation", "--search", "lr=loguniform:0.01,0.1"], "search", "space 'ablation' is an exhaustive grid"),
+    (["--config", "{tmp}/search.yaml"], "search.connectr", 'did you mean "connector"'),
+    (["--config", "{tmp}/points.yaml"], "search_points", "alpha = 1000.0 is outside [0.01, 100]"),
     (["--workers-per-trial", "40", "--set", "batch_size=64"], "batch_size",
      "64 cannot be split across workers_per_trial=40 workers; allowed: >= 80"),
 ]

@@ -57,6 +57,7 @@ class TrialConfig:
     teacher_epochs: int = 30
     teacher_lr: Optional[float] = None  # None: the student's lr (the teacher is trained with this recipe)
     val_fraction: Optional[float] = None  # None: the data set's own default
+    val_split_seed: Optional[int] = None  # None: the data set's fixed split; else train + val re-split by it (confirmation)
     # data-set options (DATA_OPTIONS): None leaves the data set's default; a data set that lacks one refuses it
     image_size: Optional[int] = None  # imagefolder / imagenet: pixels of the model's input (None: 32 / 224)
     data_mode: Optional[str] = None  # imagefolder: memory | stream (None: memory while it fits memory_budget_gb)
@@ -156,6 +157,8 @@ class TrialConfig:
             _range(name, getattr(self, name), lo=0)
         for name in ("seed", "teacher_seed"):
             _range(name, getattr(self, name), lo=0, hi=MAX_SEED)
+        if self.val_split_seed is not None:
+            _range("val_split_seed", self.val_split_seed, lo=0, hi=MAX_SEED)
         for m in self.lr_milestones:
             if not 0.0 < m < 1.0:
                 raise ConfigError(
@@ -306,7 +309,9 @@ class SweepConfig:
     """
 
     name: Optional[str] = None  # None: "<space>-<dataset>-<timestamp>"
-    space: str = "loss_weights"
+    space: Optional[str] = None  # a named preset; None: the default preset, or "declared" when search: is given
+    search: Dict[str, Any] = field(default_factory=dict)  # field -> {kind: args}: laid over the preset (search_spaces.declared)
+    search_points: List[Dict[str, Any]] = field(default_factory=list)  # points to try first, after the reference
     searcher: Optional[str] = None  # None: the space's default
     scheduler: Optional[str] = None  # None: the space's default
     num_samples: int = 32
@@ -359,6 +364,10 @@ class SweepConfig:
         the driver checks it (``tuner.sweep.check_space``)."""
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), f.type))
+        if not isinstance(self.search, Mapping):
+            raise ConfigError(f"search: must be a mapping of field: {{kind: args}}, got {_shown(self.search)}")
+        if not isinstance(self.search_points, list) or not all(isinstance(p, Mapping) for p in self.search_points):
+            raise ConfigError(f"search_points: must be a list of mappings of field: value, got {_shown(self.search_points)}")
         if self.searcher is not None:
             check_choice("searcher", self.searcher, SEARCHERS)
         if self.scheduler is not None:

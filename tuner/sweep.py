@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from search_spaces import SpaceContext, get_space, list_spaces
+from search_spaces import SpaceContext, declaration_yaml, space_of
+from search_spaces.declared import DECLARED
+from search_spaces.presets import DEFAULT_SPACE
 from tuner import confirm, faults, preflight, tracking
 from tuner import metrics as M
 from tuner import sweep_build as build
 from tuner.atomic_fs import remove_parts
-from tuner.config import ConfigError, SweepConfig, TrialConfig, check_choice, trial_base
+from tuner.config import ConfigError, SweepConfig, TrialConfig, trial_base
 from tuner.confirm import preset_param_space
 from tuner.files import PART_SUFFIX
 from tuner.job_dir import job_copy, refuse_inside
@@ -40,6 +42,7 @@ from tuner.warm_start import TAG_WARM_START, warm_points, warm_tag
 __all__ = ["run_sweep", "SweepResult", "prepare_sweep", "load_sweep_dir", "SWEEP_FILE", "leaderboard_rows", "smoke",
            "trial_base", "log_best_students"]
 
+SPACE_FILE = "srrl_space.yaml"  # the parent run's artifact space/srrl_space.yaml
 _URI_FIELDS = ("tracking_uri", "optuna_storage", "storage_path", "address")  # may carry credentials
 
 
@@ -69,15 +72,28 @@ def smoke(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConf
     return sweep, base
 
 
-def check_space(sweep: SweepConfig) -> None:
-    """``sweep.space`` names a registered space, else a one-line ``ConfigError`` that lists them."""
-    check_choice("space", sweep.space, list_spaces())
+def space_name(sweep: SweepConfig) -> str:
+    """The preset a sweep starts from: ``space``, else the default preset, or none (``declared``) when only
+    ``search:`` is given."""
+    return sweep.space or (DECLARED if sweep.search else DEFAULT_SPACE)
+
+
+def check_space(sweep: SweepConfig, base: TrialConfig) -> Any:
+    """The sweep's space (``search_spaces.space_of``), validated against ``base``; bad input is a one-line
+    ``ConfigError`` naming the field, before any data is read."""
+    space = space_of(space_name(sweep), sweep.search, base)
+    for point in sweep.search_points:
+        unknown = [k for k in point if k not in (space.declaration or {})]
+        if unknown:
+            raise ConfigError(f"search_points: {dict(point)}: {', '.join(map(str, unknown))} not searched by this space "
+                              f"(it searches {', '.join(space.declaration or {})})")
+    return space
 
 
 def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConfig]:
     """Fill in the defaults that depend on time, place and the space (name, URIs, searcher, paths)."""
-    check_space(sweep)
-    space = get_space(sweep.space)
+    space = check_space(sweep, base)
+    sweep = dataclasses.replace(sweep, space=space_name(sweep))
     name = sweep.name or f"{sweep.space}-{base.dataset}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
     copy = job_copy()  # a Ray job's working_dir copy: nothing the user keeps may be written there
     refuse_inside("storage_path", sweep.storage_path, copy, "--storage-path")
@@ -162,7 +178,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                verbose: int) -> SweepResult:
     build.tune_env()
 
-    space = get_space(sweep.space)
+    space = check_space(sweep, base)
     tracking.check_tracking_uri(sweep.tracking_uri)
     storage = SweepFolder.of(sweep.storage_path)
     folder = storage.child(sweep.name)
@@ -180,6 +196,10 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     ctx = SpaceContext.for_config(base, num_classes=splits.num_classes, in_channels=splits.in_channels,
                                   input_size=splits.image_size)
     param_names = space.check(ctx, sweep.seeds)  # a space that cannot yield valid trials stops here
+    for point in sweep.search_points:  # the user's own first points: inside the space, as its fields allow
+        why = space.outside(ctx, point)
+        if why is not None:
+            raise ConfigError(f"search_points: {dict(point)}: {why}")
     grid = space.grid(ctx, sweep.seeds) if space.grid is not None else None  # exhaustive spaces: every trial, once
     if resume:
         done = _already_finished(sweep, base, space, ctx, folder, log)
@@ -234,8 +254,10 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     planned = build.num_samples(sweep, space, ctx, grid)  # the search stage's trials
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / SWEEP_FILE).write_text(sweep_yaml(shown, base, planned))
+        (Path(tmp) / SPACE_FILE).write_text(declaration_yaml(space))  # the space as searched, presets resolved
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
-            "config": Path(tmp) / SWEEP_FILE, **({"teacher": teacher.path} if teacher else {})})
+            "config": Path(tmp) / SWEEP_FILE, "space": Path(tmp) / SPACE_FILE,
+            **({"teacher": teacher.path} if teacher else {})})
 
     def new_tuner(again: bool = False) -> Any:  # writes the sweep's tuner.pkl
         storage_path, fs = storage.for_tune()

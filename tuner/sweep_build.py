@@ -152,14 +152,15 @@ def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[
     # a smoke run's few trials also move each searched categorical off the authors' point
     first = space.smoke_points(ctx, sweep.num_samples) if sweep.smoke and authors else authors
     varied = [p for p in first if p not in authors]
-    warm = [dict(p) for p in warm if p not in first] if sweep.searcher != "grid" else []
+    user = [dict(p) for p in sweep.search_points if p not in first] if sweep.searcher != "grid" else []
+    warm = [dict(p) for p in warm if p not in first + user] if sweep.searcher != "grid" else []
     return StudyGenerator(StudySearch(
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
-        points_to_evaluate=(first + warm or None) if initial_points else None,
+        points_to_evaluate=(first + user + warm or None) if initial_points else None,
         sampler=functools.partial(build_sampler, sweep.searcher, sweep.seed, space, ctx),
         study_name=sweep.study_name or sweep.name, storage=sweep.optuna_storage, max_epochs=ctx.base.epochs,
-        origins={"authors": authors, "smoke": varied, "warm-start": warm},
+        origins={"authors": authors, "smoke": varied, "user": user, "warm-start": warm},
     ), max_concurrent(sweep))
 
 

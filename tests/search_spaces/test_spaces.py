@@ -113,7 +113,7 @@ def test_context_is_frozen_and_picklable(digits_ctx: SpaceContext) -> None:
 
 def test_registry_lists_every_space() -> None:
     assert isinstance(SPACES, Registry)
-    assert list_spaces() == ["loss_weights", "connectors", "students", "full", "ablation", "pareto"]
+    assert list_spaces() == ["recipe", "loss_weights", "connectors", "students", "full", "pareto", "ablation"]
     for name in list_spaces():
         assert get_space(name).name == name
 
@@ -227,8 +227,9 @@ def test_optuna_space_samples_valid_trials(name: str, ctx: SpaceContext) -> None
                 assert dist.low <= trial.params[pname] <= dist.high
                 if pname in ("alpha", "beta"):
                     assert (dist.low, dist.high, dist.log) == (0.01, 100.0, True)
-                if pname == "lr":
-                    assert dist.log and math.isclose(dist.low, ctx.base.lr / 10) and math.isclose(dist.high, ctx.base.lr * 10)
+                if pname == "lr":  # each preset's own range, relative to the base's lr
+                    low, high = {"recipe": (4, 8)}.get(name, (10, 10))
+                    assert dist.log and math.isclose(dist.low, ctx.base.lr / low) and math.isclose(dist.high, ctx.base.lr * high)
                 if pname == "weight_decay":
                     assert (dist.low, dist.high, dist.log) == (1e-5, 1e-3, True)
             if isinstance(dist, optuna.distributions.CategoricalDistribution):
