@@ -16,7 +16,7 @@ import yaml
 
 from search_spaces._base import SearchSpace, SpaceContext
 from search_spaces._choices import AUTHORS_WEIGHTS, PAPER_CONNECTOR, connector_choices, connector_fits_student, student_choices
-from tuner.config import ConfigError, TrialConfig, apply_params
+from tuner.config import SWEEP_FIXED, ConfigError, TrialConfig, apply_params
 from tuner.registry import did_you_mean
 
 __all__ = ["KINDS", "DECLARED", "Dim", "parse_search", "parse_flag", "Declared", "declared_space", "declaration_yaml",
@@ -26,11 +26,7 @@ KINDS = ("loguniform", "uniform", "int", "choice")
 #: what a ``choice`` may name instead of listing values: the zoo's students for the data's input size, the
 #: connectors that fit every student choice (the ``students`` / ``full`` presets' conditional choices)
 TOKENS = {"student": "zoo", "connector": "fitting"}
-#: fields one sweep cannot vary: the data and the teacher are loaded and trained once for every trial, the
-#: epoch budget is the scheduler's, the seed is the confirmation's, the rest is where and how a trial runs
-FIXED_FIELDS = ("dataset", "data_dir", "teacher", "teacher_checkpoint", "teacher_epochs", "teacher_lr", "teacher_seed",
-                "val_fraction", "val_split_seed", "image_size", "data_mode", "memory_budget_gb", "class_subset", "train_fraction",
-                "data_workers", "gpu_decode", "epochs", "eval_batch_size", "seed", "device", "bf16", "threads", "cache_dir")
+FIXED_FIELDS = SWEEP_FIXED  # tuner.config says why each is fixed
 _FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
 _NUMERIC = {"float": "float", "Optional[float]": "float", "int": "int", "Optional[int]": "int"}
 

@@ -13,7 +13,7 @@ import yaml
 from tuner.config_io import ConfigError, load_yaml, parse_yaml
 from tuner.registry import did_you_mean
 
-__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_params", "trial_base", "uses_teacher", "LABEL_KEYS", "LOSS_WEIGHTS", "SEARCHED_PARAMS", "SEARCHERS", "SCHEDULERS", "DATA_OPTIONS"]
+__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_params", "trial_base", "uses_teacher", "LABEL_KEYS", "LOSS_WEIGHTS", "SEARCHED_PARAMS", "SWEEP_FIXED", "SEARCHERS", "SCHEDULERS", "DATA_OPTIONS"]
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -283,9 +283,17 @@ SCHEDULERS = ("asha", "fifo")
 #: confirmation run's ``config_id`` (groups its seeds), ``config_role`` (candidate | reference | ce), ``config_rank``
 #: the distillation terms' weights (FM, SR, KD); CE's is fixed at 1 (docs/method.md)
 LOSS_WEIGHTS = ("alpha", "beta", "gamma")
-#: the params a search space may vary (search_spaces/: loss weights, connector, student, recipe, ablation
-#: arm) and the seed: what the leaderboard shows and analysis compares trials by
-SEARCHED_PARAMS = (*LOSS_WEIGHTS, "connector", "student", "lr", "weight_decay", "arm", "seed")
+#: fields one sweep cannot vary: the data and the teacher are loaded and trained once for every trial, the
+#: epoch budget is the scheduler's, the seeds are the confirmation's, the rest is where and how a trial runs
+SWEEP_FIXED = ("dataset", "data_dir", "teacher", "teacher_checkpoint", "teacher_epochs", "teacher_lr", "teacher_seed",
+               "val_fraction", "val_split_seed", "image_size", "data_mode", "memory_budget_gb", "class_subset",
+               "train_fraction", "data_workers", "gpu_decode", "epochs", "eval_batch_size", "seed", "device", "bf16",
+               "threads", "cache_dir")
+#: the params a search space may vary (any TrialConfig field but SWEEP_FIXED; the usual ones first), the
+#: ablation's arm and the seed: what the leaderboard shows and analysis compares trials by
+SEARCHED_PARAMS = tuple(dict.fromkeys((*LOSS_WEIGHTS, "connector", "student", "lr", "weight_decay",
+                                       *(f.name for f in dataclasses.fields(TrialConfig) if f.name not in SWEEP_FIXED),
+                                       "arm", "seed")))
 LABEL_KEYS = ("arm", "origin", "optuna_trial", "config_id", "config_role", "config_rank")
 
 

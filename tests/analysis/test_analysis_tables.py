@@ -302,7 +302,9 @@ def test_verdict_table_is_tuner_verdicts_summary():
 def test_searched_params_and_status_counts(trials_a):
     trials, _ = trials_a
     search = search_trials(trials)
-    assert searched_params(search) == ["alpha", "beta", "connector", "student"]
+    # any field a space may search counts: the lw sweep's base recipe has nesterov on, the par sweep's off
+    assert searched_params(search) == ["alpha", "beta", "connector", "student", "nesterov"]
+    assert searched_params(search[search["sweep"] == "lw"]) == ["alpha", "beta"]
     assert "seed" in searched_params(trials)  # the confirmation runs' fresh seeds
     counts = status_counts(search)
     assert counts.loc["lw"].to_dict() == {"finished": 3, "stopped_early": 2, "diverged": 1, "errored": 1,
