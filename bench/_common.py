@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ["Row", "skipped", "torch_threads", "digits_base", "digits_teacher", "ensure_ray", "quiet",
-           "scratch_dir"]
+           "scratch_dir", "runs_main"]
 
 
 @dataclass
@@ -127,3 +127,27 @@ def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:
     """A temporary folder for one scenario's stores (MLflow, Optuna, Ray storage); removed afterwards."""
     return tempfile.TemporaryDirectory(prefix=f"srrl-bench-{prefix}-")
 
+
+
+def runs_main(doc: str, run: Any, report: Any, workers: int) -> None:
+    """The command line of a bench that trains runs over seeds and reports on them: ``--config``, ``--seeds``,
+    ``--workers``; ``--json FILE`` keeps the raw runs (those it already holds are not trained again) and
+    ``--from FILE`` reports on them without training. ``run(config, seeds, workers, done)`` returns every run."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--config", default="configs/digits.yaml")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--workers", type=int, default=workers)
+    p.add_argument("--json", help="write the raw per-run histories here (runs it already holds are not trained again)")
+    p.add_argument("--from", dest="src", help="read raw histories from this file instead of training")
+    args = p.parse_args()
+    if args.src:
+        runs = json.loads(Path(args.src).read_text())
+    else:
+        done = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else []
+        runs = run(args.config, args.seeds, args.workers, done)
+        if args.json:
+            Path(args.json).write_text(json.dumps(runs))
+    report(runs)

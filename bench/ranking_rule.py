@@ -12,13 +12,12 @@ predict itself; the table reports the mean over s. The same is done for the val_
 """
 from __future__ import annotations
 
-import argparse
-import json
 import multiprocessing as mp
 import statistics
 import time
 from typing import Any, Dict, List, Sequence
 
+from bench._common import runs_main
 from tuner import metrics as M
 from tuner.config import TrialConfig
 
@@ -37,16 +36,19 @@ def _train(job: Dict[str, Any]) -> Dict[str, Any]:
             "val": [row[M.VAL_ACC] for row in result.history], "test": result.final[M.TEST_ACC]}
 
 
-def run(config: str, seeds: int, workers: int) -> List[Dict[str, Any]]:
+def run(config: str, seeds: int, workers: int, done: List[Dict[str, Any]] = ()) -> List[Dict[str, Any]]:
+    """Every grid point x seed not already in ``done`` (an earlier run's rows: the bench continues it)."""
     base = TrialConfig.from_yaml(config, {"threads": 1})
-    jobs = [{"cfg": base.replace(alpha=a, beta=b, seed=s).to_dict()} for s in range(seeds) for a in GRID for b in GRID]
+    have = {(r["alpha"], r["beta"], r["seed"]) for r in done}
+    jobs = [{"cfg": base.replace(alpha=a, beta=b, seed=s).to_dict()} for s in range(seeds) for a in GRID for b in GRID
+            if (a, b, s) not in have]
     from tuner.teacher import ensure_teacher
     from tuner.train import load_splits
 
     ensure_teacher(base, load_splits(base), log=print)  # trained once, before the workers read the cache
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(workers) as pool:
-        out = []
+        out = list(done)
         for i, row in enumerate(pool.imap_unordered(_train, jobs), 1):
             out.append(row)
             if i % 25 == 0:
@@ -126,24 +128,5 @@ def report(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"rules": rules, "ceiling": ceiling, "best": best, "rungs": rung, "all_rungs": rungs, "grace": grace}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/digits.yaml")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--json", help="write the raw per-run histories here")
-    p.add_argument("--from", dest="src", help="read raw histories from this file instead of training")
-    args = p.parse_args()
-    if args.src:
-        with open(args.src) as f:
-            runs = json.load(f)
-    else:
-        runs = run(args.config, args.seeds, args.workers)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(runs, f)
-    report(runs)
-
-
 if __name__ == "__main__":
-    main()
+    runs_main(__doc__, run, report, workers=2)

@@ -20,13 +20,12 @@ from tuner.config import SWEEP_FIXED, ConfigError, TrialConfig, apply_params
 from tuner.registry import did_you_mean
 
 __all__ = ["KINDS", "DECLARED", "Dim", "parse_search", "parse_flag", "Declared", "declared_space", "declaration_yaml",
-           "space_of", "FIXED_FIELDS"]
+           "space_of"]
 
 KINDS = ("loguniform", "uniform", "int", "choice")
 #: what a ``choice`` may name instead of listing values: the zoo's students for the data's input size, the
 #: connectors that fit every student choice (the ``students`` / ``full`` presets' conditional choices)
 TOKENS = {"student": "zoo", "connector": "fitting"}
-FIXED_FIELDS = SWEEP_FIXED  # tuner.config says why each is fixed
 _FIELDS = {f.name: f for f in dataclasses.fields(TrialConfig)}
 _NUMERIC = {"float": "float", "Optional[float]": "float", "int": "int", "Optional[int]": "int"}
 
@@ -75,14 +74,20 @@ def _bound(name: str, value: Any, base: TrialConfig) -> float:
     return value
 
 
+def _students(dims: Mapping[str, Dim], ctx: SpaceContext) -> List[str]:
+    """The students a space's trials may have: its student choices, else the base's."""
+    student = dims.get("student")
+    return student.choices(ctx, []) if student else [ctx.base.student]
+
+
 def _field(name: str) -> None:
     if name not in _FIELDS:
         raise ConfigError(f"search.{name}: unknown config field{did_you_mean(name, list(_FIELDS))}; "
-                          f"searchable: {', '.join(n for n in _FIELDS if n not in FIXED_FIELDS)}")
-    if name in FIXED_FIELDS:
+                          f"searchable: {', '.join(n for n in _FIELDS if n not in SWEEP_FIXED)}")
+    if name in SWEEP_FIXED:
         raise ConfigError(f"search.{name}: is fixed for a whole sweep (the data, the teacher, the epoch budget and "
                           "the seeds are shared by every trial); searchable: "
-                          f"{', '.join(n for n in _FIELDS if n not in FIXED_FIELDS)}")
+                          f"{', '.join(n for n in _FIELDS if n not in SWEEP_FIXED)}")
 
 
 def _dim(name: str, spec: Any) -> Optional[Dim]:
@@ -169,8 +174,7 @@ class Declared:
         self.dims = dict(dims)
 
     def __call__(self, trial: Any, ctx: SpaceContext) -> Optional[Dict[str, Any]]:
-        student = self.dims.get("student")
-        students = student.choices(ctx, []) if student else [ctx.base.student]
+        students = _students(self.dims, ctx)
         for d in self.dims.values():
             if d.kind == "choice":
                 trial.suggest_categorical(d.name, d.choices(ctx, students))
@@ -180,17 +184,17 @@ class Declared:
             else:
                 trial.suggest_float(d.name, *d.bounds(ctx.base), log=d.kind == "loguniform")
         # a searched student with the connector fixed: the base connector where it fits, else the paper's
-        if student and "connector" not in self.dims and not connector_fits_student(
+        if "student" in self.dims and "connector" not in self.dims and not connector_fits_student(
                 ctx, ctx.base.connector, trial.params["student"]):
             return {"connector": PAPER_CONNECTOR}
         return None
 
     def check(self, ctx: SpaceContext) -> None:
         """What needs the data: every listed connector fits every listed student to the teacher."""
-        student, connector = self.dims.get("student"), self.dims.get("connector")
-        students = student.choices(ctx, []) if student else [ctx.base.student]
+        connector = self.dims.get("connector")
         if connector is None:
             return
+        students = _students(self.dims, ctx)
         for c in connector.choices(ctx, students):
             for s in students:
                 if not connector_fits_student(ctx, c, s):
@@ -199,8 +203,7 @@ class Declared:
 
 
 def _inside(dims: Mapping[str, Dim], ctx: SpaceContext, point: Mapping[str, Any]) -> bool:
-    student = dims.get("student")
-    students = student.choices(ctx, []) if student else [ctx.base.student]
+    students = _students(dims, ctx)
     for k, v in point.items():
         d = dims[k]
         if d.kind == "choice":
@@ -245,8 +248,7 @@ class _Grid:
         self.dims = dict(dims)
 
     def __call__(self, ctx: SpaceContext) -> Dict[str, List[Any]]:
-        student = self.dims.get("student")
-        students = student.choices(ctx, []) if student else [ctx.base.student]
+        students = _students(self.dims, ctx)
         out: Dict[str, List[Any]] = {}
         for d in self.dims.values():
             if d.kind == "choice":

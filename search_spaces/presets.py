@@ -19,7 +19,7 @@ __all__ = ["DEFAULT_SPACE", "PRESETS", "RECIPE_LR"]
 
 WEIGHTS = {"alpha": {"loguniform": [WEIGHT_LOW, WEIGHT_HIGH]}, "beta": {"loguniform": [WEIGHT_LOW, WEIGHT_HIGH]}}
 #: the recipe preset's learning-rate range, relative to the base's (README, "The default space": measured)
-RECIPE_LR = {"loguniform": ["base/4", "base*8"]}
+RECIPE_LR = {"loguniform": ["base/2", "base*32"]}
 LOSS_GRID = [0.01, 0.1, 1.0, 10.0, 100.0]
 CONNECTOR_GRID = [0.1, 1.0, 10.0]
 

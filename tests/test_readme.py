@@ -33,10 +33,10 @@ def readme_blocks() -> List[Tuple[str, str]]:
 
 def readme_commands() -> List[str]:
     """Each shell command of the README (continuation lines joined, comments dropped), and each Python
-    block as its first line."""
+    or YAML block as its first line."""
     commands = []
     for lang, text in readme_blocks():
-        if lang == "python":
+        if lang in ("python", "yaml"):
             commands.append(text.splitlines()[0])
             continue
         for line in text.replace("\\\n", " ").splitlines():
@@ -65,6 +65,8 @@ COVERAGE: List[Tuple[str, str]] = [
     (r"python run_search\.py --confirm 3 --confirm-seeds 8", "tests/test_confirm.py::test_confirmation_runs_belong_to_the_sweep_and_its_verdict_is_on_the_parent "
      "(--smoke: 1 candidate, 2 seeds)"),
     (r"python run_search\.py --warm-start", "tests/test_confirm.py::test_warm_start_then_confirm_later"),
+    (r"python run_search\.py --search", HERE),
+    (r"# my_sweep\.yaml", "tests/test_readme.py::test_the_readme_search_yaml_declares_a_valid_space"),
     (r"from tuner\.export import load_student", HERE),
     (r"python -m analysis report", HERE),
     (r"python -m analysis confirm", "tests/test_confirm.py::test_warm_start_then_confirm_later"),
@@ -276,10 +278,14 @@ def test_a_driver_on_the_cluster_and_the_readme_sweeps_shrunk(cluster):
     base = driver + ["--storage-path", str(work / "ray_results"), "--smoke", "--confirm", "0"]
     for name, pattern in (("conn", r"python run_search\.py --space connectors"),
                           ("abl", r"python run_search\.py --space ablation"),
-                          ("par", r"python run_search\.py --space pareto")):
+                          ("par", r"python run_search\.py --space pareto"),
+                          ("decl", r"python run_search\.py --search")):
         flags = _readme(pattern)[2:]
         out = _run(base + flags + ["--name", name], work, env).stdout
         assert f"Sweep {name}:" in out and "error" not in out.lower(), out[-3000:]
+        if name == "decl":  # the recipe space with weight_decay searched and beta fixed: the leaderboard shows it
+            header = next(line for line in out.splitlines() if line.lstrip().startswith("#"))
+            assert "weight_decay" in header and "lr" in header, out[-3000:]
     assert "student_macs" in out  # the pareto table ranks by cost too
     uri = f"sqlite:///{work / 'mlflow.db'}"
     table = _run(_without(_readme(r"python -m analysis ablation"), "--experiment") + ["--experiment", "abl", "--tracking-uri", uri],
@@ -300,3 +306,22 @@ def test_a_driver_on_the_cluster_and_the_readme_sweeps_shrunk(cluster):
     assert shrunk != trainer_block
     printed = _run([sys.executable, "-c", shrunk], REPO, env).stdout.split()
     assert 0 <= float(printed[-2]) <= 100 and 0 <= float(printed[-1]) <= 100, printed
+
+
+def test_the_readme_search_yaml_declares_a_valid_space(tmp_path):
+    """The README's sweep file: a search: mapping alone is the whole space; its points lie inside it."""
+    from search_spaces import SpaceContext
+    from tuner.config import SweepConfig, load_yaml
+    from tuner.sweep import check_space
+
+    text = next(t for lang, t in readme_blocks() if lang == "yaml" and "search:" in t)
+    (tmp_path / "my_sweep.yaml").write_text(text)
+    sweep, base = SweepConfig.split(load_yaml(tmp_path / "my_sweep.yaml"))
+    space = check_space(sweep, base)
+    assert sweep.space is None and space.name == "declared"
+    assert list(space.declaration) == ["alpha", "beta", "lr", "weight_decay", "schedule", "batch_size"]
+    ctx = SpaceContext.for_config(base)
+    assert space.reference_point(ctx) == {"alpha": 1.0, "beta": 1.0, "lr": 0.05, "weight_decay": 5e-4,
+                                          "schedule": "multistep", "batch_size": 64}
+    assert [space.outside(ctx, p) for p in sweep.search_points] == [None]
+    assert len(space.initial_points(ctx)) == 3  # the reference, then the authors' (1, 5) and (10, 1)

@@ -322,7 +322,7 @@ class SweepConfig:
     search_points: List[Dict[str, Any]] = field(default_factory=list)  # points to try first, after the reference
     searcher: Optional[str] = None  # None: the space's default
     scheduler: Optional[str] = None  # None: the space's default
-    num_samples: int = 32
+    num_samples: int = 16
     seeds: int = 3  # seeds per cell of exhaustive spaces (ablation)
     max_concurrent: int = 0  # 0: as many trials as the cluster's resources hold
     cpus_per_trial: float = 1.0

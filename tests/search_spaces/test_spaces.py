@@ -228,7 +228,7 @@ def test_optuna_space_samples_valid_trials(name: str, ctx: SpaceContext) -> None
                 if pname in ("alpha", "beta"):
                     assert (dist.low, dist.high, dist.log) == (0.01, 100.0, True)
                 if pname == "lr":  # each preset's own range, relative to the base's lr
-                    low, high = {"recipe": (4, 8)}.get(name, (10, 10))
+                    low, high = {"recipe": (2, 32)}.get(name, (10, 10))
                     assert dist.log and math.isclose(dist.low, ctx.base.lr / low) and math.isclose(dist.high, ctx.base.lr * high)
                 if pname == "weight_decay":
                     assert (dist.low, dist.high, dist.log) == (1e-5, 1e-3, True)
