@@ -43,6 +43,8 @@ SWEEP_FLAGS = {
     "reduction_factor": "ASHA reduction factor",
     "max_failures": "retries of a trial whose worker died",
     "top_k": "best trials whose checkpoints are kept as MLflow artifacts",
+    "race": "race configurations over up to N seeds inside the search: more seeds for what holds up, drop what "
+            "loses on shared seeds (0: off)",
     "confirm": "confirmation stage: re-run the search's best K over seeds beside the reference point and CE-only (0: off)",
     "confirm_seeds": "seeds per configuration in the confirmation stage",
 }
@@ -207,7 +209,11 @@ def _no_space_line(fault: Any) -> str:
 
 def print_summary(result: Any, top: int = 10) -> None:
     """Leaderboard of the best trials and the commands to look further."""
-    rows = result.rows
+    from tuner.config import RACE
+    from tuner.results import by_config
+
+    raced = any(r.get("origin") == RACE for r in result.rows)
+    rows = by_config(result.rows)  # a raced search: one row per configuration, its mean over seeds
     params = [k for k in dict.fromkeys(k for r in rows for k in r.get("params", {})) if k != "seed"]  # declared order
     keys = list(dict.fromkeys(["arm", "alpha", "beta", *params, "seed"]))
     rows = [{**r, **{k: r.get("params", {}).get(k) for k in params if k not in r}} for r in rows]
@@ -215,15 +221,20 @@ def print_summary(result: Any, top: int = 10) -> None:
     origin = ["origin"] if any(r.get("origin") for r in rows) else []
     if "student" in searched:  # students differ in cost: show it beside the score
         searched.append(M.STUDENT_MACS)
-    print(f"\nSweep {result.sweep.name}: {len(rows)} trials, "
-          + ", ".join(f"{sum(r['status'] == s for r in rows)} {s}" for s in
+    trials = result.rows
+    print(f"\nSweep {result.sweep.name}: {len(trials)} trials, "
+          + ", ".join(f"{sum(r['status'] == s for r in trials)} {s}" for s in
                       (M.FINISHED, M.STOPPED_EARLY, M.DIVERGED, M.ERRORED, M.INTERRUPTED, M.PENDING)
-                      if s in (M.FINISHED, M.STOPPED_EARLY) or any(r["status"] == s for r in rows))
-          + f"; ranked by {M.RANK_VAL_ACC}, trials that ran every epoch first")
+                      if s in (M.FINISHED, M.STOPPED_EARLY) or any(r["status"] == s for r in trials))
+          + f"; ranked by {M.RANK_VAL_ACC}, trials that ran every epoch first"
+          + (f"; {len(rows)} configurations raced over up to {result.sweep.race} seeds: most seeds first, each "
+             "value a mean over its seeds" if raced else ""))
+    seeds = ["seeds"] if raced else []  # how many seeds stand behind each number
     table = [[str(i)] + [_fmt(r.get(k)) for k in searched + origin]
-             + [r["status"], str(r["epochs"]), _fmt(r[M.RANK_VAL_ACC]), _fmt(r.get(M.TEST_ACC))]
+             + [r["status"], str(r["epochs"])] + [str(r["seeds"]) for _ in seeds]
+             + [_fmt(r[M.RANK_VAL_ACC]), _fmt(r.get(M.TEST_ACC))]
              for i, r in enumerate(rows[:top], 1)]
-    _table(["#"] + searched + origin + ["status", "epochs", M.RANK_VAL_ACC, "test_acc"], table)
+    _table(["#"] + searched + origin + ["status", "epochs"] + seeds + [M.RANK_VAL_ACC, "test_acc"], table)
     if result.verdict is not None:
         print("\n" + format_verdict(result.verdict))
     elif result.note and not result.interrupted:

@@ -66,6 +66,8 @@ COVERAGE: List[Tuple[str, str]] = [
      "(--smoke: 1 candidate, 2 seeds)"),
     (r"python run_search\.py --warm-start", "tests/test_confirm.py::test_warm_start_then_confirm_later"),
     (r"python run_search\.py --search", HERE),
+    (r"python run_search\.py --race 3", "tests/test_race.py::test_a_raced_sweep_runs_more_seeds_of_what_holds_up_and_confirms_on_fresh_ones "
+     "(--race 3, 9 trials of 3 epochs)"),
     (r"# my_sweep\.yaml", "tests/test_readme.py::test_the_readme_search_yaml_declares_a_valid_space"),
     (r"from tuner\.export import load_student", HERE),
     (r"python -m analysis report", HERE),

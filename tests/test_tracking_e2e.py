@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from tests._helpers import MlflowServer, local_ray
 
@@ -44,12 +45,14 @@ def _check_records(tracking_uri: str, result) -> None:
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     tags = parent.data.tags
-    assert tags["srrl.space"] == "loss_weights" and tags["srrl.teacher"] == "digits_cnn4x64"
+    assert tags["srrl.space"] == "recipe" and tags["srrl.teacher"] == "digits_cnn4x64"  # the default space
     assert float(tags["srrl.teacher_val_acc"]) > 50 and "srrl.version.torch" in tags and "srrl.version.ray" in tags
     assert parent.data.params["sweep.num_samples"] == "4"
     assert all(k.startswith("sweep.") for k in parent.data.params)  # the base config is the artifact, not params
-    parent_files = {f.path for d in ("config", "teacher") for f in client.list_artifacts(parent.info.run_id, d)}
+    parent_files = {f.path for d in ("config", "space", "teacher") for f in client.list_artifacts(parent.info.run_id, d)}
     assert "config/srrl_sweep.yaml" in parent_files and any(p.startswith("teacher/") and p.endswith(".pt") for p in parent_files)
+    space = yaml.safe_load(Path(client.download_artifacts(parent.info.run_id, "space/srrl_space.yaml")).read_text())
+    assert list(space["search"]) == ["alpha", "beta", "lr"]  # the space as searched, recorded on the parent
 
     import dataclasses
 

@@ -13,7 +13,7 @@ import yaml
 from tuner.config_io import ConfigError, load_yaml, parse_yaml
 from tuner.registry import did_you_mean
 
-__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_params", "trial_base", "uses_teacher", "LABEL_KEYS", "LOSS_WEIGHTS", "SEARCHED_PARAMS", "SWEEP_FIXED", "SEARCHERS", "SCHEDULERS", "DATA_OPTIONS"]
+__all__ = ["ConfigError", "TrialConfig", "SweepConfig", "load_yaml", "parse_yaml", "apply_params", "trial_params", "trial_base", "uses_teacher", "LABEL_KEYS", "RACE", "LOSS_WEIGHTS", "SEARCHED_PARAMS", "SWEEP_FIXED", "SEARCHERS", "SCHEDULERS", "DATA_OPTIONS"]
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -295,6 +295,7 @@ SEARCHED_PARAMS = tuple(dict.fromkeys((*LOSS_WEIGHTS, "connector", "student", "l
                                        *(f.name for f in dataclasses.fields(TrialConfig) if f.name not in SWEEP_FIXED),
                                        "arm", "seed")))
 LABEL_KEYS = ("arm", "origin", "optuna_trial", "config_id", "config_role", "config_rank")
+RACE = "race"  # the origin of a race seed's trial (tuner/race.py)
 
 
 def trial_params(base: Union[TrialConfig, Mapping[str, Any]], params: Mapping[str, Any]) -> Dict[str, Any]:
@@ -342,6 +343,7 @@ class SweepConfig:
     max_failures: int = 2
     num_to_keep: int = 4
     top_k: int = 3
+    race: int = 0  # > 1: race configurations over up to this many seeds inside the search (tuner/race.py); 0: off
     confirm: int = 2  # confirmation stage: the search's top K re-run over seeds (0: off); see tuner/confirm.py
     confirm_seeds: int = 5
     warm_start: List[str] = field(default_factory=list)  # MLflow experiments whose best points start the study
@@ -382,6 +384,7 @@ class SweepConfig:
             check_choice("scheduler", self.scheduler, SCHEDULERS)
         for name in ("num_samples", "seeds", "max_failures", "num_to_keep"):
             _range(name, getattr(self, name), lo=1 if name != "max_failures" else 0)
+        _range("race", self.race, lo=0, hi=100)
         for name in ("max_concurrent", "grace_period", "top_k", "confirm"):
             _range(name, getattr(self, name), lo=0)
         _range("seed", self.seed, lo=0, hi=MAX_SEED)
@@ -420,6 +423,11 @@ def worker_resources(sweep: SweepConfig) -> Tuple[float, float]:
     cpus = sweep.cpus_per_worker if sweep.cpus_per_worker is not None else sweep.cpus_per_trial
     gpus = sweep.gpus_per_worker if sweep.gpus_per_worker is not None else sweep.gpus_per_trial
     return cpus, gpus
+
+
+def first_confirm_seed(sweep: SweepConfig, base: TrialConfig) -> int:
+    """The confirmation's first seed: past the search's seed and every seed a race ran (fresh seeds)."""
+    return base.seed + max(sweep.race, 1)
 
 
 def trial_base(sweep: SweepConfig, base: TrialConfig) -> TrialConfig:

@@ -38,7 +38,8 @@ def applies(space: Any) -> Optional[str]:
 def confirm_configs(rows: Sequence[Mapping[str, Any]], top: int, reference: Optional[Mapping[str, Any]],
                     base: TrialConfig) -> List[Dict[str, Any]]:
     """``[{config_id, role, rank, params}]``: the ``top`` best distinct finished search configurations
-    by ``rank_val_acc`` (c1, c2, ...), then the reference point (ref) and CE-only (ce).
+    by ``rank_val_acc`` (c1, c2, ...; a raced search's rows by seeds, then their mean: ``results.by_config``),
+    then the reference point (ref) and CE-only (ce).
 
     Only trials that ran every epoch count: an early-stopped trial's value is of lower fidelity. A
     candidate equal to the reference is not run twice; it is the reference.
@@ -49,7 +50,7 @@ def confirm_configs(rows: Sequence[Mapping[str, Any]], top: int, reference: Opti
     ref = dict(reference or {})
     seen = {key(ref)} if ref else set()
     finished = sorted((r for r in rows if r["status"] == "finished" and r.get(M.RANK_VAL_ACC) is not None),
-                      key=lambda r: -float(r[M.RANK_VAL_ACC]))
+                      key=lambda r: (-r.get("seeds", 1), -float(r[M.RANK_VAL_ACC])))  # a race's: most seeds first
     out = []
     for rank, r in enumerate(finished, 1):
         if len(out) == top:

@@ -8,9 +8,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from tuner import faults
 from tuner import metrics as M
 from tuner import tracking
-from tuner.config import LABEL_KEYS, SEARCHED_PARAMS, SweepConfig, TrialConfig, trial_params
+from tuner.config import LABEL_KEYS, RACE, SEARCHED_PARAMS, SweepConfig, TrialConfig, trial_params
 
-__all__ = ["leaderboard_rows", "log_best_students", "RESUMABLE", "saved_results"]
+__all__ = ["leaderboard_rows", "by_config", "log_best_students", "RESUMABLE", "saved_results"]
 
 #: statuses of trials a --resume continues
 RESUMABLE = (M.INTERRUPTED, M.PENDING)
@@ -41,18 +41,43 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
                                 epochs_run, planned, ended)
         effective = trial_params(base, cfg)
         row = {"trial_id": trial_id, **{k: effective[k] for k in SEARCHED_PARAMS if k in effective},
-               "origin": cfg.get("origin"), "params": {k: v for k, v in cfg.items() if k not in LABEL_KEYS},
+               "origin": cfg.get("origin"), "config_id": cfg.get("config_id"), "seeds": 1,
+               "params": {k: v for k, v in cfg.items() if k not in LABEL_KEYS},
                "optuna_trial": cfg.get("optuna_trial"), "status": status, "epochs": epochs_run, M.BEST_VAL_ACC: best, M.VAL_ACC: last.get(M.VAL_ACC),
                M.TEST_ACC: last.get(M.TEST_ACC), M.STUDENT_MACS: last.get(M.STUDENT_MACS), M.STUDENT_PARAMS: last.get(M.STUDENT_PARAMS),
                "node_id": last.get("node_id")}
         rows.append(row)
 
-    def rank(r: Dict[str, Any]) -> Tuple[bool, int, float]:
-        value = r[M.RANK_VAL_ACC]
-        return (r["status"] != "finished", -r["epochs"], -(value if value == value else -1.0))
-
-    rows.sort(key=rank)
+    rows.sort(key=_rank)
     return rows
+
+
+def by_config(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A raced search's leaderboard (tuner/race.py): one row per configuration, its first seed's row with
+    ``best_val_acc`` and ``test_acc`` the means over its seeds that ran every epoch and ``seeds`` their count;
+    ranked like trials, at equal epochs by seeds, then mean. Rows of a search that did not race pass through."""
+    if not any(r.get("origin") == RACE for r in rows):
+        return rows
+    groups: Dict[Any, List[Dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r.get("config_id") or r["trial_id"], []).append(r)
+    out = []
+    for members in groups.values():
+        first = next((r for r in members if r.get("origin") != RACE), members[0])
+        done = [r for r in members if r["status"] == M.FINISHED]
+        row = dict(first, seeds=len(done))
+        for m in (M.RANK_VAL_ACC, M.TEST_ACC):
+            values = [float(r[m]) for r in done if r.get(m) is not None]
+            row[m] = sum(values) / len(values) if values else first.get(m)
+        out.append(row)
+    out.sort(key=lambda r: (*_rank(r)[:2], -r["seeds"], _rank(r)[2]))
+    return out
+
+
+def _rank(r: Dict[str, Any]) -> Tuple[bool, int, float]:
+    """The one ranking rule: trials that ran every epoch first, then by epochs run, then by ``RANK_VAL_ACC``."""
+    value = r[M.RANK_VAL_ACC]
+    return (r["status"] != "finished", -r["epochs"], -(value if value == value else -1.0))
 
 
 def _trial_id(result: Any) -> Optional[str]:

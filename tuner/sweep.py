@@ -22,12 +22,12 @@ from tuner import confirm, faults, preflight, tracking
 from tuner import metrics as M
 from tuner import sweep_build as build
 from tuner.atomic_fs import remove_parts
-from tuner.config import ConfigError, SweepConfig, TrialConfig, trial_base
+from tuner.config import ConfigError, SweepConfig, TrialConfig, first_confirm_seed, trial_base
 from tuner.confirm import preset_param_space
 from tuner.files import PART_SUFFIX
 from tuner.job_dir import job_copy, refuse_inside
 from tuner.search import settle_study, study_outcomes
-from tuner.results import RESUMABLE, leaderboard_rows, log_best_students, saved_results
+from tuner.results import RESUMABLE, by_config, leaderboard_rows, log_best_students, saved_results
 from tuner.storage import ORPHANED_DIR, SweepFolder
 from tuner.sweep_file import SWEEP_FILE, load_sweep_dir, sweep_yaml
 from tuner.teacher import default_cache_dir, ensure_teacher
@@ -125,6 +125,9 @@ def prepare_sweep(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, T
     )
     if len(space.objectives) > 1 and sweep.scheduler == "asha":
         raise ConfigError(f"scheduler: 'asha' cannot rank the multi-objective space {sweep.space!r}; use fifo")
+    if sweep.race > 1 and (space.exhaustive or space.multi_objective):
+        raise ConfigError(f"race: space {sweep.space!r} has no single value to race on (an exhaustive grid runs every "
+                          "seed, a multi-objective front has no one winner); leave race out")
     trial_base(sweep, base)  # a batch that cannot be split across the trial's workers stops here
     return sweep, base
 
@@ -350,8 +353,9 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     verdict, note = None, confirm.applies(space) or ("" if sweep.confirm > 0 or folder.child(confirm.CONFIRM_DIR).has_file(
         "tuner.pkl") else "the confirmation stage is off (--confirm 0)")
     if not note:
-        configs = confirm.confirm_configs(rows, sweep.confirm, space.reference_point(ctx), base)
-        seeds = [base.seed + i for i in range(1, sweep.confirm_seeds + 1)]  # fresh: the search's seed chose the winner
+        configs = confirm.confirm_configs(by_config(rows), sweep.confirm, space.reference_point(ctx), base)
+        first = first_confirm_seed(sweep, base)  # fresh: the search's seeds (and the race's) chose the winner
+        seeds = list(range(first, first + sweep.confirm_seeds))
         stage_callbacks = build.callbacks(callback("confirm"), faults.StopOnNoSpace(places))
         confirmed = confirm.run_confirmation(tune, trainable, stage_callbacks, folder,
                                              confirm.confirm_points(configs, seeds, base), build.max_concurrent(sweep),

@@ -154,13 +154,18 @@ def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[
     varied = [p for p in first if p not in authors]
     user = [dict(p) for p in sweep.search_points if p not in first] if sweep.searcher != "grid" else []
     warm = [dict(p) for p in warm if p not in first + user] if sweep.searcher != "grid" else []
-    return StudyGenerator(StudySearch(
+    search, race = StudySearch, {}
+    if sweep.race > 1:  # racing over seeds inside the search (tuner/race.py)
+        from tuner.race import RaceSearch
+
+        search, race = RaceSearch, {"race": sweep.race, "base_seed": ctx.base.seed}
+    return StudyGenerator(search(
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
         points_to_evaluate=(first + user + warm or None) if initial_points else None,
         sampler=functools.partial(build_sampler, sweep.searcher, sweep.seed, space, ctx),
         study_name=sweep.study_name or sweep.name, storage=sweep.optuna_storage, max_epochs=ctx.base.epochs,
-        origins={"authors": authors, "smoke": varied, "user": user, "warm-start": warm},
+        origins={"authors": authors, "smoke": varied, "user": user, "warm-start": warm}, **race,
     ), max_concurrent(sweep))
 
 
@@ -170,5 +175,8 @@ def scheduler(sweep: SweepConfig, space: Any, base: TrialConfig) -> Any:
     if sweep.scheduler == "fifo" or len(space.objectives) > 1:
         return FIFOScheduler()
     metric, mode = space.objectives[0]
-    return ASHAScheduler(metric=metric, mode=mode, time_attr="training_iteration", max_t=base.epochs,
+    asha = ASHAScheduler
+    if sweep.race > 1:  # ASHA for the search's first seeds; a race seed runs every epoch
+        from tuner.race import RaceASHA as asha
+    return asha(metric=metric, mode=mode, time_attr="training_iteration", max_t=base.epochs,
                          grace_period=min(sweep.grace_period, base.epochs), reduction_factor=sweep.reduction_factor)
