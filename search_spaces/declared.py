@@ -16,7 +16,7 @@ import yaml
 
 from search_spaces._base import SearchSpace, SpaceContext
 from search_spaces._choices import AUTHORS_WEIGHTS, PAPER_CONNECTOR, connector_choices, connector_fits_student, student_choices
-from tuner.config import SWEEP_FIXED, ConfigError, TrialConfig, apply_params
+from tuner.config import SWEEP_FIXED, ConfigError, TrialConfig, apply_params, check_choice
 from tuner.registry import did_you_mean
 
 __all__ = ["KINDS", "DECLARED", "Dim", "parse_search", "parse_flag", "Declared", "declared_space", "declaration_yaml",
@@ -118,7 +118,18 @@ def _dim(name: str, spec: Any) -> Optional[Dim]:
         raise ConfigError(f"search.{name}: {kind} does not fit a field of type {_FIELDS[name].type}; allowed: {allowed}")
     if not isinstance(args, (list, tuple)) or len(args) != 2:
         raise ConfigError(f"search.{name}: {kind} needs [low, high], got {str(args)[:80]}")
-    return Dim(name, kind, tuple(args))
+    return Dim(name, kind, tuple(_number(a) for a in args))
+
+
+def _number(value: Any) -> Any:
+    """A bound written as text that is a number (PyYAML reads ``1e-5``, an exponent without a dot, as a
+    string) becomes the number; ``base/K`` stays text."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def parse_search(search: Mapping[str, Any]) -> Dict[str, Optional[Dim]]:
@@ -310,15 +321,12 @@ def space_of(space: str, search: Mapping[str, Any], base: Optional[TrialConfig] 
     Raises:
         ConfigError: an unknown preset, or a ``search:`` entry that is not allowed (one line).
     """
-    from search_spaces._registry import get_space
-    from tuner.registry import UnknownNameError
+    from search_spaces._registry import get_space, list_spaces
 
     if space == DECLARED:
         return declared_space(DECLARED, "the sweep's own search: mapping", search, base)
-    try:
-        preset = get_space(space)
-    except UnknownNameError as e:
-        raise ConfigError(str(e)) from None
+    check_choice("space", space, list_spaces())
+    preset = get_space(space)
     if not search:
         if base is not None and preset.declaration is not None:
             _validate({k: d for k, d in parse_search(preset.declaration).items() if d is not None}, base)

@@ -34,7 +34,8 @@ def confirmed(tmp_path_factory):
     """``run_search.py --smoke``: 4 search trials, then 1 candidate + (1, 1) + CE-only x 2 seeds."""
     tmp = tmp_path_factory.mktemp("confirmed")
     with ray_tmpdir() as ray_tmp:
-        proc = run_search(tmp, cli_env(ray_tmp), "--name", "cf", "--smoke")
+        # the (alpha, beta) space: these tests are about the stage's mechanics, whatever the default searches
+        proc = run_search(tmp, cli_env(ray_tmp), "--name", "cf", "--smoke", "--space", "loss_weights")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp, proc
 
@@ -135,7 +136,8 @@ def test_warm_start_then_confirm_later(confirmed, tmp_path, env):
                                               "srrl.recommended.alpha": "1000", "srrl.recommended.beta": "1"})
     client.set_terminated(far_parent.info.run_id)
 
-    proc = run_search(tmp_path, env, "--name", "ws", "--smoke", "--confirm", "0", "--warm-start", "cf", "--warm-start", "far")
+    proc = run_search(tmp_path, env, "--name", "ws", "--smoke", "--space", "loss_weights", "--confirm", "0",
+                      "--warm-start", "cf", "--warm-start", "far")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warm start: far skipped: alpha = 1000.0 is outside [0.01, 100]" in proc.stdout
     assert "No confirmation: the confirmation stage is off (--confirm 0)" in proc.stdout

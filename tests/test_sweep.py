@@ -103,7 +103,8 @@ def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path, env):
 
     import optuna
 
-    proc = run_search(tmp_path, env, "--name", "grd", "--confirm", "0", "--searcher", "grid", "--scheduler", "fifo", "--epochs", "1",
+    proc = run_search(tmp_path, env, "--name", "grd", "--space", "loss_weights", "--confirm", "0", "--searcher", "grid",
+                      "--scheduler", "fifo", "--epochs", "1",
                        "--teacher-epochs", "3", "--cpus-per-trial", "1", "--set", "max_failures=0")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Sweep grd: 25 trials" in proc.stdout

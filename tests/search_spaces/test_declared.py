@@ -37,6 +37,9 @@ def test_flags_parse_to_the_yaml_form():
     assert parse_flag("lr=loguniform:base/4,base*8") == ("lr", {"loguniform": ["base/4", "base*8"]})
     assert parse_flag("student=choice:zoo") == ("student", {"choice": "zoo"})
     assert parse_flag("beta=fixed") == ("beta", "fixed")
+    # an exponent without a dot is a string to PyYAML (flags and YAML files alike): the bound is still a number
+    space = space_of(DECLARED, dict([parse_flag("weight_decay=loguniform:1e-5,1e-3")]), TrialConfig())
+    assert space.declaration == {"weight_decay": {"loguniform": [1e-5, 1e-3]}}
 
 
 def test_a_declared_space_samples_its_kinds_within_bounds(ctx):
