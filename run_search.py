@@ -101,11 +101,14 @@ def _collect(args: argparse.Namespace) -> Dict[str, Any]:
         if not sep:
             raise ConfigError(f"set: {item!r} must look like FIELD=VALUE")
         data[key.strip()] = value.strip()
-    if args.search:
+    if args.search:  # laid over the YAML's search: mapping if it has one, else over the (default) preset
         from search_spaces.declared import parse_flag
+        from search_spaces.presets import DEFAULT_SPACE
 
         search = data.get("search") or {}
         if isinstance(search, dict):  # else SweepConfig refuses the YAML's search: in one line
+            if not search and not data.get("space"):
+                data["space"] = DEFAULT_SPACE
             data["search"] = {**search, **dict(parse_flag(item) for item in args.search)}
     if args.smoke:
         data["smoke"] = True

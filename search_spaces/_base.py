@@ -198,7 +198,7 @@ class SearchSpace:
                 if choice != current and self.outside(ctx, candidate) is None:
                     varied = candidate
                     break
-        if varied != last:
+        if varied and varied != last:  # an empty point would match, and label, every sampled trial
             points.insert(1, varied)
         return points[:max(num_samples - 1, 1)]
 

@@ -128,3 +128,23 @@ def test_the_grid_of_a_declared_range_is_five_points_across_it(ctx):
                                 "nesterov": {"choice": [True, False]}}, ctx.base)
     assert space.grid_values(ctx) == {"lr": [0.01, 0.0316, 0.1, 0.316, 1.0], "batch_size": [16, 17, 18, 19, 20],
                                       "nesterov": [True, False]}
+
+
+def test_search_flags_extend_the_default_preset_and_a_yaml_mapping_is_the_whole_space(tmp_path, ctx):
+    import run_search
+
+    def collect(*argv):
+        return run_search._collect(run_search.build_parser().parse_args(list(argv)))
+
+    flags = collect("--search", "weight_decay=loguniform:1e-5,1e-3", "--search", "beta=fixed")
+    assert flags["space"] == "recipe" and flags["search"]["beta"] == "fixed"
+    assert list(space_of(flags["space"], flags["search"], ctx.base).declaration) == ["alpha", "lr", "weight_decay"]
+    (tmp_path / "s.yaml").write_text("search:\n  lr: {loguniform: [0.01, 0.5]}\n")
+    over_yaml = collect("--config", str(tmp_path / "s.yaml"), "--search", "alpha=loguniform:0.1,10")
+    assert "space" not in over_yaml and list(over_yaml["search"]) == ["lr", "alpha"]  # the YAML's space, extended
+    assert collect("--space", "connectors", "--search", "lr=loguniform:0.01,0.5")["space"] == "connectors"
+
+
+def test_a_space_with_one_first_point_adds_no_empty_smoke_point(ctx):
+    space = space_of("recipe", {"weight_decay": {"loguniform": [1e-5, 1e-3]}, "beta": "fixed"}, ctx.base)
+    assert space.smoke_points(ctx, 4) == space.initial_points(ctx) and {} not in space.smoke_points(ctx, 4)
