@@ -42,9 +42,14 @@ class Dim:
     kind: str
     args: Tuple[Any, ...]
 
+    @property
+    def token(self) -> bool:
+        """A choice named by its field's token (``zoo``, ``fitting``), resolved against the context."""
+        return self.kind == "choice" and self.args == (TOKENS.get(self.name),)
+
     def spec(self) -> Dict[str, Any]:
         """The YAML form: ``{kind: [args]}`` (or ``{choice: token}``)."""
-        if self.kind == "choice" and len(self.args) == 1 and self.args[0] == TOKENS.get(self.name):
+        if self.token:
             return {"choice": self.args[0]}
         return {self.kind: list(self.args)}
 
@@ -52,7 +57,7 @@ class Dim:
         return _bound(self.name, self.args[0], base), _bound(self.name, self.args[1], base)
 
     def choices(self, ctx: SpaceContext, students: Sequence[str]) -> List[Any]:
-        if self.args == (TOKENS.get(self.name),):
+        if self.token:
             return student_choices(ctx) if self.name == "student" else connector_choices(ctx, students)
         return list(self.args)
 
@@ -159,7 +164,7 @@ def _validate(dims: Mapping[str, Dim], base: TrialConfig) -> None:
     """Bounds and values each field accepts (its own checks and registries), before any data is read."""
     for d in dims.values():
         if d.kind == "choice":
-            values = [] if d.args == (TOKENS.get(d.name),) else d.args
+            values = [] if d.token else d.args
         else:
             low, high = d.bounds(base)
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)):
