@@ -21,7 +21,7 @@ from tuner.verdict import format_verdict
 # flag -> help; the YAML key is the flag without dashes (underscores for dashes)
 SWEEP_FLAGS = {
     "space": "named search space, a preset (see --list-spaces; default: recipe, or none when a search: mapping is given)",
-    "searcher": "tpe | random | grid | nsga2 (default: the space's)",
+    "searcher": "tpe | random | gp | grid | nsga2 (default: the space's)",
     "scheduler": "asha | fifo (default: the space's; multi-objective spaces use fifo)",
     "num_samples": "trials to run (exhaustive spaces such as ablation run their whole grid)",
     "seeds": "seeds per cell of exhaustive spaces (ablation)",

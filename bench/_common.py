@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 __all__ = ["Row", "skipped", "torch_threads", "digits_base", "digits_teacher", "ensure_ray", "quiet",
-           "scratch_dir", "runs_main"]
+           "scratch_dir", "runs_main", "train_curves", "train_pool"]
 
 
 @dataclass
@@ -129,16 +129,17 @@ def scratch_dir(prefix: str) -> tempfile.TemporaryDirectory:
 
 
 
-def runs_main(doc: str, run: Any, report: Any, workers: int) -> None:
+def runs_main(doc: str, run: Any, report: Any, workers: int, seeds: int = 5) -> None:
     """The command line of a bench that trains runs over seeds and reports on them: ``--config``, ``--seeds``,
-    ``--workers``; ``--json FILE`` keeps the raw runs (those it already holds are not trained again) and
-    ``--from FILE`` reports on them without training. ``run(config, seeds, workers, done)`` returns every run."""
+    ``--workers``; ``--json FILE`` keeps the raw runs (those it already holds are not trained again; it is
+    rewritten as runs end, so a killed bench continues) and ``--from FILE`` reports on them without training.
+    ``run(config, seeds, workers, done, save)`` returns every run; ``save(runs)`` keeps what it has so far."""
     import argparse
     import json
 
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--config", default="configs/digits.yaml")
-    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--seeds", type=int, default=seeds)
     p.add_argument("--workers", type=int, default=workers)
     p.add_argument("--json", help="write the raw per-run histories here (runs it already holds are not trained again)")
     p.add_argument("--from", dest="src", help="read raw histories from this file instead of training")
@@ -147,7 +148,66 @@ def runs_main(doc: str, run: Any, report: Any, workers: int) -> None:
         runs = json.loads(Path(args.src).read_text())
     else:
         done = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else []
-        runs = run(args.config, args.seeds, args.workers, done)
-        if args.json:
-            Path(args.json).write_text(json.dumps(runs))
+
+        def save(rows: List[Dict[str, Any]]) -> None:
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows))
+
+        runs = run(args.config, args.seeds, args.workers, done, save)
+        save(runs)
     report(runs)
+
+
+def train_curves(job: Dict[str, Any]) -> Dict[str, Any]:
+    """One run as a sweep's trial trains it: ``job["cfg"]`` distilled from ``job["base"]``'s teacher, the epochs
+    through ``tuner.trainable.run_epochs``. Returns ``job["label"]`` plus the seed, the val curve, the final test
+    accuracy, the test curve where ``job["test_curve"]``, and ``diverged`` (the epoch, or None)."""
+    from tuner import metrics as M
+    from tuner.config import TrialConfig
+    from tuner.teacher import ensure_teacher
+    from tuner.trainable import run_epochs
+    from tuner.trainer import Trainer, load_splits
+
+    cfg, base = TrialConfig.from_dict(job["cfg"]), TrialConfig.from_dict(job["base"])
+    # the base recipe's teacher, as in a sweep: a teacher_lr left unset follows the student's lr, so a
+    # changed recipe would otherwise train (and distil from) a teacher of its own
+    teacher = ensure_teacher(base, load_splits(base), log=lambda _: None)
+    trainer = Trainer(cfg, teacher.model, load_splits(cfg))
+    out: Dict[str, Any] = {**job["label"], "seed": cfg.seed, "val": [], "test": None, "diverged": None}
+    if job.get("test_curve"):
+        out["test_curve"] = []
+
+    def report(metrics: Dict[str, Any], _state: Any) -> None:
+        if metrics[M.DIVERGED_KEY]:
+            out["diverged"] = metrics[M.EPOCH]
+            return
+        out["val"].append(metrics[M.VAL_ACC])
+        test = metrics.get(M.TEST_ACC)
+        if job.get("test_curve"):
+            out["test_curve"].append(test if test is not None else trainer.evaluate("test")[0])
+        if test is not None:
+            out["test"] = test
+
+    run_epochs(trainer, {}, report)
+    return out
+
+
+def train_pool(jobs: List[Dict[str, Any]], base: Any, workers: int, done: List[Dict[str, Any]], every: int,
+               save: Any) -> List[Dict[str, Any]]:
+    """``train_curves`` over ``jobs`` in ``workers`` spawned processes, after ``done``; every ``every`` runs
+    it prints progress and ``save``s the runs so far."""
+    import multiprocessing as mp
+    import time
+
+    from tuner.teacher import ensure_teacher
+    from tuner.trainer import load_splits
+
+    ensure_teacher(base, load_splits(base), log=print)  # trained once, before the workers read the cache
+    start, out = time.perf_counter(), list(done)
+    with mp.get_context("spawn").Pool(workers) as pool:
+        for i, row in enumerate(pool.imap_unordered(train_curves, jobs), 1):
+            out.append(row)
+            if i % every == 0 or i == len(jobs):
+                save(out)
+                print(f"{i}/{len(jobs)} runs, {time.perf_counter() - start:.0f} s", flush=True)
+    return out

@@ -13,12 +13,9 @@ space"; docs/method.md, "What the default searches").
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import time
 from typing import Any, Dict, List
 
-from bench._common import runs_main
-from tuner import metrics as M
+from bench._common import runs_main, train_pool
 from tuner.config import TrialConfig
 
 #: one change of the base recipe each; the base itself is ``{}``
@@ -33,37 +30,13 @@ def _label(change: Dict[str, Any]) -> str:
     return " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in change.items()) or "base recipe"
 
 
-def _train(job: Dict[str, Any]) -> Dict[str, Any]:
-    from tuner.teacher import ensure_teacher
-    from tuner.trainer import Trainer, load_splits
-
-    cfg, base = TrialConfig.from_dict(job["cfg"]), TrialConfig.from_dict(job["base"])
-    splits = load_splits(cfg)
-    # the base recipe's teacher, as in a sweep: a teacher_lr left unset follows the student's lr, so a
-    # changed recipe would otherwise train (and distil from) a teacher of its own
-    teacher = ensure_teacher(base, splits, log=lambda _: None)
-    result = Trainer(cfg, teacher.model, splits).fit()
-    return {"change": job["change"], "seed": cfg.seed, "val": [row[M.VAL_ACC] for row in result.history],
-            "test": result.final[M.TEST_ACC]}
-
-
-def run(config: str, seeds: int, workers: int, done: List[Dict[str, Any]] = ()) -> List[Dict[str, Any]]:
+def run(config: str, seeds: int, workers: int, done: List[Dict[str, Any]], save: Any) -> List[Dict[str, Any]]:
     """Every change x seed not already in ``done`` (an earlier run's rows: the bench continues it)."""
-    from tuner.teacher import ensure_teacher
-    from tuner.trainer import load_splits
-
     base = TrialConfig.from_yaml(config, {"threads": 1, "alpha": 1.0, "beta": 1.0})
     have = {(r["change"], r["seed"]) for r in done}
-    jobs = [{"change": _label(c), "cfg": base.replace(seed=s, **c).to_dict(), "base": base.to_dict()}
+    jobs = [{"label": {"change": _label(c)}, "cfg": base.replace(seed=s, **c).to_dict(), "base": base.to_dict()}
             for s in range(1, seeds + 1) for c in CHANGES if (_label(c), s) not in have]
-    ensure_teacher(base, load_splits(base), log=print)  # trained once, before the workers read the cache
-    start, out = time.perf_counter(), list(done)
-    with mp.get_context("spawn").Pool(workers) as pool:
-        for i, row in enumerate(pool.imap_unordered(_train, jobs), 1):
-            out.append(row)
-            if i % len(CHANGES) == 0 or i == len(jobs):
-                print(f"{i}/{len(jobs)} runs, {time.perf_counter() - start:.0f} s", flush=True)
-    return out
+    return train_pool(jobs, base, workers, done, every=len(CHANGES), save=save)
 
 
 def report(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:

@@ -312,7 +312,7 @@ def build_sampler(name: str, seed: int, space: SearchSpace, ctx: SpaceContext) -
     """The Optuna sampler ``name`` for ``space``, seeded.
 
     ``tpe``: multivariate TPE with the constant liar (trials run in parallel under Ray);
-    ``random``; ``nsga2``; ``grid``: a ``GridSampler`` over ``space.grid_values(ctx)``, each
+    ``random``; ``gp``: Optuna's Gaussian-process sampler (as TPE, 5 random trials first); ``nsga2``; ``grid``: a ``GridSampler`` over ``space.grid_values(ctx)``, each
     combination once (the sweep runs ``grid_size`` trials).
 
     Raises:
@@ -326,6 +326,8 @@ def build_sampler(name: str, seed: int, space: SearchSpace, ctx: SpaceContext) -
         raise ValueError(f"searcher: space {space.name!r} is an exhaustive grid; it runs without an Optuna sampler")
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "grid":

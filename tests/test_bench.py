@@ -43,3 +43,21 @@ def test_quick_suite_reports_every_scenario(tmp_path, env):
             assert isinstance(row[key], (int, float)) and math.isfinite(row[key]) and row[key] > 0, (name, key, row)
         assert row["target"] and isinstance(row["met"], bool), row
         assert row["scenario"] in proc.stdout
+
+
+def test_recipe_grid_cells_cover_the_default_space_and_snap_in_log_space():
+    from bench.recipe_grid import grid_points, key, snap, truth
+    from tuner.config import TrialConfig
+
+    base = TrialConfig.from_yaml("configs/digits.yaml")
+    points = grid_points(base)
+    assert len(points) == 5 * 5 * 3 + 1 and len({key(p) for p in points}) == len(points)
+    assert {key(p) for p in points} >= {(1.0, 1.0, 0.05), (0.0, 0.0, 0.05), (100.0, 0.01, 0.8)}
+    # the lr cells are base x 1, 4, 16: their borders lie at base x 2 and x 8 (equal log widths)
+    assert snap({"alpha": 0.063, "beta": 0.24, "lr": 0.702}, points) == {"alpha": 0.1, "beta": 0.1, "lr": 0.8}
+    assert snap({"alpha": 1.0, "beta": 1.0, "lr": 0.099}, points)["lr"] == 0.05
+    assert snap({"alpha": 1.0, "beta": 1.0, "lr": 0.101}, points)["lr"] == 0.2
+    assert snap({"alpha": 0.0, "beta": 0.0, "lr": 0.05}, points) == {"alpha": 0.0, "beta": 0.0, "lr": 0.05}
+    runs = [{"alpha": 1.0, "beta": 1.0, "lr": 0.05, "seed": s, "test": t, "diverged": d}
+            for s, t, d in ((1, 80.0, None), (2, 90.0, None), (3, 70.0, 12))]
+    assert truth(runs)[(1.0, 1.0, 0.05)]["mean"] == (80.0 + 90.0 + 0.0) / 3  # a diverged run scores 0, as in a sweep

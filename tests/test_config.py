@@ -109,7 +109,7 @@ def test_sweep_split_routes_keys_and_rejects_unknown_ones():
     assert (base.alpha, base.seed) == (2.0, 7)
     with pytest.raises(ConfigError, match=r"^num_sample: unknown config field \(did you mean \"num_samples\"\?\)"):
         SweepConfig.split({"num_sample": 3})
-    with pytest.raises(ConfigError, match=r"^searcher: 'cmaes' is not allowed; choose from: tpe, random, grid, nsga2$"):
+    with pytest.raises(ConfigError, match=r"^searcher: 'cmaes' is not allowed; choose from: tpe, random, gp, grid, nsga2$"):
         SweepConfig.split({"searcher": "cmaes"})
     with pytest.raises(ConfigError, match=r"^cpus_per_trial: 0.0 is out of range"):
         SweepConfig.split({"cpus_per_trial": 0})

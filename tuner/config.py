@@ -276,7 +276,7 @@ def _range(
 
 
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
-SEARCHERS = ("tpe", "random", "grid", "nsga2")
+SEARCHERS = ("tpe", "random", "gp", "grid", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 #: keys a trial's params may carry that are labels, not TrialConfig fields: the ablation's ``arm``; the
 #: search's ``origin`` (authors | smoke | warm-start | search) and ``optuna_trial`` (its number in the study); a

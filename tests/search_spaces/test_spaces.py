@@ -386,12 +386,12 @@ def test_grid_sampler_enumerates_connectors(digits_ctx: SpaceContext) -> None:
 @pytest.mark.parametrize("name", OPTUNA_SPACES)
 def test_every_sampler_builds_or_names_the_alternatives(name: str, digits_ctx: SpaceContext) -> None:
     space = get_space(name)
-    kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+    kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler, "gp": optuna.samplers.GPSampler,
              "nsga2": optuna.samplers.NSGAIISampler, "grid": optuna.samplers.GridSampler}
     assert set(kinds) == set(SAMPLERS)
     for sampler, cls in kinds.items():
         if sampler == "grid" and space.grid_values is None:
-            msg = f"searcher: 'grid' is not available for space '{name}'; choose from: tpe, random, nsga2"
+            msg = f"searcher: 'grid' is not available for space '{name}'; choose from: tpe, random, gp, nsga2"
             with pytest.raises(ValueError) as err:
                 build_sampler(sampler, 0, space, digits_ctx)
             assert str(err.value) == msg
@@ -400,7 +400,7 @@ def test_every_sampler_builds_or_names_the_alternatives(name: str, digits_ctx: S
 
 
 def test_unknown_sampler_lists_the_choices(digits_ctx: SpaceContext) -> None:
-    with pytest.raises(ValueError, match="searcher: unknown sampler 'cmaes'; choose from: tpe, random, grid, nsga2$"):
+    with pytest.raises(ValueError, match="searcher: unknown sampler 'cmaes'; choose from: tpe, random, gp, grid, nsga2$"):
         build_sampler("cmaes", 0, get_space("loss_weights"), digits_ctx)
 
 

@@ -1,0 +1,170 @@
+"""Search quality on a ground truth: searchers replayed against the recipe grid through the sweep's own code.
+
+``python -m bench.search_quality [--grid bench/data/recipe_grid.json] [--reps 30] [--searchers tpe,race,random,gp]
+[--json out.json] [--from out.json]``
+
+Each replay is ``run_sweep`` on the embedded default (``configs/digits.yaml``: the ``recipe`` space, 16
+trials, ASHA, the confirmation stage and its verdict, 2 trials at once as on 2 CPUs) with one change:
+its trainable looks each trial up in ``bench.recipe_grid``'s table instead of training. A trial's
+alpha, beta and lr are snapped to their grid cell (nearest in log space) and its seed ``s`` reads
+replica ``order[s mod R]`` of that cell, epoch by epoch, where ``order`` is a permutation of the R
+replicas drawn from the replay's seed. The sweep's seeds (search 0, race 1.., confirmation after them)
+so read distinct replicas as far as R allows, and every searcher of one repetition reads the same
+permutation (paired). Per searcher over the repetitions (sweep seeds 0..reps-1): how often the
+recommendation's cell is within 0.5 test points of the grid's best cell (truth: mean final test over
+replicas), mean regret, how often it is worse than the reference's cell, and the epochs spent
+(every trial's epochs, the confirmation's included). docs/method.md, "Search quality on a ground truth".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+from unittest import mock
+
+from bench.recipe_grid import GRID_FIELDS, key, snap, truth
+from tuner import metrics as M
+
+#: searcher name -> what its sweeps change in the default
+SEARCHERS: Dict[str, Dict[str, Any]] = {
+    "tpe": {"searcher": "tpe"},  # the default: TPE + ASHA + confirmation
+    "race": {"searcher": "tpe", "race": 3},
+    "random": {"searcher": "random"},
+    "gp": {"searcher": "gp"},
+}
+MARGIN = 0.5
+CPUS = 2  # the default's concurrency on a 2-CPU machine, whatever this one has
+
+
+def replay_trial(config: Dict[str, Any], base: Dict[str, Any], table: Dict[Tuple, Dict[str, Any]],
+                 points: List[Dict[str, float]], order: List[int]) -> None:
+    """A Tune trainable that reports the stored run of the trial's grid cell and seed, as ``run_epochs`` reports."""
+    from ray import tune
+
+    from tuner.config import apply_params
+
+    cfg = apply_params(base, config)
+    run = table[(key(snap(cfg.to_dict(), points)), order[cfg.seed % len(order)])]
+    best = 0.0
+    for epoch, val in enumerate(run["val"], 1):
+        best = max(best, val)
+        row = {M.EPOCH: epoch, M.VAL_ACC: val, M.BEST_VAL_ACC: best, M.DIVERGED_KEY: 0.0}
+        if epoch == cfg.epochs:
+            row[M.TEST_ACC] = run["test"]
+        tune.report(row)
+    if run["diverged"]:
+        tune.report({M.EPOCH: run["diverged"], M.DIVERGED_KEY: 1.0, M.VAL_ACC: 0.0, M.RANK_VAL_ACC: 0.0})
+
+
+def replay(searcher: str, rep: int, runs: List[Dict[str, Any]], folder: Path, config: str) -> Dict[str, Any]:
+    """One sweep of ``searcher`` with sweep seed ``rep``: its recommendation's grid cell and the epochs it spent."""
+    from ray import tune
+
+    from bench.search_quality import replay_trial  # by this name: run as ``-m``, this module is ``__main__``
+    from tuner import sweep_build
+    from tuner.config import SweepConfig, load_yaml
+    from tuner.sweep import run_sweep
+
+    replicas = sorted({r["seed"] for r in runs})
+    order = random.Random(rep).sample(replicas, len(replicas))
+    table = {(key(r), r["seed"]): r for r in runs}
+    points = [dict(zip(GRID_FIELDS, k)) for k in {key(r) for r in runs}]
+    name = f"{searcher}-{rep}"
+    sweep, base = SweepConfig.split({**load_yaml(config), **SEARCHERS[searcher], "name": name, "experiment": name,
+                                     "seed": rep, "max_concurrent": CPUS, "storage_path": str(folder / "ray"),
+                                     "tracking_uri": f"sqlite:///{folder}/mlflow.db",
+                                     "optuna_storage": f"sqlite:///{folder}/optuna.db"})
+
+    def lookup(sweep: Any, base: Dict[str, Any], **_: Any) -> Any:
+        return tune.with_resources(tune.with_parameters(replay_trial, base=base, table=table, points=points, order=order),
+                                   {"cpu": sweep.cpus_per_trial})
+
+    with mock.patch.object(sweep_build, "trainable", lookup):
+        result = run_sweep(sweep, base, log=lambda _: None, verbose=0)
+    verdict = result.verdict
+    chosen = verdict.config(verdict.recommended)
+    epochs = sum(r["epochs"] for r in result.rows) + sum(c.n for c in verdict.configs) * base.epochs
+    return {"searcher": searcher, "rep": rep, "recommended": snap(chosen.params, points), "role": chosen.role,
+            "epochs": epochs, "trials": len(result.rows)}
+
+
+def report(out: List[Dict[str, Any]], runs: List[Dict[str, Any]], base_lr: float) -> List[Dict[str, Any]]:
+    """Per searcher: hit rate within MARGIN of the grid's best, mean regret, worse-than-reference rate, epochs."""
+    cells = truth(runs)
+    best = max(c["mean"] for c in cells.values())
+    reference = cells[key({"alpha": 1.0, "beta": 1.0, "lr": base_lr})]["mean"]
+    print(f"\ngrid's best cell: {best:.2f} test; the reference's (1, 1, lr {base_lr:g}): {reference:.2f}; "
+          f"{sum(c['mean'] >= best - MARGIN for c in cells.values())} of {len(cells)} cells within {MARGIN}")
+    print(f"| searcher | reps | within {MARGIN} of best | mean regret | worse than reference | epochs (mean) |\n"
+          "|---|---|---|---|---|---|")
+    rows = []
+    for searcher in dict.fromkeys(o["searcher"] for o in out):
+        mine = [o for o in out if o["searcher"] == searcher]
+        got = [cells[key(o["recommended"])]["mean"] for o in mine]
+        row = {"searcher": searcher, "reps": len(mine), "hit": sum(g >= best - MARGIN for g in got) / len(mine),
+               "regret": statistics.fmean(best - g for g in got),
+               "worse": sum(g < reference for g in got) / len(mine), "epochs": statistics.fmean(o["epochs"] for o in mine)}
+        print(f"| {searcher} | {row['reps']} | {row['hit']:.0%} | {row['regret']:.2f} | {row['worse']:.0%} "
+              f"| {row['epochs']:.0f} |")
+        rows.append(row)
+    return rows
+
+
+_WORKER: Dict[str, Any] = {}  # a pool process's grid runs, config and scratch folder (``_start``)
+
+
+def _start(grid: str, config: str, scratch: str) -> None:
+    """A pool process: its own local Ray (2 CPUs), the grid, and a folder for its stores (one per process)."""
+    import os
+
+    import ray
+
+    _WORKER.update(runs=json.loads(Path(grid).read_text()), config=config,
+                   folder=Path(tempfile.mkdtemp(dir=scratch, prefix=f"w{os.getpid()}-")))
+    ray.init(address="local", include_dashboard=False, num_cpus=CPUS, log_to_driver=False)
+
+
+def _replay(job: Tuple[str, int]) -> Dict[str, Any]:
+    return replay(*job, _WORKER["runs"], _WORKER["folder"], _WORKER["config"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--grid", default="bench/data/recipe_grid.json")
+    p.add_argument("--config", default="configs/digits.yaml")
+    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--searchers", default=",".join(SEARCHERS))
+    p.add_argument("--workers", type=int, default=3, help="replays at once, each its own local Ray (they mostly wait)")
+    p.add_argument("--json", help="keep each replay's outcome here (replays it holds are not run again)")
+    p.add_argument("--from", dest="src", help="report on these outcomes without replaying")
+    args = p.parse_args()
+    import multiprocessing as mp
+
+    from tuner.config import TrialConfig
+
+    runs = json.loads(Path(args.grid).read_text())
+    base_lr = TrialConfig.from_yaml(args.config).lr
+    if args.src:
+        report(json.loads(Path(args.src).read_text()), runs, base_lr)
+        return
+    out = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).exists() else []
+    have = {(o["searcher"], o["rep"]) for o in out}
+    jobs = [(s, rep) for rep in range(args.reps) for s in args.searchers.split(",") if (s, rep) not in have]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="srrl-bench-search-quality-") as tmp, \
+            mp.get_context("spawn").Pool(args.workers, _start, (args.grid, args.config, tmp)) as pool:
+        for i, got in enumerate(pool.imap_unordered(_replay, jobs), 1):
+            out.append(got)
+            if args.json:
+                Path(args.json).write_text(json.dumps(out))
+            print(f"{i}/{len(jobs)} replays, {time.perf_counter() - start:.0f} s", flush=True)
+    report(out, runs, base_lr)
+
+
+if __name__ == "__main__":
+    main()
