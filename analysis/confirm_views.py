@@ -48,7 +48,7 @@ def confirm_rows(trials: pd.DataFrame) -> List[Dict[str, Any]]:
     confirm = confirm_trials(trials)
     if confirm.empty or "config_id" not in confirm.columns:
         return []
-    confirm = confirm[(confirm["status"] == "finished") & confirm["config_id"].notna()]
+    confirm = confirm[(confirm["status"] == M.FINISHED) & confirm["config_id"].notna()]
     params = _params(confirm)
     rows = []
     for _, run in confirm.iterrows():

@@ -202,7 +202,7 @@ def best_so_far(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[
         for s, (marker, _, name) in STYLES.items():
             part = status == s
             if part.any():
-                ax.scatter(x[part], y[part], s=16, marker=marker, c="0.55" if s != "finished" else "C1",
+                ax.scatter(x[part], y[part], s=16, marker=marker, c="0.55" if s != M.FINISHED else "C1",
                            label=f"{name}")
         ax.step(x, best, where="post", c="C0", lw=2, label="best finished so far")
         ax.set_xlabel(label)

@@ -81,7 +81,7 @@ def digits_base(quick: bool, **changes: Any) -> "Any":
 def digits_teacher(base: Any) -> Tuple[Any, Any]:
     """``(splits, teacher)`` for ``base``: the teacher from the cache, or trained now (one-time, not timed)."""
     from tuner.teacher import ensure_teacher
-    from tuner.train import load_splits
+    from tuner.trainer import load_splits
 
     splits = load_splits(base)
     with torch_threads(1):

@@ -26,7 +26,7 @@ HOLDOUT_SEED0 = 100
 
 
 def _train(cfg: Any, teacher: Any, splits: Any) -> Dict[str, float]:
-    from tuner.train import Trainer
+    from tuner.trainer import Trainer
 
     final = Trainer(cfg, teacher.model if cfg.needs_teacher else None, splits).fit().final
     return {M.VAL_ACC: final[M.VAL_ACC], M.TEST_ACC: final[M.TEST_ACC]}
@@ -42,7 +42,7 @@ def main() -> None:
     from tuner.config import load_yaml
     from tuner.sweep import run_sweep
     from tuner.teacher import ensure_teacher
-    from tuner.train import load_splits
+    from tuner.trainer import load_splits
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,7 +43,7 @@ def _measure(device: str, batch: int, steps: int, repeat: int) -> Row:
     from tuner.config import TrialConfig
     from tuner.data import load_dataset
     from tuner.models import build_model
-    from tuner.train import Trainer
+    from tuner.trainer import Trainer
 
     threads = 1  # as a CPU sweep runs each trial (threads = cpus_per_trial); also the least disturbed by neighbours
     splits = load_dataset("synthetic", num_classes=100, image_size=32, in_channels=3, train_size=batch * steps,

@@ -14,7 +14,7 @@ from typing import Dict, List
 from tuner import metrics as M
 from tuner.config import TrialConfig
 from tuner.teacher import ensure_teacher
-from tuner.train import Trainer, load_splits
+from tuner.trainer import Trainer, load_splits
 
 
 def run(cfg: TrialConfig, seeds: int) -> List[Dict[str, object]]:

@@ -25,7 +25,7 @@ def main() -> None:
     from tuner.config import SweepConfig
     from tuner.sweep import run_sweep
     from tuner.teacher import ensure_teacher
-    from tuner.train import load_splits
+    from tuner.trainer import load_splits
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("SRRL_CACHE_DIR", str(Path(tmp) / "cache"))

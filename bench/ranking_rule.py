@@ -26,7 +26,7 @@ GRID = [0.01, 0.1, 1.0, 10.0, 100.0]
 
 def _train(job: Dict[str, Any]) -> Dict[str, Any]:
     from tuner.teacher import ensure_teacher
-    from tuner.train import Trainer, load_splits
+    from tuner.trainer import Trainer, load_splits
 
     cfg = TrialConfig.from_dict(job["cfg"])
     splits = load_splits(cfg)
@@ -43,7 +43,7 @@ def run(config: str, seeds: int, workers: int, done: List[Dict[str, Any]] = ()) 
     jobs = [{"cfg": base.replace(alpha=a, beta=b, seed=s).to_dict()} for s in range(seeds) for a in GRID for b in GRID
             if (a, b, s) not in have]
     from tuner.teacher import ensure_teacher
-    from tuner.train import load_splits
+    from tuner.trainer import load_splits
 
     ensure_teacher(base, load_splits(base), log=print)  # trained once, before the workers read the cache
     start = time.perf_counter()

@@ -4,8 +4,9 @@
 [--json out.json] [--from out.json]``
 
 Each replay is ``run_sweep`` on the embedded default (``configs/digits.yaml``: the ``recipe`` space, 16
-trials, ASHA, the confirmation stage and its verdict, 2 trials at once as on 2 CPUs) with one change:
-its trainable looks each trial up in ``bench.recipe_grid``'s table instead of training. A trial's
+trials, ASHA, the confirmation stage and its verdict, 2 trials at once as on 2 CPUs) with two changes:
+its trainable looks each trial up in ``bench.recipe_grid``'s table instead of training, and the
+per-trial MLflow records are off (they decide nothing; the sweep's parent run is still written). A trial's
 alpha, beta and lr are snapped to their grid cell (nearest in log space) and its seed ``s`` reads
 replica ``order[s mod R]`` of that cell, epoch by epoch, where ``order`` is a permutation of the R
 replicas drawn from the replay's seed. The sweep's seeds (search 0, race 1.., confirmation after them)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -61,6 +63,13 @@ def replay_trial(config: Dict[str, Any], base: Dict[str, Any], table: Dict[Tuple
         tune.report({M.EPOCH: run["diverged"], M.DIVERGED_KEY: 1.0, M.VAL_ACC: 0.0, M.RANK_VAL_ACC: 0.0})
 
 
+def _NoRecords(*_: Any, **__: Any) -> Any:
+    """Stands in for the sweep's ``MLflowTracking`` callback: a Tune callback that records nothing."""
+    from ray.tune import Callback
+
+    return Callback()
+
+
 def replay(searcher: str, rep: int, runs: List[Dict[str, Any]], folder: Path, config: str) -> Dict[str, Any]:
     """One sweep of ``searcher`` with sweep seed ``rep``: its recommendation's grid cell and the epochs it spent."""
     from ray import tune
@@ -84,7 +93,8 @@ def replay(searcher: str, rep: int, runs: List[Dict[str, Any]], folder: Path, co
         return tune.with_resources(tune.with_parameters(replay_trial, base=base, table=table, points=points, order=order),
                                    {"cpu": sweep.cpus_per_trial})
 
-    with mock.patch.object(sweep_build, "trainable", lookup):
+    # MLflow's per-epoch records decide nothing (the verdict reads Tune's results) and were half a replay's time
+    with mock.patch.object(sweep_build, "trainable", lookup), mock.patch("tuner.sweep.MLflowTracking", _NoRecords):
         result = run_sweep(sweep, base, log=lambda _: None, verbose=0)
     verdict = result.verdict
     chosen = verdict.config(verdict.recommended)
@@ -93,24 +103,37 @@ def replay(searcher: str, rep: int, runs: List[Dict[str, Any]], folder: Path, co
             "epochs": epochs, "trials": len(result.rows)}
 
 
+def wilson(hits: int, n: int, z: float = 1.96) -> Tuple[float, float]:
+    """The 95% Wilson interval of a rate of ``hits`` in ``n`` (sound at 0 and n, unlike the normal one)."""
+    p, half = hits / n, z * math.sqrt(hits * (n - hits) / n + z * z / 4) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    return centre - half / (1 + z * z / n), centre + half / (1 + z * z / n)
+
+
 def report(out: List[Dict[str, Any]], runs: List[Dict[str, Any]], base_lr: float) -> List[Dict[str, Any]]:
     """Per searcher: hit rate within MARGIN of the grid's best, mean regret, worse-than-reference rate, epochs."""
+    from tuner.verdict import mean_ci
+
     cells = truth(runs)
-    best = max(c["mean"] for c in cells.values())
+    best = max(cells.values(), key=lambda c: c["mean"])
     reference = cells[key({"alpha": 1.0, "beta": 1.0, "lr": base_lr})]["mean"]
-    print(f"\ngrid's best cell: {best:.2f} test; the reference's (1, 1, lr {base_lr:g}): {reference:.2f}; "
-          f"{sum(c['mean'] >= best - MARGIN for c in cells.values())} of {len(cells)} cells within {MARGIN}")
-    print(f"| searcher | reps | within {MARGIN} of best | mean regret | worse than reference | epochs (mean) |\n"
-          "|---|---|---|---|---|---|")
+    print(f"\ngrid's best cell: alpha {best['alpha']:g} beta {best['beta']:g} lr {best['lr']:g}, {best['mean']:.2f} test; "
+          f"the reference's (1, 1, lr {base_lr:g}): {reference:.2f}; "
+          f"{sum(c['mean'] >= best['mean'] - MARGIN for c in cells.values())} of {len(cells)} cells within {MARGIN}")
+    print(f"| searcher | reps | within {MARGIN} of best [95% CI] | mean regret [95% CI] | worse than reference "
+          "| recommends the reference | epochs (mean) |\n|---|---|---|---|---|---|---|")
     rows = []
     for searcher in dict.fromkeys(o["searcher"] for o in out):
         mine = [o for o in out if o["searcher"] == searcher]
         got = [cells[key(o["recommended"])]["mean"] for o in mine]
-        row = {"searcher": searcher, "reps": len(mine), "hit": sum(g >= best - MARGIN for g in got) / len(mine),
-               "regret": statistics.fmean(best - g for g in got),
-               "worse": sum(g < reference for g in got) / len(mine), "epochs": statistics.fmean(o["epochs"] for o in mine)}
-        print(f"| {searcher} | {row['reps']} | {row['hit']:.0%} | {row['regret']:.2f} | {row['worse']:.0%} "
-              f"| {row['epochs']:.0f} |")
+        hits, n = sum(g >= best["mean"] - MARGIN for g in got), len(mine)
+        regret = mean_ci([best["mean"] - g for g in got])
+        row = {"searcher": searcher, "reps": n, "hit": hits / n, "regret": regret.mean,
+               "worse": sum(g < reference for g in got) / n, "reference": sum(o["role"] == "reference" for o in mine) / n,
+               "epochs": statistics.fmean(o["epochs"] for o in mine)}
+        low, high = wilson(hits, n)
+        print(f"| {searcher} | {n} | {row['hit']:.0%} [{low:.0%}, {high:.0%}] | {regret.mean:.2f} [{regret.low:.2f}, "
+              f"{regret.high:.2f}] | {row['worse']:.0%} | {row['reference']:.0%} | {row['epochs']:.0f} |")
         rows.append(row)
     return rows
 
@@ -143,6 +166,9 @@ def main() -> None:
     p.add_argument("--json", help="keep each replay's outcome here (replays it holds are not run again)")
     p.add_argument("--from", dest="src", help="report on these outcomes without replaying")
     args = p.parse_args()
+    unknown = [s for s in args.searchers.split(",") if s not in SEARCHERS]
+    if unknown:
+        raise SystemExit(f"--searchers: unknown {', '.join(unknown)}; choose from: {', '.join(SEARCHERS)}")
     import multiprocessing as mp
 
     from tuner.config import TrialConfig

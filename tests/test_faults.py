@@ -230,9 +230,10 @@ def test_two_sweeps_started_together_in_a_fresh_folder_both_finish(tmp_path, env
         assert len(cli_study(tmp_path, name).trials) == 4
 
 
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_an_interrupted_sweep_says_so_exits_130_and_resumes(sig, tmp_path, env):
-    """Ctrl-C, or the SIGTERM a cluster scheduler sends: Tune saves the state, every record says how it stands."""
+@pytest.mark.parametrize("sig, race", [("SIGINT", 0), ("SIGTERM", 2)])
+def test_an_interrupted_sweep_says_so_exits_130_and_resumes(sig, race, tmp_path, env):
+    """Ctrl-C, or the SIGTERM a cluster scheduler sends: Tune saves the state, every record says how it stands;
+    a raced search (tuner/race.py) resumes with its race: its seeds still repeat their configurations."""
     import signal
     import subprocess
     import sys
@@ -243,7 +244,7 @@ def test_an_interrupted_sweep_says_so_exits_130_and_resumes(sig, tmp_path, env):
 
     folder = tmp_path / "ray_results" / "si"
     proc = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), "--name", "si", "--confirm", "0", "--num-samples",
-                             "6", "--epochs", "8", "--teacher-epochs", "3", "--scheduler", "fifo"],
+                             "6", "--epochs", "8", "--teacher-epochs", "3", "--scheduler", "fifo", "--race", str(race)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while sum(len(r) for r in tune_results(folder, by_dir=True).values()) < 3:
@@ -272,7 +273,14 @@ def test_an_interrupted_sweep_says_so_exits_130_and_resumes(sig, tmp_path, env):
     runs = client.search_runs([exp.experiment_id])
     parent = next(r for r in runs if r.data.tags.get("srrl.role") == "sweep")
     assert parent.info.status == "FINISHED" and "srrl.interrupted" not in parent.data.tags
-    assert sorted(r.data.tags["srrl.status"] for r in runs if r.data.tags.get("srrl.role") == "trial") == ["finished"] * 6
+    trials = [r for r in runs if r.data.tags.get("srrl.role") == "trial"]
+    assert sorted(r.data.tags["srrl.status"] for r in trials) == ["finished"] * 6
+    if race:
+        raced = [r for r in trials if r.data.tags["srrl.origin"] == "race"]
+        first = {r.data.tags["srrl.config_id"]: r for r in trials if r.data.tags["srrl.origin"] != "race"}
+        assert raced and len(first) + len(raced) == 6
+        for r in raced:  # the same configuration at its second seed, across the kill
+            assert r.data.params["seed"] == "1" and r.data.params["alpha"] == first[r.data.tags["srrl.config_id"]].data.params["alpha"]
 
 
 def _parent(tracking_uri: str, experiment: str) -> Any:

@@ -9,7 +9,7 @@ import torch
 from tuner.config import ConfigError, TrialConfig
 from tuner.models import build_model
 from tuner.teacher import ensure_teacher, teacher_key
-from tuner.train import load_splits
+from tuner.trainer import load_splits
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def _check_records(tracking_uri: str, result) -> None:
     from tuner import metrics as M
     from tuner.config import TrialConfig
     from tuner.export import load_student
-    from tuner.train import evaluate_model, load_splits
+    from tuner.trainer import evaluate_model, load_splits
     from tuner.data import make_loaders
 
     client = mlflow.MlflowClient(tracking_uri)

@@ -9,7 +9,8 @@ import torch
 from tuner import metrics as M
 from tuner.config import TrialConfig
 from tuner.teacher import ensure_teacher
-from tuner.train import Diverged, Trainer, load_splits, main
+from tuner.train import main
+from tuner.trainer import Diverged, Trainer, load_splits
 
 QUICK = {"epochs": 3, "teacher_epochs": 3, "batch_size": 128, "threads": 1}
 

@@ -49,7 +49,7 @@ def confirm_configs(rows: Sequence[Mapping[str, Any]], top: int, reference: Opti
 
     ref = dict(reference or {})
     seen = {key(ref)} if ref else set()
-    finished = sorted((r for r in rows if r["status"] == "finished" and r.get(M.RANK_VAL_ACC) is not None),
+    finished = sorted((r for r in rows if r["status"] == M.FINISHED and r.get(M.RANK_VAL_ACC) is not None),
                       key=lambda r: (-r.get("seeds", 1), -float(r[M.RANK_VAL_ACC])))  # a race's: most seeds first
     out = []
     for rank, r in enumerate(finished, 1):

@@ -32,7 +32,8 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
         cfg = dict(result.config or {})
         last = result.metrics or {}
         df = result.metrics_dataframe
-        best = float(df[M.VAL_ACC].max()) if df is not None and M.VAL_ACC in df else float("nan")
+        vals = df[M.VAL_ACC].dropna().tolist() if df is not None and M.VAL_ACC in df else []
+        best = M.rank_value(vals) if vals else float("nan")  # the ranking rule, from its one home
         epochs_run = int(last.get(M.EPOCH, 0))
         planned = int(cfg.get("epochs", base.epochs))
         trial_id = last.get("trial_id") or _trial_id(result)
@@ -77,7 +78,7 @@ def by_config(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def _rank(r: Dict[str, Any]) -> Tuple[bool, int, float]:
     """The one ranking rule: trials that ran every epoch first, then by epochs run, then by ``RANK_VAL_ACC``."""
     value = r[M.RANK_VAL_ACC]
-    return (r["status"] != "finished", -r["epochs"], -(value if value == value else -1.0))
+    return (r["status"] != M.FINISHED, -r["epochs"], -(value if value == value else -1.0))
 
 
 def _trial_id(result: Any) -> Optional[str]:
@@ -101,7 +102,7 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
     from tuner.models import feature_channels
     from tuner.trainer import STATE_FILE
 
-    finished = [r for r in rows if r["status"] == "finished"]  # rows are ranked by the ranking rule
+    finished = [r for r in rows if r["status"] == M.FINISHED]  # rows are ranked by the ranking rule
     wanted = {r["trial_id"] for r in finished[: sweep.top_k]}
     runs = tracking.child_run_ids(sweep.tracking_uri, parent_run)
     logged = 0

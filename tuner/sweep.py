@@ -344,7 +344,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         if settled["orphaned"]:
             log(f"failed {settled['orphaned']} Optuna trial(s) asked by the interrupted driver and never kept by Tune")
     log_best_students(results, rows, sweep, splits, parent_run)
-    finished = sum(r["status"] == "finished" for r in rows)
+    finished = sum(r["status"] == M.FINISHED for r in rows)
     if finished < sweep.top_k:
         log(f"exported {finished} student(s), not --top-k {sweep.top_k}: only {finished} trial(s) ran every epoch "
             "(a trial ASHA stopped early has no final student)")
@@ -370,7 +370,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         if stopped is not None:
             return dataclasses.replace(stopped, rows=rows)
         verdict = confirm.verdict_of(confirmed, space.reference_name(ctx))
-        best = next((r for r in rows if r["status"] == "finished"), None)
+        best = next((r for r in rows if r["status"] == M.FINISHED), None)
         tracking.log_verdict(sweep.tracking_uri, parent_run, verdict,
                              {k: best[k] for k in ("trial_id", M.RANK_VAL_ACC, M.TEST_ACC)} if best else None)
     orphans = tracking.remove_orphan_runs(sweep.tracking_uri, parent_run, trial_ids)

@@ -1,7 +1,7 @@
 """``python -m tuner.train --config configs/digits.yaml [--alpha 1 --beta 1 ...]`` runs one distillation
 end to end (the teacher comes from the cache, or is trained first) and prints per-epoch metrics.
 
-The epoch loop itself is ``tuner.trainer``; its names are re-exported here for existing callers.
+The epoch loop itself is ``tuner.trainer``.
 """
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from typing import Dict, List, Optional, Tuple
 from tuner import metrics as M
 from tuner.config import ConfigError, TrialConfig
 from tuner.teacher import ensure_teacher
-from tuner.trainer import (Diverged, Trainer, TrainResult, check_pair, evaluate_model, load_splits, resolve_device,
-                           seed_everything)
+from tuner.trainer import Trainer, check_pair, load_splits
 
-__all__ = ["Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything",
-           "load_splits", "add_config_flags", "main"]
+__all__ = ["add_config_flags", "main"]
 
 
 # ---- CLI ----------------------------------------------------------------------------------------

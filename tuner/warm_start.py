@@ -35,7 +35,7 @@ def _best_point(client: Any, experiment_id: str, parent: Any, tracking: Any) -> 
         return "confirmed", rec
     best, best_value = None, float("-inf")
     for run in tracking.child_runs(client, experiment_id, parent.info.run_id):
-        if run.data.tags.get(tracking.TAG_STATUS) != "finished" or run.data.tags.get(tracking.TAG_STAGE, "search") != "search":
+        if run.data.tags.get(tracking.TAG_STATUS) != M.FINISHED or run.data.tags.get(tracking.TAG_STAGE, "search") != "search":
             continue
         value = run.data.metrics.get(M.RANK_VAL_ACC)
         if value is not None and value > best_value:
