@@ -1,7 +1,8 @@
 """Search quality on a ground truth: searchers replayed against the recipe grid through the sweep's own code.
 
 ``python -m bench.search_quality [--grid bench/data/recipe_grid.json] [--reps 30] [--searchers tpe,race,random,gp]
-[--json out.json] [--from out.json]``
+[--workers 3] [--json out.json] [--from out.json]``; ``--json bench/data/search_quality.json`` regenerates the
+stored outcomes (120 replays, 65 min on 2 CPUs with 4 at once), ``--from`` prints their table.
 
 Each replay is ``run_sweep`` on the embedded default (``configs/digits.yaml``: the ``recipe`` space, 16
 trials, ASHA, the confirmation stage and its verdict, 2 trials at once as on 2 CPUs) with two changes:
