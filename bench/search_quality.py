@@ -2,7 +2,7 @@
 
 ``python -m bench.search_quality [--grid bench/data/recipe_grid.json] [--reps 30] [--searchers tpe,race,random,gp]
 [--workers 3] [--json out.json] [--from out.json]``; ``--json bench/data/search_quality.json`` regenerates the
-stored outcomes (120 replays, 65 min on 2 CPUs with 4 at once), ``--from`` prints their table.
+stored outcomes (150 replays, about 75 min on 2 CPUs with 4 at once), ``--from`` prints their table.
 
 Each replay is ``run_sweep`` on the embedded default (``configs/digits.yaml``: the ``recipe`` space, 16
 trials, ASHA, the confirmation stage and its verdict, 2 trials at once as on 2 CPUs) with two changes:
@@ -39,6 +39,7 @@ SEARCHERS: Dict[str, Dict[str, Any]] = {
     "race": {"searcher": "tpe", "race": 3},
     "random": {"searcher": "random"},
     "gp": {"searcher": "gp"},
+    "tpe-confirm3": {"searcher": "tpe", "confirm": 3},  # the default with a third candidate confirmed
 }
 MARGIN = 0.5
 CPUS = 2  # the default's concurrency on a 2-CPU machine, whatever this one has
