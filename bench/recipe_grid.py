@@ -1,7 +1,7 @@
 """A ground truth for the default space: every point of a grid over alpha, beta and lr, trained on several seeds.
 
 ``python -m bench.recipe_grid [--config configs/digits.yaml] [--seeds 6] [--workers 2] [--json out.json]
-[--from out.json]``; ``--json bench/data/recipe_grid.json`` regenerates the stored table (450 runs; the time
+[--from out.json]``; ``--json bench/data/recipe_grid.json`` regenerates the stored table (456 runs; the time
 it took is in docs/method.md, "Search quality on a ground truth"), ``--from`` prints its summary.
 
 The grid is the ``recipe`` preset's range in whole steps: alpha and beta at every decade of
@@ -18,9 +18,9 @@ import math
 from typing import Any, Dict, List, Tuple
 
 from bench._common import runs_main, train_pool
+from search_spaces.presets import LOSS_GRID
 from tuner.config import TrialConfig
 
-WEIGHTS = (0.01, 0.1, 1.0, 10.0, 100.0)
 LR_STEPS = (1, 4, 16)  # x the base lr
 GRID_FIELDS = ("alpha", "beta", "lr")
 
@@ -28,7 +28,7 @@ GRID_FIELDS = ("alpha", "beta", "lr")
 def grid_points(base: TrialConfig) -> List[Dict[str, float]]:
     """Every grid point of ``base``'s recipe space, the reference (``base``'s own alpha, beta, lr) among them, then
     CE-only at the base lr (the confirmation's other yardstick)."""
-    return [*({"alpha": a, "beta": b, "lr": base.lr * k} for k in LR_STEPS for a in WEIGHTS for b in WEIGHTS),
+    return [*({"alpha": a, "beta": b, "lr": base.lr * k} for k in LR_STEPS for a in LOSS_GRID for b in LOSS_GRID),
             {"alpha": 0.0, "beta": 0.0, "lr": base.lr}]
 
 
@@ -72,10 +72,10 @@ def report(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The ten best points and the reference by mean final test over replicas (95% intervals)."""
     from tuner.verdict import mean_ci
 
-    base_lr = min(r["lr"] for r in runs)
-    cells = sorted(truth(runs).values(), key=lambda c: -c["mean"])
+    by = truth(runs)
+    cells = sorted(by.values(), key=lambda c: -c["mean"])
     best = cells[0]["mean"]
-    reference = next(c for c in cells if (c["alpha"], c["beta"], c["lr"]) == (1.0, 1.0, base_lr))
+    reference = by[key({"alpha": 1.0, "beta": 1.0, "lr": min(r["lr"] for r in runs)})]  # the base lr is the grid's lowest
     replicas = sorted({r["seed"] for r in runs})
     diverged = sum(1 for r in runs if r["diverged"])
     print(f"\n{len(cells)} grid points x {len(replicas)} replicas ({len(runs)} runs, {diverged} diverged); "
