@@ -1,22 +1,25 @@
 #!/usr/bin/env python
 """Launch an SRRL hyperparameter sweep: Ray Tune trials, Optuna proposals, ASHA early stopping, MLflow records.
 
-With no arguments it runs the embedded default: the `loss_weights` space on scikit-learn's digits
-(teacher trained once and cached), TPE + ASHA, a few minutes on 2 CPUs.
+With no arguments it runs the embedded default: the `recipe` space (alpha, beta, lr) on scikit-learn's digits
+(teacher trained once and cached), TPE + ASHA, then the confirmation stage and its verdict, a few minutes on 2 CPUs.
+``--sync DIR`` and ``--confirm-sweep NAME`` write to an existing sweep's records (README, "Reading the results").
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from typing import Any, Dict, List, Optional
 
 # light: run_search reports bad input before it pays torch's and Ray's imports (docs/architecture.md)
-from tuner import metrics as M
-from tuner.config import ConfigError, SweepConfig, TrialConfig, load_yaml
-from tuner.faults import NoSpace
+from tuner.core import metrics as M
+from tuner.core.config import ConfigError, TrialConfig, load_yaml
+from tuner.core.sweep_config import SweepConfig
+from tuner.core.faults import NoSpace
 from tuner.tracking import redact
-from tuner.verdict import format_verdict
+from tuner.core.verdict import format_verdict
 
 # flag -> help; the YAML key is the flag without dashes (underscores for dashes)
 SWEEP_FLAGS = {
@@ -66,7 +69,6 @@ TRIAL_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import dataclasses
 
     p = argparse.ArgumentParser(prog="run_search.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", metavar="YAML", help="flat YAML of sweep and trial fields; flags override it")
@@ -85,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "--search lr=loguniform:0.01,0.5, --search connector=choice:conv1x1_bn,linear; FIELD=fixed "
                         "takes it out; repeatable")
     p.add_argument("--resume", metavar="PATH", help="continue the interrupted sweep in this folder")
+    p.add_argument("--sync", metavar="SWEEP_DIR", help="backfill MLflow (--experiment, --tracking-uri) from the Tune files of "
+                                                       "this sweep folder (after a tracking outage); end the sweep if it is over")
+    p.add_argument("--confirm-sweep", metavar="EXPERIMENT", help="run the confirmation stage of this finished sweep "
+                                                                 "(one that ran with --confirm 0): --confirm K configurations "
+                                                                 "x --confirm-seeds S seeds; print the verdict")
     p.add_argument("--smoke", action="store_true", help="a tiny, fast version of whatever was asked")
     p.add_argument("--list-spaces", action="store_true", help="print the named search spaces as YAML to copy and exit")
     p.add_argument("--list-models", action="store_true", help="print the model zoo and exit")
@@ -125,20 +132,29 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\n".join(declaration_yaml(get_space(n)) for n in list_spaces()))
         return 0
     if args.list_models:
-        from tuner.models import list_models, model_info
+        from tuner.core.models import list_models, model_info
 
         for name in list_models():
             info = model_info(name)
             print(f"{name:<16} {info['family']:<9} native input {info['input_size']}x{info['input_size']}")
         return 0
 
+    if args.sync or args.confirm_sweep:
+        return _records_command(args)
     try:
         if not args.resume:  # every field's check first: a bad value costs no torch or Ray import
             sweep, base = SweepConfig.split(_collect(args))
-        from tuner.sweep import check_space, load_sweep_dir, run_sweep, smoke
+        from tuner.driver.prepare import check_space, smoke
+        from tuner.driver.sweep import run_sweep
+        from tuner.driver.sweep_file import load_sweep_dir
 
         if args.resume:
             sweep, base = load_sweep_dir(args.resume)
+            stage = {k: _count(k, v) for k, v in (("confirm", args.confirm), ("confirm_seeds", args.confirm_seeds))
+                     if v is not None}  # a finished sweep confirmed now, or a stage widened
+            if stage:
+                sweep = dataclasses.replace(sweep, **stage)
+                sweep.validate()
         else:
             check_space(sweep, base)
             if sweep.smoke:
@@ -167,6 +183,45 @@ def main(argv: Optional[List[str]] = None) -> int:
               file=sys.stderr)
         return 130
     return 0
+
+
+def _records_command(args: argparse.Namespace) -> int:
+    """``--sync`` and ``--confirm-sweep``: the driver's commands that write to a sweep that exists already."""
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the command's own line
+    try:
+        if args.sync:
+            if not args.experiment:
+                raise ConfigError("experiment: --sync needs --experiment, the MLflow experiment of the sweep")
+            from tuner.driver.sync import sync_sweep
+
+            print(sync_sweep(args.experiment, args.sync, args.tracking_uri).line())
+            return 0
+        from tuner.driver.confirm_later import confirm_sweep
+
+        given = {k: _count(f, v) for k, f, v in (("top", "confirm", args.confirm),
+                                                  ("seeds", "confirm_seeds", args.confirm_seeds)) if v is not None}
+        try:
+            confirm_sweep(experiment=args.confirm_sweep, tracking_uri=args.tracking_uri, **given)  # prints the verdict
+        finally:
+            _stop_ray()
+        return 0
+    except (ValueError, ConnectionError) as e:  # ConfigError is a ValueError
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+
+
+def _count(field: str, value: str) -> int:
+    """A flag's whole positive number, or the one-line refusal that names it."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1 or str(n) != value.strip():
+        raise ConfigError(f"{field}: must be a whole number >= 1, got {value!r}")
+    return n
 
 
 def _stop_ray() -> None:
@@ -212,8 +267,8 @@ def _no_space_line(fault: Any) -> str:
 
 def print_summary(result: Any, top: int = 10) -> None:
     """Leaderboard of the best trials and the commands to look further."""
-    from tuner.config import RACE
-    from tuner.results import by_config
+    from tuner.core.config import RACE
+    from tuner.driver.results import by_config
 
     raced = any(r.get("origin") == RACE for r in result.rows)
     rows = by_config(result.rows)  # a raced search: one row per configuration, its mean over seeds

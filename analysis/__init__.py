@@ -1,6 +1,7 @@
 """From MLflow records of SRRL sweeps to pandas tables, figures and a report.
 
-``analysis.runs`` (with ``_mlflow`` and ``backfill``) is all that talks to MLflow; ``tables``,
+The top layer: it reads (docs/architecture.md, "Layers"). ``analysis.runs`` (through ``tuner.tracking.read``) is
+all that talks to MLflow; ``tables``,
 ``confirm_views`` and ``plots`` are DataFrame in, DataFrame / figure out; ``report`` puts them
 together; ``python -m analysis`` is the CLI. The public names below are imported on first use, so ``import analysis`` stays cheap
 (no pandas, mlflow or matplotlib until needed).

@@ -4,21 +4,14 @@
     python -m analysis leaderboard --experiment NAME [--top N] [--metric rank_val_acc]
     python -m analysis ablation    --experiment NAME [--metric test_acc] [--baseline CE]
     python -m analysis export      --experiment NAME --out FILE [--format csv|parquet] [--history]
-    python -m analysis sync        --experiment NAME --sweep-dir PATH [--tracking-uri URI]
-    python -m analysis confirm     --experiment NAME [--tracking-uri URI] [--top K] [--seeds S]
 
 ``leaderboard`` ranks the search trials as every view does (``analysis.tables.ranking_order``) and shows
-each one's run id and whether it carries ``model/student.pt``. ``confirm`` re-runs a finished sweep's
-top K configurations, its reference point and CE-only over S fresh seeds and prints the verdict
-(``tuner.confirm_later.confirm_sweep``).
-
-``sync`` backfills MLflow from Tune's own result files (after a tracking-server outage) and, once the
-Tune experiment is over, ends the sweep as its driver would (best students exported, parent run
-FINISHED); see analysis.sync.
+each one's run id and whether it carries ``model/student.pt``. These commands read the records; the ones that
+write to a sweep (backfill after an outage, a later confirmation) are the driver's: ``python run_search.py
+--sync DIR`` and ``--confirm-sweep NAME``.
 
 Exit status: 0 on success, 2 on bad input (unknown experiment, bad tracking URI, missing column,
-unsupported output format, no such sweep folder or sweep run, a student's checkpoint missing,
-unreachable server, a sweep that cannot be confirmed), with a one-line message on stderr.
+unsupported output format, unreachable server), with a one-line message on stderr.
 """
 from __future__ import annotations
 
@@ -28,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from tuner import metrics as M
+from tuner.core import metrics as M
 from tuner.tracking import default_tracking_uri
 
 PROG = "python -m analysis"
@@ -65,19 +58,6 @@ def _parser() -> argparse.ArgumentParser:
                     help="csv or parquet (default: from the extension of --out); parquet keeps every column's dtype")
     ex.add_argument("--history", action="store_true", help="export the long per-epoch history instead of the trials")
 
-    sy = sub.add_parser("sync", parents=[store], help="backfill MLflow from Tune's result files (after a tracking "
-                                                      "outage); end a sweep that is over")
-    sy.add_argument("--experiment", "-e", required=True, metavar="NAME", help="MLflow experiment of the sweep")
-    sy.add_argument("--sweep-dir", required=True, metavar="PATH",
-                    help="the sweep's Tune folder, <storage_path>/<sweep name> (its name is the sweep's)")
-
-    co = sub.add_parser("confirm", parents=[store], help="re-run a sweep's best configurations over fresh seeds; "
-                                                         "print the verdict")
-    co.add_argument("--experiment", "-e", required=True, metavar="NAME", help="MLflow experiment of the sweep")
-    co.add_argument("--top", type=int, default=None, metavar="K", help="search configurations to confirm "
-                                                                       "(default: tuner.confirm's)")
-    co.add_argument("--seeds", type=int, default=None, metavar="S", help="fresh seeds per configuration "
-                                                                         "(default: tuner.confirm's)")
     return p
 
 
@@ -150,23 +130,7 @@ def _parquet(df):
     return df
 
 
-def _sync(args: argparse.Namespace) -> int:
-    from analysis.sync import sync_sweep
-
-    print(sync_sweep(args.experiment, args.sweep_dir, args.tracking_uri).line())
-    return 0
-
-
-def _confirm(args: argparse.Namespace) -> int:
-    from tuner.confirm_later import confirm_sweep
-
-    given = {k: v for k, v in (("top", args.top), ("seeds", args.seeds)) if v is not None}
-    confirm_sweep(experiment=args.experiment, tracking_uri=args.tracking_uri, **given)  # prints the verdict
-    return 0
-
-
-_COMMANDS = {"report": _report, "leaderboard": _leaderboard, "ablation": _ablation, "export": _export, "sync": _sync,
-             "confirm": _confirm}
+_COMMANDS = {"report": _report, "leaderboard": _leaderboard, "ablation": _ablation, "export": _export}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from tuner.config import TrialConfig
+from tuner.core.config import TrialConfig
 
 __all__ = ["parse_param", "typed_column", "field_types"]
 

@@ -1,4 +1,4 @@
-"""The confirmation stage's verdict from a store's confirm runs, through ``tuner.verdict.summarize``
+"""The confirmation stage's verdict from a store's confirm runs, through ``tuner.core.verdict.summarize``
 (the one home of its statistics), as a numeric table and as the report's formatted one.
 
 DataFrame in, ``Verdict`` / DataFrame out; no I/O. ``analysis.tables`` re-exports these names.
@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 import pandas as pd
 
 from analysis.frames import SEARCHED_PARAMS, confirm_trials, searched_params
-from tuner import metrics as M
-from tuner.verdict import DECISION, ROLES, reference_name, summarize
+from tuner.core import metrics as M
+from tuner.core.verdict import DECISION, ROLES, reference_name, summarize
 
 if TYPE_CHECKING:
-    from tuner.verdict import Verdict
+    from tuner.core.verdict import Verdict
 
 __all__ = ["confirm_rows", "verdict_table", "VERDICT_COLUMNS"]
 
@@ -43,7 +43,7 @@ def _params(confirm: pd.DataFrame) -> List[str]:
 
 
 def confirm_rows(trials: pd.DataFrame) -> List[Dict[str, Any]]:
-    """``tuner.verdict.summarize``'s rows: one per finished confirmation run of ``trials``, with its
+    """``tuner.core.verdict.summarize``'s rows: one per finished confirmation run of ``trials``, with its
     ``config_id, role, rank, params`` (the searched values), ``seed``, ``best_val_acc`` and final ``test_acc``."""
     confirm = confirm_trials(trials)
     if confirm.empty or "config_id" not in confirm.columns:

@@ -6,7 +6,7 @@ from typing import List, Sequence
 
 import pandas as pd
 
-from tuner.config import SEARCHED_PARAMS
+from tuner.core.config import SEARCHED_PARAMS
 
 __all__ = ["SEARCHED_PARAMS", "searched_params", "search_trials", "confirm_trials"]
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.tables import is_log_scale, pareto_front, ranking_order, search_trials, searched_params
-from tuner import metrics as M
+from tuner.core import metrics as M
 
 __all__ = ["alpha_beta", "learning_curves", "best_so_far", "pareto", "parallel_coordinates", "save", "STYLES"]
 

@@ -2,7 +2,7 @@
 
 ``write_report`` reads MLflow once (through ``analysis.runs``), builds every table and figure that
 the data allows (a section whose columns are missing is left out): first the confirmation verdict
-(from the confirm runs, through ``tuner.verdict``), then the search views, all ranked by
+(from the confirm runs, through ``tuner.core.verdict``), then the search views, all ranked by
 ``rank_val_acc`` and over search-stage trials only. It writes ``report.html`` (images
 embedded as base64 data URIs), ``report.md`` (images as relative PNG paths) and the PNGs to
 ``out_dir``, then logs all of them to each sweep's parent run under ``report/``.
@@ -20,9 +20,10 @@ import pandas as pd
 
 from analysis import plots, runs, tables
 from analysis._format import fmt_value, to_html, to_markdown
-from tuner import metrics as M
-from tuner.files import atomic_write
-from tuner.uri import redact
+from tuner.core import metrics as M
+from tuner.core.files import atomic_write
+from tuner.core.uri import redact
+from tuner.tracking.read import resolve_uri
 
 __all__ = ["write_report", "build_sections", "Section"]
 
@@ -222,7 +223,7 @@ def write_report(experiment: Union[str, Sequence[str]], tracking_uri: Optional[s
         top: rows of the leaderboard.
         log_artifacts: also log the files to every sweep's parent run under ``report/``.
     """
-    uri = runs._resolve_uri(tracking_uri)
+    uri = resolve_uri(tracking_uri)
     experiments = [experiment] if isinstance(experiment, str) else list(experiment)
     history = runs.load_history(experiments, uri)
     trials = runs.load_trials(experiments, uri, history=history)

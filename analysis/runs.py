@@ -5,11 +5,11 @@ What it reads is what ``tuner.tracking`` writes: a parent run per sweep (tags ``
 ``srrl.role=trial``, ``srrl.trial_id``, ``srrl.status``, ``srrl.stage`` (``search`` or ``confirm``), the
 search's ``srrl.origin`` / ``srrl.optuna_trial``, a confirmation run's ``srrl.config_id`` /
 ``srrl.config_role`` / ``srrl.config_rank`` / ``srrl.recommended`` ...; params = every field of the
-trial's config; one metric per ``tuner.metrics`` name, logged with ``step = epoch``). Deleted runs are
+trial's config; one metric per ``tuner.core.metrics`` name, logged with ``step = epoch``). Deleted runs are
 ignored, and so are trials whose parent sweep run is deleted.
 
-With ``analysis._mlflow`` (connection, bulk history) and ``analysis.backfill`` (the writing that
-``analysis.sync`` does; its names are re-exported here) it is all of ``analysis`` that talks to MLflow.
+It reads through ``tuner.tracking.read`` (connection, bulk history); the only writing is the report's
+artifacts (``log_report_artifacts``). ``tuner.tracking.backfill`` writes what ``tuner.driver.sync`` backfills.
 mlflow and sqlalchemy are imported inside the functions that need them.
 """
 from __future__ import annotations
@@ -21,14 +21,12 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from analysis._mlflow import (
-    HISTORY_COLUMNS, Experiments, UnknownExperimentError, _HISTORY_THREADS, _client, _experiments, _history_client,
-    _history_sql, _is_sql, _search, _sweeps_and_trials, _tidy_history, list_experiments,
+from tuner.tracking.read import (
+    HISTORY_COLUMNS, Experiments, UnknownExperimentError, HISTORY_THREADS, mlflow_client, find_experiments, history_from_client,
+    history_from_sql, is_sql, search_runs, sweeps_and_trials, tidy_history, list_experiments,
 )
-from analysis._mlflow import _resolve_uri  # noqa: F401 - analysis.report resolves the store through this module
 from analysis._params import field_types, parse_param, typed_column
-from analysis.backfill import SweepRuns, TrialRun, backfill_run, create_trial_run, find_sweep_runs, logged_steps
-from tuner import metrics as M
+from tuner.core import metrics as M
 from tuner.tracking import (
     TAG_DIVERGED_EPOCH, TAG_ERROR, TAG_LAST_EPOCH, TAG_RECOMMENDED, TAG_ROLE, TAG_STAGE, TAG_STATUS, TAG_STOPPED_AT,
     TAG_SWEEP, TAG_TRIAL_ID,
@@ -39,7 +37,6 @@ __all__ = [
     "UnknownExperimentError", "load_trials", "load_history", "client_history", "load_sweeps",
     "add_best", "log_report_artifacts", "list_experiments", "has_artifact", "STUDENT_ARTIFACT",
     "HISTORY_COLUMNS", "LABEL_COLUMNS",
-    "SweepRuns", "TrialRun", "find_sweep_runs", "logged_steps", "create_trial_run", "backfill_run",
 ]
 
 _FIXED = ("sweep", "experiment", "run_id", "trial_id", "status", "epochs_run", "duration_s", "start_time",
@@ -48,7 +45,7 @@ _FIXED = ("sweep", "experiment", "run_id", "trial_id", "status", "epochs_run", "
 LABEL_COLUMNS = ("stage", "origin", "optuna_trial", "config_id", "config_role", "config_rank", "recommended")
 _INT_LABELS = ("optuna_trial", "config_rank")
 _NUMERIC_SWEEP_TAGS = (M.TEACHER_VAL_ACC, M.TEACHER_TEST_ACC, "resume_count")
-#: where the sweep's export puts a trial's student + connector (``tuner.export``)
+#: where the sweep's export puts a trial's student + connector (``tuner.core.export``)
 STUDENT_ARTIFACT = "model/student.pt"
 
 
@@ -61,10 +58,10 @@ def load_sweeps(experiment: Experiments, tracking_uri: Optional[str] = None) -> 
     """One row per sweep (parent run): ``sweep, experiment, run_id, mlflow_status, start_time, end_time``
     plus every ``srrl.*`` tag with the prefix dropped (``space``, ``dataset``, ``teacher``, ...);
     ``teacher_val_acc``, ``teacher_test_acc`` and ``resume_count`` as numbers, the others as text."""
-    client, uri = _client(tracking_uri)
-    exps = _experiments(client, uri, experiment)
+    client, uri = mlflow_client(tracking_uri)
+    exps = find_experiments(client, uri, experiment)
     rows = []
-    for run in _search(client, list(exps), "sweep"):
+    for run in search_runs(client, list(exps), "sweep"):
         tags = run.data.tags
         row = {"sweep": tags.get(TAG_SWEEP, run.info.run_name), "experiment": exps[run.info.experiment_id],
                "run_id": run.info.run_id, "mlflow_status": run.info.status,
@@ -154,7 +151,7 @@ def load_trials(experiment: Experiments, tracking_uri: Optional[str] = None,
     (``authors``, ``warm-start``, ``search``), ``optuna_trial``, ``config_id``, ``config_role``
     (``candidate``, ``reference``, ``ce``), ``config_rank`` (Int64) and ``recommended`` (bool) from the
     run's tags; then every param with its real type (TrialConfig fields in their declared order, then
-    the others); then every metric's latest value, named as in ``tuner.metrics`` (``val_acc``,
+    the others); then every metric's latest value, named as in ``tuner.core.metrics`` (``val_acc``,
     ``best_val_acc`` (the ranking rule), ``test_acc``, ``student_macs`` ...). Rows are ordered by start time.
 
     Args:
@@ -167,9 +164,9 @@ def load_trials(experiment: Experiments, tracking_uri: Optional[str] = None,
         UnknownExperimentError: an experiment does not exist (the message lists those that do).
         ValueError: a bad or missing tracking store.
     """
-    client, uri = _client(tracking_uri)
-    exps = _experiments(client, uri, experiment)
-    parents, runs = _sweeps_and_trials(client, list(exps))
+    client, uri = mlflow_client(tracking_uri)
+    exps = find_experiments(client, uri, experiment)
+    parents, runs = sweeps_and_trials(client, list(exps))
     fields = field_types()
     rows, labels, params, metrics = [], [], [], []
     for run in runs:
@@ -250,28 +247,28 @@ def load_history(experiment: Experiments, tracking_uri: Optional[str] = None,
     Args:
         metrics: metric names to fetch; None for all.
     """
-    client, uri = _client(tracking_uri)
-    if not _is_sql(uri):
+    client, uri = mlflow_client(tracking_uri)
+    if not is_sql(uri):
         return client_history(experiment, tracking_uri, metrics)
-    return _tidy_history(_history_sql(uri, list(_experiments(client, uri, experiment)), metrics))
+    return tidy_history(history_from_sql(uri, list(find_experiments(client, uri, experiment)), metrics))
 
 
 def client_history(experiment: Experiments, tracking_uri: Optional[str] = None,
-                   metrics: Optional[Sequence[str]] = None, threads: int = _HISTORY_THREADS) -> pd.DataFrame:
+                   metrics: Optional[Sequence[str]] = None, threads: int = HISTORY_THREADS) -> pd.DataFrame:
     """``load_history``'s result through MLflow's public client alone (its path for a server, on any store):
     one ``get_metric_history`` per run and metric, on ``threads`` threads (0: one after another, the
     benchmark's naive loop)."""
-    client, uri = _client(tracking_uri)
-    exps = _experiments(client, uri, experiment)
-    parents, runs = _sweeps_and_trials(client, list(exps))
-    return _tidy_history(_history_client(client, parents, runs, metrics, threads=threads))
+    client, uri = mlflow_client(tracking_uri)
+    exps = find_experiments(client, uri, experiment)
+    parents, runs = sweeps_and_trials(client, list(exps))
+    return tidy_history(history_from_client(client, parents, runs, metrics, threads=threads))
 
 
 # ---- artifacts ------------------------------------------------------------------------------------
 def log_report_artifacts(tracking_uri: Optional[str], run_ids: Iterable[str], paths: Iterable[Union[str, Path]],
                          artifact_path: str = "report") -> List[str]:
     """Log local files to each run under ``artifact_path`` (overwriting earlier copies); returns the run ids."""
-    client, _ = _client(tracking_uri)
+    client, _ = mlflow_client(tracking_uri)
     paths = [str(p) for p in paths]
     done = []
     for run_id in run_ids:
@@ -285,6 +282,6 @@ def has_artifact(run_ids: Iterable[str], tracking_uri: Optional[str] = None,
                  path: str = STUDENT_ARTIFACT) -> List[bool]:
     """Whether each run carries the artifact ``path``: one ``list_artifacts`` call of its folder per run,
     so give only the rows that are shown."""
-    client, _ = _client(tracking_uri)
+    client, _ = mlflow_client(tracking_uri)
     folder = path.rsplit("/", 1)[0] if "/" in path else None
     return [any(a.path == path for a in client.list_artifacts(run_id, folder)) for run_id in run_ids]

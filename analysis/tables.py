@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
 from analysis.confirm_views import verdict_table
 from analysis.frames import SEARCHED_PARAMS, hashable, confirm_trials, search_trials, searched_params
-from tuner import metrics as M
-from tuner.verdict import label_of
+from tuner.core import metrics as M
+from tuner.core.verdict import label_of
 
 __all__ = ["SEARCHED_PARAMS", "searched_params", "search_trials", "confirm_trials", "leaderboard", "asha_table",
            "ablation_table", "marginal_effects", "pareto_front", "status_counts", "is_log_scale", "ranking_order",
@@ -54,15 +54,13 @@ def ranking_order(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, mode: str 
     with a higher one. Missing values of ``metric`` last within each group."""
     _check_metric(trials, metric)
     _check_mode(mode)
-    index = trials.index
-    others = (trials["status"] != M.FINISHED) if "status" in trials.columns else pd.Series(False, index=index)
-    ran = (pd.to_numeric(trials["epochs_run"], errors="coerce").fillna(0) if "epochs_run" in trials.columns
-           else pd.Series(0, index=index))
-    keys = pd.DataFrame({"others": others, "epochs": ran.where(others, 0),
-                         "value": pd.to_numeric(trials[metric], errors="coerce")}, index=index)
-    order = keys.sort_values(["others", "epochs", "value"], ascending=[True, False, mode == "min"],
-                             na_position="last", kind="stable").index
-    return trials.loc[order]
+    def column(name: str, default: Any) -> pd.Series:
+        return trials[name] if name in trials.columns else pd.Series(default, index=trials.index)
+
+    keys = [M.rank_key(status, epochs, value, mode=mode) for status, epochs, value in
+            zip(column("status", M.FINISHED), column("epochs_run", 0), pd.to_numeric(trials[metric], errors="coerce"))]
+    order = sorted(range(len(keys)), key=keys.__getitem__)  # stable: ties keep their order
+    return trials.iloc[order]
 
 
 def leaderboard(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, top: Optional[int] = 10,

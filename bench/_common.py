@@ -71,17 +71,17 @@ def digits_base(quick: bool, **changes: Any) -> "Any":
     Quick mode trains its teacher for 8 epochs instead of 30; every digits scenario of a run uses
     the same teacher recipe, so the teacher is trained (or loaded from ``SRRL_CACHE_DIR``) once.
     """
-    from tuner.config import TrialConfig
+    from tuner.core.sweep_config import SweepConfig
 
-    base = TrialConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "digits.yaml")
+    base = SweepConfig.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "digits.yaml")[1]
     fixed = {"device": "cpu", "threads": 1, **({"teacher_epochs": 8} if quick else {})}
     return base.replace(**{**fixed, **changes})
 
 
 def digits_teacher(base: Any) -> Tuple[Any, Any]:
     """``(splits, teacher)`` for ``base``: the teacher from the cache, or trained now (one-time, not timed)."""
-    from tuner.teacher import ensure_teacher
-    from tuner.trainer import load_splits
+    from tuner.core.teacher import ensure_teacher
+    from tuner.core.trainer import load_splits
 
     splits = load_splits(base)
     with torch_threads(1):
@@ -103,8 +103,8 @@ def fit_in_tune(trainable: Any, storage: Path, name: str, num_to_keep: int, **tu
     ``TuneConfig`` fields. Raises on a failed trial."""
     from ray import tune
 
-    from tuner import sweep_build
-    from tuner.storage import SweepFolder
+    from tuner.driver import sweep_build
+    from tuner.driver.storage import SweepFolder
 
     sweep_build.tune_env()
     storage_path, fs = SweepFolder.of(str(storage)).for_tune()
@@ -160,13 +160,13 @@ def runs_main(doc: str, run: Any, report: Any, workers: int, seeds: int = 5) -> 
 
 def train_curves(job: Dict[str, Any]) -> Dict[str, Any]:
     """One run as a sweep's trial trains it: ``job["cfg"]`` distilled from ``job["base"]``'s teacher, the epochs
-    through ``tuner.trainable.run_epochs``. Returns ``job["label"]`` plus the seed, the val curve, the final test
+    through ``tuner.driver.trainable.run_epochs``. Returns ``job["label"]`` plus the seed, the val curve, the final test
     accuracy, the test curve where ``job["test_curve"]``, and ``diverged`` (the epoch, or None)."""
-    from tuner import metrics as M
-    from tuner.config import TrialConfig
-    from tuner.teacher import ensure_teacher
-    from tuner.trainable import run_epochs
-    from tuner.trainer import Trainer, load_splits
+    from tuner.core import metrics as M
+    from tuner.core.config import TrialConfig
+    from tuner.core.teacher import ensure_teacher
+    from tuner.driver.trainable import run_epochs
+    from tuner.core.trainer import Trainer, load_splits
 
     cfg, base = TrialConfig.from_dict(job["cfg"]), TrialConfig.from_dict(job["base"])
     # the base recipe's teacher, as in a sweep: a teacher_lr left unset follows the student's lr, so a
@@ -199,8 +199,8 @@ def train_pool(jobs: List[Dict[str, Any]], base: Any, workers: int, done: List[D
     import multiprocessing as mp
     import time
 
-    from tuner.teacher import ensure_teacher
-    from tuner.trainer import load_splits
+    from tuner.core.teacher import ensure_teacher
+    from tuner.core.trainer import load_splits
 
     ensure_teacher(base, load_splits(base), log=print)  # trained once, before the workers read the cache
     start, out = time.perf_counter(), list(done)

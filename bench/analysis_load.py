@@ -2,7 +2,7 @@
 
 ``python -m bench.analysis_load [--trials 200] [--epochs 20] [--repeat 3] [--db PATH]``
 builds a SQLite store with one sweep of N trials x E epochs x every per-epoch metric of
-``tuner.metrics.PER_EPOCH`` (tagged and parented exactly as ``tuner.tracking`` does, written with
+``tuner.core.metrics.PER_EPOCH`` (tagged and parented exactly as ``tuner.tracking`` does, written with
 ``log_batch``), then times ``load_trials + load_history`` (one SQL query for the history) against
 ``load_trials + client_history(threads=0)`` (one ``get_metric_history`` call per run and metric), each part
 best of ``--repeat``, after checking both histories are the same frame.
@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Callable, Dict, Tuple
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from tuner import metrics as M  # noqa: E402
+from tuner.core import metrics as M  # noqa: E402
 from tuner import tracking as T  # noqa: E402
-from tuner.config import TrialConfig  # noqa: E402
+from tuner.core.config import TrialConfig  # noqa: E402
 
 if TYPE_CHECKING:
     from bench._common import Row
 
+SCENARIO = "analysis load"
 EXPERIMENT = "bench-analysis-load"
 
 
@@ -34,7 +35,7 @@ def build_store(db: Path, trials: int, epochs: int) -> str:
     """A store with one sweep of ``trials`` finished trials; returns its tracking URI."""
     from mlflow.tracking import MlflowClient
 
-    from analysis.runs import backfill_run
+    from tuner.tracking.backfill import backfill_run
 
     uri = f"sqlite:///{db.resolve().as_posix()}"
     client = MlflowClient(uri)
@@ -95,7 +96,7 @@ def run(quick: bool) -> "Row":
         uri = build_store(Path(tmp) / "mlflow.db", trials, epochs)
         t = measure(uri, repeat)
     ours = t["trials_s"] + t["bulk_s"]
-    return Row("analysis load", ours, t["loop_s"], "s", "<= 0.10",
+    return Row(SCENARIO, ours, t["loop_s"], "s", "<= 0.10",
                note=f"{trials} trials x {epochs} epochs x {len(M.PER_EPOCH)} metrics ({t['rows']:,} rows), SQLite, best of "
                     f"{repeat}; ours = load_trials {t['trials_s']:.2f} s + load_history {t['bulk_s']:.2f} s; baseline = "
                     f"client_history(threads=0) (search_runs + one get_metric_history per run and metric); load_history alone is "

@@ -18,15 +18,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from tuner import metrics as M
-from tuner.config import SweepConfig, apply_params
-from tuner.verdict import format_verdict, mean_ci, welch
+from tuner.core import metrics as M
+from tuner.core.config import apply_params
+from tuner.core.sweep_config import SweepConfig
+from tuner.core.verdict import format_verdict, mean_ci, welch
 
 HOLDOUT_SEED0 = 100
 
 
 def _train(cfg: Any, teacher: Any, splits: Any) -> Dict[str, float]:
-    from tuner.trainer import Trainer
+    from tuner.core.trainer import Trainer
 
     final = Trainer(cfg, teacher.model if cfg.needs_teacher else None, splits).fit().final
     return {M.VAL_ACC: final[M.VAL_ACC], M.TEST_ACC: final[M.TEST_ACC]}
@@ -39,10 +40,10 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
 
-    from tuner.config import load_yaml
-    from tuner.sweep import run_sweep
-    from tuner.teacher import ensure_teacher
-    from tuner.trainer import load_splits
+    from tuner.core.config import load_yaml
+    from tuner.driver.sweep import run_sweep
+    from tuner.core.teacher import ensure_teacher
+    from tuner.core.trainer import load_splits
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,7 +47,7 @@ def run(quick: bool) -> Row:
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
-    from tuner.data import CIFAR100_MEAN, CIFAR100_STD, CROP_PADDING, TensorLoader
+    from tuner.core.data import CIFAR100_MEAN, CIFAR100_STD, CROP_PADDING, TensorLoader
 
     n, repeat = (8192, 2) if quick else (50_000, 3)
     g = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ alpha = beta = 0, so the teacher never runs) plus the teacher's no-grad forward 
 batches, per step. One torch thread, as a CPU sweep runs each trial. The three measurements
 alternate; each keeps its best repeat (the first is a warm-up). With a CUDA GPU a second row
 measures the same on it (channels_last, as ``Trainer`` runs there); both sides replay the teacher's
-forward from CUDA graphs (``tuner.graphs``), and the plain eager forward's time is shown beside.
+forward from CUDA graphs (``tuner.core.graphs``), and the plain eager forward's time is shown beside.
 
 ``python -m bench.distill_cost [--quick]``
 """
@@ -40,10 +40,10 @@ def _measure(device: str, batch: int, steps: int, repeat: int) -> Row:
     """One row: SRRL step against student-alone step + teacher forward, on ``device``."""
     import torch
 
-    from tuner.config import TrialConfig
-    from tuner.data import load_dataset
-    from tuner.models import build_model
-    from tuner.trainer import Trainer
+    from tuner.core.config import TrialConfig
+    from tuner.core.data import load_dataset
+    from tuner.core.models import build_model
+    from tuner.core.trainer import Trainer
 
     threads = 1  # as a CPU sweep runs each trial (threads = cpus_per_trial); also the least disturbed by neighbours
     splits = load_dataset("synthetic", num_classes=100, image_size=32, in_channels=3, train_size=batch * steps,

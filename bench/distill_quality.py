@@ -11,10 +11,11 @@ import statistics
 import time
 from typing import Dict, List
 
-from tuner import metrics as M
-from tuner.config import TrialConfig
-from tuner.teacher import ensure_teacher
-from tuner.trainer import Trainer, load_splits
+from tuner.core import metrics as M
+from tuner.core.config import TrialConfig
+from tuner.core.sweep_config import SweepConfig
+from tuner.core.teacher import ensure_teacher
+from tuner.core.trainer import Trainer, load_splits
 
 
 def run(cfg: TrialConfig, seeds: int) -> List[Dict[str, object]]:
@@ -44,7 +45,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json")
     args = p.parse_args()
-    cfg = TrialConfig.from_yaml(args.config, {"threads": args.threads})
+    cfg = SweepConfig.from_yaml(args.config, {"threads": args.threads})[1]
     rows = run(cfg, args.seeds)
     print(f"\n{cfg.dataset}: {cfg.teacher} -> {cfg.student}, {cfg.epochs} epochs, {args.seeds} seeds (final-epoch accuracy, %)")
     print(f"| {'arm':<52} | {'val acc':>13} | {'test acc':>13} | {'wall s':>6} |")

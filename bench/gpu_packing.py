@@ -25,8 +25,8 @@ def packed_throughput(trials: int, gpu: float, cpus: int, base: Any, splits: Any
     """Sum over ``trials`` concurrent Tune trials of their mean reported images/s over epochs 2..E."""
     from ray import tune
 
-    from tuner import metrics as M
-    from tuner.trainable import train_srrl
+    from tuner.core import metrics as M
+    from tuner.driver.trainable import train_srrl
 
     trainable = tune.with_resources(
         tune.with_parameters(train_srrl, base=base.replace(threads=cpus).to_dict(), teacher_state=teacher_state,
@@ -45,9 +45,9 @@ def run(quick: bool) -> Row:
 
     if not torch.cuda.is_available():
         return skipped(SCENARIO, "img/s", ">= 2.5", "no GPU")
-    from tuner.config import TrialConfig
-    from tuner.data import load_dataset
-    from tuner.models import build_model
+    from tuner.core.config import TrialConfig
+    from tuner.core.data import load_dataset
+    from tuner.core.models import build_model
 
     train_size, epochs = (4096, 3) if quick else (16384, 5)
     cpus = max(1, min(4, (os.cpu_count() or 1) // PACKED))

@@ -22,10 +22,10 @@ def main() -> None:
     import mlflow
     import ray
 
-    from tuner.config import SweepConfig
-    from tuner.sweep import run_sweep
-    from tuner.teacher import ensure_teacher
-    from tuner.trainer import load_splits
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep import run_sweep
+    from tuner.core.teacher import ensure_teacher
+    from tuner.core.trainer import load_splits
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("SRRL_CACHE_DIR", str(Path(tmp) / "cache"))

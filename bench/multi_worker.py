@@ -1,7 +1,7 @@
 """Multi-worker trials: what a 2-worker trial (Ray Train inside the Tune trial, DDP over gloo) costs beside a
 1-worker trial of the same recipe and global batch, per step, per report and at its start.
 
-Both trials are built as a sweep builds them (``tuner.sweep_build.trainable``): the 1-worker trial holds
+Both trials are built as a sweep builds them (``tuner.driver.sweep_build.trainable``): the 1-worker trial holds
 1 CPU, the 2-worker trial 0.1 CPU for itself and 0.95 CPU for each worker; one torch thread per process.
 ``step_time_s`` is an epoch's own work (training pass + val eval, all-reduces included);
 ``time_this_iter_s`` is Tune's time between two reports, so their difference is what reporting costs
@@ -24,9 +24,9 @@ SCENARIO = "multi-worker trial"
 
 def _trial(sweep: Any, base: Any, splits: Any, teacher: Any, storage: Path, name: str) -> Dict[str, float]:
     """One trial of ``base`` under Tune as ``sweep`` runs it: its per-step, per-report and start seconds."""
-    from tuner import metrics as M
-    from tuner import sweep_build
-    from tuner.config import trial_base
+    from tuner.core import metrics as M
+    from tuner.driver import sweep_build
+    from tuner.core.sweep_config import trial_base
 
     trainable = sweep_build.trainable(sweep, base=trial_base(sweep, base).to_dict(), teacher_state=teacher.model.state_dict(),
                                       teacher_info=teacher.info(), splits=splits)
@@ -41,7 +41,7 @@ def _trial(sweep: Any, base: Any, splits: Any, teacher: Any, storage: Path, name
 
 
 def run(quick: bool) -> Row:
-    from tuner.config import SweepConfig
+    from tuner.core.sweep_config import SweepConfig
 
     epochs = 4 if quick else 10
     base = digits_base(quick, epochs=epochs)

@@ -18,15 +18,16 @@ import time
 from typing import Any, Dict, List, Sequence
 
 from bench._common import runs_main
-from tuner import metrics as M
-from tuner.config import TrialConfig
+from tuner.core import metrics as M
+from tuner.core.config import TrialConfig
+from tuner.core.sweep_config import SweepConfig
 
 GRID = [0.01, 0.1, 1.0, 10.0, 100.0]
 
 
 def _train(job: Dict[str, Any]) -> Dict[str, Any]:
-    from tuner.teacher import ensure_teacher
-    from tuner.trainer import Trainer, load_splits
+    from tuner.core.teacher import ensure_teacher
+    from tuner.core.trainer import Trainer, load_splits
 
     cfg = TrialConfig.from_dict(job["cfg"])
     splits = load_splits(cfg)
@@ -38,12 +39,12 @@ def _train(job: Dict[str, Any]) -> Dict[str, Any]:
 
 def run(config: str, seeds: int, workers: int, done: List[Dict[str, Any]] = ()) -> List[Dict[str, Any]]:
     """Every grid point x seed not already in ``done`` (an earlier run's rows: the bench continues it)."""
-    base = TrialConfig.from_yaml(config, {"threads": 1})
+    base = SweepConfig.from_yaml(config, {"threads": 1})[1]
     have = {(r["alpha"], r["beta"], r["seed"]) for r in done}
     jobs = [{"cfg": base.replace(alpha=a, beta=b, seed=s).to_dict()} for s in range(seeds) for a in GRID for b in GRID
             if (a, b, s) not in have]
-    from tuner.teacher import ensure_teacher
-    from tuner.trainer import load_splits
+    from tuner.core.teacher import ensure_teacher
+    from tuner.core.trainer import load_splits
 
     ensure_teacher(base, load_splits(base), log=print)  # trained once, before the workers read the cache
     start = time.perf_counter()
@@ -112,7 +113,7 @@ def report(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     print(f"| (one seed's final test acc, for scale) | {ceiling['rho']:.3f} | {ceiling['rho_top']:.3f} | "
           f"{ceiling['regret']:.2f} |")
     # an ASHA rung at epoch e sees each rule's value over the epochs so far; the project's rule is the max
-    # (tuner.metrics.RANK_VAL_ACC): what the grace period is derived from
+    # (tuner.core.metrics.RANK_VAL_ACC): what the grace period is derived from
     rungs = {name: {e: held_out(runs, lambda v, e=e, fn=fn: fn(v[:e])) for e in range(1, epochs + 1)}
              for name, fn in RULES.items()}
     best = "max over epochs"

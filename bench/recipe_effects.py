@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Dict, List
 
 from bench._common import runs_main, train_pool
-from tuner.config import TrialConfig
+from tuner.core.sweep_config import SweepConfig
 
 #: one change of the base recipe each; the base itself is ``{}``
 CHANGES: List[Dict[str, Any]] = [
@@ -32,7 +32,7 @@ def _label(change: Dict[str, Any]) -> str:
 
 def run(config: str, seeds: int, workers: int, done: List[Dict[str, Any]], save: Any) -> List[Dict[str, Any]]:
     """Every change x seed not already in ``done`` (an earlier run's rows: the bench continues it)."""
-    base = TrialConfig.from_yaml(config, {"threads": 1, "alpha": 1.0, "beta": 1.0})
+    base = SweepConfig.from_yaml(config, {"threads": 1, "alpha": 1.0, "beta": 1.0})[1]
     have = {(r["change"], r["seed"]) for r in done}
     jobs = [{"label": {"change": _label(c)}, "cfg": base.replace(seed=s, **c).to_dict(), "base": base.to_dict()}
             for s in range(1, seeds + 1) for c in CHANGES if (_label(c), s) not in have]
@@ -41,7 +41,7 @@ def run(config: str, seeds: int, workers: int, done: List[Dict[str, Any]], save:
 
 def report(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Per change: mean final val/test over seeds and the paired difference to the base recipe (a table)."""
-    from tuner.verdict import mean_ci, paired
+    from tuner.core.verdict import mean_ci, paired
 
     by = {(r["change"], r["seed"]): r for r in runs}
     seeds = sorted({r["seed"] for r in runs})

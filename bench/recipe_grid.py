@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Tuple
 
 from bench._common import runs_main, train_pool
 from search_spaces.presets import LOSS_GRID
-from tuner.config import TrialConfig
+from tuner.core.config import TrialConfig
+from tuner.core.sweep_config import SweepConfig
 
 LR_STEPS = (1, 4, 16)  # x the base lr
 GRID_FIELDS = ("alpha", "beta", "lr")
@@ -49,7 +50,7 @@ def snap(point: Dict[str, Any], points: List[Dict[str, float]]) -> Dict[str, flo
 
 def run(config: str, seeds: int, workers: int, done: List[Dict[str, Any]], save: Any) -> List[Dict[str, Any]]:
     """Every point x replica not already in ``done``, replica by replica (a partial table covers every point)."""
-    base = TrialConfig.from_yaml(config, {"threads": 1})
+    base = SweepConfig.from_yaml(config, {"threads": 1})[1]
     have = {(key(r), r["seed"]) for r in done}
     jobs = [{"label": p, "cfg": base.replace(seed=s, val_split_seed=s, **p).to_dict(), "base": base.to_dict(),
              "test_curve": True}
@@ -70,7 +71,7 @@ def truth(runs: List[Dict[str, Any]]) -> Dict[Tuple[float, ...], Dict[str, Any]]
 
 def report(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The ten best points and the reference by mean final test over replicas (95% intervals)."""
-    from tuner.verdict import mean_ci
+    from tuner.core.verdict import mean_ci
 
     by = truth(runs)
     cells = sorted(by.values(), key=lambda c: -c["mean"])

@@ -3,7 +3,7 @@
 All sweeps are ``run_sweep`` on the digits ``loss_weights`` space (2 trials at once, 1 CPU each).
 The grid is ``--searcher grid`` (5 x 5 alpha, beta), FIFO, every trial for the full epochs; its
 best ``best_val_acc`` minus 0.5 is the target and its total epochs the baseline. TPE + ASHA (with
-``tuner.search.StudySearch`` telling Optuna which trials ASHA pruned) and random + ASHA run with
+``tuner.driver.search.StudySearch`` telling Optuna which trials ASHA pruned) and random + ASHA run with
 the space's defaults for several sampler seeds. Epochs spent = the sum, over trials in start
 order (from MLflow via ``analysis.runs.load_trials``), of the epochs each ran, up to and including
 the first trial whose best val_acc reaches the target; a sweep that never reaches it counts all
@@ -28,8 +28,8 @@ MARGIN = 0.5
 def _sweep(name: str, searcher: str, scheduler: str, samples: int, seed: int, base: Any, folder: Path) -> Any:
     """The sweep's trials in start order (``analysis.runs.load_trials``)."""
     from analysis.runs import load_trials
-    from tuner.config import SweepConfig
-    from tuner.sweep import run_sweep
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep import run_sweep
 
     sweep = SweepConfig(name=name, confirm=0, space="loss_weights", searcher=searcher, scheduler=scheduler, num_samples=samples,
                         max_concurrent=CONCURRENT, cpus_per_trial=1, storage_path=str(folder / "ray"),

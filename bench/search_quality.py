@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Tuple
 from unittest import mock
 
 from bench.recipe_grid import GRID_FIELDS, key, snap, truth
-from tuner import metrics as M
+from tuner.core import metrics as M
 
 #: searcher name -> what its sweeps change in the default
 SEARCHERS: Dict[str, Dict[str, Any]] = {
@@ -50,7 +50,7 @@ def replay_trial(config: Dict[str, Any], base: Dict[str, Any], table: Dict[Tuple
     """A Tune trainable that reports the stored run of the trial's grid cell and seed, as ``run_epochs`` reports."""
     from ray import tune
 
-    from tuner.config import apply_params
+    from tuner.core.config import apply_params
 
     cfg = apply_params(base, config)
     run = table[(key(snap(cfg.to_dict(), points)), order[cfg.seed % len(order)])]
@@ -77,9 +77,10 @@ def replay(searcher: str, rep: int, runs: List[Dict[str, Any]], folder: Path, co
     from ray import tune
 
     from bench.search_quality import replay_trial  # by this name: run as ``-m``, this module is ``__main__``
-    from tuner import sweep_build
-    from tuner.config import SweepConfig, load_yaml
-    from tuner.sweep import run_sweep
+    from tuner.driver import sweep_build
+    from tuner.core.config import load_yaml
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep import run_sweep
 
     replicas = sorted({r["seed"] for r in runs})
     order = random.Random(rep).sample(replicas, len(replicas))
@@ -96,7 +97,7 @@ def replay(searcher: str, rep: int, runs: List[Dict[str, Any]], folder: Path, co
                                    {"cpu": sweep.cpus_per_trial})
 
     # MLflow's per-epoch records decide nothing (the verdict reads Tune's results) and were half a replay's time
-    with mock.patch.object(sweep_build, "trainable", lookup), mock.patch("tuner.sweep.MLflowTracking", _NoRecords):
+    with mock.patch.object(sweep_build, "trainable", lookup), mock.patch("tuner.driver.sweep.MLflowTracking", _NoRecords):
         result = run_sweep(sweep, base, log=lambda _: None, verbose=0)
     verdict = result.verdict
     chosen = verdict.config(verdict.recommended)
@@ -114,7 +115,7 @@ def wilson(hits: int, n: int, z: float = 1.96) -> Tuple[float, float]:
 
 def report(out: List[Dict[str, Any]], runs: List[Dict[str, Any]], base_lr: float) -> List[Dict[str, Any]]:
     """Per searcher: hit rate within MARGIN of the grid's best, mean regret, worse-than-reference rate, epochs."""
-    from tuner.verdict import mean_ci
+    from tuner.core.verdict import mean_ci
 
     cells = truth(runs)
     best = max(cells.values(), key=lambda c: c["mean"])
@@ -173,10 +174,10 @@ def main() -> None:
         raise SystemExit(f"--searchers: unknown {', '.join(unknown)}; choose from: {', '.join(SEARCHERS)}")
     import multiprocessing as mp
 
-    from tuner.config import TrialConfig
+    from tuner.core.sweep_config import SweepConfig
 
     runs = json.loads(Path(args.grid).read_text())
-    base_lr = TrialConfig.from_yaml(args.config).lr
+    base_lr = SweepConfig.from_yaml(args.config)[1].lr
     if args.src:
         report(json.loads(Path(args.src).read_text()), runs, base_lr)
         return

@@ -4,7 +4,7 @@ All three read the same JPEGs (ImageNet-sized, ~500 x 375, quality 90, in the IL
 DataLoader workers (the machine's CPUs) and batch 64, and each is timed over its second epoch (the
 first starts the workers and warms the page cache):
 
-- ours: ``tuner.data.stream.StreamLoader`` training batches: torchvision.io decode, RandomResizedCrop(224) +
+- ours: ``tuner.core.data.stream.StreamLoader`` training batches: torchvision.io decode, RandomResizedCrop(224) +
   flip per image, then normalisation of the whole batch; float32 (64, 3, 224, 224) out.
 - floor: the same files read and decoded by torchvision.io, nothing else (ratio target >= 0.85).
 - baseline: ``torchvision.datasets.ImageFolder`` + PIL ``RandomResizedCrop(224)``, ``RandomHorizontalFlip``,
@@ -79,8 +79,8 @@ def run(quick: bool) -> Row:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    from tuner.data import load_dataset
-    from tuner.data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamLoader
+    from tuner.core.data import load_dataset
+    from tuner.core.data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamLoader
 
     n, repeat = (256, 1) if quick else (2048, 2)
     workers = max(1, len(os.sched_getaffinity(0)))

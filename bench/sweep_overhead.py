@@ -24,8 +24,8 @@ CONCURRENT = 2
 def run(quick: bool) -> Row:
     from ray.tune import ExperimentAnalysis
 
-    from tuner.config import SweepConfig
-    from tuner.sweep import run_sweep
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep import run_sweep
 
     trials, epochs = (8, 3) if quick else (16, 30)
     base = digits_base(quick, epochs=epochs)

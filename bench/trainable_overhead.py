@@ -10,7 +10,7 @@ iteration against a bare loop's fastest epoch, timed in turn) is printed beside 
 same bare loop's fastest epoch moves by 10-20 % between repeats a minute apart (the "drift" in the
 note), so that figure measures the machine as much as the trainable.
 
-The trial runs as a sweep runs it: the sweep's Tune settings (``tuner.sweep_build.tune_env``), storage
+The trial runs as a sweep runs it: the sweep's Tune settings (``tuner.driver.sweep_build.tune_env``), storage
 filesystem, logger callbacks and checkpoint retention.
 
 ``python -m bench.trainable_overhead [--quick]``
@@ -30,9 +30,9 @@ def _in_trial(base: Any, splits: Any, teacher: Any, storage: Path, name: str) ->
     """``(time_this_iter_s, step_time_s)`` of each epoch 2..E of one Tune trial, resources as a sweep gives them."""
     from ray import tune
 
-    from tuner import metrics as M
-    from tuner.config import SweepConfig
-    from tuner.trainable import train_srrl
+    from tuner.core import metrics as M
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.trainable import train_srrl
 
     trainable = tune.with_resources(
         tune.with_parameters(train_srrl, base=base.to_dict(), teacher_state=teacher.model.state_dict(),
@@ -46,7 +46,7 @@ def _in_trial(base: Any, splits: Any, teacher: Any, storage: Path, name: str) ->
 
 def _bare(base: Any, splits: Any, teacher: Any) -> List[float]:
     """Seconds of each epoch 2..E of ``Trainer.fit`` (time between the epoch callbacks)."""
-    from tuner.trainer import Trainer
+    from tuner.core.trainer import Trainer
 
     stamps: List[float] = []
     with torch_threads(base.threads):

@@ -8,9 +8,9 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from tuner import data, metrics, verdict
-from tuner.config import LABEL_KEYS, SCHEDULERS, SEARCHERS, TrialConfig, apply_params
-from tuner.models import feature_channels, model_info
+from tuner.core import data, metrics, verdict
+from tuner.core.config import LABEL_KEYS, SCHEDULERS, SEARCHERS, TrialConfig, apply_params
+from tuner.core.models import feature_channels, model_info
 
 if TYPE_CHECKING:  # optuna is only needed once a study runs
     import optuna
@@ -63,7 +63,7 @@ class SpaceContext:
     ) -> "SpaceContext":
         """Derive the context from the data set's registry metadata; loads no data.
 
-        Explicit arguments win; then ``tuner.data.dataset_info(base.dataset)``; then the data set
+        Explicit arguments win; then ``tuner.core.data.dataset_info(base.dataset)``; then the data set
         loader's default option (``synthetic``: 10 classes of 3 x 32 x 32; ``imagefolder``: 32 px);
         then the teacher's native ``input_size``/``in_channels``.
 
@@ -109,7 +109,7 @@ class SearchSpace:
         initial_points: ``ctx -> [params]`` evaluated first, in order (enqueued in the study).
         grid: exhaustive spaces only: ``(ctx, n_seeds) -> [overrides]``, every trial of the sweep.
         grid_values: ``ctx -> {param: [values]}``, a discretised space for the ``grid`` sampler.
-        objectives: ``((metric, "max" | "min"), ...)`` with names from ``tuner.metrics``;
+        objectives: ``((metric, "max" | "min"), ...)`` with names from ``tuner.core.metrics``;
             two or more entries make the search multi-objective.
         sampler: default Optuna sampler, one of ``SAMPLERS``.
         scheduler: default Tune scheduler, one of ``SCHEDULERS``.
@@ -251,7 +251,7 @@ class SearchSpace:
         returns the parameter names the trials carry (in first-seen order).
 
         Raises:
-            ValueError / tuner.config.ConfigError: a one-line message naming the problem.
+            ValueError / tuner.core.config.ConfigError: a one-line message naming the problem.
         """
         seen: Dict[str, None] = {}
         if self.grid is not None:

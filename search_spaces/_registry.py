@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import List
 
 from search_spaces._base import SearchSpace
-from tuner.registry import Registry, UnknownNameError
+from tuner.core.registry import Registry, UnknownNameError
 
 __all__ = ["SPACES", "register_space", "get_space", "list_spaces", "describe_spaces"]
 

@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Tuple
 
 from search_spaces._base import SearchSpace, SpaceContext
 from search_spaces._registry import register_space
-from tuner.config import LOSS_WEIGHTS
+from tuner.core.config import LOSS_WEIGHTS
 
 #: arm label -> (FM on, SR on, KD on); the order of the ablation table
 ARMS: Tuple[Tuple[str, Tuple[bool, bool, bool]], ...] = (

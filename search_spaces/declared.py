@@ -16,8 +16,8 @@ import yaml
 
 from search_spaces._base import SearchSpace, SpaceContext
 from search_spaces._choices import AUTHORS_WEIGHTS, PAPER_CONNECTOR, connector_choices, connector_fits_student, student_choices
-from tuner.config import SWEEP_FIXED, ConfigError, TrialConfig, apply_params, check_choice
-from tuner.registry import did_you_mean
+from tuner.core.config import SWEEP_FIXED, ConfigError, TrialConfig, apply_params, check_choice
+from tuner.core.registry import did_you_mean
 
 __all__ = ["KINDS", "DECLARED", "Dim", "parse_search", "parse_flag", "Declared", "declared_space", "declaration_yaml",
            "space_of"]

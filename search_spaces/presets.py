@@ -13,7 +13,7 @@ from search_spaces._base import SpaceContext
 from search_spaces._choices import WEIGHT_HIGH, WEIGHT_LOW, connector_choices
 from search_spaces._registry import register_space
 from search_spaces.declared import declared_space
-from tuner import metrics
+from tuner.core import metrics
 
 __all__ = ["DEFAULT_SPACE", "PRESETS", "RECIPE_LR"]
 

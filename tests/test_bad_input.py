@@ -10,7 +10,7 @@ import torch
 
 import run_search
 from tests._helpers import run_search as run_cli
-from tuner.models import build_model
+from tuner.core.models import build_model
 
 
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tuner.config import ConfigError, TrialConfig
+from tuner.core.config import ConfigError, TrialConfig
+from tuner.core.sweep_config import SweepConfig
 
 
 def test_defaults_validate_and_round_trip_through_dict_and_yaml(tmp_path):
@@ -14,13 +15,13 @@ def test_defaults_validate_and_round_trip_through_dict_and_yaml(tmp_path):
     assert TrialConfig.from_dict(cfg.to_dict()) == cfg
     path = tmp_path / "c.yaml"
     path.write_text(cfg.to_yaml())
-    assert TrialConfig.from_yaml(path) == cfg
+    assert SweepConfig.from_yaml(path)[1] == cfg
 
 
 def test_yaml_overrides_take_precedence_and_none_is_ignored(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("alpha: 2\nepochs: 7\n")
-    cfg = TrialConfig.from_yaml(path, {"alpha": "3", "epochs": None})
+    cfg = SweepConfig.from_yaml(path, {"alpha": "3", "epochs": None})[1]
     assert cfg.alpha == 3.0 and cfg.epochs == 7
 
 
@@ -74,27 +75,27 @@ def test_bad_values_give_one_line_errors(data, message):
 
 def test_yaml_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"^config: file .*missing.yaml' does not exist$"):
-        TrialConfig.from_yaml(tmp_path / "missing.yaml")
+        SweepConfig.from_yaml(tmp_path / "missing.yaml")[1]
     bad = tmp_path / "bad.yaml"
     bad.write_text("alpha: [1, 2\n")
     with pytest.raises(ConfigError, match=r"^config: .*bad.yaml line \d+ is not valid YAML"):
-        TrialConfig.from_yaml(bad)
+        SweepConfig.from_yaml(bad)[1]
     listy = tmp_path / "list.yaml"
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
-        TrialConfig.from_yaml(listy)
+        SweepConfig.from_yaml(listy)[1]
 
 
 def test_yaml_is_data_not_code(tmp_path):
     evil = tmp_path / "evil.yaml"
     evil.write_text("alpha: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        TrialConfig.from_yaml(evil)
+        SweepConfig.from_yaml(evil)[1]
 
 
 @pytest.mark.parametrize("preset", sorted(p.name for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
 def test_every_preset_validates_as_sweep_and_trial(preset):
-    from tuner.config import SweepConfig, load_yaml
+    from tuner.core.config import load_yaml
 
     sweep, base = SweepConfig.split(load_yaml(Path(__file__).parents[1] / "configs" / preset))
     # digits.yaml names the default preset; the CIFAR and ImageNet recipes are the authors': only the weights
@@ -102,7 +103,7 @@ def test_every_preset_validates_as_sweep_and_trial(preset):
 
 
 def test_sweep_split_routes_keys_and_rejects_unknown_ones():
-    from tuner.config import SweepConfig
+    from tuner.core.sweep_config import SweepConfig
 
     sweep, base = SweepConfig.split({"space": "ablation", "seeds": "5", "alpha": 2, "seed": 7, "gpus_per_trial": 0.25})
     assert (sweep.space, sweep.seeds, sweep.seed, sweep.gpus_per_trial) == ("ablation", 5, 7, 0.25)
@@ -118,5 +119,5 @@ def test_sweep_split_routes_keys_and_rejects_unknown_ones():
 
 
 def test_trial_config_reads_a_sweep_preset_ignoring_its_sweep_keys():
-    cfg = TrialConfig.from_yaml(Path(__file__).parents[1] / "configs" / "digits.yaml", {"beta": 5})
+    cfg = SweepConfig.from_yaml(Path(__file__).parents[1] / "configs" / "digits.yaml", {"beta": 5})[1]
     assert (cfg.teacher, cfg.student, cfg.beta) == ("digits_cnn4x64", "digits_cnn2x4", 5.0)

@@ -3,8 +3,6 @@ records say, an interrupted confirmation resumed, a sweep confirmed later, a stu
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -123,7 +121,7 @@ def test_a_killed_confirmation_is_resumed_with_one_run_per_trial(tmp_path, env):
 
 def test_warm_start_then_confirm_later(confirmed, tmp_path, env):
     """A sweep seeded from earlier ones (one point fits, one lies outside), run without confirmation,
-    then confirmed with ``python -m analysis confirm``."""
+    then confirmed with ``python run_search.py --confirm-sweep NAME``."""
     src, _ = confirmed
     for f in ("mlflow.db",):
         (tmp_path / f).write_bytes((src / f).read_bytes())
@@ -149,9 +147,8 @@ def test_warm_start_then_confirm_later(confirmed, tmp_path, env):
     assert "warm-start" in proc.stdout  # the leaderboard's origin column
     assert not _stage(runs, "confirm")
 
-    later = subprocess.run([sys.executable, "-m", "analysis", "confirm", "--experiment", "ws", "--top", "1", "--seeds", "2",
-                            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=300)
+    later = run_search(tmp_path, env, "--confirm-sweep", "ws", "--confirm", "1", "--confirm-seeds", "2",
+                       "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", timeout=300)
     assert later.returncode == 0, later.stderr[-3000:]
     confirm = _stage(trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "ws"), "confirm")
     assert len(confirm) == 6

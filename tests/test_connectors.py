@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tuner.connectors import CONNECTORS, build_connector, connector_fits, list_connectors
+from tuner.core.connectors import CONNECTORS, build_connector, connector_fits, list_connectors
 
 
 def _teacher_head(c_t: int, k: int = 7) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Tests for tuner.data: every dataset on real or real-format files, the loader, the fingerprint."""
+"""Tests for tuner.core.data: every dataset on real or real-format files, the loader, the fingerprint."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tuner.data import (
+from tuner.core.data import (
     CIFAR10_MEAN,
     CIFAR100_STD,
     DatasetNotFoundError,
@@ -23,7 +23,7 @@ from tuner.data import (
     load_dataset,
     make_loaders,
 )
-from tuner.registry import UnknownNameError
+from tuner.core.registry import UnknownNameError
 
 
 # ----------------------------------------------------------------------------- registry
@@ -388,8 +388,8 @@ def test_loader_cuda_matches_cpu():
 
 def test_a_fresh_validation_split_per_seed_keeps_sizes_classes_and_test():
     """The confirmation's per-seed split: train + val pooled and re-split, stratified, same sizes; test untouched."""
-    from tuner.config import TrialConfig
-    from tuner.trainer import Trainer, load_splits
+    from tuner.core.config import TrialConfig
+    from tuner.core.trainer import Trainer, load_splits
 
     splits = load_splits(TrialConfig())
     a, b, again = splits.with_val_seed(1), splits.with_val_seed(2), splits.with_val_seed(1)

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from tuner.config import TrialConfig
-from tuner.data import TensorLoader
-from tuner.models import build_model
-from tuner.trainer import Trainer, load_splits
+from tuner.core.config import TrialConfig
+from tuner.core.data import TensorLoader
+from tuner.core.models import build_model
+from tuner.core.trainer import Trainer, load_splits
 
 CFG = dict(dataset="digits", student="resnet8x4", teacher="resnet8x4", alpha=1.0, beta=1.0, epochs=2, batch_size=64,
            threads=1, device="cpu", lr=0.05)

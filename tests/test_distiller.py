@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tuner.connectors import build_connector
-from tuner.distiller import LOSS_TERMS, Distiller
-from tuner.losses import feature_matching_loss, kd_loss, softmax_regression_loss
-from tuner.models import build_model
+from tuner.core.connectors import build_connector
+from tuner.core.distiller import LOSS_TERMS, Distiller
+from tuner.core.losses import feature_matching_loss, kd_loss, softmax_regression_loss
+from tuner.core.models import build_model
 
 
 def _pair(alpha=1.0, beta=1.0, gamma=0.0, connector="conv1x1_bn_relu"):
@@ -104,7 +104,7 @@ def test_larger_student_map_is_pooled_to_teacher_size():
 
 
 def test_graphed_teacher_is_eager_on_cpu():
-    from tuner.graphs import GraphedTeacher
+    from tuner.core.graphs import GraphedTeacher
 
     teacher = build_model("digits_cnn4x64", 10, in_channels=1).eval().requires_grad_(False)
     x = torch.randn(4, 1, 8, 8)
@@ -119,7 +119,7 @@ def test_graphed_teacher_replays_what_eager_computes(bf16):
     """One graph per input shape (at most 2), each replay on the new batch; a third shape runs eagerly."""
     import contextlib
 
-    from tuner.graphs import GraphedTeacher
+    from tuner.core.graphs import GraphedTeacher
 
     torch.manual_seed(0)
     teacher = build_model("resnet8x4", 100).cuda().to(memory_format=torch.channels_last).eval().requires_grad_(False)

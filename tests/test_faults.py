@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests._helpers import (assert_records_agree, cli_study, fill_disk, free_port, kill_when, resize_disk, run_search,
-                            small_disk, start_run_search, trial_runs, tune_results)
+from tests._helpers import (assert_records_agree, cli_study, free_port, kill_when, run_search, start_run_search, trial_runs,
+                            tune_results)
+from tests._outages import fill_disk, resize_disk, small_disk
 
 pytestmark = pytest.mark.slow
 
@@ -21,8 +22,8 @@ def test_worker_node_dies_mid_sweep(tmp_path, env, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
-    from tuner.config import SweepConfig
-    from tuner.sweep import run_sweep
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep import run_sweep
 
     monkeypatch.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])
     monkeypatch.chdir(tmp_path)
@@ -204,7 +205,7 @@ def test_unreachable_tracking_server_refuses_to_start(tmp_path, env):
 
 
 def test_unwritable_checkpoint_is_an_error_naming_the_path(tmp_path):
-    from tuner.trainable import save_state
+    from tuner.driver.trainable import save_state
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -233,7 +234,7 @@ def test_two_sweeps_started_together_in_a_fresh_folder_both_finish(tmp_path, env
 @pytest.mark.parametrize("sig, race", [("SIGINT", 0), ("SIGTERM", 2)])
 def test_an_interrupted_sweep_says_so_exits_130_and_resumes(sig, race, tmp_path, env):
     """Ctrl-C, or the SIGTERM a cluster scheduler sends: Tune saves the state, every record says how it stands;
-    a raced search (tuner/race.py) resumes with its race: its seeds still repeat their configurations."""
+    a raced search (tuner/driver/race.py) resumes with its race: its seeds still repeat their configurations."""
     import signal
     import subprocess
     import sys

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tests._helpers import TcpGate, free_port, tune_results
+from tests._helpers import free_port, tune_results
+from tests._outages import TcpGate
 
 
 def test_tune_results_reads_a_folder_that_appears_and_vanishes_as_not_there(tmp_path):

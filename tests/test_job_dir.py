@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tuner.config import ConfigError, SweepConfig
-from tuner.job_dir import JOB_CONFIG_ENV
-from tuner.sweep import prepare_sweep
+from tuner.core.config import ConfigError
+from tuner.core.sweep_config import SweepConfig
+from tuner.driver.job_dir import JOB_CONFIG_ENV
+from tuner.driver.prepare import prepare_sweep
 from tuner.tracking.uri import artifact_location
 
 

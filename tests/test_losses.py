@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tuner.losses import feature_matching_loss, kd_loss, softmax_regression_loss
+from tuner.core.losses import feature_matching_loss, kd_loss, softmax_regression_loss
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "golden_losses.json").read_text())
 

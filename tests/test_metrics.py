@@ -1,9 +1,9 @@
-"""The status rule every part reads (leaderboard, MLflow callback, Optuna study, analysis sync)."""
+"""The status rule every part reads (leaderboard, MLflow callback, Optuna study, run_search.py --sync)."""
 from __future__ import annotations
 
 import pytest
 
-from tuner import metrics as M
+from tuner.core import metrics as M
 
 
 @pytest.mark.parametrize("errored, diverged, epochs_run, planned, ended, status", [

@@ -1,4 +1,4 @@
-"""tuner.faults: what counts as a full disk, which setting a full disk is named by, and the atomic
+"""tuner.core.faults: what counts as a full disk, which setting a full disk is named by, and the atomic
 filesystem's writes on one (a real tmpfs; those tests skip where mounting one is not allowed)."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
-from tests._helpers import small_disk
-from tuner import faults
+from tests._outages import small_disk
+from tuner.core import faults
 
 
 def test_a_full_disk_is_recognised_through_causes_and_in_error_files():
@@ -35,7 +35,7 @@ def test_the_place_an_error_names_decides_the_field_and_fields_on_the_same_disk_
 
 
 def test_an_atomic_write_on_a_full_disk_keeps_the_old_file_and_leaves_no_part(tmp_path):
-    from tuner.atomic_fs import AtomicLocalHandler
+    from tuner.driver.atomic_fs import AtomicLocalHandler
 
     faults.reset()
     with small_disk(tmp_path / "disk", 64) as disk:
@@ -55,8 +55,9 @@ def test_an_atomic_write_on_a_full_disk_keeps_the_old_file_and_leaves_no_part(tm
 def test_a_study_left_by_a_failed_start_is_replaced_one_that_ran_trials_is_refused(tmp_path):
     import optuna
 
-    from tuner.config import ConfigError, SweepConfig
-    from tuner.preflight import check_study_name
+    from tuner.core.config import ConfigError
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.preflight import check_study_name
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     left = optuna.create_study(study_name="left", storage=url)

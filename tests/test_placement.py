@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.config import SweepConfig
-from tuner.preflight import _worker_slots
-from tuner.sweep_build import trial_demand
+from tuner.core.sweep_config import SweepConfig
+from tuner.driver.preflight import _worker_slots
+from tuner.driver.sweep_build import trial_demand
 
 
 def test_a_trial_holds_its_workers_and_a_tenth_of_a_cpu_for_itself():
@@ -27,7 +27,7 @@ def test_worker_slots_count_each_node_by_what_its_cpus_and_gpus_both_allow():
 @pytest.mark.slow
 def test_as_many_multi_worker_trials_run_at_once_as_the_cluster_holds():
     from tests._helpers import local_ray
-    from tuner.sweep_build import max_concurrent
+    from tuner.driver.sweep_build import max_concurrent
 
     with local_ray():  # 2 CPUs
         assert max_concurrent(SweepConfig(workers_per_trial=2, cpus_per_worker=0.5)) == 1  # 1.1 CPUs a trial

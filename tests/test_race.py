@@ -5,9 +5,9 @@ import pickle
 
 import pytest
 
-from tuner import metrics as M
-from tuner.race import RACE, Race, RaceSearch, config_id_of
-from tuner.results import by_config
+from tuner.core import metrics as M
+from tuner.driver.race import RACE, Race, RaceSearch, config_id_of
+from tuner.driver.results import by_config
 
 
 def _run(race: Race, values):
@@ -76,8 +76,8 @@ class _Search(RaceSearch):
 
 
 def test_the_searcher_hands_out_race_seeds_first_and_keeps_its_state(monkeypatch, tmp_path):
-    monkeypatch.setattr("tuner.search.StudySearch.suggest", lambda self, tid: self._ask(tid))
-    monkeypatch.setattr("tuner.search.StudySearch.on_trial_complete", lambda self, *a, **k: None)
+    monkeypatch.setattr("tuner.driver.search.StudySearch.suggest", lambda self, tid: self._ask(tid))
+    monkeypatch.setattr("tuner.driver.search.StudySearch.on_trial_complete", lambda self, *a, **k: None)
     s = _Search(race=3)
     first = s.suggest("t0")
     assert first == {"alpha": 1.0, "origin": "search", "optuna_trial": 0, "config_id": config_id_of(0)}
@@ -89,7 +89,7 @@ def test_the_searcher_hands_out_race_seeds_first_and_keeps_its_state(monkeypatch
     s.on_trial_complete("t2", {M.EPOCH: 2, M.RANK_VAL_ACC: 99.0})  # stopped early: not a full value, dropped
     s.on_trial_complete("t2", {M.EPOCH: 3, M.RANK_VAL_ACC: 99.0})  # told twice: recorded once
     assert "s1" in s._race.dropped
-    monkeypatch.setattr("tuner.search.StudySearch.restore", lambda self, path: None)
+    monkeypatch.setattr("tuner.driver.search.StudySearch.restore", lambda self, path: None)
     s._numbers, s._completed = {}, set()
     s.save(str(tmp_path / "state"))
     state = pickle.loads((tmp_path / "state").read_bytes())

@@ -69,13 +69,13 @@ COVERAGE: List[Tuple[str, str]] = [
     (r"python run_search\.py --race 3", "tests/test_race.py::test_a_raced_sweep_runs_more_seeds_of_what_holds_up_and_confirms_on_fresh_ones "
      "(--race 3, 9 trials of 3 epochs)"),
     (r"# my_sweep\.yaml", "tests/test_readme.py::test_the_readme_search_yaml_declares_a_valid_space"),
-    (r"from tuner\.export import load_student", HERE),
+    (r"from tuner\.core\.export import load_student", HERE),
     (r"python -m analysis report", HERE),
-    (r"python -m analysis confirm", "tests/test_confirm.py::test_warm_start_then_confirm_later"),
     (r"python -m analysis leaderboard", HERE),
     (r"python -m analysis ablation", HERE),
     (r"python -m analysis export", HERE),
-    (r"python -m analysis sync", "tests/test_tracking_outage.py::test_server_down_until_the_end_then_sync_backfills"),
+    (r"python run_search\.py --confirm-sweep", "tests/test_confirm.py::test_warm_start_then_confirm_later"),
+    (r"python run_search\.py --sync", "tests/test_tracking_outage.py::test_server_down_until_the_end_then_sync_backfills"),
     (r"from analysis import", HERE),
     (r"ray start --head", HERE),
     (r"ray start --address", HERE),
@@ -92,11 +92,11 @@ COVERAGE: List[Tuple[str, str]] = [
     (r"python run_search\.py --config configs/imagenet_resnet34_resnet18\.yaml .*--warm-start", NOT_HERE + "needs "
      "ImageNet (1.28 M images) and a GPU; the preset runs in test_the_imagenet_preset_sweeps_a_class_subset_of_a_tiny_"
      "ilsvrc_folder and the warm start in tests/test_confirm.py::test_warm_start_then_confirm_later"),
-    (r"python -m tuner\.train --config configs/digits\.yaml", "tests/test_train.py::test_cli_runs_one_distillation"),
-    (r"python -m tuner\.train --config configs/cifar100", NOT_HERE + "needs the CIFAR-100 files, which cannot be "
+    (r"python -m tuner\.core\.train --config configs/digits\.yaml", "tests/test_train.py::test_cli_runs_one_distillation"),
+    (r"python -m tuner\.core\.train --config configs/cifar100", NOT_HERE + "needs the CIFAR-100 files, which cannot be "
      "downloaded here"),
-    (r"from tuner\.config import TrialConfig", HERE),
-    (r"python -m bench \[--quick\]", "tests/test_bench.py::test_quick_suite_reports_every_scenario"),
+    (r"from tuner\.core\.sweep_config import SweepConfig", HERE),
+    (r"python -m bench \[--quick\]", "tests/test_bench.py::test_one_quick_scenario_runs_end_to_end_into_the_table_and_the_json (one scenario)"),
     (r"python -m bench --gpu", NOT_HERE + "needs a GPU; without one it refuses in one line "
      "(tests/test_bench.py::test_gpu_rows_refuse_to_start_without_cuda)"),
     (r"pip install -e '\.\[test\]' && python -m pytest -m \"not slow\"", ".ci/run (test_ci_runs_the_readme_test_command)"),
@@ -272,7 +272,7 @@ def test_a_job_keeps_its_records_where_asked_and_a_fresh_shell_opens_them(cluste
 def test_a_driver_on_the_cluster_and_the_readme_sweeps_shrunk(cluster):
     """``python run_search.py --address auto`` on the README's cluster, with each README sweep flag set
     not run elsewhere (connectors, ablation, pareto) shrunk to ``--smoke``; then the ablation's table,
-    the analysis Python block and the ``python -m tuner.train`` Python block."""
+    the analysis Python block and the ``python -m tuner.core.train`` Python block."""
     env, tmp = cluster["env"], cluster["tmp"]
     work = tmp / "driver"
     work.mkdir()
@@ -303,7 +303,7 @@ def test_a_driver_on_the_cluster_and_the_readme_sweeps_shrunk(cluster):
                       .replace("loss_weights-digits-20261128-000632", "conn").replace("ablation-digits-...", "abl"))
     _run([sys.executable, "-c", analysis_block + "\nassert len(trials) == 4 and not history.empty\n"], work, env)
 
-    trainer_block = next(b for b in blocks if b.startswith("from tuner.config import TrialConfig"))
+    trainer_block = next(b for b in blocks if b.startswith("from tuner.core.sweep_config import SweepConfig"))
     shrunk = trainer_block.replace('{"alpha": 1, "beta": 5}', '{"alpha": 1, "beta": 5, "epochs": 1, "teacher_epochs": 1}')
     assert shrunk != trainer_block
     printed = _run([sys.executable, "-c", shrunk], REPO, env).stdout.split()
@@ -313,8 +313,9 @@ def test_a_driver_on_the_cluster_and_the_readme_sweeps_shrunk(cluster):
 def test_the_readme_search_yaml_declares_a_valid_space(tmp_path):
     """The README's sweep file: a search: mapping alone is the whole space; its points lie inside it."""
     from search_spaces import SpaceContext
-    from tuner.config import SweepConfig, load_yaml
-    from tuner.sweep import check_space
+    from tuner.core.config import load_yaml
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.prepare import check_space
 
     text = next(t for lang, t in readme_blocks() if lang == "yaml" and "search:" in t)
     (tmp_path / "my_sweep.yaml").write_text(text)

@@ -6,7 +6,7 @@ import functools
 import optuna
 import pytest
 
-from tuner.search import StudySearch
+from tuner.driver.search import StudySearch
 
 State = optuna.trial.TrialState
 
@@ -96,7 +96,7 @@ def test_a_searcher_restored_from_an_older_snapshot_does_not_draw_the_dead_drive
 def _generator(storage, tmp_path, max_concurrent: int = 8):
     from ray.tune.experiment import Experiment
 
-    from tuner.search import StudyGenerator
+    from tuner.driver.search import StudyGenerator
 
     gen = StudyGenerator(_searcher(storage), max_concurrent=max_concurrent)
     gen.add_configurations([Experiment("sw", lambda config: None, num_samples=5, storage_path=str(tmp_path))])
@@ -154,7 +154,7 @@ def test_trials_that_ended_after_the_generators_snapshot_free_their_concurrency_
 def test_a_searcher_state_of_an_older_version_is_refused_in_one_line(storage, tmp_path):
     import pickle
 
-    from tuner.config import ConfigError
+    from tuner.core.config import ConfigError
 
     (tmp_path / "searcher.pkl").write_bytes(pickle.dumps({"_ot_trials": {}, "_completed_trials": set()}))
     with pytest.raises(ConfigError, match="older srrl-tune .* resume this sweep with the srrl-tune that started it"):
@@ -164,7 +164,7 @@ def test_a_searcher_state_of_an_older_version_is_refused_in_one_line(storage, tm
 def test_an_errored_trial_stays_running_until_its_rerun_ends_or_the_stage_fails_it(storage, tmp_path):
     """--resume re-runs errored trials (a full disk): the study learns how the re-run ends; only once the
     stage ended for good does settle_study tell FAIL, with the error, for those still errored."""
-    from tuner.search import settle_study
+    from tuner.driver.search import settle_study
 
     s = _searcher(storage)
     s.suggest("disk"), s.suggest("bug")
@@ -208,7 +208,7 @@ def test_settle_study_tells_what_tune_ran_and_fails_what_it_never_kept(storage):
     """At the stage's end Tune's trial list is whole: a study trial still RUNNING whose Tune trial ended
     (the searcher never heard: its snapshot predated it) gets its history and outcome; one that no Tune
     trial holds (asked by a killed driver, lost with its experiment state) is FAIL, ``orphaned``."""
-    from tuner.search import settle_study
+    from tuner.driver.search import settle_study
 
     s = _searcher(storage)
     for tid in ("ran", "cut", "div", "lost", "done"):

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from tuner.config import ConfigError
-from tuner.storage import SweepFolder
+from tuner.core.config import ConfigError
+from tuner.driver.storage import SweepFolder
 
 from tests._helpers import REPO
 
@@ -49,12 +49,12 @@ def test_trial_folders_tune_does_not_hold_are_set_aside_not_deleted(location, tm
 
 def test_trial_logs_are_completed_from_the_newest_checkpoint(location, tmp_path):
     """A trial that logged nothing and one whose log stops short get the rows their newest checkpoint holds;
-    a log that reaches its checkpoint is left byte for byte (``tuner.trial_logs``; both storage kinds)."""
+    a log that reaches its checkpoint is left byte for byte (``tuner.driver.trial_logs``; both storage kinds)."""
     import json
 
     import torch
 
-    from tuner.trial_logs import complete_trial_logs, read_result_lines
+    from tuner.driver.trial_logs import complete_trial_logs, read_result_lines
 
     stage = tmp_path / "store" / "sw"
     history = [{"epoch": e, "val_acc": 10.0 * e, "best_val_acc": 10.0 * e} for e in (1, 2, 3)]
@@ -114,7 +114,7 @@ def test_local_storage_given_to_tune_writes_whole_files(location, tmp_path):
     """Tune rewrites tuner.pkl and its state files in place; a writer killed mid-file must leave the old file."""
     import pyarrow.fs
 
-    from tuner.atomic_fs import PART_SUFFIX, remove_parts
+    from tuner.driver.atomic_fs import PART_SUFFIX, remove_parts
 
     path, fs = SweepFolder.of(location).child("sweep-a").for_tune()
     assert path == str(tmp_path / "store" / "sweep-a") and fs.type_name == "py::srrl-atomic-local"
@@ -123,7 +123,7 @@ def test_local_storage_given_to_tune_writes_whole_files(location, tmp_path):
     assert state.read_bytes() == b"old" * 1000 and os.listdir(state.parent) == ["tuner.pkl"]
 
     # a writer SIGKILLed halfway through the new tuner.pkl (as Tune's driver was, mid-upload)
-    code = ("import os, signal, sys, pyarrow.fs\nfrom tuner.atomic_fs import AtomicLocalHandler\n"
+    code = ("import os, signal, sys, pyarrow.fs\nfrom tuner.driver.atomic_fs import AtomicLocalHandler\n"
             "f = AtomicLocalHandler.filesystem().open_output_stream(sys.argv[1])\n"
             "f.write(b'new' * 500_000); os.kill(os.getpid(), signal.SIGKILL)\n")
     killed = subprocess.run([sys.executable, "-c", code, str(state)], cwd=REPO)

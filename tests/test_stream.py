@@ -7,10 +7,10 @@ from torchvision.io import decode_image
 from torchvision.transforms import v2
 
 from tests._helpers import write_ilsvrc
-from tuner.config import ConfigError, TrialConfig
-from tuner.data import DatasetNotFoundError, DataSplits, StreamSplits, load_dataset, make_loaders
-from tuner.data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamLoader, crop_box, epoch_order, eval_resize
-from tuner.models import build_model, load_weights
+from tuner.core.config import ConfigError, TrialConfig
+from tuner.core.data import DatasetNotFoundError, DataSplits, StreamSplits, load_dataset, make_loaders
+from tuner.core.data.stream import IMAGENET_MEAN, IMAGENET_STD, StreamLoader, crop_box, epoch_order, eval_resize
+from tuner.core.models import build_model, load_weights
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_batch_decode_gives_the_worker_decodes_batches_and_is_refused_for_other_
     with pytest.raises(DatasetNotFoundError, match=r"^gpu_decode: .* holds files other than JPEGs"):
         make_loaders(p, 4, seed=0, batch_decode=True)
     with pytest.raises(ConfigError, match=r"^gpu_decode: decodes on the trial's GPU, and this trial runs on cpu"):
-        from tuner.trainer import Trainer
+        from tuner.core.trainer import Trainer
 
         Trainer(TrialConfig(dataset="imagenet", data_dir=str(tiny), image_size=24, device="cpu", gpu_decode=True,
                             student="resnet8x4", teacher="resnet8x4", alpha=0.0, beta=0.0))

@@ -141,7 +141,7 @@ def test_the_imagenet_preset_sweeps_a_class_subset_of_a_tiny_ilsvrc_folder(tmp_p
     reused actor, and reports every epoch."""
     import torch
 
-    from tuner.models import build_model
+    from tuner.core.models import build_model
 
     write_ilsvrc(tmp_path / "imagenet", classes=4, train_per_class=12, val_per_class=3, size=40)
     torch.save(build_model("resnet34", 4).state_dict(), tmp_path / "resnet34.pth")
@@ -210,8 +210,8 @@ def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, env, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
 
-    from tuner.config import SweepConfig
-    from tuner.sweep import run_sweep
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep import run_sweep
 
     monkeypatch.setenv("RAY_TMPDIR", env["RAY_TMPDIR"])
     monkeypatch.chdir(tmp_path)

@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from tuner.config import ConfigError, TrialConfig
-from tuner.models import build_model
-from tuner.teacher import ensure_teacher, teacher_key
-from tuner.trainer import load_splits
+from tuner.core.config import ConfigError, TrialConfig
+from tuner.core.models import build_model
+from tuner.core.teacher import ensure_teacher, teacher_key
+from tuner.core.trainer import load_splits
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from tests._helpers import MlflowServer, local_ray
+from tests._helpers import local_ray
+from tests._outages import MlflowServer
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -17,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _sweep(tmp_path: Path, tracking_uri: str, name: str):
     """A 4-trial FIFO sweep of 3 epochs, run in this process against ``tracking_uri``."""
-    from tuner.config import SweepConfig
-    from tuner.sweep import run_sweep
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep import run_sweep
 
     sweep, base = SweepConfig.split({"name": name, "confirm": 0, "num_samples": 4, "epochs": 3, "teacher_epochs": 3, "scheduler": "fifo",
                                      "top_k": 2, "storage_path": str(tmp_path / "ray"), "tracking_uri": tracking_uri,
@@ -30,11 +31,11 @@ def _sweep(tmp_path: Path, tracking_uri: str, name: str):
 def _check_records(tracking_uri: str, result) -> None:
     import mlflow
 
-    from tuner import metrics as M
-    from tuner.config import TrialConfig
-    from tuner.export import load_student
-    from tuner.trainer import evaluate_model, load_splits
-    from tuner.data import make_loaders
+    from tuner.core import metrics as M
+    from tuner.core.config import TrialConfig
+    from tuner.core.export import load_student
+    from tuner.core.trainer import evaluate_model, load_splits
+    from tuner.core.data import make_loaders
 
     client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(result.experiment)

@@ -4,7 +4,7 @@ unreachable while a real in-process sweep runs.
 1. It becomes unreachable (a gate in front of it refuses and cuts connections) and reachable again while
    the sweep still runs: the callback's in-memory buffer delivers everything, with no duplicate runs.
 2. It stays down until the sweep has ended: the sweep still returns normally, and once the server
-   is back ``python -m analysis sync`` fills in everything from Tune's result files.
+   is back ``python run_search.py --sync DIR`` fills in everything from Tune's result files.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from typing import Callable, Dict, Optional
 
 import pytest
 
-from tests._helpers import MlflowServer, TcpGate, local_ray, trial_runs, tune_results
+from tests._helpers import local_ray, trial_runs, tune_results
+from tests._outages import MlflowServer, TcpGate
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -44,8 +45,8 @@ def ray_local():
 
 
 def _sweep(tmp_path: Path, uri: str, name: str, trials: int, epochs: int, **extra):
-    from tuner.config import SweepConfig
-    from tuner.sweep import run_sweep
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep import run_sweep
 
     sweep, base = SweepConfig.split({
         "name": name, "confirm": 0, "num_samples": trials, "epochs": epochs, "teacher_epochs": 3, "scheduler": "fifo",
@@ -92,7 +93,7 @@ def _cut_after_first_epoch(server: MlflowServer, experiment: str, events: Dict[s
 def _check_complete(uri: str, experiment: str, folder: Path, epochs: int) -> None:
     """Exactly one ended child per trial, and every finite metric of every epoch equal to result.json."""
     from analysis.runs import load_history
-    from tuner import metrics as M
+    from tuner.core import metrics as M
 
     results = tune_results(folder)
     children = trial_runs(uri, experiment)
@@ -190,7 +191,7 @@ def test_server_down_until_the_end_then_sync_backfills(tmp_path, monkeypatch, se
     before = {c.data.tags["srrl.trial_id"]: c for c in trial_runs(server.uri, "out-b")}
     assert len(before) >= 1 and any(c.info.status == "RUNNING" for c in before.values())
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "analysis", "sync", "--experiment", "out-b", "--sweep-dir", str(folder),
+    cmd = [sys.executable, str(REPO / "run_search.py"), "--sync", str(folder), "--experiment", "out-b",
            "--tracking-uri", server.uri]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr

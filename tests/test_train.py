@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from tuner import metrics as M
-from tuner.config import TrialConfig
-from tuner.teacher import ensure_teacher
-from tuner.train import main
-from tuner.trainer import Diverged, Trainer, load_splits
+from tuner.core import metrics as M
+from tuner.core.config import TrialConfig
+from tuner.core.teacher import ensure_teacher
+from tuner.core.train import main
+from tuner.core.trainer import Diverged, Trainer, load_splits
 
 QUICK = {"epochs": 3, "teacher_epochs": 3, "batch_size": 128, "threads": 1}
 
@@ -96,12 +96,12 @@ def test_resume_from_state_dict_continues_exactly(digits):
 
 def test_a_restore_reads_the_checkpoint_where_it_lies_not_through_a_shared_temp_folder(digits, tmp_path, monkeypatch):
     """The ranks of a restarted worker group restore at once: a temp folder they shared was rewritten under a
-    reader (tuner.trainable.restore), so restoring must not need one: here there is none to write."""
+    reader (tuner.driver.trainable.restore), so restoring must not need one: here there is none to write."""
     from ray import tune
 
-    from tuner.atomic_fs import AtomicLocalHandler
-    from tuner.trainable import restore, save_state
-    from tuner.trainer import STATE_FILE
+    from tuner.driver.atomic_fs import AtomicLocalHandler
+    from tuner.driver.trainable import restore, save_state
+    from tuner.core.trainer import STATE_FILE
 
     cfg, splits, teacher = digits
     first = Trainer(cfg, teacher.model, splits)
@@ -118,7 +118,7 @@ def test_a_restore_reads_the_checkpoint_where_it_lies_not_through_a_shared_temp_
 
 def test_a_checkpoint_carries_its_trial_config_and_the_export_reads_it(digits, tmp_path):
     """The checkpoint holds the full TrialConfig (as nanoGPT's do): export needs nothing rebuilt."""
-    from tuner.export import checkpoint_config, export_student, load_student
+    from tuner.core.export import checkpoint_config, export_student, load_student
 
     cfg, splits, teacher = digits
     cfg = cfg.replace(alpha=2.5, beta=0.75, connector="conv3x3_bn_relu")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from tuner import metrics as M
-from tuner.config import TrialConfig
-from tuner.confirm import confirm_configs, confirm_points
-from tuner.verdict import DECISION, Verdict, holm, mean_ci, paired, summarize, welch
+from tuner.core import metrics as M
+from tuner.core.config import TrialConfig
+from tuner.driver.confirm import confirm_configs, confirm_points
+from tuner.core.verdict import DECISION, Verdict, holm, mean_ci, paired, summarize, welch
 
 REF = {"alpha": 1.0, "beta": 1.0}
 

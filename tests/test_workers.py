@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tuner.workers import TRAIN_RUNS
+from tuner.driver.workers import TRAIN_RUNS
 from tests._helpers import (assert_records_agree, cli_study, descendants_mentioning, run_search, start_run_search,
                             trial_runs, tune_results)
 

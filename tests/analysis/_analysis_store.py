@@ -17,9 +17,9 @@ from typing import Any, Dict, List, Mapping, Optional
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from tuner import metrics as M  # noqa: E402
+from tuner.core import metrics as M  # noqa: E402
 from tuner import tracking as T  # noqa: E402
-from tuner.config import TrialConfig  # noqa: E402
+from tuner.core.config import TrialConfig  # noqa: E402
 
 ARM_MEANS = {"CE": 90.0, "CE+FM": 91.0, "CE+SR": 92.0, "CE+FM+SR": 93.0, "CE+KD": 91.5, "CE+FM+SR+KD": 93.5}
 SEEDS = (0, 1)

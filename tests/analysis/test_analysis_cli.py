@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_leaderboard_prints_the_best_first_with_run_ids_and_students(store, trials_a, capsys):
     from _analysis_store import LW, LW_STUDENT
 
-    from tuner import metrics as M
+    from tuner.core import metrics as M
 
     trials, _ = trials_a
     lw = trials[(trials["sweep"] == "lw") & (trials["stage"] == "search")]
@@ -132,18 +132,22 @@ def test_usage_errors_exit_2(capsys):
         main(["leaderboard"])
     assert e.value.code == 2
     with pytest.raises(SystemExit) as e:
-        main(["confirm", "--top", "3"])  # no --experiment
-    assert e.value.code == 2 and "--experiment" in capsys.readouterr().err
+        main(["sync", "--experiment", "x"])  # the commands that write are the driver's (run_search.py --sync)
+    assert e.value.code == 2 and "invalid choice: 'sync'" in capsys.readouterr().err
 
 
-def test_confirm_help_lists_its_options(capsys):
+def test_the_driver_commands_that_write_refuse_bad_input_in_one_line(tmp_path, capsys):
+    import run_search
+
+    assert run_search.main(["--sync", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: experiment: --sync needs --experiment, the MLflow experiment of the sweep\n"
+    assert run_search.main(["--confirm-sweep", "x", "--confirm", "two"]) == 2
+    assert capsys.readouterr().err == "error: confirm: must be a whole number >= 1, got 'two'\n"
+    assert run_search.main(["--confirm-sweep", "x", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no MLflow database" in err, err
+    assert not list(tmp_path.iterdir())  # nothing written
     with pytest.raises(SystemExit) as e:
-        main(["confirm", "--help"])
-    assert e.value.code == 0
+        run_search.main(["--help"])
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m analysis confirm")
-    for option in ("--experiment", "--tracking-uri", "--top", "--seeds"):
-        assert option in out
-    with pytest.raises(SystemExit):
-        main(["--help"])
-    assert "confirm" in capsys.readouterr().out
+    assert e.value.code == 0 and "--sync SWEEP_DIR" in out and "--confirm-sweep EXPERIMENT" in out

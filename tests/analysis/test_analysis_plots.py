@@ -7,7 +7,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from analysis import plots
-from tuner import metrics as M
+from tuner.core import metrics as M
 
 RANK = M.RANK_VAL_ACC
 

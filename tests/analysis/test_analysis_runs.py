@@ -13,7 +13,7 @@ from _analysis_store import (
 )
 
 from analysis import runs
-from tuner import metrics as M
+from tuner.core import metrics as M
 
 
 def test_one_row_per_trial_deleted_runs_excluded(store, trials_a):

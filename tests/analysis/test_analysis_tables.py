@@ -12,7 +12,7 @@ from analysis.tables import (
     status_counts, verdict_table,
 )
 from analysis.confirm_views import VERDICT_COLUMNS
-from tuner import metrics as M
+from tuner.core import metrics as M
 
 RANK = M.RANK_VAL_ACC
 
@@ -275,8 +275,8 @@ def test_verdict_table_on_the_store(trials_a):
 
 
 def test_verdict_table_is_tuner_verdicts_summary():
-    """One home for the statistics: the table is ``tuner.verdict.summarize`` of the confirm rows."""
-    from tuner.verdict import summarize
+    """One home for the statistics: the table is ``tuner.core.verdict.summarize`` of the confirm rows."""
+    from tuner.core.verdict import summarize
 
     rows = [("a", "candidate", 1, 1.0, [80.0, 81.0]), ("r", "reference", None, 2.0, [79.0, 79.5]),
             ("z", "ce", None, 0.0, [70.0, 71.0])]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.models import (
+from tuner.core.models import (
     DistillableModel,
     build_model,
     count_macs,
@@ -17,7 +17,7 @@ from tuner.models import (
     load_weights,
     model_info,
 )
-from tuner.registry import UnknownNameError
+from tuner.core.registry import UnknownNameError
 
 # docs/method.md, "CIFAR-100 model zoo": name -> (C of the pre-pool map, map side at 32x32, params in M for 100 classes)
 ZOO = {

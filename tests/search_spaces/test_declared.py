@@ -9,7 +9,7 @@ import yaml
 
 from search_spaces import SpaceContext, declaration_yaml, get_space, list_spaces, space_of
 from search_spaces.declared import DECLARED, parse_flag
-from tuner.config import ConfigError, TrialConfig
+from tuner.core.config import ConfigError, TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

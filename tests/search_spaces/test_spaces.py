@@ -26,11 +26,11 @@ from search_spaces import (
     list_spaces,
 )
 from search_spaces._registry import register_space
-from tuner import metrics
-from tuner.config import ConfigError, TrialConfig
-from tuner.connectors import connector_fits, list_connectors
-from tuner.models import build_model, list_models, model_info
-from tuner.registry import Registry, UnknownNameError
+from tuner.core import metrics
+from tuner.core.config import ConfigError, TrialConfig
+from tuner.core.connectors import connector_fits, list_connectors
+from tuner.core.models import build_model, list_models, model_info
+from tuner.core.registry import Registry, UnknownNameError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -260,11 +260,11 @@ def test_optuna_space_is_deterministic(name: str, digits_ctx: SpaceContext) -> N
 
 @pytest.mark.parametrize("name", OPTUNA_SPACES)
 def test_define_through_the_sweeps_searcher(name: str, digits_ctx: SpaceContext) -> None:
-    """What the sweep does: its searcher (``tuner.search.StudySearch``) calls ``partial(define, ctx=ctx)``
+    """What the sweep does: its searcher (``tuner.driver.search.StudySearch``) calls ``partial(define, ctx=ctx)``
     (pickled with the searcher) on each asked trial."""
     import optuna
 
-    from tuner.search import StudySearch
+    from tuner.driver.search import StudySearch
 
     space = get_space(name)
     define = pickle.loads(pickle.dumps(functools.partial(space.define, ctx=digits_ctx)))

@@ -25,7 +25,7 @@ from tuner.tracking.schema import (
     result_step, run_name, trial_tags,
 )
 from tuner.tracking.uri import check_tracking_uri, default_tracking_uri
-from tuner.uri import redact
+from tuner.core.uri import redact
 
 __all__ = [
     "default_tracking_uri", "check_tracking_uri", "start_sweep", "sweep_started", "finish_sweep", "remove_orphan_runs", "experiment_id",

@@ -14,16 +14,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ray.tune import Callback
 
-from tuner import faults, metrics as M
-from tuner.config import trial_params
+from tuner.core import faults, metrics as M
+from tuner.core.config import planned_epochs, trial_params
 from tuner.tracking.runs import child_runs, client, log_params
 from tuner.tracking.schema import (
-    DIVERGED_KEY, MAX_METRICS_PER_BATCH, METRIC_KEYS, MLFLOW_END, RUN_NAME, STAGES, TAG_DIVERGED_EPOCH, TAG_ERROR,
-    TAG_LAST_EPOCH, TAG_NONFINITE, TAG_NUM_FAILURES, TAG_STATUS, TAG_STOPPED_AT, TAG_TRIAL_ID, error_summary, flatten,
-    legal_key, number, result_metrics, result_step, text, trial_tags,
+    DIVERGED_KEY, MAX_METRICS_PER_BATCH, METRIC_KEYS, MLFLOW_END, RUN_NAME, STAGES, TAG_NONFINITE, TAG_NUM_FAILURES,
+    TAG_ERROR, TAG_STATUS, TAG_TRIAL_ID, end_tags, error_summary, flatten, legal_key, result_metrics, result_step,
+    trial_tags,
 )
 from tuner.tracking.uri import check_tracking_uri, fail_fast_http, retryable
-from tuner.uri import redact
+from tuner.core.uri import redact
 
 __all__ = ["MLflowTracking"]
 
@@ -168,18 +168,12 @@ class MLflowTracking(Callback):
 
     def on_trial_complete(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         epoch, diverged = self._last_of(trial)
-        status = M.trial_status(False, diverged, epoch, self._planned(trial), ended=True)
-        tags = {TAG_LAST_EPOCH: str(epoch)}
-        if status == M.DIVERGED:
-            tags[TAG_DIVERGED_EPOCH] = str(epoch)
-        elif status == M.STOPPED_EARLY:
-            tags[TAG_STOPPED_AT] = str(epoch)
-        self._end(trial, status, tags)
+        status = M.trial_status(False, diverged, epoch, planned_epochs(getattr(trial, "config", None), self.epochs), ended=True)
+        self._end(trial, status, end_tags(status, epoch))
 
     def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         epoch, _ = self._last_of(trial)
-        tags = {TAG_LAST_EPOCH: str(epoch), TAG_ERROR: text(self._error_line(trial), 1000)}
-        self._end(trial, M.ERRORED, tags)
+        self._end(trial, M.ERRORED, end_tags(M.ERRORED, epoch, self._error_line(trial)))
 
     def on_trial_recover(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         """The trial failed and Tune will restart it (FailureConfig): count it; the run stays open."""
@@ -200,15 +194,10 @@ class MLflowTracking(Callback):
         self._flush(retry=True)
         if self._pending:
             log.warning("MLflow at %s unreachable: %d tracking requests are lost; once it is back, "
-                        "`python -m analysis sync --experiment NAME --sweep-dir FOLDER` backfills them from "
+                        "`python run_search.py --sync FOLDER --experiment NAME` backfills them from "
                         "Tune's result files", redact(self.tracking_uri), len(self._pending))
 
     # -- internals ---------------------------------------------------------------------------------
-    def _planned(self, trial: Any) -> int:
-        cfg = getattr(trial, "config", None) or {}
-        value = number(cfg.get("epochs")) if isinstance(cfg, Mapping) else None
-        return int(value) if value is not None else self.epochs
-
     def _last_of(self, trial: Any) -> Tuple[int, bool]:
         """The trial's last epoch and whether it diverged: the later of what this callback saw and Tune's
         ``last_result``. Each can lag after a kill: Tune writes the callback's state and the experiment

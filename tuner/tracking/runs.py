@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
-from tuner import metrics as M
+from tuner.core import metrics as M
 from tuner.tracking.schema import (
     EXPERIMENT_KIND, MAX_PARAMS_PER_BATCH, MAX_TAG, PARENT, RUN_NAME, TAG_RECOMMENDED, TAG_RESUMES, TAG_ROLE,
     TAG_SETTING_UP, TAG_STAGE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL_ID, TAG_VERDICT, flatten, legal_key, number, text,
 )
 from tuner.tracking.uri import artifact_location, check_tracking_uri, probe_server
-from tuner.uri import redact, sqlite_file
+from tuner.core.uri import redact, sqlite_file
 
 __all__ = [
     "store_lock", "client", "check_name", "sweep_parents", "find_parent", "start_sweep", "sweep_started",
@@ -203,7 +203,7 @@ def mark_interrupted(tracking_uri: str, parent_run_id: str, trial_ids: Iterable[
 
 @_skip_when_unreachable(lambda: None)
 def log_verdict(tracking_uri: str, parent_run_id: str, verdict: Any, best_search: Optional[Mapping[str, Any]] = None) -> None:
-    """Put a confirmation verdict (``tuner.verdict.Verdict``) on the sweep's parent run and mark the
+    """Put a confirmation verdict (``tuner.core.verdict.Verdict``) on the sweep's parent run and mark the
     recommended child runs: the sentence as tag ``srrl.verdict``, the recommended configuration's
     params as tags ``srrl.recommended.<name>`` and its confirmed means and 95% CIs as metrics
     ``verdict_<metric>_mean|ci_low|ci_high``, the best search trial as ``best_search_<metric>`` (and

@@ -12,12 +12,12 @@ import re
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from tuner import metrics as M
-from tuner.config import LABEL_KEYS
+from tuner.core import metrics as M
+from tuner.core.config import LABEL_KEYS
 
 __all__ = [
     "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT", "TAG_DIVERGED_EPOCH", "TAG_ERROR",
-    "TAG_LAST_EPOCH", "TAG_NONFINITE", "TAG_NUM_FAILURES", "TAG_RESUMES", "TAG_STAGE", "TAG_RECOMMENDED",
+    "TAG_LAST_EPOCH", "end_tags", "TAG_NONFINITE", "TAG_NUM_FAILURES", "TAG_RESUMES", "TAG_STAGE", "TAG_RECOMMENDED",
     "TAG_VERDICT", "TAG_SETTING_UP", "STAGES", "EXPERIMENT_KIND", "TRIAL_STATUSES", "DIVERGED_KEY", "METRIC_KEYS",
     "PARENT", "RUN_NAME", "MLFLOW_END", "MAX_PARAMS_PER_BATCH", "MAX_METRICS_PER_BATCH", "MAX_PARAM", "MAX_TAG",
     "MAX_KEY", "legal_key", "text", "flatten", "number", "result_step", "result_metrics", "trial_tags", "run_name",
@@ -42,7 +42,7 @@ TAG_SETTING_UP = "srrl.setting_up"  # on a new parent run until its sweep's Tune
 STAGES = ("search", "confirm")
 #: MLflow 3 opens an experiment by its kind; without it the GenAI overview (traces) opens, not the runs
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-#: what ``srrl.status`` says, and the result key of a diverged epoch: the status rule's names (tuner.metrics)
+#: what ``srrl.status`` says, and the result key of a diverged epoch: the status rule's names (tuner.core.metrics)
 TRIAL_STATUSES = M.TRIAL_STATUSES
 DIVERGED_KEY = M.DIVERGED_KEY
 #: the result keys logged as metrics unless a callback is given others
@@ -79,6 +79,19 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, str]:
         else:
             out[legal_key(key)] = text(v, MAX_PARAM)
     return out
+
+
+def end_tags(status: str, epoch: int, error: Optional[str] = None) -> Dict[str, str]:
+    """THE tags of a trial's run when it ends (the callback's and ``run_search.py --sync``'s), beside
+    ``srrl.status``: its last epoch and, by status, the epoch it diverged or was stopped at, or its one-line error."""
+    tags = {TAG_LAST_EPOCH: str(epoch)}
+    if status == M.ERRORED:
+        tags[TAG_ERROR] = text(error or "unknown error (no error file)", 1000)
+    elif status == M.DIVERGED:
+        tags[TAG_DIVERGED_EPOCH] = str(epoch)
+    elif status == M.STOPPED_EARLY:
+        tags[TAG_STOPPED_AT] = str(epoch)
+    return tags
 
 
 def number(value: Any) -> Optional[float]:
@@ -122,7 +135,7 @@ def trial_tags(parent_run_id: str, trial_id: str, config: Optional[Mapping[str, 
     config = config or {}
     tags = {PARENT: parent_run_id, RUN_NAME: run_name(config, name_keys, stage) or trial_id, TAG_TRIAL_ID: trial_id,
             TAG_ROLE: "trial", TAG_STAGE: stage}
-    # a config's labels (tuner.config.LABEL_KEYS) are also tagged srrl.<label>
+    # a config's labels (tuner.core.config.LABEL_KEYS) are also tagged srrl.<label>
     tags.update({f"srrl.{k}": text(config[k], MAX_TAG) for k in LABEL_KEYS if config.get(k) not in (None, "")})
     return tags
 

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
 
-from tuner.uri import redact, sqlite_file
+from tuner.core.uri import redact, sqlite_file
 
 __all__ = ["default_tracking_uri", "artifact_location", "check_tracking_uri", "check_sqlite", "probe_server",
            "DB_SCHEMES", "retryable", "fail_fast_http"]

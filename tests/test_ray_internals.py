@@ -1,0 +1,55 @@
+"""Pins the Ray Tune internals behind ``tuner.driver.ray_internals`` to the installed Ray: a Ray that changes one
+fails here, by name, not in a resumed sweep."""
+from __future__ import annotations
+
+import json
+
+import ray
+from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+
+from tuner.driver import ray_internals as RI
+
+
+def _state(folder, stamp: str, trial_ids) -> None:
+    rows = [[json.dumps({"trial_id": t, "status": "TERMINATED"}), None] for t in trial_ids]
+    (folder / f"experiment_state-{stamp}.json").write_text(json.dumps({"trial_data": rows}))
+
+
+def test_the_newest_experiment_state_is_the_one_tune_restores(tmp_path):
+    assert RI.newest_experiment_state(str(tmp_path)) is None
+    _state(tmp_path, "2026-12-01_10-00-00", ["a"])
+    _state(tmp_path, "2026-12-02_09-00-00", ["a", "b"])
+    newest = RI.newest_experiment_state(str(tmp_path))
+    assert newest is not None and newest.endswith("experiment_state-2026-12-02_09-00-00.json")
+
+
+class _One(Searcher):
+    """A searcher that always suggests the same point."""
+
+    def suggest(self, trial_id):
+        return {"a": 1}
+
+
+def test_a_generator_told_its_trial_count_is_finished_at_num_samples():
+    generator = SearchGenerator(_One(metric="x", mode="max"))
+    generator.set_state({**generator.get_state(), "total_samples": 3})  # as num_samples=3 sets it
+    RI.set_trials_created(generator, 2)
+    assert not generator.is_finished()
+    RI.set_trials_created(generator, 3)
+    assert generator.is_finished()
+
+
+def test_a_limiter_with_its_live_trials_set_suggests_only_when_a_slot_is_free():
+    limiter = ConcurrencyLimiter(_One(metric="x", mode="max"), max_concurrent=2)
+    RI.set_live_trials(limiter, ["t1", "t2"])
+    assert limiter.suggest("t3") is None  # both slots held
+    RI.set_live_trials(limiter, ["t1"])
+    assert limiter.suggest("t3") == {"a": 1} and limiter.suggest("t4") is None
+
+
+def test_a_function_trainable_becomes_a_trainable_class_whose_cleanup_runs_at_stop():
+    def fn(config):
+        ray.tune.report({"x": 1})
+
+    cls = RI.function_trainable_class(fn)
+    assert isinstance(cls, type) and issubclass(cls, ray.tune.Trainable) and callable(cls.cleanup)

@@ -1,0 +1,34 @@
+"""The Ray Tune internals the driver relies on, each behind one function that ``tests/test_ray_internals.py``
+pins against the installed Ray (setup.cfg admits the Ray those tests ran). Ray offers no public API for them:
+a restored sweep must agree with the trial list Tune restored (``tuner.driver.search.RestoredSearch``), and a
+multi-worker trial needs a Trainable class whose stop aborts its Train run (``tuner.driver.workers``)."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+__all__ = ["newest_experiment_state", "set_trials_created", "set_live_trials", "function_trainable_class"]
+
+
+def newest_experiment_state(dirpath: str) -> Optional[str]:
+    """The ``experiment_state-*.json`` under ``dirpath`` that Tune restores (the newest), or None."""
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    return _find_newest_experiment_checkpoint(dirpath)
+
+
+def set_trials_created(generator: Any, count: int) -> None:
+    """Tell a ``SearchGenerator`` that ``count`` trials were created (it stops at ``num_samples``)."""
+    generator.set_state({**generator.get_state(), "counter": count})
+
+
+def set_live_trials(limiter: Any, trial_ids: Iterable[str]) -> None:
+    """Set the trials a ``ConcurrencyLimiter`` holds slots for (it suggests nothing while all are held)."""
+    live = set(trial_ids)
+    limiter.set_state({**limiter.get_state(), "live_trials": live, "num_unfinished_live_trials": len(live)})
+
+
+def function_trainable_class(fn: Callable[..., Any]) -> type:
+    """The Trainable class Tune makes of the function trainable ``fn`` (to subclass: its ``cleanup`` runs at stop)."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    return wrap_function(fn)

@@ -1,0 +1,129 @@
+"""What a sweep's Tune results say: the ranked leaderboard rows, and the best students exported to MLflow."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from tuner.core import faults
+from tuner.core import metrics as M
+from tuner import tracking
+from tuner.core.config import LABEL_KEYS, RACE, SEARCHED_PARAMS, TrialConfig, planned_epochs, trial_params
+from tuner.core.sweep_config import SweepConfig
+
+__all__ = ["leaderboard_rows", "by_config", "log_best_students", "RESUMABLE", "saved_results"]
+
+#: statuses of trials a --resume continues
+RESUMABLE = (M.INTERRUPTED, M.PENDING)
+
+
+def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, str]] = None) -> List[Dict[str, Any]]:
+    """One dict per trial: searched params, origin, status, epochs run, best and final metrics.
+
+    ``statuses``: Tune's saved ``{trial_id: status}`` (TERMINATED, RUNNING, PENDING ...), which tells a trial the
+    scheduler stopped from one an interrupted driver left half-done; a trial it lacks (its driver could not
+    save it: a full disk) is not done. Without ``statuses`` every trial that ended is taken as ended by Tune.
+    A trial that errored on a full disk is not ``errored``: ``--resume`` re-runs it once there is space.
+
+    Ranked by the one ranking rule (``metrics.RANK_VAL_ACC``), trials at equal fidelity together:
+    those that ran every epoch first, then the others by the epochs they ran.
+    """
+    rows = []
+    for result in grid:
+        cfg = dict(result.config or {})
+        last = result.metrics or {}
+        best = last.get(M.RANK_VAL_ACC, float("nan"))  # as the trial reported it: what ASHA and Optuna ranked
+        epochs_run = int(last.get(M.EPOCH, 0))
+        planned = planned_epochs(cfg, base.epochs)
+        trial_id = last.get("trial_id") or _trial_id(result)
+        ended = statuses is None or statuses.get(trial_id) == "TERMINATED"
+        status = M.trial_status(bool(result.error) and not faults.is_no_space(result.error), bool(last.get(M.DIVERGED_KEY)),
+                                epochs_run, planned, ended)
+        effective = trial_params(base, cfg)
+        row = {"trial_id": trial_id, **{k: effective[k] for k in SEARCHED_PARAMS if k in effective},
+               "origin": cfg.get("origin"), "config_id": cfg.get("config_id"), "seeds": 1,
+               "params": {k: v for k, v in cfg.items() if k not in LABEL_KEYS},
+               "optuna_trial": cfg.get("optuna_trial"), "status": status, "epochs": epochs_run, M.BEST_VAL_ACC: best, M.VAL_ACC: last.get(M.VAL_ACC),
+               M.TEST_ACC: last.get(M.TEST_ACC), M.STUDENT_MACS: last.get(M.STUDENT_MACS), M.STUDENT_PARAMS: last.get(M.STUDENT_PARAMS),
+               "node_id": last.get("node_id")}
+        rows.append(row)
+
+    rows.sort(key=_rank)
+    return rows
+
+
+def by_config(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A raced search's leaderboard (tuner/driver/race.py): one row per configuration, its first seed's row with
+    ``best_val_acc`` and ``test_acc`` the means over its seeds that ran every epoch and ``seeds`` their count;
+    ranked like trials, at equal epochs by seeds, then mean. Rows of a search that did not race pass through."""
+    if not any(r.get("origin") == RACE for r in rows):
+        return rows
+    groups: Dict[Any, List[Dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r.get("config_id") or r["trial_id"], []).append(r)
+    out = []
+    for members in groups.values():
+        first = next((r for r in members if r.get("origin") != RACE), members[0])
+        done = [r for r in members if r["status"] == M.FINISHED]
+        row = dict(first, seeds=len(done))
+        for m in (M.RANK_VAL_ACC, M.TEST_ACC):
+            values = [float(r[m]) for r in done if r.get(m) is not None]
+            row[m] = sum(values) / len(values) if values else first.get(m)
+        out.append(row)
+    out.sort(key=_rank)
+    return out
+
+
+def _rank(r: Dict[str, Any]) -> Tuple:
+    return M.rank_key(r["status"], r["epochs"], r.get(M.RANK_VAL_ACC), r.get("seeds", 1))
+
+
+def _trial_id(result: Any) -> Optional[str]:
+    """A never-started trial has no result yet: its id is in its folder's name (``train_srrl[_workers]_<id>_...``)."""
+    name = Path(str(getattr(result, "path", "") or "")).name
+    parts = name.removeprefix("train_srrl_workers_").removeprefix("train_srrl_").split("_")
+    return parts[0] if len(parts) > 1 else None
+
+
+def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, splits: Any, parent_run: str) -> int:
+    """Export the final student + connector of the ``top_k`` best finished trials to their runs.
+
+    Only trials that ran every epoch count: an early-stopped trial has no final student to export.
+
+    The driver reads each trial's last checkpoint from ``storage_path`` (shared storage on a
+    cluster), so trials that ran on other nodes reach the store too; each checkpoint carries the trial's
+    TrialConfig, so nothing is rebuilt from Tune's params and the sweep's base. Returns how many students were
+    logged now (a run that already has its student is skipped, so a second call logs none).
+    """
+    from tuner.core.export import STUDENT_FILE, checkpoint_config, export_student
+    from tuner.core.models import feature_channels
+    from tuner.core.trainer import STATE_FILE
+
+    finished = [r for r in rows if r["status"] == M.FINISHED]  # rows are ranked by the ranking rule
+    wanted = {r["trial_id"] for r in finished[: sweep.top_k]}
+    runs = tracking.child_run_ids(sweep.tracking_uri, parent_run)
+    logged = 0
+    for result in grid:
+        trial_id = (result.metrics or {}).get("trial_id")
+        if trial_id not in wanted or result.checkpoint is None or trial_id not in runs:
+            continue
+        with result.checkpoint.as_directory() as folder, tempfile.TemporaryDirectory() as out:
+            cfg = checkpoint_config(Path(folder) / STATE_FILE)  # the trial's own TrialConfig, as it trained
+            path = export_student(Path(folder) / STATE_FILE, splits,
+                                  feature_channels(cfg.teacher) if cfg.needs_teacher else None,
+                                  {k: result.metrics[k] for k in (M.VAL_ACC, M.BEST_VAL_ACC, M.TEST_ACC) if k in result.metrics},
+                                  Path(out) / STUDENT_FILE)
+            logged += bool(tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path}))
+    return logged
+
+
+def saved_results(folder: Any) -> Optional[Tuple[Any, Dict[str, str]]]:
+    """A Tune experiment's results as its files hold them, read without starting Ray: ``(ResultGrid,
+    {trial_id: status})``, or None where ``folder`` (a ``tuner.driver.storage.SweepFolder``) holds no experiment."""
+    if not folder.has_file("tuner.pkl"):
+        return None
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    path, fs = folder.for_tune()
+    analysis = ExperimentAnalysis(path, storage_filesystem=fs)
+    return ResultGrid(analysis), {t.trial_id: t.status for t in analysis.trials}

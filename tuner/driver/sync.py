@@ -1,0 +1,344 @@
+"""Backfill MLflow from Tune's own files: what a sweep logged while its tracking server was down.
+
+``MLflowTracking`` retries and buffers in memory, but a driver that ends while the server is still
+down takes its buffer with it. Tune's experiment folder keeps everything: one ``train_srrl_*``
+folder per trial with ``result.json`` (one reported result per line) and ``params.json`` (the
+sampled config), and ``experiment_state-*.json`` with each trial's final status. ``sync_sweep``
+reads them and adds to MLflow only what is missing, so running it twice logs nothing the second time:
+
+- a child run for every trial that has none (tags as ``MLflowTracking`` sets them; params = the base
+  config of the folder's ``srrl_sweep.yaml`` overridden by the trial's config, as the driver gives them
+  to the callback; missing param keys of existing runs),
+- every (metric, epoch) of ``tuner.core.metrics.PER_EPOCH`` and, once per trial at the first result that has
+  it, every ``PER_TRIAL`` metric, with a finite value that the run lacks (NaN/inf are not logged;
+  ``srrl.nonfinite.<key>`` is tagged instead, as the callback does),
+- for a run still RUNNING whose trial has ended: ``srrl.status``, ``srrl.last_epoch`` (and
+  ``srrl.stopped_at_epoch`` / ``srrl.diverged_epoch`` / ``srrl.error``), then FINISHED or FAILED.
+
+A trial has ended when Tune's state says TERMINATED or ERROR, its last result says ``done``, or it
+reached its planned epochs. This module reads files and decides; ``tuner.tracking.backfill`` does the MLflow
+calls of the backfill, and the sweep's end reuses the driver's own functions (below) so both end a sweep alike.
+
+Then, if the Tune experiment is over (every trial in Tune's state TERMINATED or ERROR, and Tune's
+search state has no trial left to start), sync does what the driver does at a sweep's end: it removes
+child runs of trials Tune does not know (``tracking.remove_orphan_runs``), exports the best ``top_k``
+students to their runs with the sweep's own ``log_best_students`` (checkpoints from the Tune folder,
+``srrl_sweep.yaml`` for the sweep's settings; a run that has its ``model/student.pt`` is skipped) and
+ends a RUNNING parent run as FINISHED. A sweep not over keeps its parent run as it is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+
+from tuner.core import metrics as M
+from tuner.core.config import planned_epochs, trial_params
+from tuner.core.sweep_config import trial_base
+from tuner.driver.results import leaderboard_rows, log_best_students
+from tuner.driver.sweep_file import SWEEP_FILE, load_sweep_dir, planned_trials
+from tuner.tracking.schema import (
+    METRIC_KEYS, MLFLOW_END, TAG_NONFINITE, TAG_STATUS, end_tags, error_summary, flatten, number, result_metrics,
+    result_step,
+)
+from tuner.driver.storage import SweepFolder
+from tuner.tracking import remove_orphan_runs
+from tuner.driver.trial_logs import read_result_lines
+from tuner.core.uri import is_uri
+
+if TYPE_CHECKING:
+    from tuner.tracking.backfill import SweepRuns
+    from tuner.core.config import TrialConfig
+    from tuner.core.sweep_config import SweepConfig
+
+__all__ = ["TuneTrial", "SyncSummary", "trial_metrics", "trial_end", "sweep_not_over",
+           "sync_sweep"]
+
+_TUNE_ENDED = ("TERMINATED", "ERROR")
+_PER_TRIAL = frozenset(M.PER_TRIAL)
+#: what Tune's search algorithm saves: SearchGenerator (Optuna), BasicVariantGenerator (exhaustive grids)
+
+
+@dataclass
+class TuneTrial:
+    """One trial as Tune's files record it."""
+
+    trial_id: str
+    folder: Path
+    config: Dict[str, Any]  # params.json (the sampled config)
+    results: List[Dict[str, Any]]  # result.json, in order
+    tune_status: Optional[str] = None  # TERMINATED, ERROR, RUNNING ... (None: no experiment state)
+    error: Optional[str] = None  # the telling line of error.txt, if any
+
+
+@dataclass
+class SyncSummary:
+    sweep: str
+    experiment: str
+    trials: int = 0
+    runs_created: int = 0
+    metrics_backfilled: int = 0
+    runs_ended: int = 0
+    params_logged: int = 0
+    students_exported: int = 0
+    orphans_removed: int = 0
+    parent: str = ""  # what became of the parent run, e.g. "ended FINISHED" or "left RUNNING: ..."
+
+    def line(self) -> str:
+        orphans = f", {self.orphans_removed} orphan runs removed" if self.orphans_removed else ""
+        return (f"sync {self.sweep!r} (experiment {self.experiment!r}): {self.trials} trials, "
+                f"{self.runs_created} runs created, {self.metrics_backfilled} metrics backfilled, "
+                f"{self.runs_ended} runs ended, {self.students_exported} students exported{orphans}; "
+                f"parent run {self.parent}")
+
+
+# ---- Tune's files ----------------------------------------------------------------------------------
+def _newest(folder: Path, *patterns: str) -> Optional[Path]:
+    """The newest session's file matching any of ``patterns`` (Tune keeps one per session, named by its start)."""
+    files = [p for pattern in patterns for p in folder.glob(pattern)]
+    return max(files, key=lambda p: p.name) if files else None  # as Tune picks: names carry the session's time
+
+
+def _tune_statuses(folder: Path) -> Dict[str, str]:
+    """``{trial_id: status}`` from the newest ``experiment_state-*.json``; {} if absent or unreadable."""
+    state = _newest(folder, "experiment_state-*.json")
+    if state is None:
+        return {}
+    try:
+        data = json.loads(state.read_text())
+        out = {}
+        for entry in data.get("trial_data", []):
+            trial = json.loads(entry[0]) if isinstance(entry, (list, tuple)) else entry
+            if isinstance(trial, Mapping) and trial.get("trial_id"):
+                out[str(trial["trial_id"])] = str(trial.get("status"))
+        return out
+    except (OSError, ValueError, TypeError, KeyError, IndexError):
+        return {}
+
+
+def _search_left(folder: Path, started: int) -> Optional[str]:
+    """Why the search would still start trials, or None: the sweep file's planned count (``trials``) is
+    more than the ``started`` ones. None too for a sweep file written before that count was recorded:
+    then Tune's trial statuses alone decide."""
+    if not (folder / SWEEP_FILE).is_file():
+        return None
+    planned = planned_trials(str(folder), field="--sweep-dir")
+    if planned is None or started >= planned:
+        return None
+    return f"{started} of its {planned} trials started"
+
+
+def sweep_not_over(folder: Path, statuses: Mapping[str, str]) -> Optional[str]:
+    """Why the Tune experiment in ``folder`` is not over (still running, or interrupted with trials
+    pending or not yet started), or None when it is: every trial of Tune's ``statuses`` TERMINATED or
+    ERROR and its search algorithm has nothing left to start."""
+    if not statuses:
+        return "no Tune experiment state"
+    still = sum(status not in _TUNE_ENDED for status in statuses.values())
+    if still:
+        return f"{still} of {len(statuses)} trials not ended"
+    return _search_left(folder, len(statuses))
+
+
+def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
+    """Every trial folder (one with a ``result.json``) of a Tune experiment folder, oldest first, and Tune's
+    ``{trial_id: status}`` of every trial it knows (see ``_tune_statuses``).
+
+    Trials without any result are left out (nothing to backfill, and no trial id to name them by), and
+    so are trials that Tune's experiment state, when there is one, does not list: those of a driver
+    killed before its next state snapshot, whose runs the resumed sweep deleted as orphans.
+
+    Raises:
+        ValueError: ``path`` is not a folder, or holds no trial folders.
+    """
+    if not folder.is_dir():
+        raise ValueError(f"--sweep-dir: no folder {str(folder)!r}")
+    files = sorted(folder.glob("*/result.json"), key=lambda p: p.stat().st_mtime)
+    if not files:
+        raise ValueError(f"--sweep-dir: {str(folder)!r} holds no Tune trial folders (*/result.json); "
+                         "give the sweep's own folder, <storage_path>/<sweep name>")
+    statuses = _tune_statuses(folder)
+    trials = []
+    for file in files:
+        results = read_result_lines(file.read_text(errors="replace"))
+        if not results or not results[-1].get("trial_id"):
+            continue
+        tid = str(results[-1]["trial_id"])
+        if statuses and tid not in statuses:
+            continue
+        params = file.parent / "params.json"
+        try:
+            config = json.loads(params.read_text())
+        except (OSError, ValueError):
+            config = results[-1].get("config") or {}
+        error_file = file.parent / "error.txt"
+        error = error_summary(error_file.read_text(errors="replace")) if error_file.is_file() else None
+        trials.append(TuneTrial(tid, file.parent, dict(config), results, statuses.get(tid), error))
+    return trials, statuses
+
+
+# ---- what a trial should have in MLflow ------------------------------------------------------------
+def trial_metrics(trial: TuneTrial) -> Tuple[Dict[Tuple[str, int], Tuple[float, int]], Dict[str, int]]:
+    """``({(key, step): (value, timestamp_ms)}, {key: first non-finite step})`` as ``MLflowTracking``
+    logs them: a per-epoch metric at every step (a step reported twice, as after a restart, keeps its
+    last value); a per-trial one (``tuner.core.metrics.PER_TRIAL``) once, at the first result it appears in."""
+    values: Dict[Tuple[str, int], Tuple[float, int]] = {}
+    nonfinite: Dict[str, int] = {}
+    once: set = set()  # per-trial keys already taken
+    for result in trial.results:
+        step, ms, finite, bad = result_metrics(result, METRIC_KEYS)
+        for key, value in finite.items():
+            if key not in once:
+                values[(key, step)] = (value, ms)
+                once.update({key} & _PER_TRIAL)
+        for key in bad:
+            nonfinite.setdefault(key, step)
+    return values, nonfinite
+
+
+def trial_end(trial: TuneTrial, planned: Optional[int]) -> Optional[Tuple[str, Dict[str, str]]]:
+    """``(srrl.status, tags)`` if the trial has ended (the callback's rules), else None."""
+    last = trial.results[-1]
+    epoch = result_step(last)
+    status = M.trial_status(trial.tune_status == "ERROR", bool(last.get(M.DIVERGED_KEY)), epoch, planned,
+                            ended=trial.tune_status == "TERMINATED" or last.get("done") is True)
+    return (status, end_tags(status, epoch, trial.error)) if status in M.ENDED_STATUSES else None
+
+
+def _ms(result: Mapping[str, Any], minus_iter: bool = False) -> Optional[int]:
+    stamp = number(result.get("timestamp"))
+    if stamp is None:
+        return None
+    if minus_iter:
+        stamp -= number(result.get("time_this_iter_s")) or 0.0
+    return int(stamp * 1000)
+
+
+# ---- the sweep's end ------------------------------------------------------------------------------
+def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: TrialConfig) -> int:
+    """The sweep's own best-``top_k`` export (``tuner.driver.results.log_best_students``) from the Tune folder's
+    results and checkpoints, into the store being synced; returns how many students were logged now."""
+    from ray.tune import ExperimentAnalysis, ResultGrid
+
+    from tuner.core.trainer import load_splits
+
+    grid = ResultGrid(ExperimentAnalysis(str(folder)))
+    splits = load_splits(base)  # the export carries the data set's normalisation: the data, as the sweep loaded it
+    try:
+        return log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
+                                 splits, runs.parent_id)
+    except FileNotFoundError as e:  # a checkpoint the Tune state names is gone (folder copied without them)
+        raise ValueError(f"--sweep-dir: cannot export the best students: {e}") from None
+
+
+def _end_sweep(folder: Path, loaded: Optional[Tuple[Any, Any]], runs: SweepRuns, trials: List[TuneTrial],
+               statuses: Mapping[str, str], summary: SyncSummary, shown: str) -> None:
+    """What the driver does when a sweep ends, if the Tune experiment is over; the parent as it is if not."""
+    from tuner.tracking import backfill as R
+
+    status = runs.parent.info.status
+    why = sweep_not_over(folder, statuses)
+    if why is not None:
+        summary.parent = (f"left {status}: the sweep is not over ({why}); sync again once it is "
+                          f"(a sweep whose driver died: `python run_search.py --resume {shown}`)")
+        return
+    if loaded is None:
+        summary.parent = f"left {status}: no {SWEEP_FILE} in {shown!r} says which students to export"
+        return
+    sweep, base = loaded
+    summary.orphans_removed = remove_orphan_runs(runs.uri, runs.parent_id, statuses)
+    if sweep.top_k > 0:
+        summary.students_exported = _export_students(folder, runs, sweep, base)
+    if status != "RUNNING":
+        summary.parent = f"already {status}"
+        return
+    # ended when its last trial reported (not now), as FINISHED as the driver's finish_sweep ends it
+    ends = [ms for ms in (_ms(t.results[-1]) for t in trials) if ms is not None]
+    end = max(ends + [runs.parent.info.start_time or 0]) if ends else None
+    R.backfill_run(runs.uri, runs.parent_id, end=("FINISHED", end))
+    summary.parent = "ended FINISHED"
+
+
+# ---- the command -----------------------------------------------------------------------------------
+def sync_sweep(experiment: str, sweep_dir: str, tracking_uri: Optional[str] = None) -> SyncSummary:
+    """Backfill the MLflow records of the sweep in ``sweep_dir`` (its name is the folder's name) and,
+    if its Tune experiment is over, end it as its driver would (best students exported, parent ended).
+
+    Returns counts of what was added and what became of the parent run; a second call adds nothing.
+
+    Raises:
+        ValueError: no such folder or no trials in it, unknown experiment, no parent run of that sweep,
+            a checkpoint of a student to export is missing.
+        ConnectionError: the tracking server does not answer.
+    """
+    if is_uri(sweep_dir):  # s3://, gs://, ...: a local copy of what sync reads, then the same sync
+        remote = SweepFolder.of(sweep_dir, field="--sweep-dir")
+        with tempfile.TemporaryDirectory(prefix="srrl-sync-") as tmp:
+            local = Path(tmp) / PurePosixPath(remote.path).name  # the folder's name is the sweep's
+            remote.download(_needed(remote.files()), local)
+            return _sync_local(experiment, local, tracking_uri, shown=remote.shown)
+    return _sync_local(experiment, Path(sweep_dir).expanduser().resolve(), tracking_uri)
+
+
+def _needed(files: List[str]) -> List[str]:
+    """What sync reads of a sweep folder: all but the trials' older checkpoints (only the last is exported)."""
+    def checkpoint(name: str) -> Optional[Tuple[str, str]]:  # (trial folder, checkpoint folder), or None
+        parts = name.split("/")
+        return (parts[0], parts[1]) if len(parts) > 2 and parts[1].startswith("checkpoint_") else None
+
+    last: Dict[str, str] = {}
+    for name in files:
+        if (c := checkpoint(name)) is not None:
+            last[c[0]] = max(last.get(c[0], ""), c[1])  # checkpoint_000029 > checkpoint_000028
+    return [n for n in files if (c := checkpoint(n)) is None or last[c[0]] == c[1]]
+
+
+def _read_sweep_file(folder: Path) -> Optional[Tuple[Any, Any]]:
+    """``(SweepConfig, base TrialConfig)`` of the sweep's ``srrl_sweep.yaml``, or None (a sweep recorded before
+    the file: find_sweep_runs then reads the parent's base.* params, and no student is exported)."""
+    return load_sweep_dir(str(folder), field="--sweep-dir") if (folder / SWEEP_FILE).is_file() else None
+
+
+def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], shown: Optional[str] = None) -> SyncSummary:
+    from tuner.tracking import backfill as R
+
+    trials, statuses = _read_sweep_dir(folder)
+    name = folder.name
+    loaded = _read_sweep_file(folder)
+    # the base the driver gave the tracking callback: the sweep file's, with the per-trial resources
+    sweep = R.find_sweep_runs(experiment, name, tracking_uri, base=trial_base(*loaded).to_dict() if loaded else None)
+    have = R.logged_steps(sweep, METRIC_KEYS)
+    summary = SyncSummary(name, experiment, trials=len(trials))
+    for trial in trials:
+        found = sweep.trials.get(trial.trial_id)
+        if found is None:
+            run_id = R.create_trial_run(sweep, trial.trial_id, start_time=_ms(trial.results[0], minus_iter=True),
+                                        config=trial.config)
+            summary.runs_created += 1
+            run_params, run_tags, status = {}, {}, "RUNNING"
+        else:
+            run_id, run_params, run_tags, status = found.run_id, found.params, found.tags, found.status
+        wanted = flatten(trial_params(sweep.base, trial.config))
+        params = {k: v for k, v in wanted.items() if k not in run_params}
+        values, nonfinite = trial_metrics(trial)
+        # what the run lacks: a per-epoch metric's step, a per-trial metric at all
+        metrics = [(key, value, ms, step) for (key, step), (value, ms) in sorted(values.items())
+                   if not have.get((run_id, key)) or (key not in _PER_TRIAL and step not in have[(run_id, key)])]
+        tags = {TAG_NONFINITE + k: str(s) for k, s in nonfinite.items() if TAG_NONFINITE + k not in run_tags}
+        end = None
+        ended = trial_end(trial, planned_epochs(trial.config, sweep.base.get("epochs"))) if status == "RUNNING" else None
+        if ended is not None:
+            srrl_status, end_tags = ended
+            tags.update(end_tags)
+            tags[TAG_STATUS] = srrl_status
+            end = (MLFLOW_END[srrl_status], _ms(trial.results[-1]))
+        if params or metrics or tags or end:
+            R.backfill_run(sweep.uri, run_id, params=params, metrics=metrics, tags=tags, end=end)
+        summary.params_logged += len(params)
+        summary.metrics_backfilled += len(metrics)
+        summary.runs_ended += end is not None
+    _end_sweep(folder, loaded, sweep, trials, statuses, summary, shown or str(folder))
+    return summary
