@@ -18,7 +18,7 @@ from tuner.core import metrics as M
 from tuner.core.config import ConfigError, TrialConfig, load_yaml
 from tuner.core.sweep_config import SweepConfig
 from tuner.core.faults import NoSpace
-from tuner.tracking import redact
+from tuner.core.uri import redact
 from tuner.core.verdict import format_verdict
 
 # flag -> help; the YAML key is the flag without dashes (underscores for dashes)

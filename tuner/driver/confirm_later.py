@@ -9,6 +9,7 @@ import dataclasses
 from typing import Callable, Optional
 
 from tuner import tracking
+from tuner.core.uri import redact
 from tuner.core.config import ConfigError
 from tuner.driver.sweep import run_sweep
 from tuner.driver.sweep_file import load_sweep_dir
@@ -28,7 +29,7 @@ def confirm_sweep(experiment: str, tracking_uri: Optional[str] = None, top: int 
     exp_id = tracking.experiment_id(uri, experiment)
     parents = tracking.sweep_parents(client, exp_id)
     if not parents:
-        raise ConfigError(f"experiment: {experiment!r} holds no sweep run in {tracking.redact(uri)}")
+        raise ConfigError(f"experiment: {experiment!r} holds no sweep run in {redact(uri)}")
     params = parents[-1].data.params
     location = params.get("sweep.storage_path"), params.get("sweep.name")
     if not all(location):

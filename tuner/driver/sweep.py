@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from search_spaces import SpaceContext, declaration_yaml
 from tuner import tracking
+from tuner.core.uri import redact
 from tuner.core import faults
 from tuner.driver import confirm, preflight
 from tuner.driver.no_space import StopOnNoSpace
@@ -113,7 +114,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     if resume and not folder.has_file(SWEEP_FILE):
         raise ConfigError(f"resume: {folder.shown!r} holds no sweep")
     if not resume and not _uncommitted(folder):
-        raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {tracking.redact(sweep.storage_path)}; "
+        raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {redact(sweep.storage_path)}; "
                           f"pass --resume {folder.shown} or pick another name")
 
     folder.check_writable()
@@ -159,7 +160,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     trainable = build.trainable(sweep, base=per_trial.to_dict(), teacher_state=teacher_state, teacher_info=teacher_info,
                                 splits=splits)
     # what MLflow keeps (params, the config artifact) carries no credentials
-    shown = dataclasses.replace(sweep, **{k: tracking.redact(getattr(sweep, k)) for k in _URI_FIELDS if getattr(sweep, k)})
+    shown = dataclasses.replace(sweep, **{k: redact(getattr(sweep, k)) for k in _URI_FIELDS if getattr(sweep, k)})
     # the parent's params are the sweep's own settings; the base trial config is the config artifact
     # (every child run carries all of its fields), so each column of the runs table means one thing
     parent_run = tracking.start_sweep(

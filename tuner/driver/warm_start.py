@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from tuner.core import metrics as M
 from tuner import tracking
+from tuner.core.uri import redact
 from tuner.core.config import ConfigError, TrialConfig, apply_params
 
 __all__ = ["warm_points", "TAG_WARM_START"]
@@ -60,14 +61,14 @@ def warm_points(tracking_uri: str, experiments: Sequence[str], space: Any, ctx: 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):].split("?")[0]).is_file():
         # MLflow would create an empty store just to find nothing in it
         raise ConfigError(f"warm_start: no experiment named {experiments[0]!r}: there is no MLflow store at "
-                          f"{tracking.redact(tracking_uri)}")
+                          f"{redact(tracking_uri)}")
     client = tracking.client(tracking_uri)
     out: List[Dict[str, Any]] = []
     for name in experiments:
         try:
             exp_id = tracking.experiment_id(tracking_uri, name)
         except ValueError:
-            raise ConfigError(f"warm_start: no experiment named {name!r} in {tracking.redact(tracking_uri)}") from None
+            raise ConfigError(f"warm_start: no experiment named {name!r} in {redact(tracking_uri)}") from None
         parents = tracking.sweep_parents(client, exp_id)
         if not parents:
             raise ConfigError(f"warm_start: experiment {name!r} holds no sweep")

@@ -25,12 +25,11 @@ from tuner.tracking.schema import (
     result_step, run_name, trial_tags,
 )
 from tuner.tracking.uri import check_tracking_uri, default_tracking_uri
-from tuner.core.uri import redact
 
 __all__ = [
     "default_tracking_uri", "check_tracking_uri", "start_sweep", "sweep_started", "finish_sweep", "remove_orphan_runs", "experiment_id",
     "log_artifacts_once", "child_run_ids", "child_runs", "find_parent", "search_all", "trial_tags", "result_step",
-    "result_metrics", "redact",
+    "result_metrics",
     "set_git_and_version_tags", "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT",
     "TAG_DIVERGED_EPOCH", "TAG_ERROR", "TAG_LAST_EPOCH", "TRIAL_STATUSES", "DIVERGED_KEY", "METRIC_KEYS",
     "TAG_STAGE", "TAG_RECOMMENDED", "TAG_VERDICT", "STAGES", "run_name", "log_verdict", "client",

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from tuner.tracking.read import HISTORY_THREADS, mlflow_client, find_experiments, history_from_client, history_from_sql, is_sql
-from tuner.tracking import TAG_TRIAL_ID, check_tracking_uri, child_runs, find_parent, redact, trial_tags
+from tuner.core.uri import redact
+from tuner.tracking import TAG_TRIAL_ID, check_tracking_uri, child_runs, find_parent, trial_tags
 from tuner.tracking.runs import check_name, log_params
 from tuner.tracking.schema import MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH
 

@@ -11,10 +11,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-from tuner.core.uri import sqlite_file
-from tuner.tracking import (
-    TAG_ROLE, TAG_SWEEP, TAG_TRIAL_ID, check_tracking_uri, default_tracking_uri, redact, search_all,
-)
+from tuner.core.uri import redact, sqlite_file
+from tuner.tracking import TAG_ROLE, TAG_SWEEP, TAG_TRIAL_ID, check_tracking_uri, default_tracking_uri, search_all
 from tuner.tracking.schema import PARENT
 from tuner.tracking.uri import DB_SCHEMES
 
