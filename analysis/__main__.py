@@ -37,10 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Tables, plots and reports from SRRL sweeps recorded in MLflow.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("report", parents=[common], help="HTML + Markdown report, also logged to the sweep runs")
+    r = sub.add_parser("report", parents=[common], help="HTML + Markdown report (--log: also to the sweep runs)")
     r.add_argument("--out", default=None, metavar="DIR", help="output folder (default: ./report-<experiment>)")
     r.add_argument("--top", type=int, default=10, metavar="N", help="leaderboard rows (default 10)")
-    r.add_argument("--no-log", action="store_true", help="do not log the report to MLflow")
+    r.add_argument("--log", action="store_true", help="also log the report to each sweep's parent run under report/ "
+                                                       "(replacing an earlier copy)")
 
     lb = sub.add_parser("leaderboard", parents=[common], help="the best trials")
     lb.add_argument("--top", type=int, default=10, metavar="N", help="rows (default 10; 0 for all)")
@@ -71,7 +72,7 @@ def _report(args: argparse.Namespace) -> int:
     from analysis.report import write_report
 
     out = args.out or "report-" + re.sub(r"[^\w.-]+", "_", args.experiment[0])
-    html, md = write_report(args.experiment, args.tracking_uri, out, top=args.top, log_artifacts=not args.no_log)
+    html, md = write_report(args.experiment, args.tracking_uri, out, top=args.top, log_artifacts=args.log)
     print(f"wrote {html}\nwrote {md}")
     return 0
 

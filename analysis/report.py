@@ -24,6 +24,7 @@ from tuner.core import metrics as M
 from tuner.core.files import atomic_write
 from tuner.core.uri import redact
 from tuner.tracking.read import resolve_uri
+from tuner.tracking.runs import log_report_artifacts
 
 __all__ = ["write_report", "build_sections", "Section"]
 
@@ -213,7 +214,7 @@ def _markdown(title: str, meta: List[str], sections: List[Section], images: dict
 
 
 def write_report(experiment: Union[str, Sequence[str]], tracking_uri: Optional[str] = None,
-                 out_dir: Union[str, Path] = "report", top: int = 10, log_artifacts: bool = True) -> Tuple[Path, Path]:
+                 out_dir: Union[str, Path] = "report", top: int = 10, log_artifacts: bool = False) -> Tuple[Path, Path]:
     """Write ``report.html`` (self-contained), ``report.md`` and the PNGs to ``out_dir``; return (html, md).
 
     Args:
@@ -221,7 +222,7 @@ def write_report(experiment: Union[str, Sequence[str]], tracking_uri: Optional[s
         tracking_uri: the MLflow store; default ``sqlite:///<abs cwd>/mlflow.db``.
         out_dir: created if needed; existing report files there are overwritten.
         top: rows of the leaderboard.
-        log_artifacts: also log the files to every sweep's parent run under ``report/``.
+        log_artifacts: also log the files to every sweep's parent run under ``report/`` (a reader by default).
     """
     uri = resolve_uri(tracking_uri)
     experiments = [experiment] if isinstance(experiment, str) else list(experiment)
@@ -244,5 +245,5 @@ def write_report(experiment: Union[str, Sequence[str]], tracking_uri: Optional[s
     for path, text in ((html_path, _html(title, meta, sections, images)), (md_path, _markdown(title, meta, sections, images))):
         atomic_write(path, lambda f, text=text: f.write(text.encode("utf-8")))  # a full disk leaves the old one whole
     if log_artifacts and not sweeps.empty:
-        runs.log_report_artifacts(uri, list(sweeps["run_id"]), [html_path, md_path, *pngs], artifact_path="report")
+        log_report_artifacts(uri, list(sweeps["run_id"]), [html_path, md_path, *pngs], artifact_path="report")
     return html_path, md_path

@@ -8,15 +8,15 @@ search's ``srrl.origin`` / ``srrl.optuna_trial``, a confirmation run's ``srrl.co
 trial's config; one metric per ``tuner.core.metrics`` name, logged with ``step = epoch``). Deleted runs are
 ignored, and so are trials whose parent sweep run is deleted.
 
-It reads through ``tuner.tracking.read`` (connection, bulk history); the only writing is the report's
-artifacts (``log_report_artifacts``). ``tuner.tracking.backfill`` writes what ``tuner.driver.sync`` backfills.
+It reads through ``tuner.tracking.read`` (connection, bulk history) and writes nothing: the report's artifacts
+are logged by ``tuner.tracking.runs.log_report_artifacts`` when asked (``--log``), the backfill by
+``tuner.tracking.backfill``.
 mlflow and sqlalchemy are imported inside the functions that need them.
 """
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,7 @@ from tuner.tracking.schema import PARENT
 
 __all__ = [
     "UnknownExperimentError", "load_trials", "load_history", "client_history", "load_sweeps",
-    "add_best", "log_report_artifacts", "list_experiments", "has_artifact", "STUDENT_ARTIFACT",
+    "add_best", "list_experiments", "has_artifact", "STUDENT_ARTIFACT",
     "HISTORY_COLUMNS", "LABEL_COLUMNS",
 ]
 
@@ -265,19 +265,6 @@ def client_history(experiment: Experiments, tracking_uri: Optional[str] = None,
 
 
 # ---- artifacts ------------------------------------------------------------------------------------
-def log_report_artifacts(tracking_uri: Optional[str], run_ids: Iterable[str], paths: Iterable[Union[str, Path]],
-                         artifact_path: str = "report") -> List[str]:
-    """Log local files to each run under ``artifact_path`` (overwriting earlier copies); returns the run ids."""
-    client, _ = mlflow_client(tracking_uri)
-    paths = [str(p) for p in paths]
-    done = []
-    for run_id in run_ids:
-        for path in paths:
-            client.log_artifact(run_id, path, artifact_path)
-        done.append(run_id)
-    return done
-
-
 def has_artifact(run_ids: Iterable[str], tracking_uri: Optional[str] = None,
                  path: str = STUDENT_ARTIFACT) -> List[bool]:
     """Whether each run carries the artifact ``path``: one ``list_artifacts`` call of its folder per run,

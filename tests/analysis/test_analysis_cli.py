@@ -97,7 +97,7 @@ def test_export_parquet_keeps_every_dtype(store, trials_a, tmp_path, capsys):
 
 def test_report_command(store, tmp_path, capsys):
     out = tmp_path / "rep"
-    assert main(["report", "-e", "srrl-a", "--tracking-uri", store.uri, "--out", str(out), "--no-log"]) == 0
+    assert main(["report", "-e", "srrl-a", "--tracking-uri", store.uri, "--out", str(out)]) == 0
     assert (out / "report.html").is_file() and (out / "report.md").is_file()
 
 

@@ -14,7 +14,7 @@ from analysis._format import fmt_value, to_markdown
 @pytest.fixture(scope="module")
 def written(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    return report.write_report("srrl-a", store.uri, out), out
+    return report.write_report("srrl-a", store.uri, out, log_artifacts=True), out
 
 
 def test_html_embeds_decodable_pngs(written):
@@ -92,7 +92,7 @@ def test_artifacts_logged_to_the_parent_runs(store, written):
 def test_ablation_report_and_no_logging(store, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    html_path, md_path = report.write_report(["srrl-b"], store.uri, tmp_path, log_artifacts=False)
+    html_path, md_path = report.write_report(["srrl-b"], store.uri, tmp_path)  # a reader unless asked
     html = html_path.read_text()
     assert "Ablation (test_acc, finished trials)" in html and "CE+FM+SR+KD" in html
     md = md_path.read_text()

@@ -15,7 +15,7 @@ import re
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
 from tuner.core import metrics as M
 from tuner.tracking.schema import (
@@ -28,7 +28,7 @@ from tuner.core.uri import redact, sqlite_file
 __all__ = [
     "store_lock", "client", "check_name", "sweep_parents", "find_parent", "start_sweep", "sweep_started",
     "finish_sweep", "mark_interrupted", "log_verdict", "log_artifacts_once", "search_all", "child_runs",
-    "child_run_ids", "remove_orphan_runs", "experiment_id", "set_git_and_version_tags", "log_params",
+    "child_run_ids", "remove_orphan_runs", "experiment_id", "set_git_and_version_tags", "log_params", "log_report_artifacts",
 ]
 
 log = logging.getLogger("tuner.tracking")  # the package's one logger, named as before it was split
@@ -356,3 +356,16 @@ def log_params(client: Any, run_id: str, params: Mapping[str, str]) -> None:
     for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
         client.log_batch(run_id, params=items[i:i + MAX_PARAMS_PER_BATCH], synchronous=True)
 
+
+def log_report_artifacts(tracking_uri: str, run_ids: Iterable[str], paths: Iterable[Union[str, Path]],
+                         artifact_path: str = "report") -> List[str]:
+    """Log local files to each run under ``artifact_path``, replacing the copies of the same names (so a report
+    logged twice from the same records leaves the same artifacts); returns the run ids."""
+    c = client(tracking_uri)
+    paths = [str(p) for p in paths]
+    done = []
+    for run_id in run_ids:
+        for path in paths:
+            c.log_artifact(run_id, path, artifact_path)
+        done.append(run_id)
+    return done
