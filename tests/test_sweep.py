@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -164,14 +165,15 @@ def test_the_imagenet_preset_sweeps_a_class_subset_of_a_tiny_ilsvrc_folder(tmp_p
 
 
 def test_bad_flag_value_exits_2_before_ray_starts(tmp_path, env):
-    start = time.monotonic()
+    """Refused before Ray starts: no Ray session folder in the run's RAY_TMPDIR (its speed is bench's and the
+    shell refusal test's: a wall-clock bound here failed on a machine at load 10)."""
     proc = run_search(tmp_path, env, "--space", "loss_weight", "--epochs", "2")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: space: 'loss_weight' is not allowed (did you mean \"loss_weights\"?); choose from: "
         + ", ".join(__import__("search_spaces").list_spaces())
     ]
-    assert time.monotonic() - start < 15 and not (tmp_path / "ray_results").exists()
+    assert not (Path(env["RAY_TMPDIR"]) / "ray").exists() and not (tmp_path / "ray_results").exists()
 
 
 @pytest.mark.parametrize("storage", ["uri"])  # a local path: test_faults.test_driver_killed_twice_then_resumed
