@@ -35,3 +35,23 @@ def env():
 
     with ray_tmpdir() as ray_tmp:
         yield cli_env(ray_tmp)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """Spread the suite over pytest-xdist's workers (setup.cfg: ``-n 3 --dist loadgroup``) without paying for a
+    shared fixture twice: the tests of a module that share a module-scoped fixture (one sweep, one Ray, one
+    cluster) run on one worker, as do the users of a session-scoped one; every other test goes wherever a
+    worker is free. The multi-process (``slow``) tests are handed out first, so no long one starts last."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared = [(defs[-1].scope, name) for name, defs in (info.name2fixturedefs.items() if info else ())
+                  if defs and defs[-1].scope in ("module", "session") and name not in _PER_WORKER]
+        if any(scope == "module" for scope, _ in shared):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+        elif shared:
+            item.add_marker(pytest.mark.xdist_group(sorted(shared)[0][1]))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: each module's order is kept
+
+
+#: session fixtures every worker makes for itself anyway (cheap, or per process by nature)
+_PER_WORKER = {"_isolated_cache", "tmp_path_factory", "worker_id", "testrun_uid"}
