@@ -20,6 +20,7 @@ from tuner.core.sweep_config import SweepConfig
 from tuner.core.faults import NoSpace
 from tuner.core.uri import redact
 from tuner.core.verdict import format_verdict
+from tuner.tracking.schema import RUNS_VIEW
 
 # flag -> help; the YAML key is the flag without dashes (underscores for dashes)
 SWEEP_FLAGS = {
@@ -300,8 +301,9 @@ def print_summary(result: Any, top: int = 10) -> None:
     print("\nLook further:")
     print(f"  python -m analysis report --experiment {result.experiment} --tracking-uri {redact(result.tracking_uri)}")
     print(f"  mlflow ui --backend-store-uri {redact(result.tracking_uri)}      # experiment {result.experiment!r}")
-    if result.experiment_id is not None:  # MLflow 3's UI opens in its GenAI view unless the link says otherwise
-        print(f"    then open http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs?workflowType=machine_learning")
+    if result.experiment_id is not None:  # MLflow 3.17 opens its GenAI view unless told otherwise (docs/tracking.md)
+        print(f"    then open http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs?workflowType=machine_learning"
+              f"&viewStateShareKey={RUNS_VIEW}")
     if result.optuna_storage:
         print(f"  optuna-dashboard {redact(result.optuna_storage)}      # study {result.study_name!r}")
     print(f"  python run_search.py --resume {redact(result.path)}      # continue it if it was interrupted")

@@ -14,10 +14,12 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
+from analysis._format import fmt_value
 from analysis.tables import is_log_scale, pareto_front, ranking_order, search_trials, searched_params
 from tuner.core import metrics as M
 
-__all__ = ["alpha_beta", "learning_curves", "best_so_far", "pareto", "parallel_coordinates", "save", "STYLES"]
+__all__ = ["alpha_beta", "confirmation", "learning_curves", "best_so_far", "pareto", "parallel_coordinates", "save",
+           "STYLES"]
 
 _CMAP = "viridis"
 #: status -> (marker, line style, legend label); diverged and errored trials are drawn grey
@@ -76,12 +78,14 @@ def _style_legend(ax: Any, statuses: Sequence[str], lines: bool, **kwargs: Any) 
     return ax.legend(handles=handles, **kwargs)
 
 
-def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[Any]:
+def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, verdict: Any = None) -> Optional[Any]:
     """``metric`` over the (alpha, beta) plane, log axes; colour = metric, marker = how the trial ended.
 
-    Diverged and errored trials are grey; the leaderboard's first trial is ringed and the authors'
-    points (``origin == "authors"``) are labelled. None without ``alpha``, ``beta`` and ``metric``
-    columns, or with fewer than two distinct positive (alpha, beta) points.
+    Only finished trials are on the colour scale (one fidelity: trials stopped early ran fewer epochs and
+    are drawn hollow, grey, diverged and errored ones grey crosses); the search's rank 1 is ringed, the
+    verdict's recommendation (a ``tuner.core.verdict.Verdict``) starred, the authors' points labelled.
+    None without ``alpha``, ``beta`` and ``metric`` columns, or with fewer than two distinct positive
+    (alpha, beta) points.
     """
     trials = search_trials(trials)
     if not _has(trials, "alpha", "beta", metric):
@@ -95,7 +99,9 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[A
         return None
     from matplotlib.colors import Normalize
 
-    norm = Normalize(vmin=good["_y"].min(), vmax=good["_y"].max())
+    coloured = good[good["_s"] == M.FINISHED]
+    scale = coloured if not coloured.empty else good  # nothing finished yet: the one fidelity there is
+    norm = Normalize(vmin=scale["_y"].min(), vmax=scale["_y"].max())
     fig = _figure()
     ax = fig.add_subplot()
     sc = None
@@ -107,11 +113,21 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[A
             ax.scatter(part["_a"], part["_b"], marker=marker, c="0.6", s=45, label=label)
             continue
         part = part[np.isfinite(part["_y"])]
-        sc = ax.scatter(part["_a"], part["_b"], c=part["_y"], cmap=_CMAP, norm=norm, marker=marker, s=55,
-                        edgecolors="k", linewidths=0.4, label=label)
+        if part.index.isin(scale.index).all():
+            sc = ax.scatter(part["_a"], part["_b"], c=part["_y"], cmap=_CMAP, norm=norm, marker=marker, s=55,
+                            edgecolors="k", linewidths=0.4, label=label)
+        else:  # another fidelity (fewer epochs): its values would mislead on the finished trials' scale
+            ax.scatter(part["_a"], part["_b"], marker=marker, s=55, facecolors="none", edgecolors="0.45",
+                       linewidths=0.8, label=f"{label} (fewer epochs: not coloured)")
     best = ranking_order(good, "_y").iloc[0]
     ax.scatter([best["_a"]], [best["_b"]], s=240, facecolors="none", edgecolors="red", linewidths=1.5,
-               label=f"rank 1 ({best['_y']:.4g}{'%' if _is_acc(metric) else ''})")
+               label=f"search rank 1, {_seeds(best)} ({fmt_value(best['_y'])}{'%' if _is_acc(metric) else ''})")
+    rec = _recommended(verdict)
+    if rec is not None and all(_positive(rec.params.get(k)) for k in ("alpha", "beta")):
+        iv = rec.metrics.get(M.RANK_VAL_ACC)
+        ax.scatter([rec.params["alpha"]], [rec.params["beta"]], marker="*", s=320, c="gold", edgecolors="k",
+                   linewidths=0.8, zorder=4, label=f"recommended: {rec.label}, confirmed over {rec.n} seeds"
+                   + (f" ({fmt_value(iv.mean)}%)" if iv else ""))
     if "origin" in df.columns:
         for _, row in df[df["origin"] == "authors"].iterrows():
             ax.annotate("authors", (row["_a"], row["_b"]), fontsize=7, xytext=(5, 4), textcoords="offset points")
@@ -124,7 +140,50 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[A
     if sc is not None:
         bar = fig.colorbar(sc, ax=ax, label=metric)
         _percent(bar.ax.yaxis, metric)
-    fig.legend(loc="outside lower center", ncols=6, fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    return fig
+
+
+def _recommended(verdict: Any) -> Any:
+    return verdict.config(verdict.recommended) if verdict is not None else None
+
+
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def _seeds(row: pd.Series) -> str:
+    n = row.get("seeds")
+    n = int(n) if isinstance(n, (int, float, np.integer, np.floating)) and np.isfinite(n) else 1
+    return "1 seed" if n == 1 else f"mean of {n} seeds"
+
+
+def confirmation(verdict: Any) -> Optional[Any]:
+    """The confirmation stage: per configuration (one row each, the recommended first and gold) every seed's
+    value and the mean with its 95% interval, for the ranked val value and the final test accuracy. None
+    without a verdict."""
+    if verdict is None or not verdict.configs:
+        return None
+    configs = sorted(verdict.configs, key=lambda c: (c.config_id != verdict.recommended, c.role, c.rank or 0))
+    shown = [m for m in (M.RANK_VAL_ACC, M.TEST_ACC) if any(m in c.metrics for c in configs)]
+    fig = _figure(5.0 * len(shown) + 1.5, 1.0 + 0.55 * len(configs))
+    axes = fig.subplots(1, len(shown), squeeze=False, sharey=True)[0]
+    ys = np.arange(len(configs))[::-1]
+    for ax, m in zip(axes, shown):
+        for y, c in zip(ys, configs):
+            iv = c.metrics.get(m)
+            if iv is None:
+                continue
+            colour = "goldenrod" if c.config_id == verdict.recommended else "C0"
+            ax.scatter(iv.values, [y] * len(iv.values), s=18, c="0.5", zorder=2)
+            ax.errorbar([iv.mean], [y], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="D", c=colour,
+                        ms=7, capsize=4, lw=2, zorder=3)
+        ax.set_xlabel(f"{m} (dots: seeds; diamond: mean, bar: 95% CI)")
+        _percent(ax.xaxis, m)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].set_yticks(ys, [f"{c.label} ({c.role}{', recommended' if c.config_id == verdict.recommended else ''}, "
+                            f"{c.n} seeds)" for c in configs], fontsize=8)
+    fig.suptitle("confirmation over fresh seeds: " + verdict.sentence.split(" (")[0], fontsize=9)
     return fig
 
 
@@ -277,10 +336,12 @@ def _encode(col: pd.Series) -> Tuple[np.ndarray, List[Tuple[float, str]]]:
 
 
 def parallel_coordinates(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC,
-                         params: Optional[Sequence[str]] = None) -> Optional[Any]:
+                         params: Optional[Sequence[str]] = None, verdict: Any = None) -> Optional[Any]:
     """One polyline per search trial across the searched params (each axis scaled to [0, 1], categoricals
-    as evenly spaced levels) and ``metric`` last; colour = metric, line style = how the trial ended.
-    None with fewer than two varying params or no finite metric."""
+    as evenly spaced levels) and ``metric`` last; colour = metric for the finished trials only (one
+    fidelity; trials stopped early are grey), line style = how the trial ended; the search trials at the
+    verdict's recommended configuration are drawn thick and gold. None with fewer than two varying params
+    or no finite metric."""
     trials = search_trials(trials)
     if not _has(trials, metric):
         return None
@@ -301,16 +362,27 @@ def parallel_coordinates(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC,
         ticks.append([(pos, f"{label}%") for pos, label in t] if c == metric and _is_acc(metric) else t)
     data = np.column_stack(encoded)  # (trials, axes)
     xs = np.arange(len(axes_cols), dtype=float)
-    norm = Normalize(vmin=df["_y"].min(), vmax=df["_y"].max())
-    order = np.argsort(df["_y"].to_numpy())  # best drawn last, on top
     status = _status(df).to_numpy()
-    segments = [np.column_stack([xs, data[i]]) for i in order]
+    finished = status == M.FINISHED if (status == M.FINISHED).any() else np.ones(len(df), bool)
+    y = df["_y"].to_numpy()
+    norm = Normalize(vmin=y[finished].min(), vmax=y[finished].max())
     fig = _figure(max(6.0, 1.6 * len(axes_cols)), 4.8)
     ax = fig.add_subplot()
-    lines = LineCollection(segments, cmap=_CMAP, norm=norm, linewidths=1.2, alpha=0.8,
-                           linestyles=[STYLES.get(status[i], STYLES[M.RUNNING])[1] for i in order])
-    lines.set_array(df["_y"].to_numpy()[order])
+    other = [i for i in np.argsort(y) if not finished[i]]
+    if other:  # another fidelity (fewer epochs): grey, off the colour scale
+        ax.add_collection(LineCollection([np.column_stack([xs, data[i]]) for i in other], colors="0.7", linewidths=1.0,
+                                         linestyles=[STYLES.get(status[i], STYLES[M.RUNNING])[1] for i in other]))
+    order = [i for i in np.argsort(y) if finished[i]]  # best drawn last, on top
+    lines = LineCollection([np.column_stack([xs, data[i]]) for i in order], cmap=_CMAP, norm=norm, linewidths=1.2,
+                           alpha=0.8, linestyles=[STYLES.get(status[i], STYLES[M.RUNNING])[1] for i in order])
+    lines.set_array(y[order])
     ax.add_collection(lines)
+    rec = _recommended(verdict)
+    at_rec = [i for i in range(len(df)) if rec is not None and rec.params and
+              all(p in df.columns and df[p].iloc[i] == v for p, v in rec.params.items())]
+    for n, i in enumerate(at_rec):
+        ax.plot(xs, data[i], c="goldenrod", lw=3.5, alpha=0.9, zorder=3,
+                label=None if n else f"recommended: {rec.label}, confirmed over {rec.n} seeds")
     for x, t in zip(xs, ticks):
         ax.axvline(x, c="0.3", lw=0.8)
         for pos, label in t:
@@ -320,8 +392,10 @@ def parallel_coordinates(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC,
     ax.set_ylim(-0.06, 1.06)
     ax.set_xticks(xs, axes_cols)
     ax.set_yticks([])
-    ax.set_title(f"searched params, coloured by {metric}")
+    ax.set_title(f"searched params, coloured by {metric}" + (" (finished trials; stopped ones grey)" if other else ""))
     bar = fig.colorbar(lines, ax=ax, label=metric)
     _percent(bar.ax.yaxis, metric)
+    if at_rec:
+        ax.add_artist(ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.06)))
     _style_legend(ax, list(status), lines=True, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.08), ncols=4)
     return fig

@@ -14,7 +14,7 @@ import datetime as _dt
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
@@ -86,15 +86,28 @@ _ASHA_NOTE = ("Search trials the scheduler stopped at each rung (epoch), and tho
               "and running trials are left out.")
 
 
-def _verdict_sections(trials: pd.DataFrame, sweeps: pd.DataFrame) -> List[Section]:
-    """One section per sweep with finished confirmation runs: the verdict's sentence and table."""
+def _verdicts(trials: pd.DataFrame) -> Dict[str, Any]:
+    """sweep -> the verdict of its finished confirmation runs (sweeps without one left out)."""
     confirm = tables.confirm_trials(trials)
-    out = []
+    out = {}
     for sweep in (list(dict.fromkeys(confirm["sweep"])) if not confirm.empty else []):
         verdict, _ = tables.verdict_table(confirm, sweep=sweep)
         if verdict is not None:
-            out.append(Section(f"Confirmation verdict ({sweep})", lead=verdict.sentence, note=_VERDICT_NOTE,
-                               table=pd.DataFrame(verdict.table()), index=False))
+            out[sweep] = verdict
+    return out
+
+
+def _verdict_sections(verdicts: Dict[str, Any]) -> List[Section]:
+    """One section per sweep with a verdict: its sentence, table and the figure of every seed."""
+    out = []
+    for sweep, verdict in verdicts.items():
+        out.append(Section(f"Confirmation verdict ({sweep})", lead=verdict.sentence, note=_VERDICT_NOTE,
+                           table=pd.DataFrame(verdict.table()), index=False))
+        fig = plots.confirmation(verdict)
+        if fig is not None:
+            caption = f"confirmation of {sweep}: every seed, the mean and its 95% interval per configuration"
+            out.append(Section(caption[:1].upper() + caption[1:], figure=fig, png=f"confirmation_{len(out)}.png",
+                               caption=caption))
     return out
 
 
@@ -105,7 +118,10 @@ def build_sections(trials: pd.DataFrame, history: Optional[pd.DataFrame], sweeps
     if not sweeps.empty:
         cols = [c for c in _SWEEP_COLS if c in sweeps.columns]
         out.append(Section("Sweeps", table=sweeps[cols], index=False))
-    out += _verdict_sections(trials, sweeps)
+    verdicts = _verdicts(trials)
+    out += _verdict_sections(verdicts)
+    # the recommendation is marked in the search's figures when they show one sweep
+    verdict = next(iter(verdicts.values())) if len(verdicts) == 1 and len(set(trials.get("sweep", []))) <= 1 else None
     search, confirm = tables.search_trials(trials), tables.confirm_trials(trials)
     out.append(Section("Search trials by status", table=tables.status_counts(search)))
     if not confirm.empty:
@@ -144,13 +160,13 @@ def build_sections(trials: pd.DataFrame, history: Optional[pd.DataFrame], sweeps
                                     "many epochs (column epochs); numeric params: Spearman rank correlation and "
                                     "the mean per quantile bin (log10 bins for params spanning more than a decade)."))
         figures = [
-            ("alpha_beta.png", f"{metric} over the alpha-beta plane", plots.alpha_beta(search, metric)),
+            ("alpha_beta.png", f"{metric} over the alpha-beta plane", plots.alpha_beta(search, metric, verdict)),
             ("learning_curves.png", f"learning curves (val_acc), the top trials by {metric} in colour",
              plots.learning_curves(search, history, metric=M.VAL_ACC, rank_by=metric)),
             ("best_so_far.png", f"running best of {metric} (finished trials)", plots.best_so_far(search, metric)),
             ("pareto.png", "accuracy against student MACs", plots.pareto(search, objectives)),
             ("parallel_coordinates.png", "searched params (parallel coordinates)",
-             plots.parallel_coordinates(search, metric)),
+             plots.parallel_coordinates(search, metric, verdict=verdict)),
         ]
         for png, caption, fig in figures:
             if fig is not None:

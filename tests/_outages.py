@@ -24,8 +24,10 @@ from tests._helpers import free_port
 class MlflowServer:
     """``mlflow server`` (SQLite store in ``folder``) in its own process group; restarts on the same port and store."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, store: Optional[Path] = None) -> None:
+        """``store``: an SQLite file to serve (a sweep's ``mlflow.db``); default ``folder/server.db``."""
         self.folder = folder
+        self.store = store or folder / "server.db"
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: Optional[subprocess.Popen] = None
@@ -35,7 +37,7 @@ class MlflowServer:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+             "--backend-store-uri", f"sqlite:///{self.store}",
              "--artifacts-destination", str(self.folder / "artifacts"), "--workers", "1"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout

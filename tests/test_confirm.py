@@ -67,7 +67,15 @@ def test_confirmation_runs_belong_to_the_sweep_and_its_verdict_is_on_the_parent(
     verdict = json.loads(open(client.download_artifacts(parent.info.run_id, "verdict/verdict.json")).read())
     assert verdict["sentence"] == sentence and verdict["recommended"] in groups
     rec = next(c for c in verdict["configs"] if c["config_id"] == verdict["recommended"])
-    assert parent.data.metrics["verdict_test_acc_mean"] == pytest.approx(rec["metrics"]["test_acc"]["mean"])
+    # the parent's metrics are named by what they describe, rounded as every table shows them
+    for role, cid in (("recommended", verdict["recommended"]), ("reference", "ref"), ("ce", "ce"), ("candidate", "c1")):
+        conf = next(c for c in verdict["configs"] if c["config_id"] == cid)
+        assert parent.data.metrics[f"{role}_seeds"] == 2
+        for m in ("best_val_acc", "test_acc"):
+            assert parent.data.metrics[f"{role}_{m}_mean"] == round(conf["metrics"][m]["mean"], 2), (role, m)
+            assert parent.data.metrics[f"{role}_{m}_ci_low"] == round(conf["metrics"][m]["low"], 2), (role, m)
+    assert parent.data.metrics["search_top_seeds"] == 1 and "search_top_best_val_acc" in parent.data.metrics
+    assert not [k for k in parent.data.metrics if k.startswith(("verdict_", "best_search_"))]
     tests = [r.data.metrics["test_acc"] for r in groups[verdict["recommended"]]]
     assert rec["metrics"]["test_acc"]["mean"] == pytest.approx(sum(tests) / 2)
     tagged = {r.data.tags["srrl.config_id"] for r in confirm if r.data.tags.get("srrl.recommended") == "true"}
@@ -79,8 +87,18 @@ def test_the_mlflow_record_reads_as_a_model_training_experiment(confirmed):
     tmp, _ = confirmed
     client = _client(tmp)
     exp = client.get_experiment_by_name("cf")
-    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens the runs table
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     parent = _parent(tmp, "cf")
+    # the verdict is the experiment's Description (MLflow's experiment list) and the parent run's description
+    sentence = parent.data.tags["srrl.verdict"]
+    for note in (exp.tags["mlflow.note.content"], parent.data.tags["mlflow.note.content"]):
+        assert note.startswith("### Sweep cf\n**Verdict:** " + sentence) and "| **recommended** |" in note, note
+    # a saved runs-table view with the columns that say how each trial did, best first
+    view = json.loads(exp.tags["mlflow.sharedViewState.srrl"])
+    state = json.loads(view["state"])
+    assert {"metrics.`best_val_acc`", "metrics.`test_acc`", "tags.`srrl.stage`", "params.`alpha`"} <= set(state["selectedColumns"])
+    assert state["orderByKey"] == "metrics.`best_val_acc`" and state["orderByAsc"] is False
+    assert isinstance(view["createdAt"], int) and view["name"]
     assert parent.data.params and all(k.startswith("sweep.") for k in parent.data.params)
     run = next(r for r in _stage(trial_runs(f"sqlite:///{tmp / 'mlflow.db'}", "cf"), "search")
                if r.data.tags["srrl.status"] == "finished")
@@ -95,6 +113,16 @@ def test_optuna_trials_and_mlflow_runs_point_at_each_other(confirmed):
     tmp, _ = confirmed
     study = cli_study(tmp, "cf")
     assert study.metric_names == ["best_val_acc"]
+    # optuna-dashboard shows the confirmed answer: the study's attributes and note
+    from optuna_dashboard import get_note
+
+    parent = _parent(tmp, "cf")
+    attrs = study.user_attrs
+    assert attrs["verdict"] == parent.data.tags["srrl.verdict"] and attrs["mlflow_parent_run"] == parent.info.run_id
+    assert attrs["recommended"]["label"] == parent.data.tags["srrl.recommended"]
+    assert attrs["confirmed"]["recommended_test_acc_mean"] == parent.data.metrics["recommended_test_acc_mean"]
+    note = get_note(study)
+    assert note.startswith("### Study cf\n**Verdict:** " + attrs["verdict"]) and parent.info.run_id in note
     search = _stage(trial_runs(f"sqlite:///{tmp / 'mlflow.db'}", "cf"), "search")
     by_number = {int(r.data.tags["srrl.optuna_trial"]): r for r in search}
     assert sorted(by_number) == sorted(t.number for t in study.trials)
@@ -154,3 +182,45 @@ def test_warm_start_then_confirm_later(confirmed, tmp_path, env):
     assert len(confirm) == 6
     sentence = _parent(tmp_path, "ws").data.tags["srrl.verdict"]
     assert sentence in later.stdout
+
+
+def test_the_verdict_is_two_clicks_from_mlflows_landing_page(confirmed, tmp_path):
+    """As a user opens ``mlflow ui`` in a fresh browser (docs/tracking.md, "Finding the answer"): the landing page
+    lists the experiment with the verdict as its Description; click "Model training", click the experiment: the
+    runs table, not the GenAI overview, with the verdict on the page; the printed link opens the saved view
+    with the accuracy columns. Fails when an MLflow release moves any of it."""
+    from tests._browser import browser_page, chromium
+    from tests._outages import MlflowServer
+
+    chromium()  # skips where no browser can run
+    tmp, proc = confirmed
+    sentence = _parent(tmp, "cf").data.tags["srrl.verdict"]
+    server = MlflowServer(tmp_path, store=tmp / "mlflow.db")
+    server.start()
+    try:
+        with browser_page() as page:
+            page.goto(server.uri + "/#/")
+            page.wait_for("document.body.innerText.includes('cf') && document.body.innerText.includes('Model training')",
+                          what="the landing page with the experiment and the workflow switch")
+            landing = page.text()
+            assert sentence[:40] in landing, landing[:2000]  # the Description column: the verdict
+            assert page.click_text("Model training"), "no 'Model training' switch on the landing page"  # click 1
+            page.wait_for("localStorage.getItem('mlflow.workflowType_v1') === '\"machine_learning\"' || "
+                          "(localStorage.getItem('mlflow.workflowType_v1') || '').includes('machine_learning')",
+                          what="the switch to Model training")
+            link = page.js("""(() => { const a = [...document.querySelectorAll('a')]
+                .find(a => a.textContent.trim() === 'cf'); if (!a) return ''; a.click(); return a.href; })()""")
+            assert link, "no link to the experiment on the landing page"  # click 2
+            page.wait_for("location.hash.includes('/runs')", what="the runs table after two clicks")
+            assert "genai" not in page.js("location.href")
+            page.wait_for(f"document.body.innerText.includes({json.dumps(sentence[:40])})",
+                          what="the verdict on the experiment's runs page")
+
+            printed = next(line.split()[-1] for line in proc.stdout.splitlines() if "viewStateShareKey" in line)
+            page.goto(printed.replace("http://127.0.0.1:5000", server.uri))
+            headers = page.wait_for("""(() => { const h = [...document.querySelectorAll('[role=columnheader]')]
+                .map(e => e.innerText.trim()).join('|'); return h.includes('best_val_acc') ? h : ''; })()""",
+                                    what="the saved view's best_val_acc column")
+            assert "test_acc" in headers and "alpha" in headers, headers
+    finally:
+        server.stop()

@@ -85,7 +85,7 @@ def test_stopped_and_finished_are_marked_and_accuracy_is_in_percent(a):
 
     trials, history = a
     ab = plots.alpha_beta(trials)
-    assert {"finished", "stopped early"} <= _legend_texts(ab)
+    assert {"finished", "stopped early (fewer epochs: not coloured)"} <= _legend_texts(ab)
     assert any(isinstance(ax.yaxis.get_major_formatter(), PercentFormatter) for ax in ab.axes)  # the colour bar
 
     curves = plots.learning_curves(trials, history, top=3)
@@ -117,3 +117,33 @@ def test_plots_show_search_trials_only(a):
     assert points == len(search) + 1  # every search trial, and the ring around the first
     curves = plots.learning_curves(trials, history, top=100)
     assert len(curves.axes[0].get_lines()) == len(search)
+
+
+def test_one_fidelity_is_coloured_and_the_recommendation_is_marked_where_configurations_are_shown(a):
+    """Stopped trials ran fewer epochs: they stay off the colour scale; the verdict's pick is starred (alpha-beta),
+    drawn gold (parallel coordinates) and its seeds shown with their interval (the confirmation figure)."""
+    from analysis.tables import search_trials, verdict_table
+
+    trials, _ = a
+    search = search_trials(trials)
+    finished = search[search["status"] == "finished"][RANK]
+    verdict, table = verdict_table(trials)
+    rec = verdict.config(verdict.recommended)
+
+    ab = plots.alpha_beta(trials, verdict=verdict)
+    coloured = [c for c in ab.axes[0].collections if c.get_array() is not None]
+    assert coloured and all((c.norm.vmin, c.norm.vmax) == (finished.min(), finished.max()) for c in coloured)
+    star = [t for t in _legend_texts(ab) if t.startswith("recommended: ")]
+    assert star == [f"recommended: {rec.label}, confirmed over {rec.n} seeds ({rec.metrics[RANK].mean:.4g}%)"], star
+    assert any(t.startswith("search rank 1, 1 seed (") for t in _legend_texts(ab))
+
+    par = plots.parallel_coordinates(trials, verdict=verdict)
+    bar = par.axes[-1]  # the colour bar: the finished trials' range only
+    assert bar.get_ylim() == pytest.approx((finished.min(), finished.max()))
+
+    fig = plots.confirmation(verdict)
+    dots = [c for c in fig.axes[0].collections if len(c.get_offsets())]
+    assert sum(len(c.get_offsets()) for c in dots) >= sum(c.n for c in verdict.configs)  # every seed, and the means
+    top = max(fig.axes[0].get_yticklabels(), key=lambda t: t.get_position()[1]).get_text()
+    assert top.startswith(f"{rec.label} (") and "recommended" in top, top
+    assert plots.confirmation(None) is None

@@ -21,7 +21,8 @@ def test_html_embeds_decodable_pngs(written):
     (html_path, _), out = written
     html = html_path.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(images) == 5  # alpha-beta, learning curves, best so far, Pareto, parallel coordinates
+    assert len(images) == 6  # confirmation, alpha-beta, learning curves, best so far, Pareto, parallel coordinates
+    assert html.index("Confirmation of lw: every seed") < html.index("Leaderboard")
     for data in images:
         png = base64.b64decode(data, validate=True)
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
@@ -72,7 +73,7 @@ def test_markdown_twin_references_the_pngs(written):
     (_, md_path), out = written
     md = md_path.read_text()
     refs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
-    assert len(refs) == 5
+    assert len(refs) == 6
     for ref in refs:
         assert not ref.startswith("/") and (out / ref).stat().st_size > 1000
     assert "| rank | sweep | trial_id |" in md and "|---:|" in md

@@ -111,6 +111,38 @@ class Verdict:
             rows.append(row)
         return rows
 
+    def by_role(self) -> Dict[str, ConfigResult]:
+        """The configurations a reader asks about, by what they are: ``recommended``, ``candidate`` (the
+        search's best-ranked one), ``reference`` and ``ce`` (absent roles are left out)."""
+        named = {"recommended": self.config(self.recommended), "reference": self.config(self.reference),
+                 "ce": self.config(self.ce)}
+        candidates = sorted((c for c in self.configs if c.role == "candidate"), key=lambda c: c.rank or 0)
+        named["candidate"] = candidates[0] if candidates else None
+        return {role: c for role, c in named.items() if c is not None}
+
+    def summary_metrics(self) -> Dict[str, float]:
+        """Named by what they describe (docs/method.md, "Trusting the winner"): ``<role>_<metric>_mean|ci_low|
+        ci_high`` and ``<role>_seeds`` for each of ``by_role``, rounded to the 2 decimals every table shows."""
+        out: Dict[str, float] = {}
+        for role, c in self.by_role().items():
+            out[f"{role}_seeds"] = float(c.n)
+            for m, iv in c.metrics.items():
+                out.update({f"{role}_{m}_{part}": round(float(v), 2)
+                            for part, v in (("mean", iv.mean), ("ci_low", iv.low), ("ci_high", iv.high))})
+        return out
+
+    def markdown(self, title: str = "") -> str:
+        """The verdict for a page that renders Markdown (an MLflow description, an optuna-dashboard note): the
+        sentence first, then one table row per configuration with its seeds and intervals."""
+        cols = ["config", "role", "seeds", DECISION, M.TEST_ACC, "val vs reference"]
+        lines = [f"### {title}" if title else "", f"**Verdict:** {self.sentence}", "",
+                 "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        lines += ["| " + ("**recommended**" if r["recommended"] else "") + " | " +
+                  " | ".join(r[c] or "-" for c in cols) + " |" for r in self.table()]
+        lines += ["", f"{DECISION}: max of val_acc over epochs on a fresh validation split per seed; test_acc: final "
+                  "epoch; mean [95% CI] over the seeds shown; the recommendation is chosen on val only."]
+        return "\n".join(lines).lstrip("\n")
+
 
 _SHORT = {DECISION: "val", M.TEST_ACC: "test"}
 

@@ -18,7 +18,7 @@ from search_spaces import SpaceContext, declaration_yaml
 from tuner import tracking
 from tuner.core.uri import redact
 from tuner.core import faults
-from tuner.driver import confirm, preflight
+from tuner.driver import confirm, preflight, study_note
 from tuner.driver.no_space import StopOnNoSpace
 from tuner.core import metrics as M
 from tuner.driver import sweep_build as build
@@ -298,7 +298,10 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         verdict = confirm.verdict_of(confirmed, space.reference_name(ctx))
         best = next((r for r in rows if r["status"] == M.FINISHED), None)
         tracking.log_verdict(sweep.tracking_uri, parent_run, verdict,
-                             {k: best[k] for k in ("trial_id", M.RANK_VAL_ACC, M.TEST_ACC)} if best else None)
+                             {k: best[k] for k in ("trial_id", M.RANK_VAL_ACC, M.TEST_ACC, "seeds")} if best else None)
+        if study_name:
+            study_note.record_verdict(sweep.optuna_storage, study_name, verdict, sweep.tracking_uri, parent_run,
+                                      experiment_id)
     orphans = tracking.remove_orphan_runs(sweep.tracking_uri, parent_run, trial_ids)
     if orphans:
         log(f"removed {orphans} MLflow run(s) of trials lost with the interrupted driver")

@@ -19,8 +19,9 @@ from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Seque
 
 from tuner.core import metrics as M
 from tuner.tracking.schema import (
-    EXPERIMENT_KIND, MAX_PARAMS_PER_BATCH, MAX_TAG, PARENT, RUN_NAME, TAG_RECOMMENDED, TAG_RESUMES, TAG_ROLE,
-    TAG_SETTING_UP, TAG_STAGE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL_ID, TAG_VERDICT, flatten, legal_key, number, text,
+    EXPERIMENT_KIND, MAX_PARAMS_PER_BATCH, MAX_TAG, NOTE, PARENT, RUN_NAME, TAG_RECOMMENDED, TAG_RESUMES, TAG_ROLE,
+    TAG_SETTING_UP, TAG_STAGE, TAG_STATUS, TAG_SWEEP, TAG_TRIAL_ID, TAG_VERDICT, flatten, legal_key, number, runs_view_tag,
+    text,
 )
 from tuner.tracking.uri import artifact_location, check_tracking_uri, probe_server
 from tuner.core.uri import redact, sqlite_file
@@ -128,7 +129,7 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
                              f"(the experiment does not exist in {redact(tracking_uri)})")
         try:
             experiment_id = client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri, experiment),
-                                                     tags=EXPERIMENT_KIND)
+                                                     tags={**EXPERIMENT_KIND, **runs_view_tag()})
         except Exception:  # created meanwhile by someone else
             exp = client.get_experiment_by_name(experiment)
             if exp is None:
@@ -136,7 +137,7 @@ def start_sweep(tracking_uri: str, experiment: str, sweep_name: str, params: Map
             experiment_id = exp.experiment_id
     else:
         experiment_id = exp.experiment_id
-        for k, v in EXPERIMENT_KIND.items():
+        for k, v in {**EXPERIMENT_KIND, **runs_view_tag()}.items():
             if k not in exp.tags:  # an experiment made by hand, or by an older version
                 client.set_experiment_tag(experiment_id, k, v)
     found = find_parent(client, experiment_id, sweep_name)
@@ -202,13 +203,17 @@ def mark_interrupted(tracking_uri: str, parent_run_id: str, trial_ids: Iterable[
 
 
 @_skip_when_unreachable(lambda: None)
-def log_verdict(tracking_uri: str, parent_run_id: str, verdict: Any, best_search: Optional[Mapping[str, Any]] = None) -> None:
-    """Put a confirmation verdict (``tuner.core.verdict.Verdict``) on the sweep's parent run and mark the
-    recommended child runs: the sentence as tag ``srrl.verdict``, the recommended configuration's
-    params as tags ``srrl.recommended.<name>`` and its confirmed means and 95% CIs as metrics
-    ``verdict_<metric>_mean|ci_low|ci_high``, the best search trial as ``best_search_<metric>`` (and
-    its text fields, e.g. ``trial_id``, as tags ``srrl.best_search_<name>``),
-    and the whole verdict as ``verdict/verdict.json``."""
+def log_verdict(tracking_uri: str, parent_run_id: str, verdict: Any, search_top: Optional[Mapping[str, Any]] = None) -> None:
+    """Put a confirmation verdict (``tuner.core.verdict.Verdict``) on the sweep's parent run and its experiment,
+    and mark the recommended child runs.
+
+    The parent run: tag ``srrl.verdict`` (the sentence), tags ``srrl.recommended.<name>`` (its params), the
+    metrics ``Verdict.summary_metrics`` names by role (``recommended_``, ``candidate_``, ``reference_``,
+    ``ce_`` + ``<metric>_mean|ci_low|ci_high`` and ``_seeds``), the search's top trial as
+    ``search_top_<metric>`` with ``search_top_seeds`` (the seeds behind its value), its text fields as tags
+    ``srrl.search_top_<name>``, and ``verdict/verdict.json``. The verdict in Markdown is the run's
+    description and the experiment's (what MLflow's experiment list shows; docs/tracking.md).
+    """
     import json
     import tempfile
 
@@ -216,29 +221,27 @@ def log_verdict(tracking_uri: str, parent_run_id: str, verdict: Any, best_search
 
     client = _client(tracking_uri)
     now = int(time.time() * 1000)
-    # the sentence is also the run's description, the first thing the MLflow UI shows of it
-    tags = {TAG_VERDICT: text(verdict.sentence, MAX_TAG), "mlflow.note.content": text(verdict.sentence, MAX_TAG)}
-    metrics = []
+    parent = client.get_run(parent_run_id)
+    note = text(verdict.markdown(f"Sweep {parent.info.run_name}"), MAX_TAG)
+    tags = {TAG_VERDICT: text(verdict.sentence, MAX_TAG), NOTE: note}
+    metrics = [Metric(k, v, now, 0) for k, v in verdict.summary_metrics().items()]
     rec = verdict.config(verdict.recommended)
     if rec is not None:
         tags.update({legal_key(f"srrl.recommended.{k}"): text(v, MAX_TAG) for k, v in rec.params.items()})
         tags["srrl.recommended"] = rec.label
-        for name, iv in rec.metrics.items():
-            metrics += [Metric(f"verdict_{name}_{part}", float(getattr(iv, attr)), now, 0)
-                        for part, attr in (("mean", "mean"), ("ci_low", "low"), ("ci_high", "high"))]
-    for k, v in (best_search or {}).items():
+    for k, v in (search_top or {}).items():
         value = number(v)
         if value is not None and math.isfinite(value):
-            metrics.append(Metric(legal_key(f"best_search_{k}"), value, now, 0))
+            metrics.append(Metric(legal_key(f"search_top_{k}"), round(value, 2), now, 0))
         elif isinstance(v, str):
-            tags[legal_key(f"srrl.best_search_{k}")] = text(v, MAX_TAG)
+            tags[legal_key(f"srrl.search_top_{k}")] = text(v, MAX_TAG)
     client.log_batch(parent_run_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()], synchronous=True)
+    client.set_experiment_tag(parent.info.experiment_id, NOTE, note)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "verdict.json"
         path.write_text(json.dumps(verdict.to_dict(), indent=2))
         client.log_artifact(parent_run_id, str(path), "verdict")
-    exp = client.get_run(parent_run_id).info.experiment_id
-    for run in child_runs(client, exp, parent_run_id):
+    for run in child_runs(client, parent.info.experiment_id, parent_run_id):
         tagged = run.data.tags.get(TAG_RECOMMENDED) == "true"
         wanted = run.data.tags.get(TAG_STAGE) == "confirm" and run.data.tags.get("srrl.config_id") == verdict.recommended
         if wanted != tagged:

@@ -2,10 +2,11 @@
 which a Tune result, a trial's config and its error become metrics, params and tags.
 
 Both writers follow these rules: the Tune callback (``tuner.tracking.callback``) while the sweep runs,
-and ``analysis sync`` when it backfills a run from Tune's files afterwards.
+and ``run_search.py --sync`` when it backfills a run from Tune's files afterwards.
 """
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import re
@@ -18,7 +19,7 @@ from tuner.core.config import LABEL_KEYS
 __all__ = [
     "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT", "TAG_DIVERGED_EPOCH", "TAG_ERROR",
     "TAG_LAST_EPOCH", "end_tags", "TAG_NONFINITE", "TAG_NUM_FAILURES", "TAG_RESUMES", "TAG_STAGE", "TAG_RECOMMENDED",
-    "TAG_VERDICT", "TAG_SETTING_UP", "STAGES", "EXPERIMENT_KIND", "TRIAL_STATUSES", "DIVERGED_KEY", "METRIC_KEYS",
+    "TAG_VERDICT", "TAG_SETTING_UP", "STAGES", "EXPERIMENT_KIND", "NOTE", "RUNS_VIEW", "runs_view_tag", "TRIAL_STATUSES", "DIVERGED_KEY", "METRIC_KEYS",
     "PARENT", "RUN_NAME", "MLFLOW_END", "MAX_PARAMS_PER_BATCH", "MAX_METRICS_PER_BATCH", "MAX_PARAM", "MAX_TAG",
     "MAX_KEY", "legal_key", "text", "flatten", "number", "result_step", "result_metrics", "trial_tags", "run_name",
     "error_summary",
@@ -40,8 +41,15 @@ TAG_RECOMMENDED = "srrl.recommended"  # "true" on the runs of the confirmed reco
 TAG_VERDICT = "srrl.verdict"  # the verdict's sentence (parent run)
 TAG_SETTING_UP = "srrl.setting_up"  # on a new parent run until its sweep's Tune state and sweep file exist
 STAGES = ("search", "confirm")
-#: MLflow 3 opens an experiment by its kind; without it the GenAI overview (traces) opens, not the runs
+#: the experiment's kind; MLflow 3.17's UI does not read it yet (its GenAI/Model training switch and the
+#: link's ``workflowType`` decide, docs/tracking.md "Finding the answer") but it says what the experiment is
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+#: what MLflow's experiment list shows as Description, and the run page as the run's description
+NOTE = "mlflow.note.content"
+#: a saved runs-table view on each experiment (``?viewStateShareKey=srrl``): the columns that say how each trial did
+RUNS_VIEW = "srrl"
+_RUNS_VIEW_COLUMNS = [f"tags.`{TAG_STAGE}`", f"tags.`{TAG_STATUS}`", "params.`seed`", "params.`alpha`", "params.`beta`",
+                      "params.`lr`", f"metrics.`{M.RANK_VAL_ACC}`", f"metrics.`{M.TEST_ACC}`"]
 #: what ``srrl.status`` says, and the result key of a diverged epoch: the status rule's names (tuner.core.metrics)
 TRIAL_STATUSES = M.TRIAL_STATUSES
 DIVERGED_KEY = M.DIVERGED_KEY
@@ -57,6 +65,15 @@ MAX_METRICS_PER_BATCH = 1000  # MLflow: at most 1000 metrics per log_batch
 MAX_PARAM = 6000  # MLflow: longest param value
 MAX_TAG = 8000
 MAX_KEY = 250
+
+
+def runs_view_tag() -> Dict[str, str]:
+    """The experiment tag that saves the ``RUNS_VIEW`` view, in the envelope MLflow 3.17's UI reads
+    (name, createdAt, updatedAt, state: the table's state as a JSON string)."""
+    state = {"selectedColumns": _RUNS_VIEW_COLUMNS, "orderByKey": f"metrics.`{M.RANK_VAL_ACC}`", "orderByAsc": False}
+    now = int(time.time() * 1000)
+    envelope = {"name": "srrl: how each trial did", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    return {f"mlflow.sharedViewState.{RUNS_VIEW}": json.dumps(envelope)}
 
 
 def legal_key(key: Any) -> str:
