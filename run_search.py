@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 # light: run_search reports bad input before it pays torch's and Ray's imports (docs/architecture.md)
 from tuner.core import metrics as M
-from tuner.core.config import ConfigError, TrialConfig, load_yaml
+from tuner.core.config import ConfigError, TrialConfig, fmt_param, load_yaml
 from tuner.core.sweep_config import SweepConfig
 from tuner.core.faults import NoSpace
 from tuner.core.uri import redact
@@ -289,7 +289,7 @@ def print_summary(result: Any, top: int = 10) -> None:
           + (f"; {len(rows)} configurations raced over up to {result.sweep.race} seeds: most seeds first, each "
              "value a mean over its seeds" if raced else ""))
     seeds = ["seeds"] if raced else []  # how many seeds stand behind each number
-    table = [[str(i)] + [_fmt(r.get(k)) for k in searched + origin]
+    table = [[str(i)] + ["-" if r.get(k) is None else fmt_param(r[k]) for k in searched] + [_fmt(r.get(k)) for k in origin]
              + [r["status"], str(r["epochs"])] + [str(r["seeds"]) for _ in seeds]
              + [_fmt(r[M.RANK_VAL_ACC]), _fmt(r.get(M.TEST_ACC))]
              for i, r in enumerate(rows[:top], 1)]

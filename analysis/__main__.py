@@ -19,7 +19,7 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from tuner.core import metrics as M
 from tuner.tracking import default_tracking_uri
@@ -86,7 +86,17 @@ def _leaderboard(args: argparse.Namespace) -> int:
     board.insert(board.columns.get_loc("run_id") + 1, "student_pt",
                  has_artifact(board["run_id"], args.tracking_uri))  # one artifact listing per row shown
     _print(board)
+    _print_verdicts(trials)
     return 0
+
+
+def _print_verdicts(trials: Any) -> None:
+    """After the search's leaderboard, the answer: each sweep's confirmation verdict, as the driver printed it."""
+    from analysis.report import verdicts
+    from tuner.core.verdict import format_verdict
+
+    for sweep, verdict in verdicts(trials).items():
+        print(f"\n{sweep}: " + format_verdict(verdict))
 
 
 def _ablation(args: argparse.Namespace) -> int:

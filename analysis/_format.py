@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tuner.core.config import SEARCHED_PARAMS, fmt_param
+
 __all__ = ["fmt_value", "to_markdown", "to_html", "for_display"]
 
 
@@ -36,8 +38,9 @@ def fmt_value(v: Any) -> str:
 def for_display(df: pd.DataFrame) -> pd.DataFrame:
     """A copy with every cell (and the index) as formatted text."""
     out = df.copy()
-    for c in out.columns:
-        out[c] = out[c].astype(object).map(fmt_value)
+    for c in out.columns:  # a searched param reads as in the CLI and the run names (one format everywhere)
+        out[c] = out[c].astype(object).map(lambda v, param=c in SEARCHED_PARAMS: fmt_param(float(v)) if param and
+                                           isinstance(v, (float, np.floating)) and np.isfinite(v) else fmt_value(v))
     out.index = pd.Index([fmt_value(i) for i in out.index], name=out.index.name)
     return out
 

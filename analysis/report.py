@@ -26,7 +26,7 @@ from tuner.core.uri import redact
 from tuner.tracking.read import resolve_uri
 from tuner.tracking.runs import log_report_artifacts
 
-__all__ = ["write_report", "build_sections", "Section"]
+__all__ = ["write_report", "build_sections", "verdicts", "Section"]
 
 _SWEEP_COLS = ("sweep", "experiment", "space", "searcher", "scheduler", "dataset", "teacher", "teacher_val_acc",
                "teacher_test_acc", "mlflow_status", "start_time")
@@ -86,7 +86,7 @@ _ASHA_NOTE = ("Search trials the scheduler stopped at each rung (epoch), and tho
               "and running trials are left out.")
 
 
-def _verdicts(trials: pd.DataFrame) -> Dict[str, Any]:
+def verdicts(trials: pd.DataFrame) -> Dict[str, Any]:
     """sweep -> the verdict of its finished confirmation runs (sweeps without one left out)."""
     confirm = tables.confirm_trials(trials)
     out = {}
@@ -117,11 +117,13 @@ def build_sections(trials: pd.DataFrame, history: Optional[pd.DataFrame], sweeps
     out: List[Section] = []
     if not sweeps.empty:
         cols = [c for c in _SWEEP_COLS if c in sweeps.columns]
+        if "experiment" in cols and (sweeps["experiment"] == sweeps["sweep"]).all():
+            cols.remove("experiment")  # one sweep per experiment (the default): its name once
         out.append(Section("Sweeps", table=sweeps[cols], index=False))
-    verdicts = _verdicts(trials)
-    out += _verdict_sections(verdicts)
+    verdicts_by_sweep = verdicts(trials)
+    out += _verdict_sections(verdicts_by_sweep)
     # the recommendation is marked in the search's figures when they show one sweep
-    verdict = next(iter(verdicts.values())) if len(verdicts) == 1 and len(set(trials.get("sweep", []))) <= 1 else None
+    verdict = next(iter(verdicts_by_sweep.values())) if len(verdicts_by_sweep) == 1 and len(set(trials.get("sweep", []))) <= 1 else None
     search, confirm = tables.search_trials(trials), tables.confirm_trials(trials)
     out.append(Section("Search trials by status", table=tables.status_counts(search)))
     if not confirm.empty:
@@ -154,7 +156,8 @@ def build_sections(trials: pd.DataFrame, history: Optional[pd.DataFrame], sweeps
                                table=front[cols], index=False))
     if metric is not None:
         effects = tables.marginal_effects(search, metric=metric)
-        if not effects.empty:
+        if not effects.empty:  # Spearman is one value per parameter: shown on its first row, not on each bin
+            effects.loc[effects.duplicated(["epochs", "parameter"]), "spearman"] = float("nan")
             out.append(Section(f"Marginal effects on {metric}", table=effects, index=False,
                                note="finished search trials only, each compared only with trials that ran as "
                                     "many epochs (column epochs); numeric params: Spearman rank correlation and "

@@ -121,3 +121,20 @@ def test_sweep_split_routes_keys_and_rejects_unknown_ones():
 def test_trial_config_reads_a_sweep_preset_ignoring_its_sweep_keys():
     cfg = SweepConfig.from_yaml(Path(__file__).parents[1] / "configs" / "digits.yaml", {"beta": 5})[1]
     assert (cfg.teacher, cfg.student, cfg.beta) == ("digits_cnn4x64", "digits_cnn2x4", 5.0)
+
+
+def test_a_searched_value_reads_the_same_in_the_cli_the_run_names_the_verdict_and_the_report():
+    """0.2935513868643013 was 0.29, 0.294, 0.2936 and itself in four views; now 0.294 in each."""
+    import pandas as pd
+
+    from analysis._format import for_display
+    from tuner.core.config import fmt_param
+    from tuner.core.verdict import label_of
+    from tuner.tracking.schema import run_name
+
+    alpha, lr = 0.2935513868643013, 0.495
+    assert fmt_param(alpha) == "0.294" and fmt_param(lr) == "0.495" and fmt_param(1e-5) == "1e-05"
+    assert run_name({"alpha": alpha, "beta": 1.0}, ["alpha", "beta"]) == "a=0.294 b=1"
+    assert label_of({"alpha": alpha, "lr": lr}) == "alpha 0.294 lr 0.495"
+    shown = for_display(pd.DataFrame({"alpha": [alpha], "lr": [lr], "best_val_acc": [84.16666666]}))
+    assert list(shown.iloc[0]) == ["0.294", "0.495", "84.17"]

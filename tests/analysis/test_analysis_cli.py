@@ -22,12 +22,18 @@ def test_leaderboard_prints_the_best_first_with_run_ids_and_students(store, tria
     trials, _ = trials_a
     lw = trials[(trials["sweep"] == "lw") & (trials["stage"] == "search")]
     best = lw[lw["status"] == "finished"].sort_values(M.RANK_VAL_ACC, ascending=False)["trial_id"].iloc[0]
+    from analysis.tables import verdict_table
+
     assert main(["leaderboard", "--experiment", "srrl-a", "--tracking-uri", store.uri, "--top", "3"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    out = capsys.readouterr().out
+    board, answer = out.split("\n\n", 1)
+    lines = board.splitlines()
     assert lines[0].split()[:3] == ["sweep", "run_id", "student_pt"] and len(lines) == 2 + 3  # header, index row
     assert best in lines[2]
+    verdict, _ = verdict_table(trials)  # after the search's board, the answer (lw's confirmation)
+    assert answer.startswith("lw: Confirmation (") and answer.rstrip().endswith(f"Verdict: {verdict.sentence}"), answer
     assert main(["leaderboard", "-e", "srrl-a", "--tracking-uri", store.uri, "--top", "0"]) == 0
-    rows = capsys.readouterr().out.splitlines()[2:]
+    rows = capsys.readouterr().out.split("\n\n", 1)[0].splitlines()[2:]
     ids = dict(zip(trials["trial_id"], trials["run_id"]))
     assert len(rows) == len(LW) + 4 and not any("cf_" in r for r in rows)  # search trials only
     for row in rows:

@@ -111,3 +111,16 @@ def test_markdown_table_and_formatting():
     assert md[2] == "| 1 | a\\|b | 1,234,567 | 3 | True |"
     assert md[3] == "| 2 |  | 0.0001235 | 40,000 | False |"
     assert fmt_value(float("nan")) == "" and fmt_value(97.5) == "97.5" and fmt_value(0.05025) == "0.05025"
+
+
+def test_each_fact_once_in_the_report_tables(trials_a):
+    """A sweep named like its experiment shows its name once; Spearman (one value per parameter) on one row."""
+    trials, history = trials_a
+    lw = trials[trials["sweep"] == "lw"]
+    sweeps = pd.DataFrame({"sweep": ["lw"], "experiment": ["lw"], "space": ["loss_weights"]})
+    sections = {s.title: s for s in report.build_sections(lw, history, sweeps)}
+    assert list(sections["Sweeps"].table.columns) == ["sweep", "space"]
+    effects = next(s.table for t, s in sections.items() if t.startswith("Marginal effects"))
+    numeric = effects[effects["kind"] != "categorical"]
+    assert len(numeric) > numeric["parameter"].nunique()  # several bins per parameter ...
+    assert numeric.groupby("parameter")["spearman"].count().eq(1).all()  # ... one Spearman each

@@ -13,7 +13,7 @@ from tuner.core.config_io import ConfigError, load_yaml, parse_yaml
 from tuner.core.registry import did_you_mean
 
 __all__ = ["ConfigError", "TrialConfig", "load_yaml", "parse_yaml", "apply_params", "trial_params", "planned_epochs", "uses_teacher",
-           "coerce", "check_range", "check_choice", "shown", "LABEL_KEYS", "RACE", "LOSS_WEIGHTS", "SEARCHED_PARAMS",
+           "coerce", "check_range", "check_choice", "shown", "fmt_param", "LABEL_KEYS", "RACE", "LOSS_WEIGHTS", "SEARCHED_PARAMS",
            "SWEEP_FIXED", "SEARCHERS", "SCHEDULERS", "DATA_OPTIONS", "MAX_SEED"]
 
 
@@ -286,6 +286,14 @@ SEARCHED_PARAMS = tuple(dict.fromkeys((*LOSS_WEIGHTS, "connector", "student", "l
                                        *(f.name for f in dataclasses.fields(TrialConfig) if f.name not in SWEEP_FIXED),
                                        "arm", "seed")))
 LABEL_KEYS = ("arm", "origin", "optuna_trial", "config_id", "config_role", "config_rank")
+
+
+def fmt_param(value: Any) -> str:
+    """A searched value as every view shows it (the CLI, run names, verdict labels, the report): a float to
+    3 significant digits (``0.294``, ``0.05``, ``1e-05``), anything else as is."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 RACE = "race"  # the origin of a race seed's trial (tuner/driver/race.py)
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from tuner.core import metrics as M
+from tuner.core.config import fmt_param
 
 __all__ = ["ROLES", "ALPHA", "DECISION", "Interval", "Comparison", "ConfigResult", "Verdict", "summarize", "mean_ci",
            "welch", "paired", "compare", "holm", "label_of", "format_verdict", "reference_name"]
@@ -264,8 +265,7 @@ def label_of(params: Mapping[str, Any], role: str = "candidate") -> str:
         return "CE only"
     parts = []
     for k, v in params.items():
-        shown = f"{v:.3g}" if isinstance(v, float) else str(v)
-        parts.append(f"{k} {shown}")
+        parts.append(f"{k} {fmt_param(v)}")
     return " ".join(parts) or "base config"
 
 

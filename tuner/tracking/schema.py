@@ -14,7 +14,7 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tuner.core import metrics as M
-from tuner.core.config import LABEL_KEYS
+from tuner.core.config import LABEL_KEYS, fmt_param
 
 __all__ = [
     "TAG_SWEEP", "TAG_ROLE", "TAG_TRIAL_ID", "TAG_STATUS", "TAG_STOPPED_AT", "TAG_DIVERGED_EPOCH", "TAG_ERROR",
@@ -167,8 +167,7 @@ def run_name(config: Mapping[str, Any], keys: Sequence[str], stage: str = "searc
         parts, keys = ["CE only"], ()
     for k in keys:
         if k in config and k not in LABEL_KEYS and k != "seed":
-            v = config[k]
-            parts.append(f"{_ABBREV.get(k, k)}={f'{v:.3g}' if isinstance(v, float) else v}")
+            parts.append(f"{_ABBREV.get(k, k)}={fmt_param(config[k])}")
     if (stage == "confirm" or "seed" in keys) and "seed" in config:
         parts.append(f"seed={config['seed']}")
     name = " ".join(parts)
