@@ -37,6 +37,7 @@ def env():
         yield cli_env(ray_tmp)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
     """Spread the suite over pytest-xdist's workers (setup.cfg: ``-n 3 --dist loadgroup``) without paying for a
     shared fixture twice: the tests of a module that share a module-scoped fixture (one sweep, one Ray, one

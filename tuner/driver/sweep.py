@@ -31,6 +31,7 @@ from tuner.core.files import PART_SUFFIX
 from tuner.driver.search import settle_study, study_outcomes
 from tuner.driver.results import RESUMABLE, by_config, leaderboard_rows, log_best_students, saved_results
 from tuner.driver.storage import ORPHANED_DIR, SweepFolder
+from tuner.driver.sweep_lock import hold_sweep
 from tuner.driver.sweep_file import SWEEP_FILE, sweep_yaml
 from tuner.driver.prepare import check_space, prepare_sweep
 from tuner.core.teacher import default_cache_dir, ensure_teacher
@@ -113,6 +114,12 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     folder = storage.child(sweep.name)
     if resume and not folder.has_file(SWEEP_FILE):
         raise ConfigError(f"resume: {folder.shown!r} holds no sweep")
+    with hold_sweep(folder):  # one driver per sweep, from before its first write to its end
+        return _run_locked(sweep, base, resume, log, verbose, space, folder)
+
+
+def _run_locked(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callable[[str], None], verbose: int,
+                space: Any, folder: SweepFolder) -> SweepResult:
     if not resume and not _uncommitted(folder):
         raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {redact(sweep.storage_path)}; "
                           f"pass --resume {folder.shown} or pick another name")
@@ -189,7 +196,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
             **({"teacher": teacher.path} if teacher else {})})
 
     def new_tuner(again: bool = False) -> Any:  # writes the sweep's tuner.pkl
-        storage_path, fs = storage.for_tune()
+        storage_path, fs = SweepFolder.of(sweep.storage_path).for_tune()
         return tune.Tuner(
             trainable,
             param_space=preset_param_space(grid) if grid is not None else {},
