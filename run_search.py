@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import shlex
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -180,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\n" + _no_space_line(result.fault), file=sys.stderr)
         return 1
     if result.interrupted:
-        print(f"\ninterrupted: {result.note}; continue it with:\n  python run_search.py --resume {redact(result.path)}",
+        print(f"\ninterrupted: {result.note}; continue it with:\n  python run_search.py --resume {_q(redact(result.path))}",
               file=sys.stderr)
         return 130
     return 0
@@ -261,7 +262,7 @@ def _shrank(asked: Any, shrunk: Any) -> str:
 
 def _no_space_line(fault: Any) -> str:
     """The one line a full disk ends in: where, and the command that continues (or restarts) the sweep."""
-    then = (f"continue with: python run_search.py --resume {redact(fault.resume)}" if fault.resume
+    then = (f"continue with: python run_search.py --resume {_q(redact(fault.resume))}" if fault.resume
             else "run the same command again (the sweep had not started)")
     return f"error: {fault}, then {then}"
 
@@ -299,14 +300,19 @@ def print_summary(result: Any, top: int = 10) -> None:
     elif result.note and not result.interrupted:
         print(f"\nNo confirmation: {result.note}")
     print("\nLook further:")
-    print(f"  python -m analysis report --experiment {result.experiment} --tracking-uri {redact(result.tracking_uri)}")
-    print(f"  mlflow ui --backend-store-uri {redact(result.tracking_uri)}      # experiment {result.experiment!r}")
+    # every printed command is shell-quoted: a path with a space pastes as one argument
+    print(f"  python -m analysis report --experiment {_q(result.experiment)} --tracking-uri {_q(redact(result.tracking_uri))}")
+    print(f"  mlflow ui --backend-store-uri {_q(redact(result.tracking_uri))}      # experiment {result.experiment!r}")
     if result.experiment_id is not None:  # MLflow 3.17 opens its GenAI view unless told otherwise (docs/tracking.md)
         print(f"    then open http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs?workflowType=machine_learning"
               f"&viewStateShareKey={RUNS_VIEW}")
     if result.optuna_storage:
-        print(f"  optuna-dashboard {redact(result.optuna_storage)}      # study {result.study_name!r}")
-    print(f"  python run_search.py --resume {redact(result.path)}      # continue it if it was interrupted")
+        print(f"  optuna-dashboard {_q(redact(result.optuna_storage))}      # study {result.study_name!r}")
+    print(f"  python run_search.py --resume {_q(redact(result.path))}      # continue it if it was interrupted")
+
+
+def _q(text: str) -> str:
+    return shlex.quote(str(text))
 
 
 def _table(header: List[str], rows: List[List[str]]) -> None:

@@ -187,3 +187,26 @@ def test_a_missing_file_error_names_its_path_or_the_vanished_working_directory(t
     gone.rmdir()  # as Ray does to a job's working_dir under a running driver
     assert run_search._missing_file(FileNotFoundError(2, "No such file or directory")).startswith(
         "the working directory was removed while the sweep ran")
+
+
+def test_printed_commands_paste_into_a_shell_as_they_are_meant(tmp_path, capsys):
+    """A sweep folder with a space (and a quote) in its path: every printed command splits into the arguments
+    it names (issue 27.8: they were printed unquoted)."""
+    import shlex
+
+    import run_search
+    from tuner.core.config import TrialConfig
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep import SweepResult
+
+    home = tmp_path / "my runs" / "it's here"
+    result = SweepResult(SweepConfig(), TrialConfig(), str(home / "ray_results" / "s 1"), f"sqlite:///{home / 'mlflow.db'}",
+                         "exp one", f"sqlite:///{home / 'optuna.db'}", "exp one", rows=[], note="no trials")
+    run_search.print_summary(result)
+    lines = [line.split("      #")[0].strip() for line in capsys.readouterr().out.splitlines()]
+    commands = {" ".join(shlex.split(line)[:2 if line.startswith("python") else 1]): shlex.split(line) for line in lines
+                if line.startswith(("python ", "mlflow ", "optuna-dashboard "))}
+    assert commands["python -m"][3:] == ["report", "--experiment", "exp one", "--tracking-uri", f"sqlite:///{home / 'mlflow.db'}"]
+    assert commands["mlflow"][2:] == ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"]
+    assert commands["optuna-dashboard"][1:] == [f"sqlite:///{home / 'optuna.db'}"]
+    assert commands["python run_search.py"][2:] == ["--resume", str(home / "ray_results" / "s 1")]

@@ -53,9 +53,8 @@ def test_default_sweep_smoke_end_to_end(tmp_path, env):
     # --resume of the finished sweep: its leaderboard and verdict again, no Ray, not a byte written
     import hashlib
 
-    def files() -> dict:  # but the driver's lock beside the folder, which says who holds the sweep (host, PID)
-        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*")
-                if p.is_file() and p.name != f".{name}.lock"}
+    def files() -> dict:
+        return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()}
 
     before = files()
     again = run_search(tmp_path, env, "--resume", str(tmp_path / "ray_results" / name))

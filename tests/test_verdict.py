@@ -169,3 +169,16 @@ def test_confirm_points_give_every_configuration_every_seed_with_the_same_keys()
     assert all(p["val_split_seed"] == p["seed"] for p in points)  # a fresh validation split per seed
     ref = [p for p in points if p["config_id"] == "ref"]
     assert all(p["lr"] == 0.05 and p["config_role"] == "reference" and p["config_rank"] == 0 for p in ref)
+
+
+def test_two_seeds_print_no_interval_three_do():
+    """With 2 seeds the 95% t-interval spans hundreds of points (t = 12.7): the tables say so instead (issue 27.8)."""
+    for seeds, shown in ((2, False), (3, True)):
+        rows = (_rows("c1", "candidate", {"alpha": 2.0}, [80.0, 96.0, 73.0][:seeds], [79.0, 90.0, 75.0][:seeds], rank=1)
+                + _rows("ref", "reference", {"alpha": 1.0}, [60.0, 75.0, 70.0][:seeds], [61.0, 70.0, 66.0][:seeds]))
+        table = summarize(rows).table()
+        cells = [r[DECISION] for r in table] + [r["val vs reference"] for r in table if r["role"] == "candidate"]
+        if shown:
+            assert all("[" in c and "no usable" not in c for c in cells), cells
+        else:
+            assert all("[" not in c and "(2 seeds: no usable 95% CI)" in c for c in cells), cells

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from tuner.core import metrics as M
 from tuner.core.config import fmt_param
 
-__all__ = ["ROLES", "ALPHA", "DECISION", "Interval", "Comparison", "ConfigResult", "Verdict", "summarize", "mean_ci",
+__all__ = ["ROLES", "ALPHA", "DECISION", "USABLE_SEEDS", "Interval", "Comparison", "ConfigResult", "Verdict", "summarize", "mean_ci",
            "welch", "paired", "compare", "holm", "label_of", "format_verdict", "reference_name"]
 
 #: what a confirmed configuration is: one of the search's top K, the space's reference point, or the student alone
@@ -105,7 +105,8 @@ class Verdict:
                    "recommended": "yes" if c.config_id == self.recommended else ""}
             for m in _METRICS:
                 iv = c.metrics.get(m)
-                row[m] = f"{iv.mean:.2f} [{iv.low:.2f}, {iv.high:.2f}]" if iv else ""
+                row[m] = "" if iv is None else (f"{iv.mean:.2f} [{iv.low:.2f}, {iv.high:.2f}]" if c.n >= USABLE_SEEDS
+                                                else f"{iv.mean:.2f} ({_few(c.n)})")
             for other, vs in (("reference", c.vs_reference), ("CE", c.vs_ce)):
                 for m in _METRICS:
                     row[f"{_SHORT[m]} vs {other}"] = _shown(vs.get(m))
@@ -154,8 +155,19 @@ def _shown(d: Optional[Comparison]) -> str:
         return ""
     if math.isnan(d.p):
         return f"{d.diff:+.2f} ({'one seed' if d.n < 2 else 'no spread'}: no CI, no p)"
+    if d.n < USABLE_SEEDS:  # t with 1 degree of freedom is 12.7: an interval of hundreds of points says nothing
+        return f"{d.diff:+.2f} ({_few(d.n)}) p={d.p:.2g}"
     holm = f" p_holm={d.p_holm:.2g}" if d.p_holm is not None and d.p_holm != d.p else ""
     return f"{d.diff:+.2f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p:.2g}{holm}"
+
+
+#: the fewest seeds whose 95% t-interval is shown: with 2 (1 degree of freedom, t = 12.7) it spans hundreds
+#: of points on digits, so the tables say so instead of printing it
+USABLE_SEEDS = 3
+
+
+def _few(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}: no usable 95% CI"
 
 
 def format_verdict(verdict: Verdict) -> str:

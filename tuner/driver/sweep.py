@@ -6,6 +6,7 @@ the MLflow parent run; then it runs ``tune.Tuner`` with ASHA (or FIFO) and retur
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pickle
 import signal
@@ -86,7 +87,8 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     sweep, base = prepare_sweep(sweep, base)
     faults.reset()
     try:
-        return _run_sweep(sweep, base, resume, log, verbose)
+        with contextlib.ExitStack() as locks:  # the sweep's lock, once taken, is released however this ends
+            return _run_sweep(sweep, base, resume, log, verbose, locks)
     except faults.NoSpace:
         raise
     except Exception as e:
@@ -105,7 +107,7 @@ def _places(sweep: SweepConfig, base: TrialConfig) -> Dict[str, str]:
 
 
 def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callable[[str], None],
-               verbose: int) -> SweepResult:
+               verbose: int, locks: contextlib.ExitStack) -> SweepResult:
     build.tune_env()
 
     space = check_space(sweep, base)
@@ -114,12 +116,6 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     folder = storage.child(sweep.name)
     if resume and not folder.has_file(SWEEP_FILE):
         raise ConfigError(f"resume: {folder.shown!r} holds no sweep")
-    with hold_sweep(folder):  # one driver per sweep, from before its first write to its end
-        return _run_locked(sweep, base, resume, log, verbose, space, folder)
-
-
-def _run_locked(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callable[[str], None], verbose: int,
-                space: Any, folder: SweepFolder) -> SweepResult:
     if not resume and not _uncommitted(folder):
         raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {redact(sweep.storage_path)}; "
                           f"pass --resume {folder.shown} or pick another name")
@@ -155,6 +151,11 @@ def _run_locked(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callab
     faults.quiet_no_space_logs()
     places = _places(sweep, base)
     preflight.check_fits(sweep)  # what the cluster can hold, before the first file is written
+    # one driver per sweep, from its first write to its end; bad input above wrote nothing, not even the lock
+    locks.enter_context(hold_sweep(folder))
+    if resume and not folder.has_file(SWEEP_FILE) or not resume and not _uncommitted(folder):
+        raise ConfigError(f"sweep: {folder.shown!r} changed while this driver started (another driver ran it); "
+                          "look again and --resume it")
     # ray.init installs its own SIGTERM handler (exit at once); a cluster scheduler's SIGTERM should stop
     # the sweep as Ctrl-C does: Tune saves its state, the records say "interrupted", --resume continues
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
@@ -196,7 +197,7 @@ def _run_locked(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callab
             **({"teacher": teacher.path} if teacher else {})})
 
     def new_tuner(again: bool = False) -> Any:  # writes the sweep's tuner.pkl
-        storage_path, fs = SweepFolder.of(sweep.storage_path).for_tune()
+        storage_path, fs = storage.for_tune()
         return tune.Tuner(
             trainable,
             param_space=preset_param_space(grid) if grid is not None else {},
