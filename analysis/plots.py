@@ -8,6 +8,7 @@ canvas: no pyplot state, no display needed. matplotlib is imported inside the fu
 """
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
@@ -17,6 +18,7 @@ import pandas as pd
 from analysis._format import fmt_value
 from analysis.tables import is_log_scale, pareto_front, ranking_order, search_trials, searched_params
 from tuner.core import metrics as M
+from tuner.core.verdict import ROLES, USABLE_SEEDS
 
 __all__ = ["alpha_beta", "confirmation", "learning_curves", "best_so_far", "pareto", "parallel_coordinates", "save",
            "STYLES"]
@@ -140,7 +142,7 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, verdict: Any 
     if sc is not None:
         bar = fig.colorbar(sc, ax=ax, label=metric)
         _percent(bar.ax.yaxis, metric)
-    fig.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
     return fig
 
 
@@ -164,7 +166,8 @@ def confirmation(verdict: Any) -> Optional[Any]:
     without a verdict."""
     if verdict is None or not verdict.configs:
         return None
-    configs = sorted(verdict.configs, key=lambda c: (c.config_id != verdict.recommended, c.role, c.rank or 0))
+    configs = sorted(verdict.configs, key=lambda c: (c.config_id != verdict.recommended,
+                                                     ROLES.index(c.role) if c.role in ROLES else len(ROLES), c.rank or 0))
     shown = [m for m in (M.RANK_VAL_ACC, M.TEST_ACC) if any(m in c.metrics for c in configs)]
     fig = _figure(5.0 * len(shown) + 1.5, 1.0 + 0.55 * len(configs))
     axes = fig.subplots(1, len(shown), squeeze=False, sharey=True)[0]
@@ -176,14 +179,15 @@ def confirmation(verdict: Any) -> Optional[Any]:
                 continue
             colour = "goldenrod" if c.config_id == verdict.recommended else "C0"
             ax.scatter(iv.values, [y] * len(iv.values), s=18, c="0.5", zorder=2)
-            ax.errorbar([iv.mean], [y], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="D", c=colour,
-                        ms=7, capsize=4, lw=2, zorder=3)
+            usable = c.n >= USABLE_SEEDS  # fewer seeds: the interval spans hundreds of points, none is drawn
+            ax.errorbar([iv.mean], [y], xerr=[[iv.mean - iv.low], [iv.high - iv.mean]] if usable else None, fmt="D",
+                        c=colour, ms=7, capsize=4, lw=2, zorder=3)
         ax.set_xlabel(f"{m} (dots: seeds; diamond: mean, bar: 95% CI)")
         _percent(ax.xaxis, m)
         ax.grid(True, axis="x", alpha=0.3)
     axes[0].set_yticks(ys, [f"{c.label} ({c.role}{', recommended' if c.config_id == verdict.recommended else ''}, "
-                            f"{c.n} seeds)" for c in configs], fontsize=8)
-    fig.suptitle("confirmation over fresh seeds: " + verdict.sentence.split(" (")[0], fontsize=9)
+                            f"{c.n} seeds{'' if c.n >= USABLE_SEEDS else ': no usable CI'})" for c in configs], fontsize=8)
+    fig.suptitle(textwrap.fill("confirmation over fresh seeds: " + verdict.sentence, 150), fontsize=8)
     return fig
 
 
