@@ -47,7 +47,7 @@ class Page:
     def goto(self, url: str) -> None:
         self.js(f"location.href = {json.dumps(url)}")
 
-    def wait_for(self, expression: str, timeout: float = 60.0, what: str = "") -> Any:
+    def wait_for(self, expression: str, timeout: float = 180.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             value = self.js(expression)

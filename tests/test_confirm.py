@@ -217,6 +217,9 @@ def test_the_verdict_is_two_clicks_from_mlflows_landing_page(confirmed, tmp_path
                           what="the verdict on the experiment's runs page")
 
             printed = next(line.split()[-1] for line in proc.stdout.splitlines() if "viewStateShareKey" in line)
+            # as pasted into a new tab: a fresh load of the app (a hash change inside it keeps the table's state)
+            page.goto("about:blank")
+            page.wait_for("location.href === 'about:blank'", what="a blank tab")
             page.goto(printed.replace("http://127.0.0.1:5000", server.uri))
             headers = page.wait_for("""(() => { const h = [...document.querySelectorAll('[role=columnheader]')]
                 .map(e => e.innerText.trim()).join('|'); return h.includes('best_val_acc') ? h : ''; })()""",
