@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis.frames import SEARCHED_PARAMS, confirm_trials, searched_params
 from tuner.core import metrics as M
-from tuner.core.verdict import DECISION, ROLES, reference_name, summarize
+from tuner.core.verdict import DECISION, reference_name, summarize
 
 if TYPE_CHECKING:
     from tuner.core.verdict import Verdict
@@ -82,7 +82,7 @@ def verdict_table(trials: pd.DataFrame, sweep: Optional[str] = None) -> Tuple[Op
     ref = next((r["params"] for r in rows if r["role"] == "reference"), {})
     verdict = summarize(rows, reference_name(ref))
     out = []
-    for c in _in_table_order(verdict):
+    for c in verdict.ordered():
         row: Dict[str, Any] = {"config": c.label, "config_id": c.config_id, "role": c.role, "rank": c.rank,
                                "seeds": c.n, "recommended": c.config_id == verdict.recommended}
         for m in _METRICS:
@@ -100,7 +100,3 @@ def verdict_table(trials: pd.DataFrame, sweep: Optional[str] = None) -> Tuple[Op
     df["recommended"] = df["recommended"].astype(bool)
     return verdict, df
 
-
-def _in_table_order(verdict: "Verdict") -> List[Any]:
-    """The configurations as ``Verdict.table`` lists them: recommended first, then by role and search rank."""
-    return sorted(verdict.configs, key=lambda c: (c.config_id != verdict.recommended, ROLES.index(c.role), c.rank or 0))

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import pandas as pd
 
 from analysis import plots, runs, tables
+from analysis.confirm_plot import confirmation
 from analysis._format import fmt_value, to_html, to_markdown
 from tuner.core import metrics as M
 from tuner.core.files import atomic_write
@@ -103,7 +104,7 @@ def _verdict_sections(verdicts: Dict[str, Any]) -> List[Section]:
     for sweep, verdict in verdicts.items():
         out.append(Section(f"Confirmation verdict ({sweep})", lead=verdict.sentence, note=_VERDICT_NOTE,
                            table=pd.DataFrame(verdict.table()), index=False))
-        fig = plots.confirmation(verdict)
+        fig = confirmation(verdict)
         if fig is not None:
             caption = f"confirmation of {sweep}: every seed, the mean and its 95% interval per configuration"
             out.append(Section(caption[:1].upper() + caption[1:], figure=fig, png=f"confirmation_{len(out)}.png",

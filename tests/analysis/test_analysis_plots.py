@@ -122,6 +122,7 @@ def test_plots_show_search_trials_only(a):
 def test_one_fidelity_is_coloured_and_the_recommendation_is_marked_where_configurations_are_shown(a):
     """Stopped trials ran fewer epochs: they stay off the colour scale; the verdict's pick is starred (alpha-beta),
     drawn gold (parallel coordinates) and its seeds shown with their interval (the confirmation figure)."""
+    from analysis.confirm_plot import confirmation
     from analysis.tables import search_trials, verdict_table
 
     trials, _ = a
@@ -141,9 +142,9 @@ def test_one_fidelity_is_coloured_and_the_recommendation_is_marked_where_configu
     bar = par.axes[-1]  # the colour bar: the finished trials' range only
     assert bar.get_ylim() == pytest.approx((finished.min(), finished.max()))
 
-    fig = plots.confirmation(verdict)
+    fig = confirmation(verdict)
     dots = [c for c in fig.axes[0].collections if len(c.get_offsets())]
     assert sum(len(c.get_offsets()) for c in dots) >= sum(c.n for c in verdict.configs)  # every seed, and the means
     top = max(fig.axes[0].get_yticklabels(), key=lambda t: t.get_position()[1]).get_text()
     assert top.startswith(f"{rec.label} (") and "recommended" in top, top
-    assert plots.confirmation(None) is None
+    assert confirmation(None) is None

@@ -100,7 +100,7 @@ class Verdict:
         """One row of text per configuration (what the CLIs and the report show), recommended first:
         ``mean [95% CI]`` of val and test accuracy, ``diff [95% CI] p=...`` to the reference and to CE-only."""
         rows = []
-        for c in sorted(self.configs, key=lambda c: (c.config_id != self.recommended, ROLES.index(c.role), c.rank or 0)):
+        for c in self.ordered():
             row = {"config": c.label, "role": c.role, "seeds": str(c.n),
                    "recommended": "yes" if c.config_id == self.recommended else ""}
             for m in _METRICS:
@@ -112,6 +112,10 @@ class Verdict:
                     row[f"{_SHORT[m]} vs {other}"] = _shown(vs.get(m))
             rows.append(row)
         return rows
+
+    def ordered(self) -> List[ConfigResult]:
+        """The configurations in the order every view lists them: recommended first, then by role and search rank."""
+        return sorted(self.configs, key=lambda c: (c.config_id != self.recommended, ROLES.index(c.role), c.rank or 0))
 
     def by_role(self) -> Dict[str, ConfigResult]:
         """The configurations a reader asks about, by what they are: ``recommended``, ``candidate`` (the

@@ -106,6 +106,15 @@ def _places(sweep: SweepConfig, base: TrialConfig) -> Dict[str, str]:
                             base.cache_dir or str(default_cache_dir()))
 
 
+def _check_folder(sweep: SweepConfig, folder: SweepFolder, resume: bool) -> None:
+    """``--resume`` needs a sweep in the folder; a fresh start needs none there."""
+    if resume and not folder.has_file(SWEEP_FILE):
+        raise ConfigError(f"resume: {folder.shown!r} holds no sweep")
+    if not resume and not _uncommitted(folder):
+        raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {redact(sweep.storage_path)}; "
+                          f"pass --resume {folder.shown} or pick another name")
+
+
 def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callable[[str], None],
                verbose: int, locks: contextlib.ExitStack) -> SweepResult:
     build.tune_env()
@@ -114,11 +123,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     tracking.check_tracking_uri(sweep.tracking_uri)
     storage = SweepFolder.of(sweep.storage_path)
     folder = storage.child(sweep.name)
-    if resume and not folder.has_file(SWEEP_FILE):
-        raise ConfigError(f"resume: {folder.shown!r} holds no sweep")
-    if not resume and not _uncommitted(folder):
-        raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {redact(sweep.storage_path)}; "
-                          f"pass --resume {folder.shown} or pick another name")
+    _check_folder(sweep, folder, resume)
 
     folder.check_writable()
     # the data, and a user's teacher checkpoint, are read before Ray starts: bad ones stop here
@@ -153,9 +158,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     preflight.check_fits(sweep)  # what the cluster can hold, before the first file is written
     # one driver per sweep, from its first write to its end; bad input above wrote nothing, not even the lock
     locks.enter_context(hold_sweep(folder))
-    if resume and not folder.has_file(SWEEP_FILE) or not resume and not _uncommitted(folder):
-        raise ConfigError(f"sweep: {folder.shown!r} changed while this driver started (another driver ran it); "
-                          "look again and --resume it")
+    _check_folder(sweep, folder, resume)  # again, under the lock: another driver may have run it meanwhile
     # ray.init installs its own SIGTERM handler (exit at once); a cluster scheduler's SIGTERM should stop
     # the sweep as Ctrl-C does: Tune saves its state, the records say "interrupted", --resume continues
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
