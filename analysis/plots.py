@@ -123,10 +123,8 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, verdict: Any 
                label=f"search rank 1, {_seeds(best)} ({fmt_value(best['_y'])}{'%' if _is_acc(metric) else ''})")
     rec = _recommended(verdict)
     if rec is not None and all(_positive(rec.params.get(k)) for k in ("alpha", "beta")):
-        iv = rec.metrics.get(M.RANK_VAL_ACC)
         ax.scatter([rec.params["alpha"]], [rec.params["beta"]], marker="*", s=320, c="gold", edgecolors="k",
-                   linewidths=0.8, zorder=4, label=f"recommended: {rec.label}, confirmed over {rec.n} seeds"
-                   + (f" ({fmt_value(iv.mean)}%)" if iv else ""))
+                   linewidths=0.8, zorder=4, label=_rec_label(rec))
     if "origin" in df.columns:
         for _, row in df[df["origin"] == "authors"].iterrows():
             ax.annotate("authors", (row["_a"], row["_b"]), fontsize=7, xytext=(5, 4), textcoords="offset points")
@@ -145,6 +143,19 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, verdict: Any 
 
 def _recommended(verdict: Any) -> Any:
     return verdict.config(verdict.recommended) if verdict is not None else None
+
+
+def _rec_label(rec: Any) -> str:
+    """The legend entry of the recommendation: its label, seeds and confirmed mean (one wording in every figure)."""
+    iv = rec.metrics.get(M.RANK_VAL_ACC)
+    return f"recommended: {rec.label}, confirmed over {rec.n} seeds" + (f" ({fmt_value(iv.mean)}%)" if iv else "")
+
+
+def _at_recommended(df: pd.DataFrame, rec: Any) -> np.ndarray:
+    """Mask of the rows of ``df`` (search trials) at the recommendation's searched values; none without one."""
+    if rec is None or not rec.params or any(p not in df.columns for p in rec.params):
+        return np.zeros(len(df), bool)
+    return np.logical_and.reduce([(df[p] == v).to_numpy() for p, v in rec.params.items()])
 
 
 def _positive(v: Any) -> bool:
@@ -169,10 +180,11 @@ def _label(row: pd.Series, params: Sequence[str]) -> str:
 
 
 def learning_curves(trials: pd.DataFrame, history: Optional[pd.DataFrame], metric: str = M.VAL_ACC,
-                    top: int = 8, rank_by: str = M.RANK_VAL_ACC) -> Optional[Any]:
+                    top: int = 8, rank_by: str = M.RANK_VAL_ACC, verdict: Any = None) -> Optional[Any]:
     """``metric`` against epoch: the ``top`` search trials in leaderboard order (by ``rank_by``, falling
-    back to ``metric`` where it was not logged) in colour, the other trials thin and grey; line style =
-    how the trial ended. None without history of ``metric`` for those trials."""
+    back to ``metric`` where it was not logged) in colour, the other trials thin and grey, the trials at the
+    verdict's recommendation thick and gold; line style = how the trial ended. None without history of
+    ``metric`` for those trials."""
     trials = search_trials(trials)
     if not _has(trials, "run_id", "trial_id") or not _has(history, "run_id", "metric", "epoch", "value"):
         return None
@@ -197,6 +209,10 @@ def learning_curves(trials: pd.DataFrame, history: Optional[pd.DataFrame], metri
         c = curves[row["run_id"]]
         ax.plot(c["epoch"], c["value"], marker=".", lw=1.4, ls=STYLES.get(row.get("status"), STYLES[M.RUNNING])[1],
                 label=_label(row, params))
+    rec = _recommended(verdict)
+    for n, (_, row) in enumerate(ranked[_at_recommended(ranked, rec)].iterrows()):
+        c = curves[row["run_id"]]
+        ax.plot(c["epoch"], c["value"], c="goldenrod", lw=3.5, alpha=0.6, zorder=1, label=None if n else _rec_label(rec))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     _percent(ax.yaxis, metric)
@@ -207,10 +223,11 @@ def learning_curves(trials: pd.DataFrame, history: Optional[pd.DataFrame], metri
     return fig
 
 
-def best_so_far(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[Any]:
+def best_so_far(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, verdict: Any = None) -> Optional[Any]:
     """Running best of ``metric`` over the finished search trials (stopped ones ran fewer epochs: they are
     shown, not compared) against trial number (start order) and, when ``epochs_run`` is there, against
-    the cumulative epochs spent by every trial. None without finite values."""
+    the cumulative epochs spent by every trial; the trials at the verdict's recommendation starred, its
+    confirmed mean a gold line. None without finite values."""
     trials = search_trials(trials)
     if not _has(trials, metric, "start_time"):
         return None
@@ -222,6 +239,8 @@ def best_so_far(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[
     full = np.isfinite(y) & (status == M.FINISHED)
     best = pd.Series(np.where(full, y, -np.inf)).cummax().replace(-np.inf, np.nan).to_numpy()
     n = np.arange(1, len(y) + 1)
+    rec = _recommended(verdict)
+    at_rec, confirmed = _at_recommended(df, rec), rec.metrics.get(M.RANK_VAL_ACC) if rec is not None else None
     panels: List[Tuple[np.ndarray, str]] = [(n, "trial number (by start time)")]
     if "epochs_run" in df.columns:
         panels.append((np.cumsum(_num(df["epochs_run"]).fillna(0).to_numpy()), "cumulative epochs trained"))
@@ -234,6 +253,11 @@ def best_so_far(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[
                 ax.scatter(x[part], y[part], s=16, marker=marker, c="0.55" if s != M.FINISHED else "C1",
                            label=f"{name}")
         ax.step(x, best, where="post", c="C0", lw=2, label="best finished so far")
+        if at_rec.any():
+            ax.scatter(x[at_rec], y[at_rec], marker="*", s=200, c="gold", edgecolors="k", linewidths=0.8, zorder=4,
+                       label=_rec_label(rec))
+        if confirmed is not None and metric == M.RANK_VAL_ACC:
+            ax.axhline(confirmed.mean, c="goldenrod", ls=":", lw=1.5, label=f"its confirmed mean, {rec.n} seeds")
         ax.set_xlabel(label)
         ax.set_ylabel(metric)
         _percent(ax.yaxis, metric)
@@ -244,10 +268,12 @@ def best_so_far(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC) -> Optional[
 
 
 def pareto(trials: pd.DataFrame,
-           objectives: Sequence[Tuple[str, str]] = ((M.RANK_VAL_ACC, "max"), (M.STUDENT_MACS, "min"))) -> Optional[Any]:
+           objectives: Sequence[Tuple[str, str]] = ((M.RANK_VAL_ACC, "max"), (M.STUDENT_MACS, "min")),
+           verdict: Any = None) -> Optional[Any]:
     """Every search trial in the plane of two objectives (x: the second, y: the first; marker = how it
-    ended) and the Pareto front of the finished ones as a step line. None without both columns, with
-    fewer than two points, or when every trial has the same cost (one student: no trade-off to show)."""
+    ended), the Pareto front of the finished ones as a step line and the verdict's recommendation starred.
+    None without both columns, with fewer than two points, or when every trial has the same cost (one
+    student: no trade-off to show)."""
     trials = search_trials(trials)
     if len(objectives) != 2:
         return None
@@ -273,6 +299,11 @@ def pareto(trials: pd.DataFrame,
             for _, row in f.iterrows():
                 ax.annotate(str(row["student"]), (row["_x"], row["_y"]), fontsize=7, xytext=(4, -10),
                             textcoords="offset points")
+    rec = _recommended(verdict)
+    at_rec = df[_at_recommended(df, rec)]
+    if not at_rec.empty:
+        ax.scatter(at_rec["_x"], at_rec["_y"], marker="*", s=260, c="gold", edgecolors="k", linewidths=0.8, zorder=4,
+                   label=_rec_label(rec))
     if is_log_scale(df["_x"]):
         ax.set_xscale("log")
     ax.set_xlabel(f"{xcol} ({xmode})")
@@ -348,11 +379,9 @@ def parallel_coordinates(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC,
     lines.set_array(y[order])
     ax.add_collection(lines)
     rec = _recommended(verdict)
-    at_rec = [i for i in range(len(df)) if rec is not None and rec.params and
-              all(p in df.columns and df[p].iloc[i] == v for p, v in rec.params.items())]
+    at_rec = np.flatnonzero(_at_recommended(df, rec))
     for n, i in enumerate(at_rec):
-        ax.plot(xs, data[i], c="goldenrod", lw=3.5, alpha=0.9, zorder=3,
-                label=None if n else f"recommended: {rec.label}, confirmed over {rec.n} seeds")
+        ax.plot(xs, data[i], c="goldenrod", lw=3.5, alpha=0.9, zorder=3, label=None if n else _rec_label(rec))
     for x, t in zip(xs, ticks):
         ax.axvline(x, c="0.3", lw=0.8)
         for pos, label in t:
@@ -365,7 +394,7 @@ def parallel_coordinates(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC,
     ax.set_title(f"searched params, coloured by {metric}" + (" (finished trials; stopped ones grey)" if other else ""))
     bar = fig.colorbar(lines, ax=ax, label=metric)
     _percent(bar.ax.yaxis, metric)
-    if at_rec:
+    if len(at_rec):
         ax.add_artist(ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.06)))
     _style_legend(ax, list(status), lines=True, fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.08), ncols=4)
     return fig

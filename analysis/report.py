@@ -166,9 +166,9 @@ def build_sections(trials: pd.DataFrame, history: Optional[pd.DataFrame], sweeps
         figures = [
             ("alpha_beta.png", f"{metric} over the alpha-beta plane", plots.alpha_beta(search, metric, verdict)),
             ("learning_curves.png", f"learning curves (val_acc), the top trials by {metric} in colour",
-             plots.learning_curves(search, history, metric=M.VAL_ACC, rank_by=metric)),
-            ("best_so_far.png", f"running best of {metric} (finished trials)", plots.best_so_far(search, metric)),
-            ("pareto.png", "accuracy against student MACs", plots.pareto(search, objectives)),
+             plots.learning_curves(search, history, metric=M.VAL_ACC, rank_by=metric, verdict=verdict)),
+            ("best_so_far.png", f"running best of {metric} (finished trials)", plots.best_so_far(search, metric, verdict)),
+            ("pareto.png", "accuracy against student MACs", plots.pareto(search, objectives, verdict)),
             ("parallel_coordinates.png", "searched params (parallel coordinates)",
              plots.parallel_coordinates(search, metric, verdict=verdict)),
         ]

@@ -148,3 +148,34 @@ def test_one_fidelity_is_coloured_and_the_recommendation_is_marked_where_configu
     top = max(fig.axes[0].get_yticklabels(), key=lambda t: t.get_position()[1]).get_text()
     assert top.startswith(f"{rec.label} (") and "recommended" in top, top
     assert confirmation(None) is None
+
+
+def test_every_figure_of_configurations_marks_the_recommendation(a):
+    """With the verdict recommending the reference (1, 1), the search trial lw_00001 at (1, 1) is gold in the learning
+    curves and the parallel coordinates and starred in the running best and the Pareto plane; without a verdict none is."""
+    import dataclasses
+
+    from analysis.tables import verdict_table
+
+    trials, history = a
+    verdict = dataclasses.replace(verdict_table(trials)[0], recommended="ref")
+    rec = verdict.config("ref")
+    label = f"recommended: {rec.label}, confirmed over {rec.n} seeds ({rec.metrics[RANK].mean:.4g}%)"
+    at_rec = trials[(trials["stage"] == "search") & (trials["alpha"] == 1.0) & (trials["beta"] == 1.0)]
+    assert list(at_rec["trial_id"]) == ["lw_00001"]
+    curve = history[(history["run_id"] == at_rec["run_id"].iloc[0]) & (history["metric"] == M.VAL_ACC)]
+
+    figs = {"curves": plots.learning_curves(trials, history, verdict=verdict),
+            "best": plots.best_so_far(trials, verdict=verdict), "pareto": plots.pareto(trials, verdict=verdict),
+            "parallel": plots.parallel_coordinates(trials, verdict=verdict)}
+    for name, fig in figs.items():
+        assert label in _legend_texts(fig), (name, _legend_texts(fig))
+    gold = [ln for ln in figs["curves"].axes[0].get_lines() if ln.get_color() == "goldenrod"]
+    assert len(gold) == 1 and list(gold[0].get_ydata()) == list(curve.sort_values("epoch")["value"])
+    stars = [c for c in figs["best"].axes[0].collections if c.get_label() == label]
+    assert len(stars) == 1 and stars[0].get_offsets()[0][1] == pytest.approx(at_rec[RANK].iloc[0])
+    mean_line = [ln for ln in figs["best"].axes[0].get_lines() if ln.get_label().startswith("its confirmed mean")]
+    assert len(mean_line) == 1 and mean_line[0].get_ydata()[0] == pytest.approx(rec.metrics[RANK].mean)
+    for fn in (lambda: plots.learning_curves(trials, history), lambda: plots.best_so_far(trials),
+               lambda: plots.pareto(trials), lambda: plots.parallel_coordinates(trials)):
+        assert not any(t.startswith("recommended") for t in _legend_texts(fn()))
