@@ -302,7 +302,8 @@ def print_summary(result: Any, top: int = 10) -> None:
     print("\nLook further:")
     # every printed command is shell-quoted: a path with a space pastes as one argument
     print(f"  python -m analysis report --experiment {_q(result.experiment)} --tracking-uri {_q(redact(result.tracking_uri))}")
-    print(f"  mlflow ui --backend-store-uri {_q(redact(result.tracking_uri))}      # experiment {result.experiment!r}")
+    # one worker answers in ~7 s on 2 CPUs where the default four take 12-18 s (docs/tracking.md)
+    print(f"  mlflow ui --workers 1 --backend-store-uri {_q(redact(result.tracking_uri))}      # experiment {result.experiment!r}")
     if result.experiment_id is not None:  # MLflow 3.17 opens its GenAI view unless told otherwise (docs/tracking.md)
         print(f"    then open http://127.0.0.1:5000/#/experiments/{result.experiment_id}/runs?workflowType=machine_learning"
               f"&viewStateShareKey={RUNS_VIEW}")

@@ -31,7 +31,7 @@ def test_default_sweep_smoke_end_to_end(tmp_path, env):
     out = proc.stdout
     name = next(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("Sweep "))
     assert name.startswith("recipe-digits-") and f"Sweep {name}: 4 trials" in out  # the default space
-    assert "best_val_acc" in out and f"mlflow ui --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
+    assert "best_val_acc" in out and f"mlflow ui --workers 1 --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
     assert f"python run_search.py --resume {tmp_path / 'ray_results' / name}" in out
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", name)
     assert sorted(r.data.tags["srrl.stage"] for r in runs) == ["confirm"] * 6 + ["search"] * 4  # smoke: 3 configs x 2 seeds
