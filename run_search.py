@@ -147,7 +147,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.resume:  # every field's check first: a bad value costs no torch or Ray import
             sweep, base = SweepConfig.split(_collect(args))
         from tuner.driver.prepare import check_space, smoke
-        from tuner.driver.sweep import run_sweep
         from tuner.driver.sweep_file import load_sweep_dir
 
         if args.resume:
@@ -163,6 +162,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 shrunk = smoke(sweep, base)
                 print(_shrank((sweep, base), shrunk))
                 sweep, base = shrunk
+        from tuner.driver.sweep import run_sweep  # Ray Tune's import (~1.5 s) only once the space is known good
+
         try:
             result = run_sweep(sweep, base, resume=bool(args.resume))
         finally:

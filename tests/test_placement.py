@@ -33,3 +33,25 @@ def test_as_many_multi_worker_trials_run_at_once_as_the_cluster_holds():
         assert max_concurrent(SweepConfig(workers_per_trial=2, cpus_per_worker=0.5)) == 1  # 1.1 CPUs a trial
         assert max_concurrent(SweepConfig(workers_per_trial=2, cpus_per_worker=0.45)) == 2  # 1.0
         assert max_concurrent(SweepConfig(cpus_per_trial=1)) == 2
+        # with --address the nodes are only known once Ray is up: the same rule over ray.nodes()
+        from tuner.core.config import ConfigError
+        from tuner.driver.preflight import check_fits
+
+        check_fits(SweepConfig(cpus_per_trial=2))
+        with pytest.raises(ConfigError, match=r"^cpus_per_trial: 3 is more than any node of the cluster has \(2 CPUs\); "
+                                              r"allowed: \(0, 2\]$"):
+            check_fits(SweepConfig(cpus_per_trial=3))
+
+
+def test_a_cluster_is_refused_by_its_largest_node_and_a_machine_by_itself():
+    from tuner.core.config import ConfigError
+    from tuner.driver.preflight import _check_nodes
+
+    nodes = [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 2.0}]
+    _check_nodes(SweepConfig(cpus_per_trial=8, gpus_per_trial=2), nodes, "any node of the cluster has")
+    with pytest.raises(ConfigError, match=r"^gpus_per_trial: 3 is more than any node of the cluster has \(the largest "
+                                          r"has 2 GPUs\); allowed: \[0, 2\]$"):
+        _check_nodes(SweepConfig(gpus_per_trial=3), nodes, "any node of the cluster has")
+    with pytest.raises(ConfigError, match=r"^workers_per_trial: 3 workers \(3 CPUs, and 0.1 CPU for the trial\) do not "
+                                          r"fit this machine, which holds 1 such workers at once; allowed: \[1, 1\]$"):
+        _check_nodes(SweepConfig(workers_per_trial=3, cpus_per_worker=1), [{"CPU": 2.0}], "this machine has")

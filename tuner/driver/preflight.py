@@ -2,6 +2,7 @@
 the study name is free. Each failure is one ``ConfigError`` line naming the field."""
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any, Dict, List, Optional
 
@@ -12,7 +13,7 @@ from tuner.tracking import store_lock
 from tuner.core.uri import sqlite_file
 from tuner.driver.workers import TRIAL_CPUS
 
-__all__ = ["check_address", "check_fits", "check_study_name"]
+__all__ = ["check_address", "check_fits", "check_fits_here", "check_study_name"]
 
 
 def check_address(address: Optional[str]) -> None:
@@ -35,7 +36,22 @@ def check_fits(sweep: SweepConfig) -> None:
     node, and a multi-worker trial's workers all at once across the nodes."""
     import ray
 
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    _check_nodes(sweep, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")], "any node of the cluster has")
+
+
+def check_fits_here(sweep: SweepConfig) -> None:
+    """``check_fits`` for the local Ray a sweep without ``address`` starts, before it starts (seconds sooner):
+    Ray gives it ``os.cpu_count()`` CPUs (fewer under a cgroup quota, which ``check_fits`` still catches)
+    and the GPUs CUDA shows."""
+    if sweep.address:
+        return
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    _check_nodes(sweep, [{"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}], "this machine has")
+
+
+def _check_nodes(sweep: SweepConfig, nodes: List[Dict[str, Any]], where: str) -> None:
     multi = sweep.workers_per_trial > 1
     cpus, gpus = worker_resources(sweep)
     asks = (("cpus_per_worker" if multi else "cpus_per_trial", "CPU", cpus),
@@ -43,14 +59,16 @@ def check_fits(sweep: SweepConfig) -> None:
     for field, key, asked in asks:
         most = max((float(r.get(key, 0)) for r in nodes), default=0.0)
         if asked > most:
-            raise ConfigError(f"{field}: {asked:g} is more than any node of the cluster has (the largest has {most:g} "
-                              f"{key}s); allowed: " + (f"(0, {most:g}]" if key == "CPU" else f"[0, {most:g}]"))
+            largest = f"the largest has {most:g} {key}s" if len(nodes) > 1 else f"{most:g} {key}s"
+            raise ConfigError(f"{field}: {asked:g} is more than {where} ({largest}); allowed: "
+                              + (f"(0, {most:g}]" if key == "CPU" else f"[0, {most:g}]"))
     if multi:
         slots = max((_worker_slots(nodes, host, asks) for host in range(len(nodes))), default=0)
         if slots < sweep.workers_per_trial:
             need = ", ".join(f"{sweep.workers_per_trial * asked:g} {key}s" for _, key, asked in asks if asked > 0)
+            holds = "the cluster, whose nodes hold" if where.startswith("any node") else "this machine, which holds"
             raise ConfigError(f"workers_per_trial: {sweep.workers_per_trial} workers ({need}, and {TRIAL_CPUS:g} CPU for "
-                              f"the trial) do not fit the cluster, whose nodes hold {slots} such workers at once; "
+                              f"the trial) do not fit {holds} {slots} such workers at once; "
                               f"allowed: [1, {max(slots, 1)}]")
 
 

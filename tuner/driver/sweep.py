@@ -126,6 +126,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     _check_folder(sweep, folder, resume)
 
     folder.check_writable()
+    preflight.check_fits_here(sweep)  # a local Ray's CPUs and GPUs are known before it starts
     # the data, and a user's teacher checkpoint, are read before Ray starts: bad ones stop here
     splits = load_splits(base)
     check_pair(base, splits)
