@@ -176,9 +176,13 @@ def test_two_seeds_print_no_interval_three_do():
     for seeds, shown in ((2, False), (3, True)):
         rows = (_rows("c1", "candidate", {"alpha": 2.0}, [80.0, 96.0, 73.0][:seeds], [79.0, 90.0, 75.0][:seeds], rank=1)
                 + _rows("ref", "reference", {"alpha": 1.0}, [60.0, 75.0, 70.0][:seeds], [61.0, 70.0, 66.0][:seeds]))
-        table = summarize(rows).table()
+        verdict = summarize(rows)
+        table = verdict.table()
         cells = [r[DECISION] for r in table] + [r["val vs reference"] for r in table if r["role"] == "candidate"]
         if shown:
             assert all("[" in c and "no usable" not in c for c in cells), cells
+            assert "95% CI" in verdict.sentence and "no usable" not in verdict.sentence, verdict.sentence
         else:
             assert all("[" not in c and "(2 seeds: no usable 95% CI)" in c for c in cells), cells
+            # the sentence says it as the table does
+            assert "(no usable 95% CI, p = " in verdict.sentence and ", 2 seeds)" in verdict.sentence and " .. " not in verdict.sentence, verdict.sentence

@@ -373,7 +373,8 @@ def _ci_p(d: Comparison, family: int = 1) -> str:
     if math.isnan(d.p):
         return "one seed: no CI, no p" if d.n < 2 else f"the same difference on all {d.n} seeds: no spread, no test"
     holm = f", Holm p = {d.p_holm:.2g} over {family} candidates" if family > 1 and d.p_holm is not None else ""
-    return f"95% CI {d.low:+.1f} .. {d.high:+.1f}, p = {d.p:.2g}{holm}"
+    ci = f"95% CI {d.low:+.1f} .. {d.high:+.1f}" if d.n >= USABLE_SEEDS else "no usable 95% CI"  # as the tables say
+    return f"{ci}, p = {d.p:.2g}{holm}"
 
 
 #: fields that change the model, not the distillation: a gain across them is not a distillation gain
@@ -389,4 +390,4 @@ def _model_change(c: ConfigResult, ref: ConfigResult) -> str:
 
 def _iv(c: ConfigResult, metric: str) -> str:
     iv = c.metrics[metric]
-    return f"{iv.mean:.1f}, 95% CI {iv.low:.1f} .. {iv.high:.1f}"
+    return f"{iv.mean:.1f}, 95% CI {iv.low:.1f} .. {iv.high:.1f}" if c.n >= USABLE_SEEDS else f"{iv.mean:.1f}, {_few(c.n)}"
