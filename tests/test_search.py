@@ -226,3 +226,21 @@ def test_settle_study_tells_what_tune_ran_and_fails_what_it_never_kept(storage):
     assert lost.state == State.FAIL and lost.user_attrs["orphaned"] is True
     assert done.state == State.COMPLETE and done.value == 70.0  # told once, by the searcher
     assert settle_study(storage, "s", [], max_epochs=3, metrics=["val_acc"]) == {"errored": 0, "settled": 0, "orphaned": 0}
+
+
+def test_a_sweep_with_fewer_trials_than_first_points_enqueues_no_point_it_will_not_run(tmp_path):
+    """``--num-samples 1`` on a space with the authors' two points: one is enqueued, none waits in the study for ever."""
+    from search_spaces import SpaceContext, get_space
+    from tuner.core.config import TrialConfig
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep_build import searcher
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space, base = get_space("loss_weights"), TrialConfig()
+    ctx = SpaceContext.for_config(base, num_classes=10, in_channels=1, input_size=8)
+    assert len(space.initial_points(ctx)) >= 2
+    for n in (1, 2):
+        sweep = SweepConfig(name=f"s{n}", num_samples=n, max_concurrent=1, searcher="tpe", optuna_storage=storage)
+        searcher(sweep, space, ctx, grid=None)
+        study = optuna.load_study(study_name=f"s{n}", storage=storage)
+        assert [t.state for t in study.trials] == [State.WAITING] * n

@@ -161,10 +161,12 @@ def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[
         from tuner.driver.race import RaceSearch
 
         search, race = RaceSearch, {"race": sweep.race, "base_seed": ctx.base.seed}
+    # no more first points than trials: one enqueued past the last trial would wait in the study for ever
+    points = (first + user + warm)[:num_samples(sweep, space, ctx, grid)]
     return StudyGenerator(search(
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
-        points_to_evaluate=(first + user + warm or None) if initial_points else None,
+        points_to_evaluate=(points or None) if initial_points else None,
         sampler=functools.partial(build_sampler, sweep.searcher, sweep.seed, space, ctx),
         study_name=sweep.study_name or sweep.name, storage=sweep.optuna_storage, max_epochs=ctx.base.epochs,
         origins={"authors": authors, "smoke": varied, "user": user, "warm-start": warm}, **race,
