@@ -74,6 +74,13 @@ def test_user_checkpoint_errors(cfg, tmp_path):
     torch.save(build_model("digits_cnn2x8", 10, in_channels=1).state_dict(), wrong)
     with pytest.raises(ConfigError, match=r"^teacher_checkpoint: .*wrong.pt does not match architecture 'digits_cnn4x64'"):
         ensure_teacher(cfg.replace(teacher_checkpoint=str(wrong)), splits)
+    # the right architecture trained on another number of classes: the line says which shapes differ (issue 27.8)
+    five = tmp_path / "five.pt"
+    torch.save(build_model("digits_cnn4x64", 5, in_channels=1).state_dict(), five)
+    with pytest.raises(ConfigError) as e:
+        ensure_teacher(cfg.replace(teacher_checkpoint=str(five)), splits)
+    assert str(e.value) == (f"teacher_checkpoint: {five} does not match architecture 'digits_cnn4x64' "
+                            "(fc.weight is [5, 64] in the file, [10, 64] in the model)")
     with pytest.raises(ConfigError, match=r"^teacher_checkpoint: file .*absent.pt' does not exist$"):
         ensure_teacher(cfg.replace(teacher_checkpoint=str(tmp_path / "absent.pt")), splits)
     pickled = tmp_path / "pickled.pt"

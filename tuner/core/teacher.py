@@ -5,6 +5,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +111,7 @@ def load_user_weights(model: nn.Module, path: Path, field: str, arch: str,
     try:
         return load_weights(model, path, classes=classes)
     except (RuntimeError, KeyError, ValueError) as e:
-        first = (str(e).strip().splitlines() or ["keys or shapes differ"])[0]
-        raise ConfigError(f"{field}: {path} does not match architecture {arch!r} ({first})") from None
+        raise ConfigError(f"{field}: {path} does not match architecture {arch!r} ({_mismatch(str(e))})") from None
     except Exception as e:  # weights_only refused a pickled object, or the file is not a checkpoint
         raise ConfigError(f"{field}: {path} is not a readable weights-only PyTorch checkpoint ({type(e).__name__})") from None
 
@@ -153,3 +153,18 @@ def _accuracy(model: nn.Module, cfg: TrialConfig, splits: DataSplits) -> Tuple[f
                                 workers=data_workers(cfg))
     model.eval()
     return evaluate_model(model, val)[0], evaluate_model(model, test)[0]
+
+
+_SIZE = re.compile(r"size mismatch for (\S+): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) from checkpoint, "
+                   r"the shape in current model is torch\.Size\(\[([\d, ]*)\]\)")
+
+
+def _mismatch(error: str) -> str:
+    """What differs, from ``load_state_dict``'s error: the first tensor whose shape differs (a classifier for
+    another number of classes shows as its rows), else the first telling line."""
+    size = _SIZE.search(error)
+    if size:
+        key, theirs, ours = size.groups()
+        return f"{key} is [{theirs}] in the file, [{ours}] in the model"
+    lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
+    return next((ln for ln in lines if not ln.startswith("Error(s) in loading")), "keys or shapes differ")
