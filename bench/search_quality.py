@@ -113,30 +113,58 @@ def wilson(hits: int, n: int, z: float = 1.96) -> Tuple[float, float]:
     return centre - half / (1 + z * z / n), centre + half / (1 + z * z / n)
 
 
+def tied_with_best(runs: List[Dict[str, Any]]) -> Dict[Tuple, Any]:
+    """The cells the grid cannot tell from its best: ``{cell key: paired comparison best - cell}`` over the replicas
+    both ran (replica r of every cell shares split seed r), for the best and each cell with p >= 0.05."""
+    from tuner.core.verdict import compare
+
+    by: Dict[Tuple, Dict[int, float]] = {}
+    for r in runs:
+        if r["test"] is not None:
+            by.setdefault(key(r), {})[r["seed"]] = float(r["test"])
+    cells = truth(runs)
+    best = key(max(cells.values(), key=lambda c: c["mean"]))
+    tied = {}
+    for k in by:
+        d = compare(by[best], by[k])
+        if k == best or d.p >= 0.05:
+            tied[k] = d
+    return tied
+
+
 def report(out: List[Dict[str, Any]], runs: List[Dict[str, Any]], base_lr: float) -> List[Dict[str, Any]]:
-    """Per searcher: hit rate within MARGIN of the grid's best, mean regret, worse-than-reference rate, epochs."""
+    """Per searcher: hit rate within MARGIN of the grid's best and among the cells the grid cannot tell from it,
+    mean regret, worse-than-reference rate, epochs."""
     from tuner.core.verdict import mean_ci
 
     cells = truth(runs)
     best = max(cells.values(), key=lambda c: c["mean"])
     reference = cells[key({"alpha": 1.0, "beta": 1.0, "lr": base_lr})]["mean"]
-    print(f"\ngrid's best cell: alpha {best['alpha']:g} beta {best['beta']:g} lr {best['lr']:g}, {best['mean']:.2f} test; "
-          f"the reference's (1, 1, lr {base_lr:g}): {reference:.2f}; "
-          f"{sum(c['mean'] >= best['mean'] - MARGIN for c in cells.values())} of {len(cells)} cells within {MARGIN}")
-    print(f"| searcher | reps | within {MARGIN} of best [95% CI] | mean regret [95% CI] | worse than reference "
-          "| recommends the reference | epochs (mean) |\n|---|---|---|---|---|---|---|")
+    tied = tied_with_best(runs)
+    best_ci = mean_ci([t for t in best["tests"] if t is not None])
+    print(f"\ngrid's best cell: alpha {best['alpha']:g} beta {best['beta']:g} lr {best['lr']:g}, {best['mean']:.2f} test "
+          f"(95% CI {best_ci.low:.2f} .. {best_ci.high:.2f} over {len(best_ci.values)} replicas); the reference's "
+          f"(1, 1, lr {base_lr:g}): {reference:.2f}; {sum(c['mean'] >= best['mean'] - MARGIN for c in cells.values())} "
+          f"of {len(cells)} cells within {MARGIN}; {len(tied)} not told apart from it (paired over the replicas, p >= 0.05):")
+    for k, d in sorted(tied.items(), key=lambda kv: -cells[kv[0]]["mean"]):
+        print(f"  alpha {k[0]:g} beta {k[1]:g} lr {k[2]:g}: {cells[k]['mean']:.2f}, {d.diff:+.2f} below the best"
+              + (f" (95% CI {d.low:+.2f} .. {d.high:+.2f}, p = {d.p:.2f})" if k != key(best) else ""))
+    print(f"| searcher | reps | within {MARGIN} of best [95% CI] | not told apart from the best [95% CI] | mean regret "
+          "[95% CI] | worse than reference | recommends the reference | epochs (mean) |\n|---|---|---|---|---|---|---|---|")
     rows = []
     for searcher in dict.fromkeys(o["searcher"] for o in out):
         mine = [o for o in out if o["searcher"] == searcher]
         got = [cells[key(o["recommended"])]["mean"] for o in mine]
         hits, n = sum(g >= best["mean"] - MARGIN for g in got), len(mine)
         regret = mean_ci([best["mean"] - g for g in got])
-        row = {"searcher": searcher, "reps": n, "hit": hits / n, "regret": regret.mean,
+        ties = sum(key(o["recommended"]) in tied for o in mine)
+        row = {"searcher": searcher, "reps": n, "hit": hits / n, "tied": ties / n, "regret": regret.mean,
                "worse": sum(g < reference for g in got) / n, "reference": sum(o["role"] == "reference" for o in mine) / n,
                "epochs": statistics.fmean(o["epochs"] for o in mine)}
-        low, high = wilson(hits, n)
-        print(f"| {searcher} | {n} | {row['hit']:.0%} [{low:.0%}, {high:.0%}] | {regret.mean:.2f} [{regret.low:.2f}, "
-              f"{regret.high:.2f}] | {row['worse']:.0%} | {row['reference']:.0%} | {row['epochs']:.0f} |")
+        (low, high), (tlow, thigh) = wilson(hits, n), wilson(ties, n)
+        print(f"| {searcher} | {n} | {row['hit']:.0%} [{low:.0%}, {high:.0%}] | {row['tied']:.0%} [{tlow:.0%}, {thigh:.0%}] "
+              f"| {regret.mean:.2f} [{regret.low:.2f}, {regret.high:.2f}] | {row['worse']:.0%} | {row['reference']:.0%} "
+              f"| {row['epochs']:.0f} |")
         rows.append(row)
     return rows
 
