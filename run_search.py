@@ -147,15 +147,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.resume:  # every field's check first: a bad value costs no torch or Ray import
             sweep, base = SweepConfig.split(_collect(args))
         from tuner.driver.prepare import check_space, smoke
-        from tuner.driver.sweep_file import load_sweep_dir
+        from tuner.driver.sweep_file import load_for_resume
 
         if args.resume:
-            sweep, base = load_sweep_dir(args.resume)
-            stage = {k: _count(k, v) for k, v in (("confirm", args.confirm), ("confirm_seeds", args.confirm_seeds))
-                     if v is not None}  # a finished sweep confirmed now, or a stage widened
-            if stage:
-                sweep = dataclasses.replace(sweep, **stage)
-                sweep.validate()
+            sweep, base = load_for_resume(args.resume, _resume_changes(args))
         else:
             check_space(sweep, base)
             if sweep.smoke:
@@ -196,8 +191,6 @@ def _records_command(args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is the command's own line
     try:
         if args.sync:
-            if not args.experiment:
-                raise ConfigError("experiment: --sync needs --experiment, the MLflow experiment of the sweep")
             from tuner.driver.sync import sync_sweep
 
             print(sync_sweep(args.experiment, args.sync, args.tracking_uri).line())
@@ -214,6 +207,21 @@ def _records_command(args: argparse.Namespace) -> int:
     except (ValueError, ConnectionError) as e:  # ConfigError is a ValueError
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
+
+
+def _resume_changes(args: argparse.Namespace) -> Dict[str, Any]:
+    """What the flags given with ``--resume`` change (``RESUME_FIELDS``: a moved folder's stores, a confirmation
+    stage widened); any other flag is refused in one line, not ignored."""
+    from tuner.driver.sweep_file import RESUME_FIELDS, SWEEP_FILE
+
+    given = {k: v for k, v in vars(args).items() if (k in SWEEP_FLAGS or k in TRIAL_FLAGS) and v is not None}
+    others = [k for k in given if k not in RESUME_FIELDS] + [k for k in ("config", "set", "search", "warm_start", "smoke")
+                                                            if getattr(args, k)]
+    if others:
+        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_FIELDS)
+        raise ConfigError(f"resume: --{others[0].replace('_', '-')} cannot change a sweep being resumed (its settings are "
+                          f"the {SWEEP_FILE} in its folder); with --resume only {allowed} apply")
+    return {k: _count(k, v) if k in ("confirm", "confirm_seeds") else v for k, v in given.items()}
 
 
 def _count(field: str, value: str) -> int:

@@ -39,6 +39,12 @@ def _files(tmp: Path) -> dict:
         db.execute("create table t (x text)")
         db.executemany("insert into t values (?)", [("x" * 200,)] * 2000)
     (tmp / "half.db").write_bytes((tmp / "half.db").read_bytes()[: (tmp / "half.db").stat().st_size // 2])
+    from tuner.core.config import TrialConfig
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep_file import SWEEP_FILE, sweep_yaml
+
+    (tmp / "copied").mkdir()  # another sweep's settings file, copied into a folder of another name
+    (tmp / "copied" / SWEEP_FILE).write_text(sweep_yaml(SweepConfig(name="lost", storage_path="/nowhere"), TrialConfig()))
     from tests._helpers import free_port
 
     return {"tmp": str(tmp), "port": str(free_port())}
@@ -115,6 +121,12 @@ CASES = [  # (argv, field, a fragment of what the line must say)
     (["--space", "ablation", "--search", "lr=loguniform:0.01,0.1"], "search", "space 'ablation' is an exhaustive grid"),
     (["--config", "{tmp}/search.yaml"], "search.connectr", 'did you mean "connector"'),
     (["--config", "{tmp}/points.yaml"], "search_points", "alpha = 1000.0 is outside [0.01, 100]"),
+    (["--resume", "{tmp}/copied", "--num-samples", "5"], "resume",
+     "--num-samples cannot change a sweep being resumed (its settings are the srrl_sweep.yaml in its folder); with "
+     "--resume only --tracking-uri, --optuna-storage, --address, --confirm, --confirm-seeds apply"),
+    (["--resume", "{tmp}/copied", "--set", "lr=0.1"], "resume", "--set cannot change a sweep being resumed"),
+    (["--resume", "{tmp}/copied"], "resume", "holds the settings of sweep 'lost', not of a folder named 'copied' "
+                                             "(renamed, or another sweep's srrl_sweep.yaml copied in)"),
     (["--workers-per-trial", "40", "--set", "batch_size=64"], "batch_size",
      "64 cannot be split across workers_per_trial=40 workers; allowed: >= 80"),
 ]
@@ -211,3 +223,20 @@ def test_printed_commands_paste_into_a_shell_as_they_are_meant(tmp_path, capsys)
     assert commands["mlflow"][2:] == ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"]
     assert commands["optuna-dashboard"][1:] == [f"sqlite:///{home / 'optuna.db'}"]
     assert commands["python run_search.py"][2:] == ["--resume", str(home / "ray_results" / "s 1")]
+
+
+def test_resume_reads_the_sweep_where_its_folder_lies_with_the_flags_that_may_change(tmp_path):
+    """A moved folder: its storage path is where it lies now; --tracking-uri and --confirm given with --resume apply."""
+    from tuner.core.config import TrialConfig
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep_file import SWEEP_FILE, load_for_resume, sweep_yaml
+
+    folder = tmp_path / "moved" / "lost"
+    folder.mkdir(parents=True)
+    (folder / SWEEP_FILE).write_text(sweep_yaml(SweepConfig(name="lost", storage_path="/old/place", tracking_uri=
+                                                            "sqlite:////old/place/mlflow.db", confirm=1), TrialConfig()))
+    sweep, _ = load_for_resume(str(folder), {})
+    assert (sweep.storage_path, sweep.tracking_uri, sweep.confirm) == (str(tmp_path / "moved"), "sqlite:////old/place/mlflow.db", 1)
+    new = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep, _ = load_for_resume(str(folder), {"tracking_uri": new, "confirm": 3})
+    assert (sweep.storage_path, sweep.tracking_uri, sweep.confirm) == (str(tmp_path / "moved"), new, 3)

@@ -227,3 +227,64 @@ def test_the_verdict_is_two_clicks_from_mlflows_landing_page(confirmed, tmp_path
             assert "test_acc" in headers and "alpha" in headers, headers
     finally:
         server.stop()
+
+
+def _record(folder, name):
+    """(parent, {trial id: child run}) of sweep ``name`` in the store beside ``folder``."""
+    client = _client(folder)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("srrl.role") == "sweep")
+    return parent, {r.data.tags["srrl.trial_id"]: r for r in runs if r.data.tags.get("srrl.role") == "trial"}
+
+
+def test_a_lost_store_is_refused_by_resume_and_rebuilt_from_the_sweep_folder(confirmed, tmp_path, env, capsys):
+    """The sweep folder holds all its record is made of (issue 27.6): with mlflow.db gone, --resume says how to
+    rebuild it, before Ray starts; --sync rebuilds parent, child runs of both stages and the verdict, run for run
+    as the driver logged them; a second --sync adds nothing."""
+    import shutil
+    from pathlib import Path
+
+    import run_search as cli
+
+    tmp, _ = confirmed
+    moved = tmp_path / "ray_results" / "cf"  # the folder moved, its settings naming stores that no longer exist
+    shutil.copytree(tmp / "ray_results" / "cf", moved)
+    settings = (moved / "srrl_sweep.yaml").read_text()
+    (moved / "srrl_sweep.yaml").write_text(settings.replace(f"sqlite:///{tmp}", f"sqlite:///{tmp_path}"))
+    proc = run_search(tmp_path, env, "--resume", str(moved), timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: resume: no MLflow database at '{tmp_path}/mlflow.db'; rebuild the record from the sweep folder with "
+        f"`python run_search.py --sync {moved}`, then resume"], proc.stderr[-2000:]
+    assert not (Path(env["RAY_TMPDIR"]) / "ray").exists() and not (tmp_path / "mlflow.db").exists()
+
+    capsys.readouterr()
+    assert cli.main(["--sync", str(moved)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(f"sync 'cf' (experiment 'cf'): record rebuilt from the sweep folder (no MLflow database at "
+                           f"'{tmp_path}/mlflow.db'): 10 trials, 10 runs created, "), line
+    assert "parent run ended FINISHED; verdict logged: " in line, line
+    parent, children = _record(tmp, "cf")
+    rebuilt_parent, rebuilt = _record(tmp_path, "cf")
+    assert sorted(rebuilt) == sorted(children) and len(children) == 10
+    for tid, run in children.items():
+        again = rebuilt[tid]
+        assert (again.info.run_name, again.info.status, again.data.params, again.data.metrics) == \
+               (run.info.run_name, run.info.status, run.data.params, run.data.metrics), tid
+        same = {k: v for k, v in run.data.tags.items() if k.startswith("srrl.")}
+        assert {k: again.data.tags.get(k) for k in same} == same, tid
+    moved_params = {k: v.replace(f"sqlite:///{tmp}", f"sqlite:///{tmp_path}") for k, v in parent.data.params.items()}
+    assert rebuilt_parent.info.status == "FINISHED" and rebuilt_parent.data.params == moved_params
+    assert rebuilt_parent.data.metrics == parent.data.metrics  # the verdict's role-named means and intervals
+    for tag in ("srrl.verdict", "mlflow.note.content", "srrl.recommended", "srrl.space", "srrl.student"):
+        assert rebuilt_parent.data.tags[tag] == parent.data.tags[tag], tag
+    assert rebuilt_parent.data.tags["srrl.rebuilt_from"].startswith(f"{moved} at ")
+
+    assert cli.main(["--sync", str(moved)]) == 0  # nothing left to add
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert ": 10 trials, 0 runs created, 0 metrics backfilled, 0 runs ended, 0 students exported; parent run already " \
+           "FINISHED" in line and "rebuilt" not in line and "verdict" not in line, line
+    # the moved folder resumes where it lies (its settings' storage_path is the old place): finished, it prints its
+    # verdict and the command that continues it there
+    proc = run_search(tmp_path, env, "--resume", str(moved), timeout=120)
+    assert proc.returncode == 0 and f"python run_search.py --resume {moved} " in proc.stdout, proc.stderr[-2000:]
+    assert rebuilt_parent.data.tags["srrl.verdict"] in " ".join(proc.stdout.split())

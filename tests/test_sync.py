@@ -389,8 +389,12 @@ def test_sync_errors_are_one_line_exit_2(swept, tmp_path, capsys):
     assert "no sweep run named 'not-this-sweep'" in err
     err = _error(base + ["--experiment", "nope", "--sync", str(swept.path)], capsys)
     assert "no experiment named 'nope'" in err and "syn" in err
-    err = _error(["--experiment", "syn", "--sync", str(swept.path), "--tracking-uri", f"sqlite:///{tmp_path}/none.db"], capsys)
-    assert "no MLflow database" in err
+    err = _error(["--experiment", "syn", "--sync", str(swept.path), "--tracking-uri", f"sqlite:///{tmp_path}/no/none.db"],
+                 capsys)
+    assert f"tracking_uri: folder '{tmp_path}/no' of " in err
+    # a store that lost the sweep is rebuilt from the folder, not refused (tests/test_confirm.py checks it run for run)
+    assert main(["--experiment", "syn", "--sync", str(swept.path), "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 0
+    assert "record rebuilt from the sweep folder (no MLflow database at " in capsys.readouterr().out
     port = free_port()
     err = _error(["--experiment", "syn", "--sync", str(swept.path), "--tracking-uri", f"http://127.0.0.1:{port}"], capsys)
     assert "cannot reach MLflow server" in err

@@ -146,7 +146,8 @@ def test_the_driver_commands_that_write_refuse_bad_input_in_one_line(tmp_path, c
     import run_search
 
     assert run_search.main(["--sync", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == "error: experiment: --sync needs --experiment, the MLflow experiment of the sweep\n"
+    assert capsys.readouterr().err == (f"error: sync: {str(tmp_path)!r} holds no Tune trial folders (*/result.json); "
+                                       "give the sweep's own folder, <storage_path>/<sweep name>\n")
     assert run_search.main(["--confirm-sweep", "x", "--confirm", "two"]) == 2
     assert capsys.readouterr().err == "error: confirm: must be a whole number >= 1, got 'two'\n"
     assert run_search.main(["--confirm-sweep", "x", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pickle
+import shlex
 import signal
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from tuner.driver.storage import ORPHANED_DIR, SweepFolder
 from tuner.driver.sweep_lock import hold_sweep
 from tuner.driver.sweep_file import SWEEP_FILE, sweep_yaml
 from tuner.driver.prepare import check_space, prepare_sweep
+from tuner.driver.record import SPACE_FILE, parent_record, recorded, search_top
 from tuner.core.teacher import default_cache_dir, ensure_teacher
 from tuner.tracking.callback import MLflowTracking
 from tuner.driver.trainable import train_srrl
@@ -44,7 +46,6 @@ from tuner.driver.warm_start import TAG_WARM_START, warm_points, warm_tag
 
 __all__ = ["run_sweep", "SweepResult"]
 
-SPACE_FILE = "srrl_space.yaml"  # the parent run's artifact space/srrl_space.yaml
 _URI_FIELDS = ("tracking_uri", "optuna_storage", "storage_path", "address")  # may carry credentials
 
 
@@ -124,6 +125,10 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     storage = SweepFolder.of(sweep.storage_path)
     folder = storage.child(sweep.name)
     _check_folder(sweep, folder, resume)
+    missing = recorded(sweep.tracking_uri, sweep.experiment, sweep.name) if resume else None
+    if missing:  # read before Ray starts; the folder holds all a record is made of (docs/tracking.md, "A lost store")
+        raise ConfigError(f"resume: {missing}; rebuild the record from the sweep folder with `python run_search.py "
+                          f"--sync {shlex.quote(folder.shown)}`, then resume")
 
     folder.check_writable()
     preflight.check_fits_here(sweep)  # a local Ray's CPUs and GPUs are known before it starts
@@ -175,15 +180,10 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     shown = dataclasses.replace(sweep, **{k: redact(getattr(sweep, k)) for k in _URI_FIELDS if getattr(sweep, k)})
     # the parent's params are the sweep's own settings; the base trial config is the config artifact
     # (every child run carries all of its fields), so each column of the runs table means one thing
-    parent_run = tracking.start_sweep(
-        sweep.tracking_uri, sweep.experiment, sweep.name,
-        params={f"sweep.{k}": v for k, v in shown.to_dict().items()},
-        tags={**tracking.set_git_and_version_tags(), "srrl.space": sweep.space, "srrl.searcher": sweep.searcher,
-              "srrl.scheduler": sweep.scheduler, "srrl.dataset": base.dataset, "srrl.teacher": base.teacher,
-              "srrl.student": base.student, **({TAG_WARM_START: warm_tag(warm)} if warm else {}),
-              **{f"srrl.{k}": str(v) for k, v in teacher_info.items()}},
-        resume=resume,
-    )
+    params, tags = parent_record(shown, base, {**({TAG_WARM_START: warm_tag(warm)} if warm else {}),
+                                               **{f"srrl.{k}": str(v) for k, v in teacher_info.items()}})
+    parent_run = tracking.start_sweep(sweep.tracking_uri, sweep.experiment, sweep.name, params=params, tags=tags,
+                                      resume=resume)
     experiment_id = tracking.experiment_id(sweep.tracking_uri, sweep.experiment)
     study_name = sweep.study_name or sweep.name if space.grid is None else None
 
@@ -221,6 +221,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         )
 
     if resume:
+        # what --resume changed (a moved folder's place and stores, a widened confirmation) holds for the next one too
+        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned))
         path, fs = folder.for_tune()
         if fs is not None:
             remove_parts(path)  # writes the killed driver had in flight
@@ -308,9 +310,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         if stopped is not None:
             return dataclasses.replace(stopped, rows=rows)
         verdict = confirm.verdict_of(confirmed, space.reference_name(ctx))
-        best = next((r for r in rows if r["status"] == M.FINISHED), None)
-        tracking.log_verdict(sweep.tracking_uri, parent_run, verdict,
-                             {k: best[k] for k in ("trial_id", M.RANK_VAL_ACC, M.TEST_ACC, "seeds")} if best else None)
+        tracking.log_verdict(sweep.tracking_uri, parent_run, verdict, search_top(rows))
         if study_name:
             study_note.record_verdict(sweep.optuna_storage, study_name, verdict, sweep.tracking_uri, parent_run,
                                       experiment_id)

@@ -4,7 +4,9 @@ a finished search from an interrupted one, without Tune's pickled searcher state
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from pathlib import Path
+from typing import Any, Mapping, Optional, Tuple
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
@@ -12,9 +14,12 @@ from tuner.core.config import ConfigError, TrialConfig, parse_yaml
 from tuner.core.sweep_config import SweepConfig
 from tuner.driver.storage import SweepFolder
 
-__all__ = ["SWEEP_FILE", "sweep_yaml", "load_sweep_dir", "planned_trials"]
+__all__ = ["SWEEP_FILE", "RESUME_FIELDS", "sweep_yaml", "load_sweep_dir", "load_for_resume", "planned_trials"]
 
 SWEEP_FILE = "srrl_sweep.yaml"
+#: what ``--resume`` may change: where the records are (a moved folder's stores, another cluster) and the
+#: confirmation stage; anything else would make the resumed sweep another one than its trials ran
+RESUME_FIELDS = ("tracking_uri", "optuna_storage", "address", "confirm", "confirm_seeds")
 
 
 def sweep_yaml(sweep: SweepConfig, base: TrialConfig, trials: Optional[int] = None) -> str:
@@ -48,3 +53,24 @@ def planned_trials(path: str, field: str = "sweep_dir") -> Optional[int]:
     """The search stage's planned trial count, or None for a sweep file written before it was recorded."""
     trials = _read(path, field)[1].get("trials")
     return int(trials) if isinstance(trials, int) else None
+
+
+def load_for_resume(path: str, changes: Mapping[str, Any]) -> Tuple[SweepConfig, TrialConfig]:
+    """The sweep in folder ``path`` wherever the folder now lies (its parent is the storage path: a moved folder
+    resumes), with ``changes`` to ``RESUME_FIELDS``; a folder holding another sweep's settings file is refused."""
+    sweep, base = load_sweep_dir(path)
+    folder = SweepFolder.of(path, field="resume")
+    if folder.fs is None:
+        here = Path(folder.location).resolve()
+        parent, name = str(here.parent), here.name
+    else:
+        parts = urlsplit(folder.location)
+        head, _, name = parts.path.rstrip("/").rpartition("/")
+        parent = urlunsplit(parts._replace(path=head))
+    if name != sweep.name:
+        raise ConfigError(f"resume: {folder.shown!r} holds the settings of sweep {sweep.name!r}, not of a folder named "
+                          f"{name!r} (renamed, or another sweep's {SWEEP_FILE} copied in); resume the sweep in its own "
+                          f"folder, named {sweep.name!r}")
+    sweep = dataclasses.replace(sweep, storage_path=parent, **dict(changes))
+    sweep.validate()
+    return sweep, base

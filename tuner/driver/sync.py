@@ -36,16 +36,18 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from tuner.core import metrics as M
-from tuner.core.config import planned_epochs, trial_params
+from tuner.core.config import ConfigError, planned_epochs, trial_params
 from tuner.core.sweep_config import trial_base
 from tuner.driver.results import leaderboard_rows, log_best_students
 from tuner.driver.sweep_file import SWEEP_FILE, load_sweep_dir, planned_trials
 from tuner.tracking.schema import (
-    METRIC_KEYS, MLFLOW_END, TAG_NONFINITE, TAG_STATUS, end_tags, error_summary, flatten, number, result_metrics,
+    METRIC_KEYS, MLFLOW_END, TAG_NONFINITE, TAG_STATUS, TAG_VERDICT, end_tags, error_summary, flatten, number, result_metrics,
     result_step,
 )
 from tuner.driver.storage import SweepFolder
-from tuner.tracking import remove_orphan_runs
+from tuner.driver.confirm import CONFIRM_DIR
+from tuner.driver.record import folder_verdict, rebuild_parent, recorded, searched_names
+from tuner.tracking import check_tracking_uri, default_tracking_uri, log_verdict, remove_orphan_runs
 from tuner.driver.trial_logs import read_result_lines
 from tuner.core.uri import is_uri
 
@@ -86,13 +88,17 @@ class SyncSummary:
     students_exported: int = 0
     orphans_removed: int = 0
     parent: str = ""  # what became of the parent run, e.g. "ended FINISHED" or "left RUNNING: ..."
+    rebuilt: str = ""  # why the parent run was created anew (the store had no record of the sweep), or ""
+    verdict: str = ""  # the verdict's sentence, where sync logged it
 
     def line(self) -> str:
         orphans = f", {self.orphans_removed} orphan runs removed" if self.orphans_removed else ""
-        return (f"sync {self.sweep!r} (experiment {self.experiment!r}): {self.trials} trials, "
+        rebuilt = f"record rebuilt from the sweep folder ({self.rebuilt}): " if self.rebuilt else ""
+        verdict = f"; verdict logged: {self.verdict}" if self.verdict else ""
+        return (f"sync {self.sweep!r} (experiment {self.experiment!r}): {rebuilt}{self.trials} trials, "
                 f"{self.runs_created} runs created, {self.metrics_backfilled} metrics backfilled, "
                 f"{self.runs_ended} runs ended, {self.students_exported} students exported{orphans}; "
-                f"parent run {self.parent}")
+                f"parent run {self.parent}{verdict}")
 
 
 # ---- Tune's files ----------------------------------------------------------------------------------
@@ -125,7 +131,7 @@ def _search_left(folder: Path, started: int) -> Optional[str]:
     then Tune's trial statuses alone decide."""
     if not (folder / SWEEP_FILE).is_file():
         return None
-    planned = planned_trials(str(folder), field="--sweep-dir")
+    planned = planned_trials(str(folder), field="sync")
     if planned is None or started >= planned:
         return None
     return f"{started} of its {planned} trials started"
@@ -155,10 +161,10 @@ def _read_sweep_dir(folder: Path) -> Tuple[List[TuneTrial], Dict[str, str]]:
         ValueError: ``path`` is not a folder, or holds no trial folders.
     """
     if not folder.is_dir():
-        raise ValueError(f"--sweep-dir: no folder {str(folder)!r}")
+        raise ValueError(f"sync: no folder {str(folder)!r}")
     files = sorted(folder.glob("*/result.json"), key=lambda p: p.stat().st_mtime)
     if not files:
-        raise ValueError(f"--sweep-dir: {str(folder)!r} holds no Tune trial folders (*/result.json); "
+        raise ValueError(f"sync: {str(folder)!r} holds no Tune trial folders (*/result.json); "
                          "give the sweep's own folder, <storage_path>/<sweep name>")
     statuses = _tune_statuses(folder)
     trials = []
@@ -231,7 +237,7 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
         return log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
                                  splits, runs.parent_id)
     except FileNotFoundError as e:  # a checkpoint the Tune state names is gone (folder copied without them)
-        raise ValueError(f"--sweep-dir: cannot export the best students: {e}") from None
+        raise ValueError(f"sync: cannot export the best students: {e}") from None
 
 
 def _end_sweep(folder: Path, loaded: Optional[Tuple[Any, Any]], runs: SweepRuns, trials: List[TuneTrial],
@@ -252,6 +258,10 @@ def _end_sweep(folder: Path, loaded: Optional[Tuple[Any, Any]], runs: SweepRuns,
     summary.orphans_removed = remove_orphan_runs(runs.uri, runs.parent_id, statuses)
     if sweep.top_k > 0:
         summary.students_exported = _export_students(folder, runs, sweep, base)
+    if TAG_VERDICT not in runs.parent.data.tags and (found := folder_verdict(folder, sweep, base)) is not None:
+        verdict, top = found  # the verdict the driver would have logged at the end (a lost store, a server down)
+        log_verdict(runs.uri, runs.parent_id, verdict, top)
+        summary.verdict = verdict.sentence
     if status != "RUNNING":
         summary.parent = f"already {status}"
         return
@@ -263,9 +273,11 @@ def _end_sweep(folder: Path, loaded: Optional[Tuple[Any, Any]], runs: SweepRuns,
 
 
 # ---- the command -----------------------------------------------------------------------------------
-def sync_sweep(experiment: str, sweep_dir: str, tracking_uri: Optional[str] = None) -> SyncSummary:
-    """Backfill the MLflow records of the sweep in ``sweep_dir`` (its name is the folder's name) and,
-    if its Tune experiment is over, end it as its driver would (best students exported, parent ended).
+def sync_sweep(experiment: Optional[str], sweep_dir: str, tracking_uri: Optional[str] = None) -> SyncSummary:
+    """Backfill the MLflow records of the sweep in ``sweep_dir`` (its name is the folder's name), both stages,
+    and, if its Tune experiment is over, end it as its driver would (best students exported, the verdict,
+    parent ended). ``experiment`` and ``tracking_uri`` default to the sweep file's. A store with no record
+    of the sweep (a lost ``mlflow.db``) gets a parent run rebuilt from the folder first (``tuner.driver.record``).
 
     Returns counts of what was added and what became of the parent run; a second call adds nothing.
 
@@ -275,7 +287,7 @@ def sync_sweep(experiment: str, sweep_dir: str, tracking_uri: Optional[str] = No
         ConnectionError: the tracking server does not answer.
     """
     if is_uri(sweep_dir):  # s3://, gs://, ...: a local copy of what sync reads, then the same sync
-        remote = SweepFolder.of(sweep_dir, field="--sweep-dir")
+        remote = SweepFolder.of(sweep_dir, field="sync")
         with tempfile.TemporaryDirectory(prefix="srrl-sync-") as tmp:
             local = Path(tmp) / PurePosixPath(remote.path).name  # the folder's name is the sweep's
             remote.download(_needed(remote.files()), local)
@@ -299,24 +311,44 @@ def _needed(files: List[str]) -> List[str]:
 def _read_sweep_file(folder: Path) -> Optional[Tuple[Any, Any]]:
     """``(SweepConfig, base TrialConfig)`` of the sweep's ``srrl_sweep.yaml``, or None (a sweep recorded before
     the file: find_sweep_runs then reads the parent's base.* params, and no student is exported)."""
-    return load_sweep_dir(str(folder), field="--sweep-dir") if (folder / SWEEP_FILE).is_file() else None
+    return load_sweep_dir(str(folder), field="sync") if (folder / SWEEP_FILE).is_file() else None
 
 
-def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], shown: Optional[str] = None) -> SyncSummary:
+def _sync_local(experiment: Optional[str], folder: Path, tracking_uri: Optional[str],
+                shown: Optional[str] = None) -> SyncSummary:
     from tuner.tracking import backfill as R
 
     trials, statuses = _read_sweep_dir(folder)
     name = folder.name
     loaded = _read_sweep_file(folder)
+    experiment = experiment or (loaded[0].experiment if loaded else None)
+    tracking_uri = tracking_uri or (loaded[0].tracking_uri if loaded else None)
+    if not experiment:
+        raise ConfigError(f"experiment: {shown or folder} has no {SWEEP_FILE} naming it; pass --experiment")
+    uri = tracking_uri or default_tracking_uri()
+    check_tracking_uri(uri)  # a server that does not answer fails in seconds
+    missing = recorded(uri, experiment, name)
+    # everything a record is made of is in the folder: rebuilt where the store has none of this sweep (a lost
+    # mlflow.db, a fresh server); not for another experiment, nor a folder renamed from its sweep (a typo, a copy)
+    own = loaded is not None and loaded[0].experiment == experiment and loaded[0].name == name
+    if missing and own:
+        rebuild_parent(folder, *loaded, tracking_uri=uri, experiment=experiment)
     # the base the driver gave the tracking callback: the sweep file's, with the per-trial resources
-    sweep = R.find_sweep_runs(experiment, name, tracking_uri, base=trial_base(*loaded).to_dict() if loaded else None)
+    sweep = R.find_sweep_runs(experiment, name, uri, base=trial_base(*loaded).to_dict() if loaded else None)
     have = R.logged_steps(sweep, METRIC_KEYS)
-    summary = SyncSummary(name, experiment, trials=len(trials))
-    for trial in trials:
+    summary = SyncSummary(name, experiment, trials=len(trials), rebuilt=(missing or "") if own else "")
+    stages = [("search", trials)]
+    if (folder / CONFIRM_DIR).is_dir() and any((folder / CONFIRM_DIR).glob("*/result.json")):
+        confirm_trials, confirm_statuses = _read_sweep_dir(folder / CONFIRM_DIR)
+        stages.append(("confirm", confirm_trials))
+        statuses = {**statuses, **confirm_statuses}  # both stages' runs are the sweep's, none an orphan
+        summary.trials += len(confirm_trials)
+    names = searched_names(*loaded) if loaded else None  # what names a run, as the driver's callback names it
+    for stage, trial in ((stage, t) for stage, ts in stages for t in ts):
         found = sweep.trials.get(trial.trial_id)
         if found is None:
             run_id = R.create_trial_run(sweep, trial.trial_id, start_time=_ms(trial.results[0], minus_iter=True),
-                                        config=trial.config)
+                                        config=trial.config, stage=stage, name_keys=names)
             summary.runs_created += 1
             run_params, run_tags, status = {}, {}, "RUNNING"
         else:
@@ -340,5 +372,5 @@ def _sync_local(experiment: str, folder: Path, tracking_uri: Optional[str], show
         summary.params_logged += len(params)
         summary.metrics_backfilled += len(metrics)
         summary.runs_ended += end is not None
-    _end_sweep(folder, loaded, sweep, trials, statuses, summary, shown or str(folder))
+    _end_sweep(folder, loaded, sweep, [t for _, ts in stages for t in ts], statuses, summary, shown or str(folder))
     return summary

@@ -94,11 +94,14 @@ def logged_steps(sweep: SweepRuns, metrics: Sequence[str]) -> Dict[Tuple[str, st
 
 
 def create_trial_run(sweep: SweepRuns, trial_id: str, start_time: Optional[int] = None,
-                     config: Optional[Mapping[str, Any]] = None) -> str:
-    """A child run for ``trial_id`` under the sweep's parent, tagged and named as ``MLflowTracking`` does
-    from the trial's Tune ``config`` (its searched params and labels); returns its id."""
+                     config: Optional[Mapping[str, Any]] = None, stage: str = "search",
+                     name_keys: Optional[Sequence[str]] = None) -> str:
+    """A child run for ``trial_id`` of ``stage`` under the sweep's parent, tagged and named as ``MLflowTracking``
+    does from the trial's Tune ``config`` (named by ``name_keys``, the searched params; None: every key);
+    returns its id."""
     client, _ = mlflow_client(sweep.uri)
-    tags = trial_tags(sweep.parent_id, trial_id, config, name_keys=list(config or ()))
+    keys = list(config or ()) if name_keys is None else list(name_keys)
+    tags = trial_tags(sweep.parent_id, trial_id, config, name_keys=keys, stage=stage)
     run = client.create_run(sweep.experiment_id, start_time=start_time, tags=tags, run_name=tags["mlflow.runName"])
     sweep.trials[trial_id] = TrialRun(run.info.run_id, run.info.status, tags, {}, run)
     return run.info.run_id

@@ -47,8 +47,8 @@ def _skip_when_unreachable(default: Any) -> Any:
                 try:
                     probe_server(tracking_uri)
                 except ConnectionError:
-                    log.warning("MLflow at %s unreachable: %s skipped; once it is back, `python -m analysis sync "
-                                "--experiment NAME --sweep-dir FOLDER` fills in what is missing",
+                    log.warning("MLflow at %s unreachable: %s skipped; once it is back, `python run_search.py --sync "
+                                "SWEEP_FOLDER` fills in what is missing",
                                 redact(tracking_uri), fn.__name__)
                     return default()
             return fn(tracking_uri, *args, **kwargs)
