@@ -46,7 +46,9 @@ SWEEP_FLAGS = {
     "seed": "seed of the searcher and of every trial",
     "grace_period": "ASHA: epochs every trial gets before the first cut (default 0.4 x epochs, where the rung ranks well)",
     "reduction_factor": "ASHA reduction factor",
-    "max_failures": "retries of a trial whose worker died",
+    "max_failures": "retries of a trial whose worker died or stalled",
+    "stall_timeout": "stop a trial that sends no result for this many seconds, and retry it (default: 10 x its "
+                     "slowest epoch, at least 600; 0: never)",
     "top_k": "best trials whose checkpoints are kept as MLflow artifacts",
     "race": "race configurations over up to N seeds inside the search: more seeds for what holds up, drop what "
             "loses on shared seeds (0: off)",
@@ -180,6 +182,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"\ninterrupted: {result.note}; continue it with:\n  python run_search.py --resume {_q(redact(result.path))}",
               file=sys.stderr)
         return 130
+    if result.failed:  # exit 3: not bad input (2), not interrupted (130); README, "When things go wrong"
+        print(f"\nerror: {result.failed}", file=sys.stderr)
+        return 3
     return 0
 
 
@@ -293,7 +298,7 @@ def print_summary(result: Any, top: int = 10) -> None:
     trials = result.rows
     print(f"\nSweep {result.sweep.name}: {len(trials)} trials, "
           + ", ".join(f"{sum(r['status'] == s for r in trials)} {s}" for s in
-                      (M.FINISHED, M.STOPPED_EARLY, M.DIVERGED, M.ERRORED, M.INTERRUPTED, M.PENDING)
+                      (M.FINISHED, M.STOPPED_EARLY, M.DIVERGED, M.ERRORED, M.STALLED, M.INTERRUPTED, M.PENDING)
                       if s in (M.FINISHED, M.STOPPED_EARLY) or any(r["status"] == s for r in trials))
           + f"; ranked by {M.RANK_VAL_ACC}, trials that ran every epoch first"
           + (f"; {len(rows)} configurations raced over up to {result.sweep.race} seeds: most seeds first, each "

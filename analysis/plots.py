@@ -21,10 +21,10 @@ from tuner.core import metrics as M
 __all__ = ["alpha_beta", "learning_curves", "best_so_far", "pareto", "parallel_coordinates", "save", "STYLES"]
 
 _CMAP = "viridis"
-#: status -> (marker, line style, legend label); diverged and errored trials are drawn grey
-STYLES = {M.FINISHED: ("o", "-", M.FINISHED), M.STOPPED_EARLY: ("v", "--", "stopped early"),
-          M.RUNNING: ("s", ":", M.RUNNING), M.DIVERGED: ("X", "-.", M.DIVERGED), M.ERRORED: ("P", "-.", M.ERRORED)}
-_BAD = (M.DIVERGED, M.ERRORED)
+#: status -> (marker, line style, legend label); diverged, errored and stalled trials (``_BAD``) are drawn grey
+STYLES = {M.FINISHED: ("o", "-", M.FINISHED), M.STOPPED_EARLY: ("v", "--", "stopped early"), M.RUNNING: ("s", ":", M.RUNNING),
+          M.DIVERGED: ("X", "-.", M.DIVERGED), M.ERRORED: ("P", "-.", M.ERRORED), M.STALLED: ("D", "-.", M.STALLED)}
+_BAD = (M.DIVERGED, M.ERRORED, M.STALLED)
 
 
 def _figure(width: float = 7.0, height: float = 5.0) -> Any:

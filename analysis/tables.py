@@ -41,7 +41,7 @@ def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
     if trials.empty:
         return pd.DataFrame(columns=["total"])
     table = pd.crosstab(trials["sweep"], trials["status"])
-    order = [s for s in (M.FINISHED, M.STOPPED_EARLY, M.DIVERGED, M.ERRORED, M.RUNNING) if s in table.columns]
+    order = [s for s in (M.FINISHED, M.STOPPED_EARLY, M.DIVERGED, M.ERRORED, M.STALLED, M.RUNNING) if s in table.columns]
     table = table[order + sorted(set(table.columns) - set(order))]
     table["total"] = table.sum(axis=1)
     table.columns.name = None

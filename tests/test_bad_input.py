@@ -107,6 +107,7 @@ CASES = [  # (argv, field, a fragment of what the line must say)
     (["--tracking-uri", "sqlite:///{tmp}/half.db"], "tracking_uri", "is not a readable MLflow store"),
     (["--set", "gpu_decode=true"], "gpu_decode", "decodes on the trial's GPU, and trials get none"),
     (["--workers-per-trial", "0"], "workers_per_trial", "out of range; allowed: [1, inf]"),
+    (["--stall-timeout", "-1"], "stall_timeout", "out of range; allowed: [0, inf]"),
     (["--cpus-per-worker", "1"], "cpus_per_worker", "applies only with workers_per_trial > 1; for one-worker trials use cpus_per_trial"),
     (["--workers-per-trial", "2", "--gpus-per-worker", "-1"], "gpus_per_worker", "out of range"),
     (["--search", "lrr=loguniform:0.01,0.5"], "search.lrr", 'unknown config field (did you mean "lr"?)'),

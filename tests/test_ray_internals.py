@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import ray
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
@@ -53,3 +54,32 @@ def test_a_function_trainable_becomes_a_trainable_class_whose_cleanup_runs_at_st
 
     cls = RI.function_trainable_class(fn)
     assert isinstance(cls, type) and issubclass(cls, ray.tune.Trainable) and callable(cls.cleanup)
+
+
+@pytest.mark.slow
+def test_a_running_trials_actor_is_reachable_and_killing_it_fails_the_trial(tmp_path):
+    """``trial_actor`` is the handle of the actor a trial runs in: ``ray.kill`` on it ends the trial as a dead worker."""
+    import time
+
+    from ray import tune
+
+    from tests._helpers import local_ray
+
+    def slow(config):
+        for i in range(300):
+            tune.report({"i": i})
+            time.sleep(0.1)
+
+    seen = {}
+
+    class KillAtFirstResult(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not seen:
+                seen["actor"] = RI.trial_actor(trial)
+                ray.kill(seen["actor"])
+
+    with local_ray():
+        grid = tune.Tuner(slow, run_config=tune.RunConfig(storage_path=str(tmp_path), callbacks=[KillAtFirstResult()],
+                                                          verbose=0)).fit()
+    assert isinstance(seen["actor"], ray.actor.ActorHandle)
+    assert isinstance(grid[0].error, ray.exceptions.RayActorError) and grid[0].metrics["i"] < 299

@@ -21,7 +21,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 #: TrialConfig fields that are options of the data set (``tuner.core.data.dataset_options``), not of the recipe
-DATA_OPTIONS = ("image_size", "data_mode", "memory_budget_gb", "class_subset", "train_fraction")
+DATA_OPTIONS = ("image_size", "data_mode", "memory_budget_gb", "class_subset", "train_fraction", "max_image_pixels")
 
 
 @dataclass
@@ -65,6 +65,7 @@ class TrialConfig:
     memory_budget_gb: Optional[float] = None  # imagefolder: decoded size above which it is streamed (None: 4)
     class_subset: Optional[int] = None  # imagefolder / imagenet: K classes, the same K for every seed and sweep
     train_fraction: Optional[float] = None  # imagefolder / imagenet: a fixed stratified share of the train split
+    max_image_pixels: Optional[int] = None  # imagefolder / imagenet: larger images (by header) are refused (None: 89,478,485)
     data_workers: Optional[int] = None  # streamed data: decoding processes per trial (None: threads - 1)
     gpu_decode: bool = False  # streamed JPEGs: the workers read, the trial's GPU decodes (nvJPEG) and crops
     # execution
@@ -136,6 +137,8 @@ class TrialConfig:
             check_range("class_subset", self.class_subset, lo=2)
         if self.train_fraction is not None:
             check_range("train_fraction", self.train_fraction, lo=0.0, hi=1.0, lo_open=True)
+        if self.max_image_pixels is not None:
+            check_range("max_image_pixels", self.max_image_pixels, lo=1)
         if self.data_workers is not None:
             check_range("data_workers", self.data_workers, lo=0, hi=256)
         for name in self.data_options():
@@ -278,8 +281,8 @@ LOSS_WEIGHTS = ("alpha", "beta", "gamma")
 #: epoch budget is the scheduler's, the seeds are the confirmation's, the rest is where and how a trial runs
 SWEEP_FIXED = ("dataset", "data_dir", "teacher", "teacher_checkpoint", "teacher_epochs", "teacher_lr", "teacher_seed",
                "val_fraction", "val_split_seed", "image_size", "data_mode", "memory_budget_gb", "class_subset",
-               "train_fraction", "data_workers", "gpu_decode", "epochs", "eval_batch_size", "seed", "device", "bf16",
-               "threads", "cache_dir")
+               "train_fraction", "max_image_pixels", "data_workers", "gpu_decode", "epochs", "eval_batch_size", "seed",
+               "device", "bf16", "threads", "cache_dir")
 #: the params a search space may vary (any TrialConfig field but SWEEP_FIXED; the usual ones first), the
 #: ablation's arm and the seed: what the leaderboard shows and analysis compares trials by
 SEARCHED_PARAMS = tuple(dict.fromkeys((*LOSS_WEIGHTS, "connector", "student", "lr", "weight_decay",

@@ -16,12 +16,13 @@ import re
 import shutil
 import signal
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 from tuner.core.uri import redact, sqlite_file
 
 __all__ = ["NoSpace", "is_no_space", "no_space", "note_no_space", "stop_sweep", "stopped", "reset",
-           "quiet_no_space_logs", "places_of", "noted"]
+           "quiet_no_space_logs", "places_of", "noted", "note_stall", "stall_of", "stalled_ids",
+           "forget_stall"]
 
 _TEXTS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
 _ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -165,6 +166,32 @@ def reset() -> None:
     """Forget an earlier stop (a new sweep in the same process)."""
     global _stopped, _noted
     _stopped = _noted = None
+    _stalls.clear()
+
+
+#: trial id -> the ``StallError`` line of a trial the driver stopped (``tuner.driver.stalls``), until Tune has
+#: ended or retried it: the MLflow callback, which Tune calls first, records the trial's end by it
+_stalls: Dict[str, str] = {}
+
+
+def note_stall(trial_id: str, line: str) -> None:
+    """The driver killed this trial's worker for sending no result; ``line`` is why (``metrics.STALL_ERROR: ...``)."""
+    _stalls[trial_id] = line
+
+
+def stall_of(trial_id: str) -> Optional[str]:
+    """The ``StallError`` line of a trial the driver stopped and Tune has not yet ended or retried, else None."""
+    return _stalls.get(trial_id)
+
+
+def stalled_ids() -> Tuple[str, ...]:
+    """The trials stopped for a stall that Tune has not yet ended or retried."""
+    return tuple(_stalls)
+
+
+def forget_stall(trial_id: str) -> Optional[str]:
+    """Tune has ended or retried the trial: its stall line, once, for its error file."""
+    return _stalls.pop(trial_id, None)
 
 
 class _QuietNoSpace(logging.Filter):

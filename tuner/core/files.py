@@ -7,9 +7,14 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable, Tuple
 
-__all__ = ["PART_SUFFIX", "open_part", "atomic_write"]
+__all__ = ["PART_SUFFIX", "open_part", "atomic_write", "default_cache_dir"]
 
 PART_SUFFIX = ".srrl-part"  # a write in flight, or cut short by a kill
+
+
+def default_cache_dir() -> Path:
+    """Where the teacher cache and the image folders' check results live: ``$SRRL_CACHE_DIR``, else ~/.cache/srrl-tune."""
+    return Path(os.environ.get("SRRL_CACHE_DIR") or Path.home() / ".cache" / "srrl-tune")
 
 
 def open_part(path: str) -> Tuple[str, BinaryIO]:

@@ -4,6 +4,7 @@ metrics table documents each name."""
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Optional, Sequence, Tuple
 
 __all__ = [
@@ -12,7 +13,8 @@ __all__ = [
     "STEP_TIME_S",
     "STUDENT_PARAMS", "STUDENT_MACS", "TEACHER_VAL_ACC", "TEACHER_TEST_ACC", "WORKERS",
     "PER_EPOCH", "PER_TRIAL", "TERM_METRIC", "DIVERGED_KEY", "FINISHED", "STOPPED_EARLY", "DIVERGED", "ERRORED",
-    "INTERRUPTED", "PENDING", "RUNNING", "TRIAL_STATUSES", "ENDED_STATUSES", "trial_status",
+    "INTERRUPTED", "PENDING", "RUNNING", "STALLED", "STALL_ERROR", "is_stall", "TRIAL_STATUSES", "ENDED_STATUSES",
+    "trial_status",
 ]
 
 EPOCH = "epoch"  # a result key and MLflow's step, not a logged metric
@@ -91,21 +93,33 @@ FINISHED = "finished"  # ran every planned epoch
 STOPPED_EARLY = "stopped_early"  # Tune ended it before its last epoch: the scheduler's (ASHA's) cut
 DIVERGED = "diverged"  # a loss went non-finite; the trial stopped there
 ERRORED = "errored"  # raised (a bug, a lost node); --resume re-runs it
+STALLED = "stalled"  # sent no result for its stall limit and the driver stopped it (an errored trial; --resume re-runs it)
 INTERRUPTED = "interrupted"  # the driver stopped with it half-done; --resume continues it
 PENDING = "pending"  # created, never started
 RUNNING = "running"  # what an MLflow run of a live trial says (analysis shows it)
 #: what ``srrl.status`` on a trial's MLflow run can say
-TRIAL_STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, INTERRUPTED)
+TRIAL_STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, STALLED, INTERRUPTED)
 #: the statuses a trial keeps for good (the others continue with ``--resume``)
-ENDED_STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, ERRORED)
+ENDED_STATUSES = (FINISHED, STOPPED_EARLY, DIVERGED, ERRORED, STALLED)
+#: the exception name of the line the driver adds to a stalled trial's error file (tuner/driver/stalls.py): how
+#: the leaderboard, the MLflow callback and ``--sync`` tell a stalled trial from one that raised
+STALL_ERROR = "StallError"
 
 
-def trial_status(errored: bool, diverged: bool, epochs_run: int, planned: Optional[int], ended: bool) -> str:
-    """How a trial stands. ``errored`` and ``diverged`` win; then ``finished`` once it ran every
-    ``planned`` epoch (None: unknown); else ``stopped_early`` when Tune ``ended`` it, ``interrupted``
-    when it ran some epochs and ``pending`` when none."""
+def is_stall(error: Any) -> bool:
+    """Whether a trial's error (its error file's text, or the telling line of it) is a stall: the last failure
+    it records holds a ``StallError:`` line."""
+    last = re.split(r"^Failure # \d+.*$", str(error or ""), flags=re.M)[-1]
+    return any(line.strip().startswith(STALL_ERROR + ":") for line in last.splitlines())
+
+
+def trial_status(errored: bool, diverged: bool, epochs_run: int, planned: Optional[int], ended: bool,
+                 stalled: bool = False) -> str:
+    """How a trial stands. ``errored`` and ``diverged`` win (an error that is a stall, ``stalled``, is
+    ``stalled``); then ``finished`` once it ran every ``planned`` epoch (None: unknown); else
+    ``stopped_early`` when Tune ``ended`` it, ``interrupted`` when it ran some epochs and ``pending`` when none."""
     if errored:
-        return ERRORED
+        return STALLED if stalled else ERRORED
     if diverged:
         return DIVERGED
     if planned is not None and epochs_run >= planned:

@@ -48,6 +48,7 @@ class SweepConfig:
     grace_period: int = 0  # ASHA: epochs before the first cut; 0: metrics.GRACE_FRACTION of the epochs
     reduction_factor: float = 3.0
     max_failures: int = 2
+    stall_timeout: Optional[float] = None  # s without a result before a trial is stopped; None: tuner/driver/stalls.py's default, 0: off
     num_to_keep: int = 4
     top_k: int = 3
     race: int = 0  # > 1: race configurations over up to this many seeds inside the search (tuner/driver/race.py); 0: off
@@ -123,6 +124,8 @@ class SweepConfig:
         if self.gpus_per_worker is not None:
             check_range("gpus_per_worker", self.gpus_per_worker, lo=0.0)
         check_range("reduction_factor", self.reduction_factor, lo=1.0, lo_open=True)
+        if self.stall_timeout is not None:  # seconds; 0: never stop a trial
+            check_range("stall_timeout", self.stall_timeout, lo=0.0)
         if self.name is not None and not _NAME_OK(self.name):
             raise ConfigError(f"name: {shown(self.name)} is not allowed; use letters, digits, '.', '_' and '-' (max 100)")
 

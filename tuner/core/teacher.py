@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from tuner.core import metrics as M
 from tuner.core.config import ConfigError, TrialConfig
 from tuner.core.data import DataSplits, make_loaders
 from tuner.core.models import build_model, load_weights
-from tuner.core.files import atomic_write
+from tuner.core.files import atomic_write, default_cache_dir
 from tuner.core.trainer import Diverged, Trainer, data_workers, evaluate_model
 
 __all__ = ["Teacher", "ensure_teacher", "train_teacher", "teacher_key", "default_cache_dir", "load_user_weights"]
@@ -44,10 +43,6 @@ class Teacher:
     def info(self) -> Dict[str, Any]:
         return {"teacher": self.arch, "teacher_hash": self.key, "teacher_path": self.path,
                 M.TEACHER_VAL_ACC: self.val_acc, M.TEACHER_TEST_ACC: self.test_acc}
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SRRL_CACHE_DIR") or Path.home() / ".cache" / "srrl-tune")
 
 
 def teacher_key(cfg: TrialConfig, splits: DataSplits) -> str:

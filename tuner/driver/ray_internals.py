@@ -1,12 +1,13 @@
 """The Ray Tune internals the driver relies on, each behind one function that ``tests/test_ray_internals.py``
 pins against the installed Ray (setup.cfg admits the Ray those tests ran). Ray offers no public API for them:
-a restored sweep must agree with the trial list Tune restored (``tuner.driver.search.RestoredSearch``), and a
-multi-worker trial needs a Trainable class whose stop aborts its Train run (``tuner.driver.workers``)."""
+a restored sweep must agree with the trial list Tune restored (``tuner.driver.search.RestoredSearch``), a
+multi-worker trial needs a Trainable class whose stop aborts its Train run (``tuner.driver.workers``), and a hung
+trial's actor is killed by its handle (``tuner.driver.stalls``)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-__all__ = ["newest_experiment_state", "set_trials_created", "set_live_trials", "function_trainable_class"]
+__all__ = ["newest_experiment_state", "set_trials_created", "set_live_trials", "function_trainable_class", "trial_actor"]
 
 
 def newest_experiment_state(dirpath: str) -> Optional[str]:
@@ -32,3 +33,8 @@ def function_trainable_class(fn: Callable[..., Any]) -> type:
     from ray.tune.trainable.function_trainable import wrap_function
 
     return wrap_function(fn)
+
+
+def trial_actor(trial: Any) -> Optional[Any]:
+    """The actor handle a RUNNING Tune ``Trial`` runs in (to ``ray.kill`` a hung one), or None between actors."""
+    return trial.temporary_state.ray_actor

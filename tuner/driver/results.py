@@ -1,6 +1,7 @@
 """What a sweep's Tune results say: the ranked leaderboard rows, and the best students exported to MLflow."""
 from __future__ import annotations
 
+import posixpath
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -11,7 +12,7 @@ from tuner import tracking
 from tuner.core.config import LABEL_KEYS, RACE, SEARCHED_PARAMS, TrialConfig, planned_epochs, trial_params
 from tuner.core.sweep_config import SweepConfig
 
-__all__ = ["leaderboard_rows", "by_config", "log_best_students", "RESUMABLE", "saved_results"]
+__all__ = ["leaderboard_rows", "by_config", "log_best_students", "RESUMABLE", "saved_results", "all_errored"]
 
 #: statuses of trials a --resume continues
 RESUMABLE = (M.INTERRUPTED, M.PENDING)
@@ -37,8 +38,9 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
         planned = planned_epochs(cfg, base.epochs)
         trial_id = last.get("trial_id") or _trial_id(result)
         ended = statuses is None or statuses.get(trial_id) == "TERMINATED"
-        status = M.trial_status(bool(result.error) and not faults.is_no_space(result.error), bool(last.get(M.DIVERGED_KEY)),
-                                epochs_run, planned, ended)
+        errored = bool(result.error) and not faults.is_no_space(result.error)
+        status = M.trial_status(errored, bool(last.get(M.DIVERGED_KEY)), epochs_run, planned, ended,
+                                stalled=errored and M.is_stall(_error_text(result)))
         effective = trial_params(base, cfg)
         row = {"trial_id": trial_id, **{k: effective[k] for k in SEARCHED_PARAMS if k in effective},
                "origin": cfg.get("origin"), "config_id": cfg.get("config_id"), "seeds": 1,
@@ -76,6 +78,18 @@ def by_config(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def _rank(r: Dict[str, Any]) -> Tuple:
     return M.rank_key(r["status"], r["epochs"], r.get(M.RANK_VAL_ACC), r.get("seeds", 1))
+
+
+def _error_text(result: Any) -> str:
+    """An errored trial's error file as the sweep folder holds it: ``result.error`` is only the last exception, and
+    a stall's is the killed worker's (the driver adds the ``StallError`` line to the file: tuner/driver/stalls.py)."""
+    if not getattr(result, "path", None):
+        return ""
+    try:
+        with result.filesystem.open_input_stream(posixpath.join(result.path, "error.txt")) as f:
+            return f.read().decode(errors="replace")
+    except (OSError, ValueError):  # no such file (pyarrow: FileNotFoundError, an OSError)
+        return ""
 
 
 def _trial_id(result: Any) -> Optional[str]:
@@ -127,3 +141,18 @@ def saved_results(folder: Any) -> Optional[Tuple[Any, Dict[str, str]]]:
     path, fs = folder.for_tune()
     analysis = ExperimentAnalysis(path, storage_filesystem=fs)
     return ResultGrid(analysis), {t.trial_id: t.status for t in analysis.trials}
+
+
+def all_errored(grid: Any, rows: List[Dict[str, Any]]) -> Optional[str]:
+    """Why a search ended with every trial errored (or stalled), in one line naming the first trial's error and
+    its error file; None when any trial did not. The driver then exits non-zero (README, "When things go wrong")."""
+    failed = (M.ERRORED, M.STALLED)
+    if not rows or any(r["status"] not in failed for r in rows):
+        return None
+    first = next((r for r in grid if r.error is not None and getattr(r, "path", None)), None)
+    if first is None:
+        return f"every one of the {len(rows)} trials of the search errored"
+    text = _error_text(first) or str(first.error)
+    last = [line.strip() for line in text.strip().splitlines() if line.strip()] or [type(first.error).__name__]
+    return (f"every one of the {len(rows)} trials of the search errored; the first: {last[-1][:300]} "
+            f"(its error file: {posixpath.join(first.path, 'error.txt')})")

@@ -22,6 +22,7 @@ from tuner.core.uri import redact
 from tuner.core import faults
 from tuner.driver import confirm, preflight, study_note
 from tuner.driver.no_space import StopOnNoSpace
+from tuner.driver.stalls import stall_watch
 from tuner.core import metrics as M
 from tuner.driver import sweep_build as build
 from tuner.driver.atomic_fs import remove_parts
@@ -31,7 +32,7 @@ from tuner.core.sweep_config import first_confirm_seed, trial_base
 from tuner.driver.confirm import preset_param_space
 from tuner.core.files import PART_SUFFIX
 from tuner.driver.search import settle_study, study_outcomes
-from tuner.driver.results import RESUMABLE, by_config, leaderboard_rows, log_best_students, saved_results
+from tuner.driver.results import RESUMABLE, all_errored, by_config, leaderboard_rows, log_best_students, saved_results
 from tuner.driver.storage import ORPHANED_DIR, SweepFolder
 from tuner.driver.sweep_lock import hold_sweep
 from tuner.driver.sweep_file import SWEEP_FILE, sweep_yaml
@@ -65,6 +66,7 @@ class SweepResult:
     experiment_id: Optional[str] = None  # MLflow's id of ``experiment``
     interrupted: bool = False  # Ctrl-C, SIGTERM or a full disk stopped it; --resume continues it
     fault: Any = None  # faults.NoSpace when a full disk stopped it
+    failed: Optional[str] = None  # every search trial errored: why, in one line (results.all_errored); exit 3
 
 
 def _uncommitted(folder: SweepFolder) -> bool:
@@ -213,7 +215,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
             ),
             run_config=tune.RunConfig(
                 name=sweep.name, storage_path=storage_path, storage_filesystem=fs,
-                callbacks=build.callbacks(callback("search"), StopOnNoSpace(places)), verbose=verbose,
+                callbacks=build.callbacks(callback("search"), StopOnNoSpace(places), stall_watch(sweep)), verbose=verbose,
                 progress_reporter=build.reporter(space, param_names),
                 failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=sweep.num_to_keep),
@@ -296,7 +298,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         configs = confirm.confirm_configs(by_config(rows), sweep.confirm, space.reference_point(ctx), base)
         first = first_confirm_seed(sweep, base)  # fresh: the search's seeds (and the race's) chose the winner
         seeds = list(range(first, first + sweep.confirm_seeds))
-        stage_callbacks = build.callbacks(callback("confirm"), StopOnNoSpace(places))
+        stage_callbacks = build.callbacks(callback("confirm"), StopOnNoSpace(places), stall_watch(sweep))
         confirmed = confirm.run_confirmation(tune, trainable, stage_callbacks, folder,
                                              confirm.confirm_points(configs, seeds, base), build.max_concurrent(sweep),
                                              sweep.max_failures, sweep.num_to_keep, verbose=verbose, log=log,
@@ -319,7 +321,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         log(f"removed {orphans} MLflow run(s) of trials lost with the interrupted driver")
     tracking.finish_sweep(sweep.tracking_uri, parent_run)
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
-                       study_name, rows, verdict, note, experiment_id)
+                       study_name, rows, verdict, note, experiment_id, failed=all_errored(results, rows))
 
 
 def _already_finished(sweep: SweepConfig, base: TrialConfig, space: Any, ctx: Any, folder: SweepFolder,
@@ -341,7 +343,7 @@ def _already_finished(sweep: SweepConfig, base: TrialConfig, space: Any, ctx: An
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                        sweep.study_name or sweep.name if space.grid is None else None, rows, verdict,
                        confirm.applies(space) or ("" if verdict else "the confirmation stage is off (--confirm 0)"),
-                       exp.experiment_id)
+                       exp.experiment_id, failed=all_errored(grid, rows))
 
 
 def _tune_statuses(tune: Any, results: Any) -> Dict[str, str]:

@@ -210,7 +210,8 @@ def trial_end(trial: TuneTrial, planned: Optional[int]) -> Optional[Tuple[str, D
     last = trial.results[-1]
     epoch = result_step(last)
     status = M.trial_status(trial.tune_status == "ERROR", bool(last.get(M.DIVERGED_KEY)), epoch, planned,
-                            ended=trial.tune_status == "TERMINATED" or last.get("done") is True)
+                            ended=trial.tune_status == "TERMINATED" or last.get("done") is True,
+                            stalled=M.is_stall(trial.error))
     return (status, end_tags(status, epoch, trial.error)) if status in M.ENDED_STATUSES else None
 
 

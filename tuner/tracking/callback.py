@@ -173,7 +173,9 @@ class MLflowTracking(Callback):
 
     def on_trial_error(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         epoch, _ = self._last_of(trial)
-        self._end(trial, M.ERRORED, end_tags(M.ERRORED, epoch, self._error_line(trial)))
+        line = faults.stall_of(trial.trial_id) or self._error_line(trial)  # stopped for no result: tuner/driver/stalls.py
+        status = M.STALLED if M.is_stall(line) else M.ERRORED
+        self._end(trial, status, end_tags(status, epoch, line))
 
     def on_trial_recover(self, iteration: int, trials: List[Any], trial: Any, **info: Any) -> None:
         """The trial failed and Tune will restart it (FailureConfig): count it; the run stays open."""

@@ -59,7 +59,7 @@ METRIC_KEYS = tuple(M.PER_EPOCH + M.PER_TRIAL)
 PARENT = "mlflow.parentRunId"
 RUN_NAME = "mlflow.runName"
 #: a trial's ``srrl.status`` -> the MLflow status its run ends with
-MLFLOW_END = {M.FINISHED: "FINISHED", M.STOPPED_EARLY: "FINISHED", M.DIVERGED: "FAILED", M.ERRORED: "FAILED"}
+MLFLOW_END = {M.FINISHED: "FINISHED", M.STOPPED_EARLY: "FINISHED", M.DIVERGED: "FAILED", M.ERRORED: "FAILED", M.STALLED: "FAILED"}
 MAX_PARAMS_PER_BATCH = 100  # MLflow: at most 100 params + tags per log_batch
 MAX_METRICS_PER_BATCH = 1000  # MLflow: at most 1000 metrics per log_batch
 MAX_PARAM = 6000  # MLflow: longest param value
@@ -102,7 +102,7 @@ def end_tags(status: str, epoch: int, error: Optional[str] = None) -> Dict[str, 
     """THE tags of a trial's run when it ends (the callback's and ``run_search.py --sync``'s), beside
     ``srrl.status``: its last epoch and, by status, the epoch it diverged or was stopped at, or its one-line error."""
     tags = {TAG_LAST_EPOCH: str(epoch)}
-    if status == M.ERRORED:
+    if status in (M.ERRORED, M.STALLED):
         tags[TAG_ERROR] = text(error or "unknown error (no error file)", 1000)
     elif status == M.DIVERGED:
         tags[TAG_DIVERGED_EPOCH] = str(epoch)

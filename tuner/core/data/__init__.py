@@ -3,7 +3,8 @@
 Small datasets are held in memory compactly (uint8 images, or float32 for digits/synthetic) and
 augmented on tensors, so a trial needs no worker processes (``loader.TensorLoader``). Folders too big
 for memory (ImageNet) are streamed: decoded per batch by DataLoader workers (``stream.StreamLoader``).
-``splits`` holds the registry and the fixed split rule, ``sources`` and ``folders`` the registered datasets.
+``splits`` holds the registry and the fixed split rule, ``sources`` and ``folders`` the registered datasets,
+``image_files`` the walk and the check of image folders (before any trial reads them).
 """
 from __future__ import annotations
 
