@@ -71,3 +71,18 @@ def test_recipe_grid_cells_cover_the_default_space_and_snap_in_log_space():
     runs = [{"alpha": 1.0, "beta": 1.0, "lr": 0.05, "seed": s, "test": t, "diverged": d}
             for s, t, d in ((1, 80.0, None), (2, 90.0, None), (3, 70.0, 12))]
     assert truth(runs)[(1.0, 1.0, 0.05)]["mean"] == (80.0 + 90.0 + 0.0) / 3  # a diverged run scores 0, as in a sweep
+
+
+def test_the_stream_bench_photos_are_imagenet_sized_and_decoded_as_before_at_224(tmp_path):
+    """``bench/_photos.py``: real photos at ~500 x 375 (quality 90), which the streamed loader decodes whole at 224 px:
+    the old pixels exactly (``pixel_gap`` 0), and at 112 px mostly at a DCT scale, within the tested tolerance."""
+    from PIL import Image
+
+    from bench._photos import pixel_gap, write_photos
+
+    write_photos(tmp_path, 4)
+    paths = sorted(str(p) for p in tmp_path.rglob("*.JPEG"))
+    assert len(paths) == 4 and all(Image.open(p).size in ((500, 375), (375, 500)) for p in paths)
+    assert pixel_gap(paths, 224, 3)["max_image"] == 0.0
+    small = pixel_gap(paths, 112, 3)
+    assert small["n_train_scaled"] > 0 and 0 < small["train_scaled"] <= 5.0

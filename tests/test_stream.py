@@ -60,14 +60,18 @@ def test_the_layout_and_bad_files_are_one_line_errors_naming_the_path(tiny, tmp_
     (tmp_path / "train" / "n0").mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError, match=rf"^data_dir: imagenet: missing {tmp_path / 'val'}; expected "):
         load_dataset("imagenet", data_dir=tmp_path)
-    bad = tmp_path / "bad"
-    for split in ("train", "val"):
-        (bad / split / "n0").mkdir(parents=True)
-        for i in range(2):
-            (bad / split / "n0" / f"{i}.JPEG").write_bytes(b"not a jpeg")
+    bad = write_ilsvrc(tmp_path / "bad", classes=1, train_per_class=2, val_per_class=2)
+    jpeg = bad / "train" / "n00000000" / "n00000000_1.JPEG"
+    whole = jpeg.read_bytes()
+    jpeg.write_bytes(b"not a jpeg")  # refused before any loader reads it (tests/test_image_files.py)
+    with pytest.raises(ValueError, match=rf"^data_dir: {jpeg} is in no image format PIL or torchvision reads; 1 of 4 "):
+        load_dataset("imagenet", data_dir=bad, image_size=16, val_fraction=0.5)
+    jpeg.write_bytes(whole)
     s = load_dataset("imagenet", data_dir=bad, image_size=16, val_fraction=0.5)
-    with pytest.raises(DatasetNotFoundError, match=rf"^data_dir: cannot decode {bad}/train/n0/\d\.JPEG \(") as err:
-        _epoch(make_loaders(s, 2, seed=0)[0])
+    jpeg.write_bytes(b"not a jpeg")  # spoilt after the check: the decoder names it
+    with pytest.raises(DatasetNotFoundError, match=rf"^data_dir: cannot decode {jpeg} \(") as err:
+        for loader in make_loaders(s, 2, seed=0):
+            _epoch(loader)
     assert "\n" not in str(err.value)
 
 
@@ -109,8 +113,9 @@ def test_two_ranks_read_disjoint_shards_that_cover_the_epoch_transformed_as_one_
 
 def test_batch_decode_gives_the_worker_decodes_batches_and_is_refused_for_other_files(tiny, tmp_path):
     """``gpu_decode``'s path (workers read bytes, the loader decodes each batch on its device and crops there)
-    run on the CPU, where the decoder is the same: the very tensors of decoding in the workers."""
-    s = load_dataset("imagenet", data_dir=tiny, image_size=24, val_fraction=0.25)
+    run on the CPU, where the decoder is the same: the very tensors of decoding in the workers. At 32 px no crop of
+    these <= 60 px images is decoded at a DCT scale (the workers' only other pixels: tests/test_jpeg_crop.py)."""
+    s = load_dataset("imagenet", data_dir=tiny, image_size=32, val_fraction=0.25)
     for workers in (0, 2):
         for usual, batched in zip(make_loaders(s, 8, seed=3, workers=workers),
                                   make_loaders(s, 8, seed=3, workers=workers, batch_decode=True)):
@@ -129,12 +134,15 @@ def test_batch_decode_gives_the_worker_decodes_batches_and_is_refused_for_other_
 
 
 def test_eval_images_are_resize_then_centre_crop_exactly(tiny):
+    """torchvision's Resize + CenterCrop of the whole decode, exactly: none of these val images is twice the resize,
+    so none is decoded at a DCT scale (tests/test_jpeg_crop.py holds those to their tolerance)."""
     s = load_dataset("imagenet", data_dir=tiny, image_size=24, val_fraction=0.25)
     _, val, _ = make_loaders(s, 5, seed=0)
     x, y = _epoch(val)
     reference = v2.Compose([v2.Resize(eval_resize(24), antialias=True), v2.CenterCrop(24),
                             v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     expected = torch.stack([reference(decode_image(s.val.path(i))) for i in range(len(s.val))])
+    assert all(min(decode_image(s.val.path(i)).shape[-2:]) < 2 * eval_resize(24) for i in range(len(s.val)))
     assert eval_resize(224) == 256
     torch.testing.assert_close(x, expected, atol=1e-5, rtol=0)
     assert torch.equal(y, s.val.labels)
