@@ -221,7 +221,7 @@ def test_printed_commands_paste_into_a_shell_as_they_are_meant(tmp_path, capsys)
     commands = {" ".join(shlex.split(line)[:2 if line.startswith("python") else 1]): shlex.split(line) for line in lines
                 if line.startswith(("python ", "mlflow ", "optuna-dashboard "))}
     assert commands["python -m"][3:] == ["report", "--experiment", "exp one", "--tracking-uri", f"sqlite:///{home / 'mlflow.db'}"]
-    assert commands["mlflow"][2:] == ["--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"]
+    assert commands["mlflow"][2:] == ["--workers", "1", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}"]
     assert commands["optuna-dashboard"][1:] == [f"sqlite:///{home / 'optuna.db'}"]
     assert commands["python run_search.py"][2:] == ["--resume", str(home / "ray_results" / "s 1")]
 
