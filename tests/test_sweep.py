@@ -36,9 +36,6 @@ def test_default_sweep_smoke_end_to_end(tmp_path, env):
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", name)
     assert sorted(r.data.tags["srrl.stage"] for r in runs) == ["confirm"] * 6 + ["search"] * 4  # smoke: 3 configs x 2 seeds
     assert (tmp_path / "optuna.db").is_file() and (tmp_path / "ray_results" / name / "srrl_sweep.yaml").is_file()
-    assert "num_to_keep 4 -> 1" in out  # one checkpoint per trial, the last: what resume and the export read
-    for trial in (tmp_path / "ray_results" / name).glob("train_srrl_*"):
-        assert len(list(trial.glob("checkpoint_*"))) == 1, sorted(p.name for p in trial.iterdir())
 
     # the report command the summary prints works on the sweep's records
     command = next(line.split() for line in out.splitlines() if "python -m analysis report" in line)

@@ -22,10 +22,9 @@ __all__ = ["smoke", "space_name", "check_space", "prepare_sweep"]
 
 
 def smoke(sweep: SweepConfig, base: TrialConfig) -> Tuple[SweepConfig, TrialConfig]:
-    """A tiny, fast version of whatever was asked: few trials, few epochs, same code paths; one checkpoint per
-    trial, the last (what resume and the export read): a streamed ImageNet smoke kept 2.6 GB with four."""
+    """A tiny, fast version of whatever was asked: few trials, few epochs, same code paths."""
     sweep = dataclasses.replace(sweep, num_samples=min(sweep.num_samples, 4), seeds=1, grace_period=1, reduction_factor=2.0,
-                                confirm=min(sweep.confirm, 1), confirm_seeds=2, num_to_keep=1)
+                                confirm=min(sweep.confirm, 1), confirm_seeds=2)
     base = base.replace(epochs=min(base.epochs, 3), teacher_epochs=min(base.teacher_epochs, 3))
     return sweep, base
 
