@@ -171,8 +171,11 @@ def test_a_stopped_worker_is_warned_about_killed_retried_then_recorded_stalled_a
     assert "Trial task failed for trial" not in out  # Tune's traceback of the kill: the lines above say it
     assert "Sweep st: 2 trials, 1 finished, 0 stopped_early, 1 stalled;" in out
 
-    # the retry continued from the checkpoint of the last epoch it reported: no epoch run twice, none skipped
-    assert [r["epoch"] for r in rows] == list(range(1, e2 + 1)) and e1 < e2
+    # the retry continued from the last checkpoint the driver holds: no epoch skipped, and only the epoch in flight
+    # at the first stop may run again (its checkpoint may not have reached the driver: a loaded CI machine did that)
+    epochs = [r["epoch"] for r in rows]
+    assert sorted(set(epochs)) == list(range(1, e2 + 1)) and e1 < e2, epochs
+    assert all(epochs.count(e) == 1 for e in epochs if e != e1) and epochs.count(e1) <= 2, epochs
     error = next(folder.glob(f"{name}_*/error.txt")).read_text()
     assert len(re.findall(r"^StallError: no result for \d+ s since epoch \d+ \(stall limit 20 s\); the driver killed "
                           r"the trial's worker$", error, flags=re.M)) == 2 and M.is_stall(error)
