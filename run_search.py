@@ -136,7 +136,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("\n".join(declaration_yaml(get_space(n)) for n in list_spaces()))
         return 0
     if args.list_models:
-        from tuner.core.models import list_models, model_info
+        from tuner.core.catalog import list_models, model_info  # the names and facts alone: no torch
 
         for name in list_models():
             info = model_info(name)
@@ -149,9 +149,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not args.resume:  # every field's check first: a bad value costs no torch or Ray import
             sweep, base = SweepConfig.split(_collect(args))
         from tuner.driver.prepare import check_space, smoke
-        from tuner.driver.sweep_file import load_for_resume
 
         if args.resume:
+            from tuner.driver.sweep_file import load_for_resume  # pyarrow's file systems: not for a refused space
+
             sweep, base = load_for_resume(args.resume, _resume_changes(args))
         else:
             check_space(sweep, base)

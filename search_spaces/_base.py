@@ -8,9 +8,9 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from tuner.core import data, metrics, verdict
+from tuner.core import metrics, verdict
+from tuner.core.catalog import DATASETS, dataset_info, feature_channels, model_info
 from tuner.core.config import LABEL_KEYS, SCHEDULERS, SEARCHERS, TrialConfig, apply_params
-from tuner.core.models import feature_channels, model_info
 
 if TYPE_CHECKING:  # optuna is only needed once a study runs
     import optuna
@@ -63,17 +63,17 @@ class SpaceContext:
     ) -> "SpaceContext":
         """Derive the context from the data set's registry metadata; loads no data.
 
-        Explicit arguments win; then ``tuner.core.data.dataset_info(base.dataset)``; then the data set
-        loader's default option (``synthetic``: 10 classes of 3 x 32 x 32; ``imagefolder``: 32 px);
-        then the teacher's native ``input_size``/``in_channels``.
+        Explicit arguments win; then ``tuner.core.catalog.dataset_info(base.dataset)``; then the data set
+        loader's default option (``synthetic``: 10 classes of 3 x 32 x 32; ``imagefolder``: 32 px; reading the
+        loader imports ``tuner.core.data``, torch); then the teacher's native ``input_size``/``in_channels``.
 
         Raises:
             ValueError: ``num_classes`` is fixed by none of these (``imagefolder``): pass it.
         """
-        info = data.dataset_info(base.dataset)
+        info = dataset_info(base.dataset)
         defaults = {
             name: p.default
-            for name, p in inspect.signature(data.DATASETS.get(base.dataset)).parameters.items()
+            for name, p in inspect.signature(DATASETS.get(base.dataset)).parameters.items()
             if p.default is not inspect.Parameter.empty
         }
         teacher = model_info(base.teacher)

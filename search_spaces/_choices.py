@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Sequence
 
 from search_spaces._base import SpaceContext
-from tuner.core.connectors import connector_fits, list_connectors
-from tuner.core.models import feature_channels, list_models
+from tuner.core.catalog import connector_fits, feature_channels, list_connectors, list_models
 
 __all__ = [
     "suggest_architecture",

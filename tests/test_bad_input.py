@@ -1,7 +1,11 @@
 """Every user-facing input is refused before Ray starts: one line naming the field, exit code 2, nothing written."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -161,8 +165,50 @@ def test_refusal_from_the_shell_is_quick_and_clean(tmp_path, env):
     elapsed = time.monotonic() - start
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: student: 'resnt8x4' is not allowed")
-    assert elapsed < 30  # a generous bound for a loaded CI machine; typical is ~2.5 s (see README)
+    assert elapsed < 30  # a generous bound for a loaded CI machine; typical is ~0.3 s (no torch: the test below)
     assert list(tmp_path.iterdir()) == []
+
+
+#: a bad name of each registry, wherever it is written: (argv, field)
+NAME_REFUSALS = [
+    (["--student", "nope"], "student"),
+    (["--teacher", "nope"], "teacher"),
+    (["--connector", "nope"], "connector"),
+    (["--dataset", "nope"], "dataset"),
+    (["--set", "student=nope"], "student"),
+    (["--config", "{tmp}/names.yaml"], "connector"),
+    (["--space", "nope_space"], "space"),
+    (["--search", "student=choice:digits_cnn2x8,nope"], "search.student"),
+    (["--config", "{tmp}/search.yaml"], "search.connector"),
+    (["--alpha", "-1"], "alpha"),
+]
+
+
+def test_a_bad_name_is_refused_without_importing_torch(tmp_path, env):
+    """Issue 27.9: the names and facts of models, connectors, data sets and spaces are read from the catalog
+    (tuner/core/catalog.py), so a bad one is refused in one line before torch, Ray, MLflow or Optuna load."""
+    (tmp_path / "names.yaml").write_text("dataset: digits\nconnector: conv1x1\n")
+    (tmp_path / "search.yaml").write_text("search:\n  alpha: {loguniform: [0.01, 100]}\n  connector: {choice: [linear, nope]}\n")
+    code = textwrap.dedent("""
+        import contextlib, io, json, sys
+        import run_search
+        results = []
+        for argv in json.loads(sys.argv[1]):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                results.append([run_search.main(argv), err.getvalue()])
+        heavy = sorted(m for m in ("torch", "torchvision", "ray", "mlflow", "optuna", "pyarrow") if m in sys.modules)
+        print(json.dumps({"results": results, "heavy": heavy}))
+    """)
+    argvs = [[a.format(tmp=tmp_path) for a in argv] for argv, _ in NAME_REFUSALS]
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(argvs)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    for (argv, field), (rc, err) in zip(NAME_REFUSALS, out["results"]):
+        assert rc == 2 and err.count("\n") == 1 and err.startswith(f"error: {field}: "), (argv, err)
+    assert out["heavy"] == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["names.yaml", "search.yaml"]
 
 
 @pytest.mark.slow

@@ -7,7 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from tuner.core.connectors import CONNECTORS, build_connector, connector_fits, list_connectors
+from tests._helpers import REPO
+from tuner.core.catalog import CONNECTORS, connector_fits, list_connectors
+from tuner.core.connectors import build_connector
+from tuner.core.registry import Registry
 
 
 def _teacher_head(c_t: int, k: int = 7) -> nn.Module:
@@ -64,4 +67,44 @@ def test_unknown_connector_lists_valid_names():
 
 def test_duplicate_registration_raises():
     with pytest.raises(ValueError, match="already registered"):
-        CONNECTORS.register("linear")(lambda a, b: nn.Identity())
+        CONNECTORS.register("linear", equal_channels=False)(lambda a, b: nn.Identity())
+    with pytest.raises(ValueError, match="connector 'linear' is already provided"):
+        CONNECTORS.provide("linear")(lambda a, b: nn.Identity())
+    with pytest.raises(ValueError, match="connector 'conv5x5' is not declared"):
+        CONNECTORS.provide("conv5x5")(lambda a, b: nn.Identity())
+
+
+def test_every_connector_of_the_catalog_has_a_builder_that_joins_what_the_catalog_says():
+    """Names and facts live in tuner/core/catalog.py; connectors.py provides only builders, for its names. A
+    builder given unequal channel counts maps to the teacher's exactly when the catalog says it fits them."""
+    assert CONNECTORS.provided() == CONNECTORS.names() == list_connectors()
+    for name in list_connectors():
+        out = CONNECTORS.get(name)(8, 24)(torch.randn(2, 8, 4, 4))
+        assert (out.shape[1] == 24) == connector_fits(name, 8, 24), name
+
+
+def test_a_declared_name_is_built_by_its_provider_on_first_use_and_names_are_read_without_it():
+    """The catalog is read without torch; a declared name's builder imports its module when first asked for."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from tuner.core.catalog import CONNECTORS, connector_fits, list_connectors\n"
+            "assert list_connectors()[-1] == 'identity' and not connector_fits('identity', 4, 8)\n"
+            "assert 'torch' not in sys.modules and 'tuner.core.connectors' not in sys.modules\n"
+            "print(type(CONNECTORS.get('linear')(4, 8)).__name__, 'tuner.core.connectors' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split() == ["_LinearConnector", "True"]
+
+
+def test_a_users_connector_declares_and_provides_in_one_call_and_facts_are_checked():
+    registry = Registry("connector", facts=("equal_channels",))
+    registry.register("mine", equal_channels=False)(lambda a, b: nn.Identity())
+    assert registry.names() == registry.provided() == ["mine"] and registry.meta("mine") == {"equal_channels": False}
+    with pytest.raises(ValueError, match="'bare': facts equal_channels missing or unknown"):
+        registry.register("bare")(lambda a, b: nn.Identity())
+    registry.declare("ghost", equal_channels=True)
+    with pytest.raises(RuntimeError, match="'ghost' declared but provided by no factory"):
+        registry.check_provided()
+    with pytest.raises(RuntimeError, match="connector 'ghost' is declared but no factory provides it"):
+        registry.get("ghost")

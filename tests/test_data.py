@@ -1,6 +1,7 @@
 """Tests for tuner.core.data: every dataset on real or real-format files (the loader: tests/test_loader.py)."""
 from __future__ import annotations
 
+import inspect
 import pickle
 from pathlib import Path
 
@@ -9,14 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tuner.core.data import (
-    CIFAR10_MEAN,
-    CIFAR100_STD,
-    DatasetNotFoundError,
-    dataset_info,
-    list_datasets,
-    load_dataset,
-)
+from tuner.core.catalog import DATASETS, LOADER_ARGS, dataset_info, dataset_options, list_datasets
+from tuner.core.data import CIFAR10_MEAN, CIFAR100_STD, DatasetNotFoundError, load_dataset
 from tuner.core.registry import UnknownNameError
 
 
@@ -35,12 +30,28 @@ def test_registry_lists_and_rejects():
         load_dataset("digits", val_fraction=1.0)
 
 
+def test_every_data_set_of_the_catalog_has_a_loader_taking_the_options_the_catalog_declares(monkeypatch):
+    """Names and facts live in tuner/core/catalog.py (a config is checked against them without torch); sources.py
+    and folders.py provide only loaders, each taking data_dir, seed, val_fraction and the catalog's options."""
+    assert DATASETS.provided() == DATASETS.names() == list_datasets()
+    for name in list_datasets():
+        assert tuple(inspect.signature(DATASETS.get(name)).parameters) == LOADER_ARGS + tuple(dataset_options(name))
+    monkeypatch.setattr(DATASETS, "_meta", dict(DATASETS._meta))
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))
+    DATASETS.declare("mine", input_size=8, family="any", in_channels=1, num_classes=2, options=("image_size",))
+    with pytest.raises(ValueError, match="dataset 'mine': its loader takes data_dir, seed, val_fraction, image_sise; "
+                                         "the catalog declares data_dir, seed, val_fraction, image_size"):
+        DATASETS.provide("mine")(lambda data_dir=None, seed=0, val_fraction=None, image_sise=8: None)
+
+
 # ----------------------------------------------------------------------------- digits
 
 
 def test_digits_fixed_stratified_split():
     s = load_dataset("digits")
     assert (s.num_classes, s.in_channels, s.image_size, s.scale, s.augment) == (10, 1, 8, 16.0, "none")
+    info = dataset_info("digits")  # the catalog's facts are the loaded data's
+    assert (info["num_classes"], info["in_channels"], info["input_size"]) == (s.num_classes, s.in_channels, s.image_size)
     assert s.train_x.shape[1:] == (1, 8, 8) and s.train_x.dtype == torch.float32 and s.train_y.dtype == torch.int64
     sizes = [len(s.train_y), len(s.val_y), len(s.test_y)]
     assert sum(sizes) == 1797 and sizes == [1077, 360, 360]

@@ -7,16 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.core.models import (
-    DistillableModel,
-    build_model,
-    count_macs,
-    feature_channels,
-    count_params,
-    list_models,
-    load_weights,
-    model_info,
-)
+from tuner.core.catalog import MODELS, feature_channels, list_models, model_info
+from tuner.core.models import DistillableModel, build_model, count_macs, count_params, load_weights
 from tuner.core.registry import UnknownNameError
 
 # docs/method.md, "CIFAR-100 model zoo": name -> (C of the pre-pool map, map side at 32x32, params in M for 100 classes)
@@ -87,7 +79,7 @@ def test_metadata_and_in_channels(name: str) -> None:
     model = build_model(name, num_classes=3, in_channels=2).eval()
     with torch.no_grad():
         assert model(_input(name, in_channels=2)).shape == (2, 3)
-    # the registry's feature_channels is what the built model has, for any class count and channels
+    # the catalog's feature_channels is what the built model has, for any class count and channels
     assert feature_channels(name) == info["feature_channels"] == model.feature_channels
     assert build_model(name, num_classes=100).feature_channels == feature_channels(name)
 
@@ -125,6 +117,45 @@ def test_imagenet_maps_at_224() -> None:
         model = build_model(name, num_classes=1000).eval()
         with torch.no_grad():
             assert model.forward_features(torch.randn(1, 3, 224, 224)).shape == (1, channels, 7, 7)
+
+
+def test_every_model_of_the_catalog_has_a_builder_and_every_builder_a_name_of_the_catalog() -> None:
+    """Names and facts live in tuner/core/catalog.py; the model files provide only builders, for its names."""
+    assert MODELS.provided() == MODELS.names() == list_models()
+    with pytest.raises(ValueError, match="model 'resnet9' is not declared"):
+        MODELS.provide("resnet9")(lambda num_classes, in_channels: None)
+    with pytest.raises(ValueError, match="model 'resnet20' is already provided"):
+        MODELS.provide("resnet20")(lambda num_classes, in_channels: None)
+    with pytest.raises(ValueError, match="model 'resnet20' is already registered"):
+        MODELS.register("resnet20", **model_info("resnet20"))(lambda num_classes, in_channels: None)
+
+
+@pytest.fixture
+def own_models(monkeypatch):
+    """MODELS as it is, restored after the test: a test's own models leave no trace."""
+    monkeypatch.setattr(MODELS, "_meta", dict(MODELS._meta))
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
+    return MODELS
+
+
+def test_a_users_model_declares_its_facts_and_provides_its_builder_in_one_call(own_models) -> None:
+    @own_models.register("my_cnn", input_size=8, family="digits", in_channels=1, feature_channels=8)
+    def my_cnn(num_classes: int, in_channels: int) -> DistillableModel:
+        return build_model("digits_cnn1x8", num_classes, in_channels)
+
+    assert list_models(8)[-1] == "my_cnn" and feature_channels("my_cnn") == 8
+    assert build_model("my_cnn", num_classes=3).feature_channels == 8
+    with pytest.raises(ValueError, match="'bare': facts family, feature_channels, in_channels missing or unknown"):
+        own_models.register("bare", input_size=8)(my_cnn)
+    assert "bare" not in list_models()
+
+
+def test_a_declared_model_without_a_builder_fails_loudly(own_models) -> None:
+    own_models.declare("ghost", **model_info("resnet20"))
+    with pytest.raises(RuntimeError, match="'ghost' declared but provided by no factory after tuner.core.models"):
+        own_models.check_provided()  # what importing tuner.core.models runs
+    with pytest.raises(RuntimeError, match="model 'ghost' is declared but no factory provides it"):
+        build_model("ghost", num_classes=3)
 
 
 def test_unknown_name_lists_valid_names_and_suggests() -> None:

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from search_spaces import SAMPLERS, SearchSpace, SpaceContext, build_sampler, get_space, grid_size, list_spaces
-from tuner.core.connectors import list_connectors
+from tuner.core.catalog import list_connectors
 
 OPTUNA_SPACES = [n for n in list_spaces() if not get_space(n).exhaustive]
 

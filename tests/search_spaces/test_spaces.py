@@ -27,8 +27,8 @@ from search_spaces import (
 from search_spaces._registry import register_space
 from tuner.core import metrics
 from tuner.core.config import ConfigError, TrialConfig
-from tuner.core.connectors import connector_fits, list_connectors
-from tuner.core.models import build_model, list_models, model_info
+from tuner.core.catalog import connector_fits, list_connectors, list_models, model_info
+from tuner.core.models import build_model
 from tuner.core.registry import Registry, UnknownNameError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

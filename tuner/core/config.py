@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import yaml
 
+from tuner.core import catalog
 from tuner.core.config_io import ConfigError, load_yaml, parse_yaml
 from tuner.core.registry import did_you_mean
 
@@ -20,7 +21,7 @@ __all__ = ["ConfigError", "TrialConfig", "load_yaml", "parse_yaml", "apply_param
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
-#: TrialConfig fields that are options of the data set (``tuner.core.data.dataset_options``), not of the recipe
+#: TrialConfig fields that are options of the data set (``tuner.core.catalog.dataset_options``), not of the recipe
 DATA_OPTIONS = ("image_size", "data_mode", "memory_budget_gb", "class_subset", "train_fraction", "max_image_pixels")
 
 
@@ -104,16 +105,16 @@ class TrialConfig:
 
     # ---- validation ---------------------------------------------------------------------------
     def validate(self) -> None:
-        """Coerce field types and check ranges and registry names; raise ConfigError on the first problem."""
-        from tuner.core import connectors, data, models  # registries; local import keeps config light
+        """Coerce field types and check ranges and registry names; raise ConfigError on the first problem.
 
+        The names and the data set's options are the catalog's (``tuner.core.catalog``): no torch is imported."""
         for f in dataclasses.fields(self):
             setattr(self, f.name, coerce(f.name, getattr(self, f.name), f.type))
 
-        check_choice("dataset", self.dataset, data.list_datasets())
-        check_choice("teacher", self.teacher, models.list_models())
-        check_choice("student", self.student, models.list_models())
-        check_choice("connector", self.connector, connectors.list_connectors())
+        check_choice("dataset", self.dataset, catalog.list_datasets())
+        check_choice("teacher", self.teacher, catalog.list_models())
+        check_choice("student", self.student, catalog.list_models())
+        check_choice("connector", self.connector, catalog.list_connectors())
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("device", self.device, DEVICES)
@@ -130,7 +131,7 @@ class TrialConfig:
         if self.image_size is not None:
             check_range("image_size", self.image_size, lo=8, hi=1024)
         if self.data_mode is not None:
-            check_choice("data_mode", self.data_mode, data.DATA_MODES)
+            check_choice("data_mode", self.data_mode, catalog.DATA_MODES)
         if self.memory_budget_gb is not None:
             check_range("memory_budget_gb", self.memory_budget_gb, lo=0.0)
         if self.class_subset is not None:
@@ -142,8 +143,8 @@ class TrialConfig:
         if self.data_workers is not None:
             check_range("data_workers", self.data_workers, lo=0, hi=256)
         for name in self.data_options():
-            if name not in data.dataset_options(self.dataset):
-                takes = [d for d in data.list_datasets() if name in data.dataset_options(d)]
+            if name not in catalog.dataset_options(self.dataset):
+                takes = [d for d in catalog.list_datasets() if name in catalog.dataset_options(d)]
                 raise ConfigError(f"{name}: dataset {self.dataset!r} does not take it; only {', '.join(takes)} do")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             check_range(name, getattr(self, name), lo=1)

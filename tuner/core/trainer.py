@@ -18,10 +18,11 @@ from torch import nn
 
 from tuner.core import metrics as M
 from tuner.core.config import ConfigError, TrialConfig
-from tuner.core.connectors import build_connector, connector_fits, list_connectors
+from tuner.core.catalog import connector_fits, feature_channels, list_connectors
+from tuner.core.connectors import build_connector
 from tuner.core.data import DataSplits, load_dataset, make_loaders
 from tuner.core.distiller import LOSS_TERMS, Distiller, Learner
-from tuner.core.models import build_model, feature_channels
+from tuner.core.models import build_model
 
 __all__ = ["STATE_FILE", "Trainer", "TrainResult", "Diverged", "evaluate_model", "check_pair", "resolve_device", "seed_everything", "load_splits"]
 

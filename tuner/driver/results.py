@@ -110,7 +110,7 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
     logged now (a run that already has its student is skipped, so a second call logs none).
     """
     from tuner.core.export import STUDENT_FILE, checkpoint_config, export_student
-    from tuner.core.models import feature_channels
+    from tuner.core.catalog import feature_channels
     from tuner.core.trainer import STATE_FILE
 
     finished = [r for r in rows if r["status"] == M.FINISHED]  # rows are ranked by the ranking rule

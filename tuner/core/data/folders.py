@@ -17,14 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tuner.core.catalog import DATASETS
 from tuner.core.data.image_files import DEFAULT_MAX_IMAGE_PIXELS, FolderWalk, check_images, pil_image, pixel_refusal
-from tuner.core.data.splits import DATASETS, SPLIT_SEED, TEST_FRACTION, DatasetNotFoundError, DataSplits, build_splits, fixed_split
+from tuner.core.data.splits import SPLIT_SEED, TEST_FRACTION, DatasetNotFoundError, DataSplits, build_splits, fixed_split
 from tuner.core.data.stream import FileSplit, StreamSplits
 
-__all__ = ["DATA_MODES", "DEFAULT_MEMORY_BUDGET_GB", "DEFAULT_MAX_IMAGE_PIXELS", "decoded_bytes"]
+__all__ = ["DEFAULT_MEMORY_BUDGET_GB", "DEFAULT_MAX_IMAGE_PIXELS", "decoded_bytes"]
 
 Samples = List[Tuple[str, int]]
-DATA_MODES = ("memory", "stream")
 DEFAULT_MEMORY_BUDGET_GB = 4.0  # decoded uint8 size above which an imagefolder is streamed unless told otherwise
 
 
@@ -150,7 +150,7 @@ def _root(name: str, data_dir: str | Path | None, layout: str) -> Path:
     return Path(data_dir).expanduser().resolve()  # absolute: trials run elsewhere (Ray's trial folder, another node)
 
 
-@DATASETS.register("imagefolder", input_size=None, family="any", in_channels=3, num_classes=None)
+@DATASETS.provide("imagefolder")
 def _imagefolder(data_dir: str | Path | None = None, seed: int = 0, val_fraction: float = 0.25, image_size: int = 32,
                  data_mode: Optional[str] = None, memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
                  class_subset: Optional[int] = None, train_fraction: float = 1.0,
@@ -179,7 +179,7 @@ def _imagefolder(data_dir: str | Path | None = None, seed: int = 0, val_fraction
                         class_index=listing.class_index)
 
 
-@DATASETS.register("imagenet", input_size=224, family="imagenet", in_channels=3, num_classes=None)
+@DATASETS.provide("imagenet")
 def _imagenet(data_dir: str | Path | None = None, seed: int = 0, val_fraction: float = 0.01, image_size: int = 224,
               class_subset: Optional[int] = None, train_fraction: float = 1.0,
               max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> StreamSplits:

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tuner.core.catalog import DATASETS
 from tuner.core.data.splits import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     CIFAR100_MEAN,
     CIFAR100_STD,
-    DATASETS,
     DatasetNotFoundError,
     DataSplits,
     build_splits,
@@ -23,9 +23,9 @@ from tuner.core.data.splits import (
     pool_splits,
 )
 
-__all__: List[str] = []  # registered by name in DATASETS; nothing to import from here
+__all__: List[str] = []  # the loaders of names the catalog declares (DATASETS); nothing to import from here
 
-@DATASETS.register("digits", input_size=8, family="digits", in_channels=1, num_classes=10)
+@DATASETS.provide("digits")
 def _digits(data_dir: str | Path | None = None, seed: int = 0, val_fraction: float = 0.25) -> DataSplits:
     """scikit-learn's bundled 8x8 digits (1797 images, values 0..16), fixed stratified 60/20/20 split.
 
@@ -99,7 +99,7 @@ def _cifar(name: str, data_dir: str | Path | None, val_fraction: float, folder: 
     return build_splits(name, parts, num_classes, scale=255.0, augment="crop_flip", mean=mean, std=std)
 
 
-@DATASETS.register("cifar10", input_size=32, family="cifar", in_channels=3, num_classes=10)
+@DATASETS.provide("cifar10")
 def _cifar10(data_dir: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1) -> DataSplits:
     """CIFAR-10 from ``data_dir/cifar-10-batches-py`` (no download); val = fixed stratified share of train."""
     how = "download the CIFAR-10 python version (https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz) and extract it there"
@@ -108,7 +108,7 @@ def _cifar10(data_dir: str | Path | None = None, seed: int = 0, val_fraction: fl
                   CIFAR10_MEAN, CIFAR10_STD)
 
 
-@DATASETS.register("cifar100", input_size=32, family="cifar", in_channels=3, num_classes=100)
+@DATASETS.provide("cifar100")
 def _cifar100(data_dir: str | Path | None = None, seed: int = 0, val_fraction: float = 0.1) -> DataSplits:
     """CIFAR-100 (fine labels) from ``data_dir/cifar-100-python`` (no download); val = fixed stratified share of train."""
     how = "download the CIFAR-100 python version (https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz) and extract it there"
@@ -116,7 +116,7 @@ def _cifar100(data_dir: str | Path | None = None, seed: int = 0, val_fraction: f
                   CIFAR100_MEAN, CIFAR100_STD)
 
 
-@DATASETS.register("synthetic", input_size=None, family="any", in_channels=None, num_classes=None)
+@DATASETS.provide("synthetic")
 def _synthetic(data_dir: str | Path | None = None, seed: int = 0, val_fraction: float | None = None, num_classes: int = 10,
                image_size: int = 32, in_channels: int = 3, train_size: int = 1024, val_size: int = 256,
                test_size: int = 256, augment: str = "none") -> DataSplits:

@@ -1,4 +1,7 @@
-"""Datasets as fixed, in-memory train/val/test tensors: the registry, ``DataSplits`` and the split rule.
+"""Datasets as fixed, in-memory train/val/test tensors: ``load_dataset``, ``DataSplits`` and the split rule.
+
+The data sets' names and facts (the options each loader takes among them) are declared in ``tuner.core.catalog``
+(``DATASETS``); ``sources`` and ``folders`` provide their loaders.
 
 Splits are FIXED (a constant ``SPLIT_SEED``, never the trial seed): every trial of every sweep
 optimises the same val split and reports the same test split.
@@ -7,23 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tuner.core.registry import Registry
+from tuner.core.catalog import DATASETS, dataset_options
 
-__all__ = ["DATASETS", "DataSplits", "DatasetNotFoundError", "dataset_info", "dataset_options", "list_datasets",
+__all__ = ["DataSplits", "DatasetNotFoundError",
            "load_dataset", "fixed_split", "fresh_val", "channel_stats", "pool_splits", "build_splits", "SPLIT_SEED", "TEST_FRACTION",
            "CROP_PADDING", "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "AUGMENTS"]
-
-DATASETS: Registry[Callable[..., "DataSplits"]] = Registry("dataset")
 
 SPLIT_SEED = 20210503  # fixed split seed: the split never depends on the trial seed
 TEST_FRACTION = 0.2  # held-out test share when a dataset has no official test set
@@ -82,21 +82,6 @@ class DataSplits:
             h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
             h.update(t.numpy().reshape(-1).view(np.uint8))
         return h.hexdigest()
-
-
-def list_datasets() -> List[str]:
-    """Registered dataset names."""
-    return DATASETS.names()
-
-
-def dataset_info(name: str) -> Dict[str, Any]:
-    """Registry metadata of a dataset: ``input_size``, ``family``, ``in_channels``, ``num_classes``."""
-    return DATASETS.meta(name)
-
-
-def dataset_options(name: str) -> List[str]:
-    """The options ``load_dataset(name, ...)`` takes beyond data_dir, seed and val_fraction (``image_size``)."""
-    return [p for p in inspect.signature(DATASETS.get(name)).parameters if p not in ("data_dir", "seed", "val_fraction")]
 
 
 def load_dataset(

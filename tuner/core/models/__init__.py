@@ -1,29 +1,29 @@
 """Model registry: every model is a :class:`DistillableModel` (``forward_features`` + ``head``).
 
-Registry metadata per architecture: ``family``, native ``input_size`` and ``in_channels``, and
-``feature_channels`` (C of the penultimate features, what a connector joins), so nothing builds a
-model to learn them. Families:
-``cifar`` (32 px, the CRD benchmark zoo), ``digits`` (8 px, 1 channel), ``imagenet`` (224 px, torchvision).
+Each name and its facts (``family``, native ``input_size`` and ``in_channels``, ``feature_channels``: C of
+the penultimate features, what a connector joins) are declared in ``tuner.core.catalog``, so nothing
+builds a model, or imports torch, to learn them; the files here provide each declared name's builder.
+Families: ``cifar`` (32 px, the CRD benchmark zoo), ``digits`` (8 px, 1 channel), ``imagenet`` (224 px, torchvision).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Optional
+
+from tuner.core.catalog import MODELS
 
 # isort: off
-# Importing a model file registers its models; this order (docs/method.md's zoo table first) is list_models()'s.
+# Importing a model file provides its models' builders (list_models()' order is the catalog's).
 from tuner.core.models import cifar_resnet, wrn, vgg, shufflenetv1, shufflenetv2, mobilenetv2, cifar_resnet50  # noqa: F401
 from tuner.core.models import digits, imagenet  # noqa: F401
 # isort: on
-from tuner.core.models._base import MODELS, DistillableModel, he_init, load_weights
+from tuner.core.models._base import DistillableModel, he_init, load_weights
 from tuner.core.models.profile import count_macs, count_params
 
-__all__ = [
-    "MODELS",
+MODELS.check_provided()  # every model the catalog declares has its builder here
+
+__all__ = [  # names and facts (list_models, model_info, feature_channels): tuner.core.catalog
     "DistillableModel",
     "build_model",
-    "list_models",
-    "model_info",
-    "feature_channels",
     "load_weights",
     "he_init",
     "count_params",
@@ -46,18 +46,3 @@ def build_model(name: str, num_classes: int, in_channels: Optional[int] = None) 
     if in_channels is None:
         in_channels = MODELS.meta(name)["in_channels"]
     return factory(num_classes=num_classes, in_channels=in_channels)
-
-
-def list_models(input_size: Optional[int] = None) -> List[str]:
-    """All registered names, or those whose native ``input_size`` metadata equals ``input_size``."""
-    return MODELS.names() if input_size is None else MODELS.names(input_size=input_size)
-
-
-def model_info(name: str) -> Dict[str, Any]:
-    """Registry metadata of ``name``: ``input_size``, ``family``, ``in_channels``, ``feature_channels``."""
-    return MODELS.meta(name)
-
-
-def feature_channels(name: str) -> int:
-    """C of model ``name``'s penultimate features (registry metadata; the same for any class count)."""
-    return int(MODELS.meta(name)["feature_channels"])

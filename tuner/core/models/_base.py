@@ -1,16 +1,14 @@
-"""The interface every registered model implements, the model registry, and weight loading."""
+"""The interface every registered model implements, and weight loading (the model registry: ``tuner.core.catalog``)."""
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tuner.core.registry import Registry
-
-__all__ = ["DistillableModel", "MODELS", "load_weights", "he_init", "CIFAR", "DIGITS", "IMAGENET"]
+__all__ = ["DistillableModel", "load_weights", "he_init"]
 
 
 class DistillableModel(nn.Module):
@@ -39,14 +37,6 @@ class DistillableModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.forward_features(x))
-
-
-MODELS: Registry[Callable[..., DistillableModel]] = Registry("model")
-
-# Registry metadata of each family: native input size (pixels) and number of input channels.
-CIFAR: Dict[str, Any] = {"input_size": 32, "family": "cifar", "in_channels": 3}
-DIGITS: Dict[str, Any] = {"input_size": 8, "family": "digits", "in_channels": 1}
-IMAGENET: Dict[str, Any] = {"input_size": 224, "family": "imagenet", "in_channels": 3}
 
 
 def he_init(module: nn.Module) -> nn.Module:

@@ -10,7 +10,8 @@ from typing import Optional, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tuner.core.models._base import CIFAR, MODELS, DistillableModel, he_init
+from tuner.core.catalog import MODELS
+from tuner.core.models._base import DistillableModel, he_init
 
 __all__ = ["CifarResNet"]
 
@@ -77,4 +78,4 @@ _CONFIGS = {
     "resnet32x4": (32, (32, 64, 128, 256)),
 }
 for _name, (_depth, _filters) in _CONFIGS.items():
-    MODELS.register(_name, **CIFAR, feature_channels=_filters[-1])(functools.partial(CifarResNet, _depth, _filters))
+    MODELS.provide(_name)(functools.partial(CifarResNet, _depth, _filters))

@@ -7,7 +7,8 @@ from typing import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tuner.core.models._base import CIFAR, MODELS, DistillableModel, he_init
+from tuner.core.catalog import MODELS
+from tuner.core.models._base import DistillableModel, he_init
 
 __all__ = ["CifarBottleneckResNet"]
 
@@ -61,4 +62,4 @@ class CifarBottleneckResNet(DistillableModel):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-MODELS.register("ResNet50", **CIFAR, feature_channels=2048)(functools.partial(CifarBottleneckResNet, (3, 4, 6, 3)))
+MODELS.provide("ResNet50")(functools.partial(CifarBottleneckResNet, (3, 4, 6, 3)))

@@ -6,7 +6,8 @@ from typing import List
 
 from torch import Tensor, nn
 
-from tuner.core.models._base import DIGITS, MODELS, DistillableModel, he_init
+from tuner.core.catalog import MODELS
+from tuner.core.models._base import DistillableModel, he_init
 
 __all__ = ["DigitsCNN"]
 
@@ -38,4 +39,4 @@ class DigitsCNN(DistillableModel):
 
 # digits_cnn{depth}x{width}: 4x64 is teacher-sized, 2x4 the default student.
 for _depth, _width in [(4, 64), (2, 8), (2, 4), (1, 8)]:
-    MODELS.register(f"digits_cnn{_depth}x{_width}", **DIGITS, feature_channels=_width)(functools.partial(DigitsCNN, _depth, _width))
+    MODELS.provide(f"digits_cnn{_depth}x{_width}")(functools.partial(DigitsCNN, _depth, _width))

@@ -10,7 +10,8 @@ import functools
 
 from torch import Tensor, nn
 
-from tuner.core.models._base import IMAGENET, MODELS, DistillableModel, he_init
+from tuner.core.catalog import MODELS
+from tuner.core.models._base import DistillableModel, he_init
 
 __all__ = ["TorchvisionResNet", "TorchvisionMobileNetV2"]
 
@@ -59,6 +60,6 @@ class TorchvisionMobileNetV2(DistillableModel):
         return self.features(x)
 
 
-for _arch, _channels in (("resnet18", 512), ("resnet34", 512), ("resnet50", 2048)):
-    MODELS.register(_arch, **IMAGENET, feature_channels=_channels)(functools.partial(TorchvisionResNet, _arch))
-MODELS.register("mobilenet_v2", **IMAGENET, feature_channels=1280)(TorchvisionMobileNetV2)
+for _arch in ("resnet18", "resnet34", "resnet50"):
+    MODELS.provide(_arch)(functools.partial(TorchvisionResNet, _arch))
+MODELS.provide("mobilenet_v2")(TorchvisionMobileNetV2)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from tuner.core.models._base import CIFAR, MODELS, DistillableModel, he_init
+from tuner.core.catalog import MODELS
+from tuner.core.models._base import DistillableModel, he_init
 
 __all__ = ["MobileNetV2"]
 
@@ -73,4 +74,4 @@ class MobileNetV2(DistillableModel):
         return self.conv2(x)
 
 
-MODELS.register("MobileNetV2", **CIFAR, feature_channels=1280)(MobileNetV2)
+MODELS.provide("MobileNetV2")(MobileNetV2)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tuner.core.models._base import CIFAR, MODELS, DistillableModel
+from tuner.core.catalog import MODELS
+from tuner.core.models._base import DistillableModel
 
 __all__ = ["ShuffleNetV1", "channel_shuffle"]
 
@@ -74,4 +75,4 @@ class ShuffleNetV1(DistillableModel):
         return self.layer3(self.layer2(self.layer1(x)))
 
 
-MODELS.register("ShuffleNetV1", **CIFAR, feature_channels=960)(ShuffleNetV1)
+MODELS.provide("ShuffleNetV1")(ShuffleNetV1)

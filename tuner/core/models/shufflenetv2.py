@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tuner.core.models._base import CIFAR, MODELS, DistillableModel
+from tuner.core.catalog import MODELS
+from tuner.core.models._base import DistillableModel
 from tuner.core.models.shufflenetv1 import channel_shuffle
 
 __all__ = ["ShuffleNetV2"]
@@ -83,4 +84,4 @@ class ShuffleNetV2(DistillableModel):
         return F.relu(self.bn2(self.conv2(x)))
 
 
-MODELS.register("ShuffleNetV2", **CIFAR, feature_channels=1024)(ShuffleNetV2)
+MODELS.provide("ShuffleNetV2")(ShuffleNetV2)

@@ -10,7 +10,8 @@ from typing import List, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tuner.core.models._base import CIFAR, MODELS, DistillableModel, he_init
+from tuner.core.catalog import MODELS
+from tuner.core.models._base import DistillableModel, he_init
 
 __all__ = ["VGG"]
 
@@ -56,4 +57,4 @@ class VGG(DistillableModel):
 
 
 for _name, _cfg in _CFG.items():
-    MODELS.register(_name, **CIFAR, feature_channels=_cfg[-1][-1])(functools.partial(VGG, _cfg))
+    MODELS.provide(_name)(functools.partial(VGG, _cfg))

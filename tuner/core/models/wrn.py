@@ -11,7 +11,8 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tuner.core.models._base import CIFAR, MODELS, DistillableModel, he_init
+from tuner.core.catalog import MODELS
+from tuner.core.models._base import DistillableModel, he_init
 
 __all__ = ["WideResNet"]
 
@@ -77,4 +78,4 @@ class WideResNet(DistillableModel):
 
 
 for _name, (_depth, _widen) in {"wrn_16_1": (16, 1), "wrn_16_2": (16, 2), "wrn_40_1": (40, 1), "wrn_40_2": (40, 2)}.items():
-    MODELS.register(_name, **CIFAR, feature_channels=64 * _widen)(functools.partial(WideResNet, _depth, _widen))
+    MODELS.provide(_name)(functools.partial(WideResNet, _depth, _widen))
