@@ -349,4 +349,6 @@ def _fmt(v: Any) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tuner.core.process import exit_now
+
+    exit_now(main())  # less the interpreter's teardown: ~3 s of CPU (docs/architecture.md, "How a command ends")

@@ -15,8 +15,12 @@ os.environ.setdefault("RAY_worker_niceness", "0")
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Teacher cache in a temp dir shared by the session (tests never touch ~/.cache)."""
-    os.environ["SRRL_CACHE_DIR"] = str(tmp_path_factory.mktemp("srrl-cache"))
+    """Teacher cache in a temp dir shared by the whole run, every xdist worker included, so each teacher is
+    trained once per run (tests never touch ~/.cache). Safe to share: a cache file is written atomically."""
+    base = tmp_path_factory.getbasetemp()
+    cache = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "srrl-cache"
+    cache.mkdir(exist_ok=True)
+    os.environ["SRRL_CACHE_DIR"] = str(cache)
 
 
 @pytest.fixture
