@@ -16,7 +16,7 @@ __all__ = ["load_trials", "load_history", "load_sweeps", "leaderboard", "asha_ta
 
 _WHERE = {"load_trials": "runs", "load_history": "runs", "load_sweeps": "runs", "leaderboard": "tables",
           "asha_table": "tables", "ablation_table": "tables", "marginal_effects": "tables", "pareto_front": "tables",
-          "verdict_table": "tables", "write_report": "report"}
+          "verdict_table": "confirm_views", "write_report": "report"}
 
 
 def __getattr__(name: str) -> Any:  # PEP 562

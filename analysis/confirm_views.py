@@ -1,7 +1,7 @@
 """The confirmation stage's verdict from a store's confirm runs, through ``tuner.core.verdict.summarize``
 (the one home of its statistics), as a numeric table and as the report's formatted one.
 
-DataFrame in, ``Verdict`` / DataFrame out; no I/O. ``analysis.tables`` re-exports these names.
+DataFrame in, ``Verdict`` / DataFrame out; no I/O.
 """
 from __future__ import annotations
 

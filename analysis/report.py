@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import pandas as pd
 
-from analysis import plots, runs, tables
+from analysis import confirm_views, plots, runs, tables
 from analysis.confirm_plot import confirmation
 from analysis._format import fmt_value, to_html, to_markdown
 from tuner.core import metrics as M
@@ -92,7 +92,7 @@ def verdicts(trials: pd.DataFrame) -> Dict[str, Any]:
     confirm = tables.confirm_trials(trials)
     out = {}
     for sweep in (list(dict.fromkeys(confirm["sweep"])) if not confirm.empty else []):
-        verdict, _ = tables.verdict_table(confirm, sweep=sweep)
+        verdict, _ = confirm_views.verdict_table(confirm, sweep=sweep)
         if verdict is not None:
             out[sweep] = verdict
     return out

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from tuner.tracking.read import (
-    HISTORY_COLUMNS, Experiments, UnknownExperimentError, HISTORY_THREADS, mlflow_client, find_experiments, history_from_client,
-    history_from_sql, is_sql, search_runs, sweeps_and_trials, tidy_history, list_experiments,
+    Experiments, HISTORY_THREADS, mlflow_client, find_experiments, history_from_client,
+    history_from_sql, is_sql, search_runs, sweeps_and_trials, tidy_history,
 )
 from analysis._params import field_types, parse_param, typed_column
 from tuner.core import metrics as M
@@ -33,10 +33,9 @@ from tuner.tracking import (
 )
 from tuner.tracking.schema import PARENT
 
-__all__ = [
-    "UnknownExperimentError", "load_trials", "load_history", "client_history", "load_sweeps",
-    "add_best", "list_experiments", "has_artifact", "STUDENT_ARTIFACT",
-    "HISTORY_COLUMNS", "LABEL_COLUMNS",
+__all__ = [  # the store's own names (HISTORY_COLUMNS, UnknownExperimentError, list_experiments): tuner.tracking.read
+    "load_trials", "load_history", "client_history", "load_sweeps", "add_best", "has_artifact", "STUDENT_ARTIFACT",
+    "LABEL_COLUMNS",
 ]
 
 _FIXED = ("sweep", "experiment", "run_id", "trial_id", "status", "epochs_run", "duration_s", "start_time",

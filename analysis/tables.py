@@ -13,14 +13,12 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from analysis.confirm_views import verdict_table
 from analysis.frames import SEARCHED_PARAMS, hashable, confirm_trials, search_trials, searched_params
 from tuner.core import metrics as M
 from tuner.core.verdict import label_of
 
 __all__ = ["SEARCHED_PARAMS", "searched_params", "search_trials", "confirm_trials", "leaderboard", "asha_table",
-           "ablation_table", "marginal_effects", "pareto_front", "status_counts", "is_log_scale", "ranking_order",
-           "verdict_table"]
+           "ablation_table", "marginal_effects", "pareto_front", "status_counts", "is_log_scale", "ranking_order"]
 
 _MODES = ("max", "min")
 
@@ -67,7 +65,7 @@ def leaderboard(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, top: Optiona
                 mode: str = "max", run_id: bool = False) -> pd.DataFrame:
     """The ``top`` search trials in ``ranking_order`` by ``metric``, indexed by rank from 1.
 
-    Confirmation runs are left out (they feed ``verdict_table``). Columns: ``sweep`` (when there are
+    Confirmation runs are left out (they feed ``analysis.confirm_views.verdict_table``). Columns: ``sweep`` (when there are
     several), ``run_id`` (with ``run_id=True``), ``trial_id, status, epochs_run``, ``origin`` (when
     recorded), the searched params that vary (with ``student_macs, student_params`` when the student
     does), then ``rank_val_acc, best_val_acc, val_acc, test_acc`` (those present) and ``metric``.

@@ -22,7 +22,7 @@ def test_leaderboard_prints_the_best_first_with_run_ids_and_students(store, tria
     trials, _ = trials_a
     lw = trials[(trials["sweep"] == "lw") & (trials["stage"] == "search")]
     best = lw[lw["status"] == "finished"].sort_values(M.RANK_VAL_ACC, ascending=False)["trial_id"].iloc[0]
-    from analysis.tables import verdict_table
+    from analysis.confirm_views import verdict_table
 
     assert main(["leaderboard", "--experiment", "srrl-a", "--tracking-uri", store.uri, "--top", "3"]) == 0
     out = capsys.readouterr().out

@@ -123,7 +123,8 @@ def test_one_fidelity_is_coloured_and_the_recommendation_is_marked_where_configu
     """Stopped trials ran fewer epochs: they stay off the colour scale; the verdict's pick is starred (alpha-beta),
     drawn gold (parallel coordinates) and its seeds shown with their interval (the confirmation figure)."""
     from analysis.confirm_plot import confirmation
-    from analysis.tables import search_trials, verdict_table
+    from analysis.confirm_views import verdict_table
+    from analysis.tables import search_trials
 
     trials, _ = a
     search = search_trials(trials)
@@ -155,7 +156,7 @@ def test_every_figure_of_configurations_marks_the_recommendation(a):
     curves and the parallel coordinates and starred in the running best and the Pareto plane; without a verdict none is."""
     import dataclasses
 
-    from analysis.tables import verdict_table
+    from analysis.confirm_views import verdict_table
 
     trials, history = a
     verdict = dataclasses.replace(verdict_table(trials)[0], recommended="ref")

@@ -38,7 +38,7 @@ def test_html_embeds_decodable_pngs(written):
 
 def test_the_verdict_comes_first(store, trials_a, written):
     """The answer: the verdict's sentence and per-configuration table, before the search's views."""
-    from analysis.tables import verdict_table
+    from analysis.confirm_views import verdict_table
 
     (html_path, md_path), _ = written
     html, md = html_path.read_text(), md_path.read_text()

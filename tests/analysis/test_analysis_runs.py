@@ -13,6 +13,7 @@ from _analysis_store import (
 )
 
 from analysis import runs
+from tuner.tracking import read
 from tuner.core import metrics as M
 
 
@@ -141,7 +142,7 @@ def test_best_without_history_is_the_logged_running_best(store, trials_a):
 
 def test_history_is_complete(trials_a):
     trials, history = trials_a
-    assert list(history.columns) == list(runs.HISTORY_COLUMNS)
+    assert list(history.columns) == list(read.HISTORY_COLUMNS)
     assert history["epoch"].dtype == np.int64 and history["value"].dtype == np.float64
     assert not history.duplicated(["run_id", "metric", "epoch"]).any()
     for _, row in trials.iterrows():
@@ -204,11 +205,11 @@ def test_load_sweeps_parses_teacher_tags(store):
 
 
 def test_unknown_experiment_lists_the_existing_ones(store):
-    with pytest.raises(runs.UnknownExperimentError) as e:
+    with pytest.raises(read.UnknownExperimentError) as e:
         runs.load_trials("nope", store.uri)
     msg = str(e.value)
     assert "'nope'" in msg and "srrl-a" in msg and "srrl-b" in msg and "\n" not in msg
-    assert runs.list_experiments(store.uri) == ["Default", "srrl-a", "srrl-b", "srrl-empty"]
+    assert read.list_experiments(store.uri) == ["Default", "srrl-a", "srrl-b", "srrl-empty"]
 
 
 def test_an_experiment_without_sweeps_gives_empty_frames(store, tmp_path):
@@ -216,7 +217,7 @@ def test_an_experiment_without_sweeps_gives_empty_frames(store, tmp_path):
     assert trials.empty and {"sweep", "trial_id", "status", "epochs_run", "stage", "config_id", M.BEST_VAL_ACC,
                              M.RANK_VAL_ACC} <= set(trials.columns)
     history = runs.load_history("srrl-empty", store.uri)
-    assert history.empty and list(history.columns) == list(runs.HISTORY_COLUMNS)
+    assert history.empty and list(history.columns) == list(read.HISTORY_COLUMNS)
     assert runs.load_sweeps("srrl-empty", store.uri).empty
     from analysis.report import write_report
 

@@ -9,9 +9,9 @@ import pytest
 
 from analysis.tables import (
     ablation_table, asha_table, leaderboard, marginal_effects, pareto_front, search_trials, searched_params,
-    status_counts, verdict_table,
+    status_counts,
 )
-from analysis.confirm_views import VERDICT_COLUMNS
+from analysis.confirm_views import VERDICT_COLUMNS, verdict_table
 from tuner.core import metrics as M
 
 RANK = M.RANK_VAL_ACC

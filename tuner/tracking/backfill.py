@@ -1,5 +1,5 @@
 """Writing to a sweep's MLflow records, for ``tuner.driver.sync`` only: what a sweep already has, and the runs,
-params, metrics and tags that Tune's own files show are missing (``analysis.runs`` re-exports these names).
+params, metrics and tags that Tune's own files show are missing.
 """
 from __future__ import annotations
 
