@@ -186,7 +186,7 @@ def test_one_pixel_limit_for_every_decoder_read_from_the_header(tmp_path):
     start = time.monotonic()
     with pytest.raises(DatasetNotFoundError) as err:
         _decode(str(huge))  # the streamed decoder itself (a file changed after the check): from the header alone
-    assert str(err.value) == says and time.monotonic() - start < 2
+    assert str(err.value) == says and time.monotonic() - start < 10  # a whole decode: ~3 GB and far longer
     with pytest.raises(DatasetNotFoundError, match="^" + re.escape(says) + "$"):
         _decoded_bytes(huge)  # the GPU-decode path's workers read the bytes: the same check
     huge.unlink()

@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-__all__ = ["is_uri", "sqlite_file", "redact"]
+__all__ = ["is_uri", "sqlite_file", "check_sqlite_folder", "redact"]
 
 
 def is_uri(location: str) -> bool:
@@ -15,6 +15,15 @@ def is_uri(location: str) -> bool:
 def sqlite_file(uri: str) -> Optional[Path]:
     """The database file of an SQLAlchemy ``sqlite:///<path>`` URL (MLflow's or Optuna's store), else None."""
     return Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser() if uri.startswith("sqlite:///") else None
+
+
+def check_sqlite_folder(field: str, uri: str) -> Optional[Path]:
+    """The database file of an ``sqlite:///`` ``uri`` (None for other stores); a ``ValueError`` naming ``field``
+    when its folder does not exist (SQLite would create the file, not the folder)."""
+    path = sqlite_file(uri)
+    if path is not None and not path.parent.is_dir():
+        raise ValueError(f"{field}: folder {path.parent.as_posix()!r} of {redact(uri)!r} does not exist")
+    return path
 
 
 def redact(uri: Any) -> str:

@@ -10,7 +10,7 @@ from tuner.core.config import ConfigError
 from tuner.core.sweep_config import SweepConfig
 from tuner.core.sweep_config import worker_resources
 from tuner.tracking import store_lock
-from tuner.core.uri import sqlite_file
+from tuner.core.uri import check_sqlite_folder
 from tuner.driver.workers import TRIAL_CPUS
 
 __all__ = ["check_address", "check_fits", "check_fits_here", "check_study_name"]
@@ -89,12 +89,9 @@ def check_study_name(sweep: SweepConfig) -> None:
 
     if sweep.study_name or not sweep.optuna_storage:
         return
-    path = sqlite_file(sweep.optuna_storage)
-    if path is not None:
-        if not path.parent.is_dir():
-            raise ConfigError(f"optuna_storage: folder {path.parent.as_posix()!r} of {sweep.optuna_storage!r} does not exist")
-        if not path.exists():
-            return  # a storage not yet created holds no study (and opening it would create it)
+    path = check_sqlite_folder("optuna_storage", sweep.optuna_storage)
+    if path is not None and not path.exists():
+        return  # a storage not yet created holds no study (and opening it would create it)
 
     try:
         with store_lock(sweep.optuna_storage):  # opening a fresh SQLite storage creates its tables

@@ -11,15 +11,15 @@ from __future__ import annotations
 import datetime as _dt
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from tuner.core import metrics as M
-from tuner.core.config import ConfigError, TrialConfig
+from tuner.core.config import TrialConfig
 from tuner.core.sweep_config import SweepConfig
 from tuner.core.uri import redact, sqlite_file
 from tuner import tracking
 
-__all__ = ["parent_record", "search_top", "searched_names", "recorded", "rebuild_parent", "folder_verdict", "SPACE_FILE"]
+__all__ = ["parent_record", "search_top", "recorded", "rebuild_parent", "folder_verdict", "SPACE_FILE"]
 
 SPACE_FILE = "srrl_space.yaml"  # the parent run's artifact space/srrl_space.yaml
 TAG_REBUILT = "srrl.rebuilt_from"  # on a parent run rebuilt from its sweep folder: the folder and when
@@ -41,13 +41,6 @@ def search_top(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     return {k: best[k] for k in ("trial_id", M.RANK_VAL_ACC, M.TEST_ACC, "seeds")} if best else None
 
 
-def searched_names(sweep: SweepConfig, base: TrialConfig) -> List[str]:
-    """The fields the sweep's space searches: what names its trials' runs (``a=1 b=1``)."""
-    from tuner.driver.prepare import check_space
-
-    return list(check_space(sweep, base).declaration or {})
-
-
 def recorded(tracking_uri: str, experiment: str, name: str) -> Optional[str]:
     """Why the store at ``tracking_uri`` has no parent run of sweep ``name`` in ``experiment``, or None when it
     has one; reads only (a missing SQLite file is not created)."""
@@ -63,20 +56,16 @@ def recorded(tracking_uri: str, experiment: str, name: str) -> Optional[str]:
     return None
 
 
-def rebuild_parent(folder: Path, sweep: SweepConfig, base: TrialConfig, tracking_uri: str, experiment: str) -> str:
+def rebuild_parent(folder: Path, sweep: SweepConfig, base: TrialConfig, space: Any, tracking_uri: str,
+                   experiment: str) -> str:
     """A new parent run for the sweep in ``folder`` (settings from its ``srrl_sweep.yaml``, the config and space
-    artifacts as the driver logs them), tagged ``srrl.rebuilt_from``; returns its run id."""
+    artifacts as the driver logs them), tagged ``srrl.rebuilt_from``; returns its run id. ``tracking_uri`` is
+    checked already (``tuner.tracking.check_tracking_uri``)."""
     from search_spaces import declaration_yaml
-    from tuner.driver.prepare import check_space
     from tuner.driver.sweep_file import SWEEP_FILE
 
-    space = check_space(sweep, base)
     when = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     params, tags = parent_record(sweep, base, {TAG_REBUILT: f"{folder} at {when}"})
-    if tracking_uri.startswith("sqlite:"):
-        path = sqlite_file(tracking_uri)
-        if path is not None and not path.parent.is_dir():
-            raise ConfigError(f"tracking_uri: folder {path.parent.as_posix()!r} of {tracking_uri!r} does not exist")
     run_id = tracking.start_sweep(tracking_uri, experiment, folder.name, params=params, tags=tags, resume=False)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / SPACE_FILE).write_text(declaration_yaml(space))
@@ -85,25 +74,24 @@ def rebuild_parent(folder: Path, sweep: SweepConfig, base: TrialConfig, tracking
     return run_id
 
 
-def folder_verdict(folder: Path, sweep: SweepConfig, base: TrialConfig) -> Optional[Tuple[Any, Optional[Dict[str, Any]]]]:
+def folder_verdict(folder: Path, sweep: SweepConfig, base: TrialConfig, space: Any,
+                   splits: Callable[[], Any]) -> Optional[Tuple[Any, Optional[Dict[str, Any]]]]:
     """(verdict, search top) of the sweep in ``folder`` as its driver computed them, read without Ray; None
-    while its confirmation stage is absent or not over (fewer ended runs than its configurations x seeds)."""
+    while its confirmation stage is absent or not over (fewer ended runs than its configurations x seeds).
+    ``splits()`` gives the sweep's data (loaded on first call: only a finished confirmation needs it)."""
     from search_spaces import SpaceContext
-    from tuner.core.trainer import load_splits
     from tuner.driver import confirm
-    from tuner.driver.prepare import check_space
     from tuner.driver.results import by_config, leaderboard_rows, saved_results
     from tuner.driver.storage import SweepFolder
 
-    space = check_space(sweep, base)
     store = SweepFolder.of(str(folder.parent)).child(folder.name)
     search, confirmed = saved_results(store), saved_results(store.child(confirm.CONFIRM_DIR))
     if confirm.applies(space) or search is None or confirmed is None:
         return None
     rows = leaderboard_rows(search[0], base, search[1])
-    splits = load_splits(base)
-    ctx = SpaceContext.for_config(base, num_classes=splits.num_classes, in_channels=splits.in_channels,
-                                  input_size=splits.image_size)
+    data = splits()
+    ctx = SpaceContext.for_config(base, num_classes=data.num_classes, in_channels=data.in_channels,
+                                  input_size=data.image_size)
     configs = confirm.confirm_configs(by_config(rows), max(sweep.confirm, 1), space.reference_point(ctx), base)
     grid, statuses = confirmed
     ended = sum(s in ("TERMINATED", "ERROR") for s in statuses.values())

@@ -29,6 +29,7 @@ ends a RUNNING parent run as FINISHED. A sweep not over keeps its parent run as 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tempfile
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ from tuner.tracking.schema import (
 )
 from tuner.driver.storage import SweepFolder
 from tuner.driver.confirm import CONFIRM_DIR
-from tuner.driver.record import folder_verdict, rebuild_parent, recorded, searched_names
+from tuner.driver.prepare import check_space
+from tuner.driver.record import folder_verdict, rebuild_parent, recorded
 from tuner.tracking import check_tracking_uri, default_tracking_uri, log_verdict, remove_orphan_runs
 from tuner.driver.trial_logs import read_result_lines
 from tuner.core.uri import is_uri
@@ -225,15 +227,13 @@ def _ms(result: Mapping[str, Any], minus_iter: bool = False) -> Optional[int]:
 
 
 # ---- the sweep's end ------------------------------------------------------------------------------
-def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: TrialConfig) -> int:
+def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: TrialConfig, splits: Any) -> int:
     """The sweep's own best-``top_k`` export (``tuner.driver.results.log_best_students``) from the Tune folder's
-    results and checkpoints, into the store being synced; returns how many students were logged now."""
+    results and checkpoints, into the store being synced; returns how many students were logged now. ``splits``:
+    the sweep's data (the export carries the data set's normalisation)."""
     from ray.tune import ExperimentAnalysis, ResultGrid
 
-    from tuner.core.trainer import load_splits
-
     grid = ResultGrid(ExperimentAnalysis(str(folder)))
-    splits = load_splits(base)  # the export carries the data set's normalisation: the data, as the sweep loaded it
     try:
         return log_best_students(grid, leaderboard_rows(grid, base), dataclasses.replace(sweep, tracking_uri=runs.uri),
                                  splits, runs.parent_id)
@@ -241,9 +241,10 @@ def _export_students(folder: Path, runs: SweepRuns, sweep: SweepConfig, base: Tr
         raise ValueError(f"sync: cannot export the best students: {e}") from None
 
 
-def _end_sweep(folder: Path, loaded: Optional[Tuple[Any, Any]], runs: SweepRuns, trials: List[TuneTrial],
+def _end_sweep(folder: Path, loaded: Optional[Tuple[Any, Any]], space: Any, runs: SweepRuns, trials: List[TuneTrial],
                statuses: Mapping[str, str], summary: SyncSummary, shown: str) -> None:
     """What the driver does when a sweep ends, if the Tune experiment is over; the parent as it is if not."""
+    from tuner.core.trainer import load_splits
     from tuner.tracking import backfill as R
 
     status = runs.parent.info.status
@@ -256,10 +257,11 @@ def _end_sweep(folder: Path, loaded: Optional[Tuple[Any, Any]], runs: SweepRuns,
         summary.parent = f"left {status}: no {SWEEP_FILE} in {shown!r} says which students to export"
         return
     sweep, base = loaded
+    splits = functools.lru_cache(maxsize=1)(lambda: load_splits(base))  # the data, as the sweep loaded it: once
     summary.orphans_removed = remove_orphan_runs(runs.uri, runs.parent_id, statuses)
     if sweep.top_k > 0:
-        summary.students_exported = _export_students(folder, runs, sweep, base)
-    if TAG_VERDICT not in runs.parent.data.tags and (found := folder_verdict(folder, sweep, base)) is not None:
+        summary.students_exported = _export_students(folder, runs, sweep, base, splits())
+    if TAG_VERDICT not in runs.parent.data.tags and (found := folder_verdict(folder, sweep, base, space, splits)) is not None:
         verdict, top = found  # the verdict the driver would have logged at the end (a lost store, a server down)
         log_verdict(runs.uri, runs.parent_id, verdict, top)
         summary.verdict = verdict.sentence
@@ -332,8 +334,9 @@ def _sync_local(experiment: Optional[str], folder: Path, tracking_uri: Optional[
     # everything a record is made of is in the folder: rebuilt where the store has none of this sweep (a lost
     # mlflow.db, a fresh server); not for another experiment, nor a folder renamed from its sweep (a typo, a copy)
     own = loaded is not None and loaded[0].experiment == experiment and loaded[0].name == name
+    space = check_space(*loaded) if loaded else None  # the sweep's space, built once for all that follows
     if missing and own:
-        rebuild_parent(folder, *loaded, tracking_uri=uri, experiment=experiment)
+        rebuild_parent(folder, *loaded, space, tracking_uri=uri, experiment=experiment)
     # the base the driver gave the tracking callback: the sweep file's, with the per-trial resources
     sweep = R.find_sweep_runs(experiment, name, uri, base=trial_base(*loaded).to_dict() if loaded else None)
     have = R.logged_steps(sweep, METRIC_KEYS)
@@ -344,7 +347,7 @@ def _sync_local(experiment: Optional[str], folder: Path, tracking_uri: Optional[
         stages.append(("confirm", confirm_trials))
         statuses = {**statuses, **confirm_statuses}  # both stages' runs are the sweep's, none an orphan
         summary.trials += len(confirm_trials)
-    names = searched_names(*loaded) if loaded else None  # what names a run, as the driver's callback names it
+    names = list(space.declaration or {}) if space else None  # what names a run, as the driver's callback names it
     for stage, trial in ((stage, t) for stage, ts in stages for t in ts):
         found = sweep.trials.get(trial.trial_id)
         if found is None:
@@ -373,5 +376,5 @@ def _sync_local(experiment: Optional[str], folder: Path, tracking_uri: Optional[
         summary.params_logged += len(params)
         summary.metrics_backfilled += len(metrics)
         summary.runs_ended += end is not None
-    _end_sweep(folder, loaded, sweep, [t for _, ts in stages for t in ts], statuses, summary, shown or str(folder))
+    _end_sweep(folder, loaded, space, sweep, [t for _, ts in stages for t in ts], statuses, summary, shown or str(folder))
     return summary

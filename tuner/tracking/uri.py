@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
 
-from tuner.core.uri import redact, sqlite_file
+from tuner.core.uri import check_sqlite_folder, redact, sqlite_file
 
 __all__ = ["default_tracking_uri", "artifact_location", "check_tracking_uri", "check_sqlite", "probe_server",
            "DB_SCHEMES", "retryable", "fail_fast_http"]
@@ -63,9 +63,7 @@ def check_tracking_uri(uri: str, probe: bool = True) -> None:
     if scheme == "sqlite":
         if not uri.startswith("sqlite:///") or uri in ("sqlite:///", "sqlite:///:memory:"):
             raise ValueError(f"tracking_uri: {shown!r} names no database file; use sqlite:///<path>/mlflow.db")
-        path = sqlite_file(uri)
-        if not path.parent.is_dir():
-            raise ValueError(f"tracking_uri: folder {path.parent.as_posix()!r} of {shown!r} does not exist")
+        path = check_sqlite_folder("tracking_uri", uri)
         if path.is_file():
             check_sqlite(path, shown)
         return
