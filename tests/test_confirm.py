@@ -109,6 +109,19 @@ def test_the_mlflow_record_reads_as_a_model_training_experiment(confirmed):
         assert len(client.get_metric_history(run.info.run_id, once)) == 1, once
 
 
+def test_each_ended_trial_keeps_only_the_checkpoint_its_last_result_names(confirmed):
+    """Both stages are over: older checkpoints are deleted (a streamed ImageNet smoke left 2.6 GB of them, issue
+    27.8); the last, which the export, --sync and a resumed log read, stays."""
+    tmp, _ = confirmed
+    folder = tmp / "ray_results" / "cf"
+    epochs = []
+    for stage in (folder, folder / "confirm"):
+        for trial, rows in tune_results(stage, by_dir=True).items():
+            assert [p.name for p in (stage / trial).glob("checkpoint_*")] == [rows[-1]["checkpoint_dir_name"]], trial
+            epochs.append(len(rows))
+    assert len(epochs) == 10 and max(epochs) == 3  # the trials reported 3 checkpoints each, at most: 2 went
+
+
 def test_optuna_trials_and_mlflow_runs_point_at_each_other(confirmed):
     tmp, _ = confirmed
     study = cli_study(tmp, "cf")
@@ -275,8 +288,12 @@ def test_a_lost_store_is_refused_by_resume_and_rebuilt_from_the_sweep_folder(con
     moved_params = {k: v.replace(f"sqlite:///{tmp}", f"sqlite:///{tmp_path}") for k, v in parent.data.params.items()}
     assert rebuilt_parent.info.status == "FINISHED" and rebuilt_parent.data.params == moved_params
     assert rebuilt_parent.data.metrics == parent.data.metrics  # the verdict's role-named means and intervals
-    for tag in ("srrl.verdict", "mlflow.note.content", "srrl.recommended", "srrl.space", "srrl.student"):
+    teacher = ("srrl.teacher", "srrl.teacher_hash", "srrl.teacher_path", "srrl.teacher_val_acc", "srrl.teacher_test_acc")
+    for tag in ("srrl.verdict", "mlflow.note.content", "srrl.recommended", "srrl.space", "srrl.student", *teacher):
         assert rebuilt_parent.data.tags[tag] == parent.data.tags[tag], tag
+    artifacts = [[f.path for f in _client(where).list_artifacts(run.info.run_id, "teacher")]
+                 for where, run in ((tmp, parent), (tmp_path, rebuilt_parent))]
+    assert artifacts[0] == artifacts[1] and len(artifacts[0]) == 1, artifacts  # the teacher's weights, as the driver logged them
     assert rebuilt_parent.data.tags["srrl.rebuilt_from"].startswith(f"{moved} at ")
 
     assert cli.main(["--sync", str(moved)]) == 0  # nothing left to add

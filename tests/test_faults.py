@@ -141,42 +141,6 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
     assert_records_agree(f"sqlite:///{tmp_path / 'mlflow.db'}", "kk", folder, study)
 
 
-def test_a_result_log_older_than_its_checkpoints_is_completed_on_resume(tmp_path, env):
-    """The kill skew of a loaded round, set up exactly: the driver died after Tune's experiment state (the
-    trial ended) reached storage but before the trial's last result.json did. ``--resume`` completes the
-    log from the newest checkpoint's history, so table, study and MLflow agree with what the trial ran."""
-    import json
-
-    import mlflow
-
-    folder = tmp_path / "ray_results" / "sk"
-    args = ("--confirm", "0", "--num-samples", "2", "--epochs", "3", "--teacher-epochs", "2", "--scheduler", "fifo")
-    proc = run_search(tmp_path, env, "--name", "sk", *args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    full = tune_results(folder, by_dir=True)
-    trial, rows = max(full.items(), key=lambda kv: max(r["val_acc"] for r in kv[1][1:]))  # its best is not epoch 1
-    (folder / trial / "result.json").write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[1])[:40])  # + a torn line
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = mlflow.MlflowClient(uri)
-    parent = next(r for r in client.search_runs([client.get_experiment_by_name("sk").experiment_id])
-                  if r.data.tags.get("srrl.role") == "sweep")
-    client.update_run(parent.info.run_id, status="RUNNING")  # as the killed driver left it
-
-    done = run_search(tmp_path, env, "--resume", str(folder))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "completed the result.json of 1 trial(s) from their newest checkpoints" in done.stdout
-    rebuilt = tune_results(folder, by_dir=True)[trial]
-    assert [r["epoch"] for r in rebuilt] == [1, 2, 3]
-    assert [r.get("rebuilt_from_checkpoint", False) for r in rebuilt] == [False, True, True]
-    for key in ("val_acc", "best_val_acc", "loss_total", "lr", "test_acc", "student_params"):
-        assert [r.get(key) for r in rebuilt] == [r.get(key) for r in rows], key  # bit-equal: the checkpoint's own
-    assert rebuilt[-1]["trial_id"] == rows[-1]["trial_id"] and rebuilt[-1]["config"] == rows[-1]["config"]
-    assert rebuilt[-1]["checkpoint_dir_name"] == rows[-1]["checkpoint_dir_name"]
-    best = f"{max(r['val_acc'] for r in rows):.2f}"
-    assert re.search(rf"^\s*1 .*{best}", done.stdout, re.M) or best in done.stdout, done.stdout[-2000:]
-    assert_records_agree(uri, "sk", folder, cli_study(tmp_path, "sk"))
-
-
 def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path, env):
     import optuna
 

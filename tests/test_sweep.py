@@ -94,8 +94,10 @@ def test_authors_points_come_first_and_asha_prunes_in_the_study(smoke_sweep):
 def test_two_trials_overlap_in_time_on_two_cpus(smoke_sweep):
     tmp, proc = smoke_sweep
     assert proc.returncode == 0, proc.stderr[-3000:]
-    spans = sorted((r.info.start_time, r.info.end_time) for r in trial_runs(f"sqlite:///{tmp / 'mlflow.db'}", "smk"))
+    runs = trial_runs(f"sqlite:///{tmp / 'mlflow.db'}", "smk")
+    spans = sorted((r.info.start_time, r.info.end_time) for r in runs)
     assert any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+    assert {r.data.metrics["workers"] for r in runs} == {1}  # one process each (--workers-per-trial: test_workers.py)
 
 
 def test_grid_searcher_runs_every_point_once_without_a_failure(tmp_path, env):

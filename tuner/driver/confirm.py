@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from tuner.core import metrics as M
 from tuner.core.config import LABEL_KEYS, LOSS_WEIGHTS, TrialConfig, trial_params
+from tuner.driver.sweep_file import restore_tuner
 from tuner.driver.trial_logs import complete_trial_logs
 from tuner.core.verdict import DECISION, Verdict, summarize
 
@@ -107,28 +108,23 @@ def preset_param_space(points: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: Any, points: List[Dict[str, Any]],
                      max_concurrent: int, max_failures: int, num_to_keep: int, verbose: int = 1,
-                     log: Callable[[str], None] = print, reporter: Any = None, reuse_actors: bool = True) -> Any:
+                     log: Callable[[str], None] = print, reporter: Any = None, reuse_actors: bool = True,
+                     stale: Optional[str] = None) -> Any:
     """Run (or continue, when ``folder/confirm`` holds its state) the confirmation's Tune experiment;
     return its ResultGrid. ``points`` are only read when it starts: a restored stage has its own.
 
     ``num_to_keep``: checkpoints kept per trial, the search's setting. Not 1: Tune's saved state can lag
     a checkpoint or more behind a trial, and a killed driver restores the checkpoint that state names (with
     1 kept, a loaded kill test's restore found checkpoint_000000 deleted and the trial ended errored).
+    ``stale``: why a saved stage's ``tuner.pkl`` must be rebuilt (``sweep_file.stale_tuner_pkl``), or None.
     """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     stage = folder.child(CONFIRM_DIR)
-    if stage.has_file("tuner.pkl"):
-        complete_trial_logs(stage, log)
-        path, fs = stage.for_tune()
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                   storage_filesystem=fs)
-        log(f"confirmation: continuing {stage.shown}")
-    else:
-        log(f"confirmation: {len(points)} runs ({len({p['config_id'] for p in points})} configurations x "
-            f"{len({p['seed'] for p in points})} seeds), full epochs, no early stopping")
+
+    def new_tuner() -> Any:  # writes the stage's tuner.pkl
         storage_path, fs = folder.for_tune()
-        tuner = tune.Tuner(
+        return tune.Tuner(
             trainable,
             param_space=preset_param_space(points),
             tune_config=tune.TuneConfig(
@@ -139,4 +135,13 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
                                       failure_config=tune.FailureConfig(max_failures=max_failures),
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=num_to_keep)),
         )
+
+    if stage.has_file("tuner.pkl"):
+        complete_trial_logs(stage, log)
+        tuner = restore_tuner(tune, stage, trainable, new_tuner, stale, log)
+        log(f"confirmation: continuing {stage.shown}")
+    else:
+        log(f"confirmation: {len(points)} runs ({len({p['config_id'] for p in points})} configurations x "
+            f"{len({p['seed'] for p in points})} seeds), full epochs, no early stopping")
+        tuner = new_tuner()
     return tuner.fit()

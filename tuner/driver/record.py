@@ -19,7 +19,7 @@ from tuner.core.sweep_config import SweepConfig
 from tuner.core.uri import redact, sqlite_file
 from tuner import tracking
 
-__all__ = ["parent_record", "search_top", "recorded", "rebuild_parent", "folder_verdict", "SPACE_FILE"]
+__all__ = ["parent_record", "teacher_tags", "search_top", "recorded", "rebuild_parent", "folder_verdict", "SPACE_FILE"]
 
 SPACE_FILE = "srrl_space.yaml"  # the parent run's artifact space/srrl_space.yaml
 TAG_REBUILT = "srrl.rebuilt_from"  # on a parent run rebuilt from its sweep folder: the folder and when
@@ -33,6 +33,11 @@ def parent_record(shown: SweepConfig, base: TrialConfig, extra_tags: Mapping[str
             "srrl.scheduler": str(shown.scheduler), "srrl.dataset": base.dataset, "srrl.teacher": base.teacher,
             "srrl.student": base.student, **extra_tags}
     return params, tags
+
+
+def teacher_tags(info: Mapping[str, Any]) -> Dict[str, str]:
+    """The parent run's tags of the sweep's teacher (``Teacher.info()``: architecture, hash, file, accuracies)."""
+    return {f"srrl.{k}": str(v) for k, v in info.items()}
 
 
 def search_top(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -58,18 +63,21 @@ def recorded(tracking_uri: str, experiment: str, name: str) -> Optional[str]:
 
 def rebuild_parent(folder: Path, sweep: SweepConfig, base: TrialConfig, space: Any, tracking_uri: str,
                    experiment: str) -> str:
-    """A new parent run for the sweep in ``folder`` (settings from its ``srrl_sweep.yaml``, the config and space
-    artifacts as the driver logs them), tagged ``srrl.rebuilt_from``; returns its run id. ``tracking_uri`` is
+    """A new parent run for the sweep in ``folder`` (settings and teacher from its ``srrl_sweep.yaml``, the config,
+    space and teacher artifacts as the driver logs them), tagged ``srrl.rebuilt_from``; returns its run id. ``tracking_uri`` is
     checked already (``tuner.tracking.check_tracking_uri``)."""
     from search_spaces import declaration_yaml
-    from tuner.driver.sweep_file import SWEEP_FILE
+    from tuner.driver.sweep_file import SWEEP_FILE, saved_teacher
 
     when = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    params, tags = parent_record(sweep, base, {TAG_REBUILT: f"{folder} at {when}"})
+    teacher = saved_teacher(str(folder))
+    params, tags = parent_record(sweep, base, {TAG_REBUILT: f"{folder} at {when}", **teacher_tags(teacher)})
     run_id = tracking.start_sweep(tracking_uri, experiment, folder.name, params=params, tags=tags, resume=False)
+    weights = Path(teacher.get("teacher_path", ""))  # the driver logs the teacher's file too, where it still is
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / SPACE_FILE).write_text(declaration_yaml(space))
-        tracking.log_artifacts_once(tracking_uri, run_id, {"config": folder / SWEEP_FILE, "space": Path(tmp) / SPACE_FILE})
+        tracking.log_artifacts_once(tracking_uri, run_id, {"config": folder / SWEEP_FILE, "space": Path(tmp) / SPACE_FILE,
+                                                           **({"teacher": weights} if weights.is_file() else {})})
     tracking.sweep_started(tracking_uri, run_id)
     return run_id
 

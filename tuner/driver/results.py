@@ -12,7 +12,8 @@ from tuner import tracking
 from tuner.core.config import LABEL_KEYS, RACE, SEARCHED_PARAMS, TrialConfig, planned_epochs, trial_params
 from tuner.core.sweep_config import SweepConfig
 
-__all__ = ["leaderboard_rows", "by_config", "log_best_students", "RESUMABLE", "saved_results", "all_errored"]
+__all__ = ["leaderboard_rows", "by_config", "log_best_students", "prune_checkpoints", "RESUMABLE", "saved_results",
+           "all_errored"]
 
 #: statuses of trials a --resume continues
 RESUMABLE = (M.INTERRUPTED, M.PENDING)
@@ -129,6 +130,28 @@ def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig,
                                   Path(out) / STUDENT_FILE)
             logged += bool(tracking.log_artifacts_once(sweep.tracking_uri, runs[trial_id], {"model": path}))
     return logged
+
+
+def prune_checkpoints(stage: Any, grid: Any) -> int:
+    """Delete every checkpoint but the last of each trial of a stage that ended (``stage``: its
+    ``tuner.driver.storage.SweepFolder``, ``grid``: its ResultGrid); returns how many went.
+
+    Call it only once Tune's saved state says every trial of the stage ended: an ended trial's last checkpoint is
+    the only one read again (the exported student, ``--sync``, a resumed log's completion), while a trial Tune
+    may still restore needs the older ones its lagging saved state can name (docs/architecture.md, "Faults").
+    An errored trial keeps them all: ``--resume`` retries it from its checkpoint.
+    """
+    removed = 0
+    for result in grid:
+        if result.error is not None or result.checkpoint is None or not result.path:
+            continue
+        trial = stage.child(Path(result.path).name)
+        last = posixpath.basename(result.checkpoint.path.rstrip("/"))
+        for name in trial.subfolders("checkpoint_"):
+            if name != last:
+                trial.remove(name)
+                removed += 1
+    return removed
 
 
 def saved_results(folder: Any) -> Optional[Tuple[Any, Dict[str, str]]]:

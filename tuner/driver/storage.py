@@ -8,6 +8,7 @@ whatever Tune can write the sweep file can be written to as well.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -172,6 +173,13 @@ class SweepFolder:
                 self.fs.create_dir(f"{self.path}/{into}", recursive=True)
                 self.fs.move(f"{self.path}/{name}", f"{self.path}/{into}/{name}")
         return moved
+
+    def remove(self, name: str) -> None:
+        """Delete the sub-folder ``name`` and all it holds."""
+        if self.fs is None:
+            shutil.rmtree(Path(self.location) / name)
+        else:
+            self.fs.delete_dir(f"{self.path}/{name}")
 
     def write_text(self, name: str, text: str) -> None:
         """Write ``name``: locally a temp file renamed over it (whole or not at all); remotely one upload

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import pickle
 import shlex
 import signal
 import tempfile
@@ -32,12 +31,13 @@ from tuner.core.sweep_config import first_confirm_seed, trial_base
 from tuner.driver.confirm import preset_param_space
 from tuner.core.files import PART_SUFFIX
 from tuner.driver.search import settle_study, study_outcomes
-from tuner.driver.results import RESUMABLE, all_errored, by_config, leaderboard_rows, log_best_students, saved_results
+from tuner.driver.results import (RESUMABLE, all_errored, by_config, leaderboard_rows, log_best_students,
+                                  prune_checkpoints, saved_results)
 from tuner.driver.storage import ORPHANED_DIR, SweepFolder
 from tuner.driver.sweep_lock import hold_sweep
-from tuner.driver.sweep_file import SWEEP_FILE, sweep_yaml
+from tuner.driver.sweep_file import SWEEP_FILE, restore_tuner, stale_tuner_pkl, sweep_yaml
 from tuner.driver.prepare import check_space, prepare_sweep
-from tuner.driver.record import SPACE_FILE, parent_record, recorded, search_top
+from tuner.driver.record import SPACE_FILE, parent_record, recorded, search_top, teacher_tags
 from tuner.core.teacher import default_cache_dir, ensure_teacher
 from tuner.tracking.callback import MLflowTracking
 from tuner.driver.trainable import train_srrl
@@ -183,7 +183,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     # the parent's params are the sweep's own settings; the base trial config is the config artifact
     # (every child run carries all of its fields), so each column of the runs table means one thing
     params, tags = parent_record(shown, base, {**({TAG_WARM_START: warm_tag(warm)} if warm else {}),
-                                               **{f"srrl.{k}": str(v) for k, v in teacher_info.items()}})
+                                               **teacher_tags(teacher_info)})
     parent_run = tracking.start_sweep(sweep.tracking_uri, sweep.experiment, sweep.name, params=params, tags=tags,
                                       resume=resume)
     experiment_id = tracking.experiment_id(sweep.tracking_uri, sweep.experiment)
@@ -196,7 +196,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
 
     planned = build.num_samples(sweep, space, ctx, grid)  # the search stage's trials
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / SWEEP_FILE).write_text(sweep_yaml(shown, base, planned))
+        (Path(tmp) / SWEEP_FILE).write_text(sweep_yaml(shown, base, planned, teacher_info))
         (Path(tmp) / SPACE_FILE).write_text(declaration_yaml(space))  # the space as searched, presets resolved
         tracking.log_artifacts_once(sweep.tracking_uri, parent_run, {
             "config": Path(tmp) / SWEEP_FILE, "space": Path(tmp) / SPACE_FILE,
@@ -222,35 +222,20 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
             ),
         )
 
+    stale = None
     if resume:
+        stale = stale_tuner_pkl(folder.location)  # read before the sweep file below says today's version
         # what --resume changed (a moved folder's place and stores, a widened confirmation) holds for the next one too
-        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned))
+        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned, teacher_info))
         path, fs = folder.for_tune()
         if fs is not None:
             remove_parts(path)  # writes the killed driver had in flight
         complete_trial_logs(folder, log)
-
-        def restore() -> Any:
-            return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
-                                      storage_filesystem=fs)
-
-        try:
-            tuner = restore()
-        except (EOFError, pickle.UnpicklingError, FileNotFoundError, AttributeError, ModuleNotFoundError) as e:
-            if isinstance(e, (AttributeError, ModuleNotFoundError)) and "tuner" not in str(e):
-                raise  # not a class of ours that moved: a real error
-            # torn by a driver killed mid-upload (before tuner.driver.atomic_fs), never written, or naming classes
-            # of an older srrl-tune; it holds only what the sweep file rebuilds: the trials' progress and
-            # the searcher's state live in their own files
-            why = "written by an older srrl-tune" if isinstance(e, (AttributeError, ModuleNotFoundError)) \
-                else "torn or missing"
-            log(f"{folder.shown}/tuner.pkl was {why}; rebuilt it from {SWEEP_FILE}")
-            new_tuner(again=True)
-            tuner = restore()
+        tuner = restore_tuner(tune, folder, trainable, lambda: new_tuner(again=True), stale, log)
     else:
         tuner = new_tuner()
         # the sweep exists only now: the sweep file is what --resume reads, and it needs Tune's state
-        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned))
+        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned, teacher_info))
         tracking.sweep_started(sweep.tracking_uri, parent_run)
     results = tuner.fit()
     _set_aside_orphans(folder, results, log)
@@ -286,6 +271,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         if settled["orphaned"]:
             log(f"failed {settled['orphaned']} Optuna trial(s) asked by the interrupted driver and never kept by Tune")
     log_best_students(results, rows, sweep, splits, parent_run)
+    prune_checkpoints(folder, results)  # the stage is over: an ended trial's last checkpoint is all that is read
     finished = sum(r["status"] == M.FINISHED for r in rows)
     if finished < sweep.top_k:
         log(f"exported {finished} student(s), not --top-k {sweep.top_k}: only {finished} trial(s) ran every epoch "
@@ -303,7 +289,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                                              confirm.confirm_points(configs, seeds, base), build.max_concurrent(sweep),
                                              sweep.max_failures, sweep.num_to_keep, verbose=verbose, log=log,
                                              reporter=build.reporter(space, ["config_id", *param_names, "seed"]),
-                                             reuse_actors=build.reuse_actors(sweep))
+                                             reuse_actors=build.reuse_actors(sweep), stale=stale)
         _set_aside_orphans(folder.child(confirm.CONFIRM_DIR), confirmed, log)
         confirm_statuses = _tune_statuses(tune, confirmed)
         trial_ids += list(confirm_statuses)
@@ -311,6 +297,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                               len(configs) * len(seeds), "confirmation")
         if stopped is not None:
             return dataclasses.replace(stopped, rows=rows)
+        prune_checkpoints(folder.child(confirm.CONFIRM_DIR), confirmed)
         verdict = confirm.verdict_of(confirmed, space.reference_name(ctx))
         tracking.log_verdict(sweep.tracking_uri, parent_run, verdict, search_top(rows))
         if study_name:

@@ -1,11 +1,14 @@
 """A sweep's own file, ``srrl_sweep.yaml`` beside Tune's state: the sweep and base trial config it
-started with (what ``--resume`` reads) and how many search trials it plans (what sync reads to tell
-a finished search from an interrupted one, without Tune's pickled searcher state)."""
+started with (what ``--resume`` reads), how many search trials it plans (what sync reads to tell
+a finished search from an interrupted one, without Tune's pickled searcher state), the teacher it
+distilled from (what a rebuilt parent run is tagged with), and which version of the Tune objects its
+``tuner.pkl`` holds (an older one is rebuilt from this file on ``--resume``)."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from pathlib import Path
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -14,17 +17,26 @@ from tuner.core.config import ConfigError, TrialConfig, parse_yaml
 from tuner.core.sweep_config import SweepConfig
 from tuner.driver.storage import SweepFolder
 
-__all__ = ["SWEEP_FILE", "RESUME_FIELDS", "sweep_yaml", "load_sweep_dir", "load_for_resume", "planned_trials"]
+__all__ = ["SWEEP_FILE", "RESUME_FIELDS", "TUNER_PKL", "sweep_yaml", "load_sweep_dir", "load_for_resume", "planned_trials",
+           "saved_teacher", "stale_tuner_pkl", "restore_tuner"]
 
 SWEEP_FILE = "srrl_sweep.yaml"
 #: what ``--resume`` may change: where the records are (a moved folder's stores, another cluster) and the
 #: confirmation stage; anything else would make the resumed sweep another one than its trials ran
 RESUME_FIELDS = ("tracking_uri", "optuna_storage", "address", "confirm", "confirm_seeds")
+#: the version of what the driver pickles into a stage's ``tuner.pkl`` (Tune keeps the callbacks, searcher and
+#: scheduler of a stage's start there, and ``Tuner.restore`` reuses them): bump it when they change, so a sweep
+#: started by an older srrl-tune resumes with today's. 1 (a file without the key): before the stall watch.
+TUNER_PKL = 2
 
 
-def sweep_yaml(sweep: SweepConfig, base: TrialConfig, trials: Optional[int] = None) -> str:
-    """The file's text: ``sweep`` and ``base`` mappings, and ``trials`` (the search stage's planned count)."""
-    data = {"sweep": sweep.to_dict(), "base": base.to_dict(), **({"trials": int(trials)} if trials is not None else {})}
+def sweep_yaml(sweep: SweepConfig, base: TrialConfig, trials: Optional[int] = None,
+               teacher: Optional[Mapping[str, Any]] = None) -> str:
+    """The file's text: ``sweep`` and ``base`` mappings, ``trials`` (the search stage's planned count), the
+    ``teacher``'s facts (``Teacher.info()``; none for a sweep without one) and the ``tuner.pkl`` version."""
+    data = {"sweep": sweep.to_dict(), "base": base.to_dict(), **({"trials": int(trials)} if trials is not None else {}),
+            **({"teacher": {k: (v if isinstance(v, (int, float)) else str(v)) for k, v in teacher.items()}}
+               if teacher else {}), "tuner_pkl": TUNER_PKL}
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -53,6 +65,48 @@ def planned_trials(path: str, field: str = "sweep_dir") -> Optional[int]:
     """The search stage's planned trial count, or None for a sweep file written before it was recorded."""
     trials = _read(path, field)[1].get("trials")
     return int(trials) if isinstance(trials, int) else None
+
+
+def saved_teacher(path: str, field: str = "sync") -> Dict[str, Any]:
+    """The teacher's facts the sweep file keeps (``Teacher.info()``), or {} (no teacher, or an older file)."""
+    teacher = _read(path, field)[1].get("teacher")
+    return dict(teacher) if isinstance(teacher, dict) else {}
+
+
+def stale_tuner_pkl(path: str) -> Optional[str]:
+    """Why the ``tuner.pkl`` files of the sweep in ``path`` must be rebuilt before a restore (written by an older
+    srrl-tune, per the sweep file's ``tuner_pkl``), or None. Read before ``--resume`` rewrites the file."""
+    version = _read(path, "resume")[1].get("tuner_pkl", 1)
+    return None if isinstance(version, int) and version >= TUNER_PKL else \
+        f"written by an older srrl-tune (version {version} of its Tune objects, not {TUNER_PKL}: no stall watch)"
+
+
+def restore_tuner(tune: Any, stage: SweepFolder, trainable: Any, rebuild: Callable[[], Any], stale: Optional[str],
+                  log: Callable[[str], None]) -> Any:
+    """The stage's ``Tuner`` restored from its ``tuner.pkl``. Where that is ``stale`` (``stale_tuner_pkl``), torn,
+    missing, or names classes of an older srrl-tune, ``rebuild()`` writes it anew first (a ``Tuner`` built from the
+    sweep file): it holds only what the sweep file rebuilds, the trials' progress and the searcher's state live in
+    their own files."""
+    path, fs = stage.for_tune()
+
+    def restore() -> Any:
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=fs)
+
+    why = stale
+    if why is None:
+        try:
+            return restore()
+        except (EOFError, pickle.UnpicklingError, FileNotFoundError, AttributeError, ModuleNotFoundError) as e:
+            if isinstance(e, (AttributeError, ModuleNotFoundError)) and "tuner" not in str(e):
+                raise  # not a class of ours that moved: a real error
+            # torn by a driver killed mid-upload (before tuner.driver.atomic_fs), never written, or naming classes
+            # of an older srrl-tune
+            why = "written by an older srrl-tune" if isinstance(e, (AttributeError, ModuleNotFoundError)) \
+                else "torn or missing"
+    log(f"{stage.shown}/tuner.pkl was {why}; rebuilt it from {SWEEP_FILE}")
+    rebuild()
+    return restore()
 
 
 def load_for_resume(path: str, changes: Mapping[str, Any]) -> Tuple[SweepConfig, TrialConfig]:
