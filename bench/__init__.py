@@ -9,4 +9,4 @@ decoder, one thread) are apart from the suite.
 
 #: the suite's scenarios, in the order they run: module names under ``bench/`` (what ``--only`` takes)
 SCENARIOS = ("trainable_overhead", "distill_cost", "data_pipeline", "stream_pipeline", "sweep_overhead", "search_efficiency",
-             "analysis_load", "gpu_packing", "multi_worker")
+             "analysis_load", "gpu_packing", "multi_worker", "process_cost")

@@ -32,6 +32,10 @@ def tune_env() -> None:
     # only Tune's result.json (``callbacks``): MLflow is the record, so progress.csv and TensorBoard event
     # files were two more files per trial for the driver to write per result and re-upload every second
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # a local Ray starts an idle worker per CPU for its first driver; Tune starts every trial actor with a runtime
+    # env (its env_vars) that those workers lack, so none ever ran a trial: 0.8 s of CPU and ~160 MB a sweep on
+    # 2 CPUs (docs/architecture.md, "What a sweep's processes cost")
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
 
 
 def callbacks(*ours: Any) -> List[Any]:
