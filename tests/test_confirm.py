@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests._helpers import cli_env, cli_study, kill_when, ray_tmpdir, run_search, start_run_search, trial_runs, tune_results
+from tests._helpers import cli_env, cli_study, ray_tmpdir, run_search, trial_runs, tune_results
 
 pytestmark = pytest.mark.slow
 
@@ -143,21 +143,6 @@ def test_optuna_trials_and_mlflow_runs_point_at_each_other(confirmed):
         run = by_number[t.number]
         assert t.user_attrs["mlflow_run_id"] == run.info.run_id
         assert t.user_attrs["tune_trial_id"] == run.data.tags["srrl.trial_id"]
-
-
-def test_a_killed_confirmation_is_resumed_with_one_run_per_trial(tmp_path, env):
-    driver = start_run_search(tmp_path, env, "--name", "ck", "--smoke")
-    stage = tmp_path / "ray_results" / "ck" / "confirm"
-    kill_when(driver, lambda: sum(bool(rows) and "test_acc" in rows[-1]
-                                  for rows in tune_results(stage, by_dir=True).values()) >= 2)
-    proc = run_search(tmp_path, env, "--resume", str(tmp_path / "ray_results" / "ck"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "confirmation: continuing" in proc.stdout and "Verdict: " in proc.stdout
-    confirm = _stage(trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "ck"), "confirm")
-    keys = [(r.data.tags["srrl.config_id"], r.data.params["seed"]) for r in confirm]
-    assert len(keys) == 6 and len(set(keys)) == 6
-    assert all(r.data.tags["srrl.status"] == "finished" for r in confirm)
-    assert "srrl.verdict" in _parent(tmp_path, "ck").data.tags
 
 
 def test_warm_start_then_confirm_later(confirmed, tmp_path, env):

@@ -26,16 +26,26 @@ def smoke_sweep(tmp_path_factory):
 
 
 def test_default_sweep_smoke_end_to_end(tmp_path, env):
-    proc = run_search(tmp_path, env, "--smoke")
+    """The default ``--smoke``, SIGKILLed once two runs of its confirmation stage ended, then resumed: one run per
+    (configuration, seed), the verdict, the printed commands work, and a finished sweep resumed writes nothing."""
+    driver = start_run_search(tmp_path, env, "--smoke")
+    kill_when(driver, lambda: any(sum(bool(rows) and "test_acc" in rows[-1] for rows in tune_results(stage, by_dir=True).values())
+                                  >= 2 for stage in (tmp_path / "ray_results").glob("*/confirm")))
+    [folder] = [p for p in (tmp_path / "ray_results").iterdir() if p.is_dir()]
+    name = folder.name
+    assert name.startswith("recipe-digits-")  # the default space
+    proc = run_search(tmp_path, env, "--resume", str(folder))
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    name = next(line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("Sweep "))
-    assert name.startswith("recipe-digits-") and f"Sweep {name}: 4 trials" in out  # the default space
+    assert "confirmation: continuing" in out and "Verdict: " in out and f"Sweep {name}: 4 trials" in out
     assert "best_val_acc" in out and f"mlflow ui --workers 1 --backend-store-uri sqlite:///{tmp_path / 'mlflow.db'}" in out
-    assert f"python run_search.py --resume {tmp_path / 'ray_results' / name}" in out
+    assert f"python run_search.py --resume {folder}" in out
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", name)
     assert sorted(r.data.tags["srrl.stage"] for r in runs) == ["confirm"] * 6 + ["search"] * 4  # smoke: 3 configs x 2 seeds
-    assert (tmp_path / "optuna.db").is_file() and (tmp_path / "ray_results" / name / "srrl_sweep.yaml").is_file()
+    confirm = [r for r in runs if r.data.tags["srrl.stage"] == "confirm"]
+    assert len({(r.data.tags["srrl.config_id"], r.data.params["seed"]) for r in confirm}) == 6
+    assert all(r.data.tags["srrl.status"] == "finished" for r in confirm)
+    assert (tmp_path / "optuna.db").is_file() and (folder / "srrl_sweep.yaml").is_file()
 
     # the report command the summary prints works on the sweep's records
     command = next(line.split() for line in out.splitlines() if "python -m analysis report" in line)
@@ -57,7 +67,7 @@ def test_default_sweep_smoke_end_to_end(tmp_path, env):
         return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()}
 
     before = files()
-    again = run_search(tmp_path, env, "--resume", str(tmp_path / "ray_results" / name))
+    again = run_search(tmp_path, env, "--resume", str(folder))
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"sweep {name} finished already" in again.stdout and f"Sweep {name}: 4 trials" in again.stdout
     assert out.split("Verdict:")[1].split("\n")[0] == again.stdout.split("Verdict:")[1].split("\n")[0]
