@@ -16,16 +16,22 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def ray_local():
+    """One local Ray for both stores' sweeps (a start is ~8 s of CPU on 2 CPUs)."""
+    with local_ray():
+        yield
+
+
 def _sweep(tmp_path: Path, tracking_uri: str, name: str):
-    """A 4-trial FIFO sweep of 3 epochs, run in this process against ``tracking_uri``."""
+    """A 4-trial FIFO sweep of 3 epochs, run in this process (on ``ray_local``) against ``tracking_uri``."""
     from tuner.core.sweep_config import SweepConfig
     from tuner.driver.sweep import run_sweep
 
     sweep, base = SweepConfig.split({"name": name, "confirm": 0, "num_samples": 4, "epochs": 3, "teacher_epochs": 3, "scheduler": "fifo",
                                      "top_k": 2, "storage_path": str(tmp_path / "ray"), "tracking_uri": tracking_uri,
                                      "optuna_storage": f"sqlite:///{tmp_path / 'optuna.db'}"})
-    with local_ray():
-        return run_sweep(sweep, base, verbose=0)
+    return run_sweep(sweep, base, verbose=0)
 
 
 def _check_records(tracking_uri: str, result) -> None:
@@ -84,7 +90,7 @@ def _check_records(tracking_uri: str, result) -> None:
             loaded.predict(torch.zeros(2, 1, 9, 9))
 
 
-def test_sweep_records_on_sqlite(tmp_path, monkeypatch):
+def test_sweep_records_on_sqlite(tmp_path, monkeypatch, ray_local):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = _sweep(tmp_path, uri, "sq")
@@ -101,7 +107,7 @@ def mlflow_server(tmp_path):
         server.stop()
 
 
-def test_sweep_records_on_an_mlflow_server(tmp_path, monkeypatch, mlflow_server):
+def test_sweep_records_on_an_mlflow_server(tmp_path, monkeypatch, mlflow_server, ray_local):
     monkeypatch.chdir(tmp_path)
     result = _sweep(tmp_path, mlflow_server, "srv")
     _check_records(mlflow_server, result)
