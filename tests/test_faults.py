@@ -77,16 +77,19 @@ def _loads(path) -> bool:
 
 
 def test_driver_killed_twice_then_resumed(tmp_path, env):
+    """SIGKILL, --resume, SIGKILL again, --resume: every trial once, every record agrees. Storage is given as a
+    file:// URI, which goes through pyarrow's filesystem as s3:// and gs:// do (the other kill tests: a path)."""
     import optuna
 
     folder = tmp_path / "ray_results" / "kk"
+    at = f"file://{folder}"
     epochs = 4
     first = start_run_search(tmp_path, env, "--name", "kk", "--confirm", "0", "--num-samples", "6", "--epochs", str(epochs), "--teacher-epochs", "3",
-                    "--scheduler", "fifo", "--max-concurrent", "2")
+                             "--scheduler", "fifo", "--max-concurrent", "2", "--storage-path", f"file://{folder.parent}")
     # 1st kill: right after the first trial finished
     kill_when(first, lambda: any(len(r) >= epochs for r in tune_results(folder, by_dir=True).values()))
     first_files = set(folder.glob("searcher-state-*.pkl"))
-    second = start_run_search(tmp_path, env, "--resume", str(folder))
+    second = start_run_search(tmp_path, env, "--resume", at)
     # the resumed driver's first searcher snapshot, kept aside: its trials are the ones it knows
     snapshot: dict = {}
 
@@ -109,12 +112,12 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
     snapshot["path"].write_bytes(snapshot["data"])
     # a tuner.pkl torn by an older version's killed upload is rebuilt from the sweep file
     (folder / "tuner.pkl").write_bytes(b"")
-    done = run_search(tmp_path, env, "--resume", str(folder))
+    done = run_search(tmp_path, env, "--resume", at)
     (tmp_path / "driver-3.log").write_text(done.stdout + done.stderr)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "tuner.pkl was torn or missing; rebuilt it from srrl_sweep.yaml" in done.stdout
     assert "Sweep kk: 6 trials, 6 finished" in done.stdout
-    assert f"python run_search.py --resume {folder}" in done.stdout
+    assert f"python run_search.py --resume {at}" in done.stdout
 
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "kk")
     assert len(runs) == 6 and len({r.data.tags["srrl.trial_id"] for r in runs}) == 6

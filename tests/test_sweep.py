@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -186,38 +185,6 @@ def test_bad_flag_value_exits_2_before_ray_starts(tmp_path, env):
         + ", ".join(__import__("search_spaces").list_spaces())
     ]
     assert not (Path(env["RAY_TMPDIR"]) / "ray").exists() and not (tmp_path / "ray_results").exists()
-
-
-@pytest.mark.parametrize("storage", ["uri"])  # a local path: test_faults.test_driver_killed_twice_then_resumed
-def test_interrupted_sweep_resumes_to_the_asked_number_of_trials(tmp_path, env, storage):
-    """Kill the driver (SIGKILL) once the first trial finished; --resume ends with exactly 4 trials.
-
-    Storage given as a file:// URI, which goes through pyarrow's filesystem as s3:// and gs:// do.
-    """
-    folder = tmp_path / "ray_results" / "rsm"
-    where = ["--storage-path", f"file://{folder.parent}"] if storage == "uri" else []
-    driver = start_run_search(tmp_path, env, "--name", "rsm", "--confirm", "0", "--num-samples", "4", "--epochs", "3",
-                              "--teacher-epochs", "3", "--scheduler", "fifo", "--max-concurrent", "1", *where)
-
-    def one_trial_finished() -> bool:
-        if any(len(rows) >= 3 for rows in tune_results(folder, by_dir=True).values()):
-            time.sleep(1.5)  # past TUNE_GLOBAL_CHECKPOINT_S=1, so the finished trial is in the snapshot
-            return True
-        return False
-
-    kill_when(driver, one_trial_finished)
-    resume_at = f"file://{folder}" if storage == "uri" else str(folder)
-    proc = run_search(tmp_path, env, "--resume", resume_at)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Sweep rsm: 4 trials, 4 finished" in proc.stdout
-    assert f"python run_search.py --resume {resume_at}" in proc.stdout
-    children = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "rsm")
-    assert len(children) == 4 and {r.data.tags["srrl.status"] for r in children} == {"finished"}
-    import optuna
-
-    study = cli_study(tmp_path, "rsm")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == 4
 
 
 def test_trials_run_on_both_nodes_of_a_cluster(tmp_path, env, monkeypatch):
