@@ -240,3 +240,30 @@ def write_ilsvrc(root: Path, classes: int = 3, train_per_class: int = 12, val_pe
                 path = str(folder / f"n{c:08d}_{i}{suffix}")
                 write_png(image, path) if suffix == ".png" else write_jpeg(image, path, quality=90)
     return root
+
+
+def stall_watched(stage: Path) -> bool:
+    """Whether a stage's tuner.pkl (Tune pickles a dict of the Tuner's fields) holds the stall watch among its callbacks."""
+    import pickle
+
+    state = pickle.loads((stage / "tuner.pkl").read_bytes())
+    return any(type(c).__name__ == "StallWatch" for c in state["_run_config"].callbacks)
+
+
+def as_an_older_srrl_tune_wrote_it(folder: Path) -> None:
+    """Make the sweep in ``folder`` one an srrl-tune before the stall watch left: no ``tuner_pkl`` in its sweep file,
+    and no stall watch in any stage's tuner.pkl (Tune restores a stage's callbacks from there)."""
+    import pickle
+
+    import yaml
+    from ray import cloudpickle
+
+    settings = yaml.safe_load((folder / "srrl_sweep.yaml").read_text())
+    assert settings.pop("tuner_pkl") == 2
+    (folder / "srrl_sweep.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    for pkl in [folder / "tuner.pkl", *folder.glob("confirm/tuner.pkl")]:
+        state = pickle.loads(pkl.read_bytes())
+        state["_run_config"].callbacks = [c for c in state["_run_config"].callbacks if type(c).__name__ != "StallWatch"]
+        pkl.write_bytes(cloudpickle.dumps(state))  # as Tune writes it
+        assert not stall_watched(pkl.parent)
+

@@ -145,6 +145,40 @@ def test_optuna_trials_and_mlflow_runs_point_at_each_other(confirmed):
         assert t.user_attrs["tune_trial_id"] == run.data.tags["srrl.trial_id"]
 
 
+def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(confirmed, tmp_path, env):
+    """The confirmed sweep as an srrl-tune before the stall watch left it (no ``tuner_pkl`` in its sweep file, no
+    watch in either stage's tuner.pkl), interrupted: --resume rebuilds both tuner.pkl from the sweep file, both
+    stages restore, no run is added or redone, and the verdict stands."""
+    import shutil
+
+    from tests._helpers import as_an_older_srrl_tune_wrote_it, stall_watched
+
+    src, first = confirmed
+    folder = tmp_path / "ray_results" / "cf"  # a copy with its own stores: the fixture's stay as they are
+    shutil.copytree(src / "ray_results" / "cf", folder)
+    shutil.copy(src / "optuna.db", tmp_path / "optuna.db")
+    settings = (folder / "srrl_sweep.yaml").read_text()
+    (folder / "srrl_sweep.yaml").write_text(settings.replace(f"sqlite:///{src}", f"sqlite:///{tmp_path}"))
+    synced = run_search(tmp_path, env, "--sync", str(folder), timeout=300)  # its MLflow record, rebuilt here
+    assert synced.returncode == 0, synced.stderr[-3000:]
+    _client(tmp_path).update_run(_parent(tmp_path, "cf").info.run_id, status="RUNNING")  # as a killed driver left it
+    as_an_older_srrl_tune_wrote_it(folder)
+
+    proc = run_search(tmp_path, env, "--resume", str(folder))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for stage in (folder, folder / "confirm"):
+        assert f"{stage}/tuner.pkl was written by an older srrl-tune (version 1 of its Tune objects, not 2: no stall " \
+               "watch); rebuilt it from srrl_sweep.yaml" in proc.stdout, proc.stdout[-3000:]
+        assert stall_watched(stage)
+    assert "confirmation: continuing" in proc.stdout
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "cf")
+    before = trial_runs(f"sqlite:///{src / 'mlflow.db'}", "cf")
+    ended = [sorted((r.data.tags["srrl.trial_id"], r.data.tags["srrl.status"]) for r in rs) for rs in (runs, before)]
+    assert ended[0] == ended[1] and len(runs) == 10  # the same trials, ended as they were: none added or redone
+    verdict = next(line for line in first.stdout.splitlines() if line.startswith("Verdict: "))
+    assert verdict in proc.stdout.splitlines()
+
+
 def test_warm_start_then_confirm_later(confirmed, tmp_path, env):
     """A sweep seeded from earlier ones (one point fits, one lies outside), run without confirmation,
     then confirmed with ``python run_search.py --confirm-sweep NAME``."""

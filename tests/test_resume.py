@@ -6,17 +6,9 @@ import re
 
 import pytest
 
-from tests._helpers import assert_records_agree, cli_study, run_search, tune_results
+from tests._helpers import as_an_older_srrl_tune_wrote_it, assert_records_agree, cli_study, run_search, stall_watched, tune_results
 
 pytestmark = pytest.mark.slow
-
-
-def _stall_watched(folder) -> bool:
-    """Whether the search stage's tuner.pkl (a dict of the Tuner's fields) has the stall watch among its callbacks."""
-    import pickle
-
-    state = pickle.loads((folder / "tuner.pkl").read_bytes())
-    return any(type(c).__name__ == "StallWatch" for c in state["_run_config"].callbacks)
 
 
 def test_a_result_log_older_than_its_checkpoints_is_completed_on_resume(tmp_path, env):
@@ -26,12 +18,9 @@ def test_a_result_log_older_than_its_checkpoints_is_completed_on_resume(tmp_path
     The sweep's tuner.pkl is also one an srrl-tune before the stall watch wrote: it is rebuilt, so the resumed
     sweep is watched."""
     import json
-    import pickle
-
-    import yaml
-    from ray import cloudpickle
 
     import mlflow
+    import yaml
 
     folder = tmp_path / "ray_results" / "sk"
     args = ("--confirm", "0", "--num-samples", "2", "--epochs", "3", "--teacher-epochs", "2", "--scheduler", "fifo")
@@ -45,23 +34,16 @@ def test_a_result_log_older_than_its_checkpoints_is_completed_on_resume(tmp_path
     parent = next(r for r in client.search_runs([client.get_experiment_by_name("sk").experiment_id])
                   if r.data.tags.get("srrl.role") == "sweep")
     client.update_run(parent.info.run_id, status="RUNNING")  # as the killed driver left it
-    # and as an srrl-tune before the stall watch left it: Tune keeps a stage's callbacks in its tuner.pkl (a dict of
-    # the Tuner's fields) and restores them; the sweep file did not say which version wrote it
-    settings = yaml.safe_load((folder / "srrl_sweep.yaml").read_text())
-    assert settings.pop("tuner_pkl") == 2 and settings["teacher"]["teacher_hash"]
-    (folder / "srrl_sweep.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
-    assert _stall_watched(folder)
-    state = pickle.loads((folder / "tuner.pkl").read_bytes())
-    state["_run_config"].callbacks = [c for c in state["_run_config"].callbacks if type(c).__name__ != "StallWatch"]
-    (folder / "tuner.pkl").write_bytes(cloudpickle.dumps(state))  # as Tune writes it
-    assert not _stall_watched(folder)
+    # and as an srrl-tune before the stall watch left it
+    assert stall_watched(folder) and yaml.safe_load((folder / "srrl_sweep.yaml").read_text())["teacher"]["teacher_hash"]
+    as_an_older_srrl_tune_wrote_it(folder)
 
     done = run_search(tmp_path, env, "--resume", str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "completed the result.json of 1 trial(s) from their newest checkpoints" in done.stdout
     assert f"{folder}/tuner.pkl was written by an older srrl-tune (version 1 of its Tune objects, not 2: no stall " \
            "watch); rebuilt it from srrl_sweep.yaml" in done.stdout
-    assert _stall_watched(folder) and "tuner_pkl: 2" in (folder / "srrl_sweep.yaml").read_text()
+    assert stall_watched(folder) and "tuner_pkl: 2" in (folder / "srrl_sweep.yaml").read_text()
     rebuilt = tune_results(folder, by_dir=True)[trial]
     assert [r["epoch"] for r in rebuilt] == [1, 2, 3]
     assert [r.get("rebuilt_from_checkpoint", False) for r in rebuilt] == [False, True, True]
