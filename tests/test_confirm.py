@@ -148,10 +148,13 @@ def test_optuna_trials_and_mlflow_runs_point_at_each_other(confirmed):
 def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(confirmed, tmp_path, env):
     """The confirmed sweep as an srrl-tune before the stall watch left it (no ``tuner_pkl`` in its sweep file, no
     watch in either stage's tuner.pkl), interrupted: --resume rebuilds both tuner.pkl from the sweep file, both
-    stages restore, no run is added or redone, and the verdict stands."""
+    stages restore, no run is added or redone, and the verdict stands. A first --resume is SIGKILLed once the
+    search stage's file is rebuilt: the sweep file says today's version only if the confirmation's is too."""
     import shutil
 
-    from tests._helpers import as_an_older_srrl_tune_wrote_it, stall_watched
+    import yaml
+
+    from tests._helpers import as_an_older_srrl_tune_wrote_it, kill_when, stall_watched, start_run_search
 
     src, first = confirmed
     folder = tmp_path / "ray_results" / "cf"  # a copy with its own stores: the fixture's stay as they are
@@ -163,6 +166,16 @@ def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(c
     assert synced.returncode == 0, synced.stderr[-3000:]
     _client(tmp_path).update_run(_parent(tmp_path, "cf").info.run_id, status="RUNNING")  # as a killed driver left it
     as_an_older_srrl_tune_wrote_it(folder)
+
+    def watched(stage) -> bool:
+        try:
+            return stall_watched(stage)
+        except Exception:  # being written
+            return False
+
+    kill_when(start_run_search(tmp_path, env, "--resume", str(folder)), lambda: watched(folder))
+    version = yaml.safe_load((folder / "srrl_sweep.yaml").read_text())["tuner_pkl"]
+    assert (version, watched(folder / "confirm")) in {(1, False), (2, True)}, version  # (1, False): the kill came first
 
     proc = run_search(tmp_path, env, "--resume", str(folder))
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -35,7 +35,7 @@ from tuner.driver.results import (RESUMABLE, all_errored, by_config, leaderboard
                                   prune_checkpoints, saved_results)
 from tuner.driver.storage import ORPHANED_DIR, SweepFolder
 from tuner.driver.sweep_lock import hold_sweep
-from tuner.driver.sweep_file import SWEEP_FILE, restore_tuner, stale_tuner_pkl, sweep_yaml
+from tuner.driver.sweep_file import SWEEP_FILE, TUNER_PKL, restore_tuner, saved_tuner_pkl, stale_tuner_pkl, sweep_yaml
 from tuner.driver.prepare import check_space, prepare_sweep
 from tuner.driver.record import SPACE_FILE, parent_record, recorded, search_top, teacher_tags
 from tuner.core.teacher import default_cache_dir, ensure_teacher
@@ -222,20 +222,28 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
             ),
         )
 
+    def save_sweep_file(tuner_pkl: int = TUNER_PKL) -> None:
+        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned, teacher_info, tuner_pkl))
+
     stale = None
     if resume:
-        stale = stale_tuner_pkl(folder.location)  # read before the sweep file below says today's version
-        # what --resume changed (a moved folder's place and stores, a widened confirmation) holds for the next one too
-        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned, teacher_info))
+        version = saved_tuner_pkl(folder.location)
+        stale = stale_tuner_pkl(version)
+        # what --resume changed (a moved folder's place and stores, a widened confirmation) holds for the next one
+        # too; the old tuner.pkl version stays until no stage's file of it is left (a driver killed between the two
+        # stages' rebuilds leaves the confirmation's to rebuild)
+        save_sweep_file(version)
         path, fs = folder.for_tune()
         if fs is not None:
             remove_parts(path)  # writes the killed driver had in flight
         complete_trial_logs(folder, log)
         tuner = restore_tuner(tune, folder, trainable, lambda: new_tuner(again=True), stale, log)
+        if stale and not folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl"):
+            save_sweep_file()
     else:
         tuner = new_tuner()
         # the sweep exists only now: the sweep file is what --resume reads, and it needs Tune's state
-        folder.write_text(SWEEP_FILE, sweep_yaml(sweep, base, planned, teacher_info))
+        save_sweep_file()
         tracking.sweep_started(sweep.tracking_uri, parent_run)
     results = tuner.fit()
     _set_aside_orphans(folder, results, log)
@@ -290,6 +298,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                                              sweep.max_failures, sweep.num_to_keep, verbose=verbose, log=log,
                                              reporter=build.reporter(space, ["config_id", *param_names, "seed"]),
                                              reuse_actors=build.reuse_actors(sweep), stale=stale)
+        if stale:
+            save_sweep_file()  # both stages' tuner.pkl are today's now
         _set_aside_orphans(folder.child(confirm.CONFIRM_DIR), confirmed, log)
         confirm_statuses = _tune_statuses(tune, confirmed)
         trial_ids += list(confirm_statuses)

@@ -18,7 +18,7 @@ from tuner.core.sweep_config import SweepConfig
 from tuner.driver.storage import SweepFolder
 
 __all__ = ["SWEEP_FILE", "RESUME_FIELDS", "TUNER_PKL", "sweep_yaml", "load_sweep_dir", "load_for_resume", "planned_trials",
-           "saved_teacher", "stale_tuner_pkl", "restore_tuner"]
+           "saved_teacher", "saved_tuner_pkl", "stale_tuner_pkl", "restore_tuner"]
 
 SWEEP_FILE = "srrl_sweep.yaml"
 #: what ``--resume`` may change: where the records are (a moved folder's stores, another cluster) and the
@@ -28,15 +28,18 @@ RESUME_FIELDS = ("tracking_uri", "optuna_storage", "address", "confirm", "confir
 #: scheduler of a stage's start there, and ``Tuner.restore`` reuses them): bump it when they change, so a sweep
 #: started by an older srrl-tune resumes with today's. 1 (a file without the key): before the stall watch.
 TUNER_PKL = 2
+#: what each version added, which a ``tuner.pkl`` of an older one lacks (said when it is rebuilt)
+TUNER_PKL_ADDED = {2: "stall watch"}
 
 
 def sweep_yaml(sweep: SweepConfig, base: TrialConfig, trials: Optional[int] = None,
-               teacher: Optional[Mapping[str, Any]] = None) -> str:
+               teacher: Optional[Mapping[str, Any]] = None, tuner_pkl: int = TUNER_PKL) -> str:
     """The file's text: ``sweep`` and ``base`` mappings, ``trials`` (the search stage's planned count), the
-    ``teacher``'s facts (``Teacher.info()``; none for a sweep without one) and the ``tuner.pkl`` version."""
+    ``teacher``'s facts (``Teacher.info()``; none for a sweep without one) and the ``tuner.pkl`` version (an older
+    one while a resume has not yet rebuilt every stage's file)."""
     data = {"sweep": sweep.to_dict(), "base": base.to_dict(), **({"trials": int(trials)} if trials is not None else {}),
             **({"teacher": {k: (v if isinstance(v, (int, float)) else str(v)) for k, v in teacher.items()}}
-               if teacher else {}), "tuner_pkl": TUNER_PKL}
+               if teacher else {}), "tuner_pkl": int(tuner_pkl)}
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -73,12 +76,18 @@ def saved_teacher(path: str, field: str = "sync") -> Dict[str, Any]:
     return dict(teacher) if isinstance(teacher, dict) else {}
 
 
-def stale_tuner_pkl(path: str) -> Optional[str]:
-    """Why the ``tuner.pkl`` files of the sweep in ``path`` must be rebuilt before a restore (written by an older
-    srrl-tune, per the sweep file's ``tuner_pkl``), or None. Read before ``--resume`` rewrites the file."""
+def saved_tuner_pkl(path: str) -> int:
+    """The version of the Tune objects in the ``tuner.pkl`` files of the sweep in ``path``, per its sweep file."""
     version = _read(path, "resume")[1].get("tuner_pkl", 1)
-    return None if isinstance(version, int) and version >= TUNER_PKL else \
-        f"written by an older srrl-tune (version {version} of its Tune objects, not {TUNER_PKL}: no stall watch)"
+    return version if isinstance(version, int) else 1
+
+
+def stale_tuner_pkl(version: int) -> Optional[str]:
+    """Why ``tuner.pkl`` files of ``version`` (``saved_tuner_pkl``) must be rebuilt before a restore, or None."""
+    if version >= TUNER_PKL:
+        return None
+    lacks = ", ".join(f"no {what}" for v, what in sorted(TUNER_PKL_ADDED.items()) if v > version)
+    return f"written by an older srrl-tune (version {version} of its Tune objects, not {TUNER_PKL}: {lacks})"
 
 
 def restore_tuner(tune: Any, stage: SweepFolder, trainable: Any, rebuild: Callable[[], Any], stale: Optional[str],
