@@ -1,7 +1,7 @@
 """Sweep process cost: the CPU every process of a small local sweep spends, with and without Ray's idle workers.
 
 ``python run_search.py`` on digits, 2 trials of 3 epochs, FIFO, no confirmation, its own local Ray; each
-process of the driver's tree is polled from ``/proc`` until the driver exits. Ours: the CPU seconds of the
+process of the driver's tree is polled (psutil) until the driver exits. Ours: the CPU seconds of the
 whole tree as the driver runs it (``RAY_prestart_worker_first_driver=0``, set by ``tuner/driver/sweep_build.py``).
 Baseline: the same sweep with Ray's default, an idle worker started per CPU for the first driver (Tune's trial
 actors never use them: each is started with a runtime env those workers lack). The runs alternate; beside the
@@ -12,6 +12,7 @@ row, the CPU of each kind of process in our runs: what a test or a user pays per
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
 import statistics
@@ -22,27 +23,22 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
+import psutil
+
 from bench._common import Row, scratch_dir
 
 SCENARIO = "sweep process CPU"
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ("--name", "pc", "--confirm", "0", "--num-samples", "2", "--epochs", "3", "--teacher-epochs", "2",
         "--scheduler", "fifo", "--max-concurrent", "2")
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _table() -> Dict[int, Tuple[int, float, str]]:
-    """pid -> (parent pid, CPU s, command line) of every process now running."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except (OSError, IndexError):
-                continue
-            out[int(entry)] = (int(stat[1]), (int(stat[11]) + int(stat[12])) / _TICK, cmd)
-    return out
+def _cmdline(proc: psutil.Process) -> str:
+    """A process's command line (a Ray worker's is its title, ``ray::ImplicitFunc ...``), or "" once it is gone."""
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def _kind(cmd: str) -> str:
@@ -65,17 +61,14 @@ def _sweep(folder: Path, prestart: str) -> Dict[str, float]:
         driver = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), *ARGS], cwd=folder, env=env,
                                   stdout=out, stderr=subprocess.STDOUT)
     seen: Dict[int, Tuple[float, str]] = {}
+    root = psutil.Process(driver.pid)
     while driver.poll() is None:
-        table = _table()
-        tree, grown = {driver.pid}, True
-        while grown:
-            more = {pid for pid, (ppid, _, _) in table.items() if ppid in tree} - tree
-            tree |= more
-            grown = bool(more)
-        for pid in tree & set(table):
-            _, cpu, cmd = table[pid]
-            if cmd:  # a zombie's command line is empty: its last reading stands
-                seen[pid] = (max(cpu, seen.get(pid, (0.0, ""))[0]), cmd)
+        with contextlib.suppress(psutil.Error):
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    cpu, cmd = sum(proc.cpu_times()[:2]), _cmdline(proc)
+                    if cmd:  # a zombie's command line is empty: its last reading stands
+                        seen[proc.pid] = (max(cpu, seen.get(proc.pid, (0.0, ""))[0]), cmd)
         time.sleep(0.1)
     shutil.rmtree(ray_tmp, ignore_errors=True)
     if driver.returncode != 0:

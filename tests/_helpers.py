@@ -89,50 +89,46 @@ def ray_tmpdir() -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _process_table() -> Dict[int, tuple]:
-    """pid -> (parent pid, command line) of every process now running."""
-    procs = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            procs[int(entry.name)] = (ppid, cmd)
-    return procs
+def _cmdline(proc: Any) -> str:
+    """A process's command line (a Ray worker's is its title, ``ray::RayTrainWorker ...``), or "" once it is gone."""
+    import psutil
 
-
-def _with_descendants(roots: set, procs: Dict[int, tuple]) -> set:
-    found = set(roots)
-    while True:
-        more = {pid for pid, (ppid, _) in procs.items() if ppid in found} - found
-        if not more:
-            return found
-        found |= more
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def descendants_mentioning(root: int, text: str) -> List[int]:
     """The processes below ``root`` (a driver: its local Ray's raylet and workers are its descendants) whose
     command line contains ``text`` (a Ray actor's process title names its class: ``ray::RayTrainWorker``)."""
-    procs = _process_table()
-    return sorted(pid for pid in _with_descendants({root}, procs) - {root} if text in procs[pid][1])
+    import psutil
+
+    try:
+        below = psutil.Process(root).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    return sorted(p.pid for p in below if text in _cmdline(p))
 
 
 def kill_processes_mentioning(text: str, grace: float = 10.0) -> None:
     """SIGTERM every process whose command line contains ``text`` (e.g. the ``--temp-dir`` of a
     ``ray start``), and their children; SIGKILL what is left after ``grace`` s. Unlike ``ray stop``,
     this leaves other Ray clusters on the machine alone."""
-    procs = _process_table()
-    # and their descendants (Ray's workers do not name the temp dir)
-    doomed = _with_descendants({pid for pid, (_, cmd) in procs.items() if text in cmd and pid != os.getpid()}, procs)
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
-        for pid in doomed:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in doomed):
-            time.sleep(0.2)
+    import psutil
+
+    roots = [p for p in psutil.process_iter() if p.pid != os.getpid() and text in _cmdline(p)]
+    doomed = {p.pid: p for p in roots}
+    for p in roots:  # and their descendants (Ray's workers do not name the temp dir)
+        with contextlib.suppress(psutil.Error):
+            doomed.update((c.pid, c) for c in p.children(recursive=True))
+    for p in doomed.values():
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(list(doomed.values()), timeout=grace)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
 
 
 @contextlib.contextmanager
