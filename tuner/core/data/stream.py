@@ -192,13 +192,15 @@ def _check_pixels(path: str, head: bytes, limit: int) -> Optional[Tuple[str, int
     return found
 
 
-def _read(path: str) -> bytes:
-    """The bytes of one file; failing, one line naming it."""
+def _read(path: str, max_pixels: int) -> Tuple[bytes, Optional[Tuple[str, int, int]]]:
+    """The bytes of one file within the pixel limit, and its header's (format, width, height) (``_check_pixels``);
+    failing, one line naming it."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read()
     except OSError as e:
         raise DatasetNotFoundError(f"data_dir: cannot decode {path} ({e.strerror or type(e).__name__})") from None
+    return data, _check_pixels(path, data, max_pixels)
 
 
 def _decode(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, data: Optional[bytes] = None) -> Tensor:
@@ -208,8 +210,7 @@ def _decode(path: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, data: Optiona
 
     try:
         if data is None:
-            data = _read(path)
-            _check_pixels(path, data, max_pixels)
+            data, _ = _read(path, max_pixels)
         if Path(path).suffix.lower() in _TORCHVISION_DECODES:
             return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         from torchvision.transforms.v2.functional import pil_to_tensor
@@ -250,8 +251,7 @@ def load(path: str, size: int, train: bool, seed: int, max_pixels: int = DEFAULT
     """``transform(_decode(path), size, train, seed)`` read only as far as it needs: a 3-component JPEG's crop comes
     from its header's size and is decoded at the smallest DCT scale that keeps ``size`` pixels a side over the
     window (``jpeg_crop``); every other file, and one libjpeg-turbo refuses, through ``_decode``."""
-    data = _read(path)
-    found = _check_pixels(path, data, max_pixels)
+    data, found = _read(path, max_pixels)
     if found is not None and found[0] == "JPEG":
         _, width, height = found
         box, flip = train_crop(height, width, seed) if train else (None, False)
@@ -277,8 +277,7 @@ class _Decoded(torch.utils.data.Dataset):
         index, seed = item
         label = int(self.split.labels[index])
         if self.encoded:  # plain bytes: pickled whole to the loader (one shared-memory file per tensor hung it)
-            data = _read(self.split.path(index))
-            _check_pixels(self.split.path(index), data, self.max_pixels)
+            data, _ = _read(self.split.path(index), self.max_pixels)
             return bytearray(data), seed, label
         return load(self.split.path(index), self.size, self.train, seed, self.max_pixels), label
 
