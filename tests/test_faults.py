@@ -295,41 +295,30 @@ def test_a_full_storage_path_stops_the_sweep_in_one_line_and_resume_finishes_it(
         assert_records_agree(uri, "df", disk / "df", cli_study(tmp_path, "df"))
 
 
-def test_a_full_tracking_store_at_the_start_leaves_no_dead_end(tmp_path, env):
+def test_a_full_tracking_store_at_the_start_leaves_no_dead_end_and_mid_sweep_loses_nothing(tmp_path, env):
     """mlflow.db's folder fills while the sweep sets up: one line, and the same command runs once space is back
-    (the failed start holds no sweep file, and its parent run is replaced)."""
-    storage = tmp_path / "ray_results"
-    with small_disk(tmp_path / "work", 1200) as work:  # a fresh MLflow store fits; its first artifacts do not
-        args = ("--smoke", "--confirm", "0", "--name", "tf", "--storage-path", str(storage))
-        first = run_search(work, env, *args)
-        assert first.returncode == 1, first.stderr[-3000:]
-        assert re.fullmatch(rf"error: tracking_uri, optuna_storage: no space left on the file system of {work} \(.*\); "
-                            r"free space there, then run the same command again \(the sweep had not started\)",
-                            first.stderr.strip().splitlines()[-1]), first.stderr[-2000:]
-        assert "Traceback" not in first.stderr
-        assert not (storage / "tf" / "srrl_sweep.yaml").exists()
-
-        resize_disk(work, 60 * 1024)
-        again = run_search(work, env, *args)
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert "Sweep tf: 4 trials" in again.stdout
-        parents = _parent(f"sqlite:///{work / 'mlflow.db'}", "tf")
-        assert [(p.info.status, "srrl.setting_up" in p.data.tags) for p in parents] == [("FINISHED", False)]
-
-
-def test_a_tracking_store_filling_mid_sweep_stops_it_and_resume_sends_what_was_held(tmp_path, env):
-    """The MLflow store's disk fills while trials run: the sweep stops with one line, the requests MLflow
-    could not take wait in Tune's state, and --resume delivers them: every epoch is in MLflow once."""
+    (the failed start holds no sweep file, and its parent run is replaced). It fills again while trials run: the
+    sweep stops with one line, the requests MLflow could not take wait in Tune's state, and --resume delivers
+    them: every epoch is in MLflow once."""
     import subprocess
     import sys
 
     from tests._helpers import REPO
 
     storage = tmp_path / "ray_results"
-    with small_disk(tmp_path / "work", 60 * 1024) as work:
-        proc = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), "--name", "tm", "--confirm", "0",
-                                 "--num-samples", "4", "--epochs", "6", "--teacher-epochs", "3", "--scheduler", "fifo",
-                                 "--storage-path", str(storage)],
+    args = ("--name", "tm", "--confirm", "0", "--num-samples", "4", "--epochs", "6", "--teacher-epochs", "3",
+            "--scheduler", "fifo", "--storage-path", str(storage))
+    with small_disk(tmp_path / "work", 1200) as work:  # a fresh MLflow store fits; its first artifacts do not
+        first = run_search(work, env, *args)
+        assert first.returncode == 1, first.stderr[-3000:]
+        assert re.fullmatch(rf"error: tracking_uri, optuna_storage: no space left on the file system of {work} \(.*\); "
+                            r"free space there, then run the same command again \(the sweep had not started\)",
+                            first.stderr.strip().splitlines()[-1]), first.stderr[-2000:]
+        assert "Traceback" not in first.stderr
+        assert not (storage / "tm" / "srrl_sweep.yaml").exists()
+
+        resize_disk(work, 60 * 1024)
+        proc = subprocess.Popen([sys.executable, str(REPO / "run_search.py"), *args],
                                 cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 600
         while sum(len(r) for r in tune_results(storage / "tm", by_dir=True).values()) < 2:
@@ -347,4 +336,7 @@ def test_a_tracking_store_filling_mid_sweep_stops_it_and_resume_sends_what_was_h
         done = run_search(work, env, "--resume", str(storage / "tm"))
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Sweep tm: 4 trials, 4 finished" in done.stdout
-        assert_records_agree(f"sqlite:///{work / 'mlflow.db'}", "tm", storage / "tm", cli_study(work, "tm"))
+        uri = f"sqlite:///{work / 'mlflow.db'}"
+        assert_records_agree(uri, "tm", storage / "tm", cli_study(work, "tm"))
+        parents = _parent(uri, "tm")  # the failed start's parent was replaced by the sweep's own
+        assert [(p.info.status, "srrl.setting_up" in p.data.tags) for p in parents] == [("FINISHED", False)]
