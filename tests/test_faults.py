@@ -144,23 +144,6 @@ def test_driver_killed_twice_then_resumed(tmp_path, env):
     assert_records_agree(f"sqlite:///{tmp_path / 'mlflow.db'}", "kk", folder, study)
 
 
-def test_diverging_trials_are_recorded_and_the_sweep_goes_on(tmp_path, env):
-    import optuna
-
-    proc = run_search(tmp_path, env, "--name", "dv", "--confirm", "0", "--num-samples", "3", "--epochs", "3", "--teacher-epochs", "2",
-                      "--set", "lr=1e6", "--set", "teacher_lr=0.05", "--scheduler", "fifo")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Sweep dv: 3 trials, 0 finished, 0 stopped_early, 3 diverged" in proc.stdout
-    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "dv")
-    assert len(runs) == 3
-    for run in runs:
-        assert run.data.tags["srrl.status"] == "diverged" and run.data.tags["srrl.diverged_epoch"] == "1"
-        assert run.info.status == "FAILED"
-    study = cli_study(tmp_path, "dv")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 3
-    assert all(t.user_attrs["diverged_epoch"] == 1 for t in study.trials)
-
-
 def test_unreachable_tracking_server_refuses_to_start(tmp_path, env):
     port = free_port()
     start = time.monotonic()
@@ -181,22 +164,36 @@ def test_unwritable_checkpoint_is_an_error_naming_the_path(tmp_path):
         save_state({"x": 1}, blocker / "trainer_state.pt")
 
 
-def test_two_sweeps_started_together_in_a_fresh_folder_both_finish(tmp_path, env):
-    """Both create the MLflow and Optuna SQLite stores at once; a lock beside each serialises the creation."""
+def test_two_sweeps_started_together_in_a_fresh_folder_both_finish_and_diverging_trials_are_recorded(tmp_path, env):
+    """Both create the MLflow and Optuna SQLite stores at once; a lock beside each serialises the creation. The
+    second's trials all diverge (lr 1e6): each is recorded so, everywhere, and the sweep goes on to its end."""
     import subprocess
     import sys
 
+    import optuna
+
     from tests._helpers import REPO
 
-    procs = [subprocess.Popen([sys.executable, str(REPO / "run_search.py"), "--name", name, "--smoke", "--confirm", "0"],
+    runs = {"one": ("--smoke",), "dv": ("--num-samples", "3", "--epochs", "3", "--teacher-epochs", "2", "--set", "lr=1e6",
+                                       "--set", "teacher_lr=0.05", "--scheduler", "fifo")}
+    procs = [subprocess.Popen([sys.executable, str(REPO / "run_search.py"), "--name", name, "--confirm", "0", *args],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name in ("one", "two")]
+             for name, args in runs.items()]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    for name in ("one", "two"):
-        assert len(trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", name)) == 4
-        assert len(cli_study(tmp_path, name).trials) == 4
+    assert len(trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "one")) == 4
+    assert len(cli_study(tmp_path, "one").trials) == 4
+
+    assert "Sweep dv: 3 trials, 0 finished, 0 stopped_early, 3 diverged" in outs[1][0]
+    diverged = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "dv")
+    assert len(diverged) == 3
+    for run in diverged:
+        assert run.data.tags["srrl.status"] == "diverged" and run.data.tags["srrl.diverged_epoch"] == "1"
+        assert run.info.status == "FAILED"
+    study = cli_study(tmp_path, "dv")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 3
+    assert all(t.user_attrs["diverged_epoch"] == 1 for t in study.trials)
 
 
 @pytest.mark.parametrize("sig, race", [("SIGINT", 0), ("SIGTERM", 2)])
