@@ -190,7 +190,7 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float 
 
 def assert_records_agree(tracking_uri: str, experiment: str, folder: Path, study: Any,
                          keys=("val_acc", "best_val_acc", "loss_total", "lr")) -> None:
-    """Every trial's per-epoch history is the same, epoch by epoch, in MLflow, Tune's result.json and the
+    """Every search trial's per-epoch history is the same, epoch by epoch, in MLflow, Tune's result.json and the
     Optuna study's intermediate values (the ranking rule's value), and they agree on how it ended."""
     import mlflow
     import optuna
@@ -198,7 +198,7 @@ def assert_records_agree(tracking_uri: str, experiment: str, folder: Path, study
     client = mlflow.MlflowClient(tracking_uri)
     results = tune_results(folder)
     by_number = {t.number: t for t in study.trials}
-    runs = trial_runs(tracking_uri, experiment)
+    runs = [r for r in trial_runs(tracking_uri, experiment) if r.data.tags["srrl.stage"] == "search"]
     assert len(runs) == len(results) and runs
     ended = {"finished": optuna.trial.TrialState.COMPLETE, "stopped_early": optuna.trial.TrialState.PRUNED}
     for run in runs:

@@ -149,12 +149,19 @@ def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(c
     """The confirmed sweep as an srrl-tune before the stall watch left it (no ``tuner_pkl`` in its sweep file, no
     watch in either stage's tuner.pkl), interrupted: --resume rebuilds both tuner.pkl from the sweep file, both
     stages restore, no run is added or redone, and the verdict stands. A first --resume is SIGKILLed once the
-    search stage's file is rebuilt: the sweep file says today's version only if the confirmation's is too."""
+    search stage's file is rebuilt: the sweep file says today's version only if the confirmation's is too.
+
+    And the kill skew of a loaded round, set up exactly: the driver died after Tune's experiment state (the trial
+    ended) reached storage but before the trial's last result.json did. ``--resume`` completes the log from the
+    newest checkpoint's history, so table, study and MLflow agree with what the trial ran."""
+    import json
+    import re
     import shutil
 
     import yaml
 
-    from tests._helpers import as_an_older_srrl_tune_wrote_it, kill_when, stall_watched, start_run_search
+    from tests._helpers import (as_an_older_srrl_tune_wrote_it, assert_records_agree, kill_when, stall_watched,
+                                start_run_search)
 
     src, first = confirmed
     folder = tmp_path / "ray_results" / "cf"  # a copy with its own stores: the fixture's stay as they are
@@ -165,6 +172,11 @@ def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(c
     synced = run_search(tmp_path, env, "--sync", str(folder), timeout=300)  # its MLflow record, rebuilt here
     assert synced.returncode == 0, synced.stderr[-3000:]
     _client(tmp_path).update_run(_parent(tmp_path, "cf").info.run_id, status="RUNNING")  # as a killed driver left it
+    # a search trial whose best is not its first epoch, its result log cut after epoch 1 and a torn line
+    full = tune_results(folder, by_dir=True)
+    trial, rows = max(((name, rows) for name, rows in full.items() if len(rows) >= 2),
+                      key=lambda kv: max(r["val_acc"] for r in kv[1][1:]))
+    (folder / trial / "result.json").write_text(json.dumps(rows[0]) + "\n" + json.dumps(rows[1])[:40])
     as_an_older_srrl_tune_wrote_it(folder)
 
     def watched(stage) -> bool:
@@ -176,6 +188,8 @@ def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(c
     kill_when(start_run_search(tmp_path, env, "--resume", str(folder)), lambda: watched(folder))
     version = yaml.safe_load((folder / "srrl_sweep.yaml").read_text())["tuner_pkl"]
     assert (version, watched(folder / "confirm")) in {(1, False), (2, True)}, version  # (1, False): the kill came first
+    # the result log is completed before any restore: by the killed resume
+    assert "completed the result.json of 1 trial(s) from their newest checkpoints" in (tmp_path / "driver-1.log").read_text()
 
     proc = run_search(tmp_path, env, "--resume", str(folder))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -183,6 +197,7 @@ def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(c
         assert f"{stage}/tuner.pkl was written by an older srrl-tune (version 1 of its Tune objects, not 2: no stall " \
                "watch); rebuilt it from srrl_sweep.yaml" in proc.stdout, proc.stdout[-3000:]
         assert stall_watched(stage)
+    assert "tuner_pkl: 2" in (folder / "srrl_sweep.yaml").read_text()
     assert "confirmation: continuing" in proc.stdout
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "cf")
     before = trial_runs(f"sqlite:///{src / 'mlflow.db'}", "cf")
@@ -190,6 +205,17 @@ def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(c
     assert ended[0] == ended[1] and len(runs) == 10  # the same trials, ended as they were: none added or redone
     verdict = next(line for line in first.stdout.splitlines() if line.startswith("Verdict: "))
     assert verdict in proc.stdout.splitlines()
+
+    rebuilt = tune_results(folder, by_dir=True)[trial]
+    assert [r["epoch"] for r in rebuilt] == [r["epoch"] for r in rows]
+    assert [r.get("rebuilt_from_checkpoint", False) for r in rebuilt] == [False] + [True] * (len(rows) - 1)
+    for key in ("val_acc", "best_val_acc", "loss_total", "lr", "test_acc", "student_params"):
+        assert [r.get(key) for r in rebuilt] == [r.get(key) for r in rows], key  # bit-equal: the checkpoint's own
+    assert rebuilt[-1]["trial_id"] == rows[-1]["trial_id"] and rebuilt[-1]["config"] == rows[-1]["config"]
+    assert rebuilt[-1]["checkpoint_dir_name"] == rows[-1]["checkpoint_dir_name"]
+    best = f"{max(r['val_acc'] for r in rows):.2f}"
+    assert re.search(rf"^\s*1 .*{best}", proc.stdout, re.M) or best in proc.stdout, proc.stdout[-2000:]
+    assert_records_agree(f"sqlite:///{tmp_path / 'mlflow.db'}", "cf", folder, cli_study(tmp_path, "cf"))
 
 
 def test_warm_start_then_confirm_later(confirmed, tmp_path, env):
