@@ -7,6 +7,7 @@ import pytest
 
 from tuner.core import metrics as M
 from tuner.driver.race import RACE, Race, RaceSearch, config_id_of
+from tuner.driver.record import search_top
 from tuner.driver.results import by_config
 
 
@@ -113,6 +114,11 @@ def test_a_raced_leaderboard_has_a_row_per_configuration_with_its_seeds():
     assert board[0]["trial_id"] == "t1" and board[0][M.TEST_ACC] == pytest.approx(85.0)
     plain = [dict(r, origin="search") for r in rows]
     assert by_config(plain) == plain  # a search that did not race: one row per trial, as before
+    # the parent run's search_top_* is the printed leaderboard's first row, not the trial of the luckiest seed
+    per_trial = sorted(rows, key=lambda r: -r[M.RANK_VAL_ACC])
+    assert search_top(per_trial) == {"trial_id": "t1", M.RANK_VAL_ACC: pytest.approx(86.0), M.TEST_ACC: pytest.approx(85.0),
+                                     "seeds": 3}
+    assert search_top(plain)["trial_id"] == "t0"
 
 
 @pytest.mark.slow
