@@ -83,3 +83,24 @@ def test_a_running_trials_actor_is_reachable_and_killing_it_fails_the_trial(tmp_
                                                           verbose=0)).fit()
     assert isinstance(seen["actor"], ray.actor.ActorHandle)
     assert isinstance(grid[0].error, ray.exceptions.RayActorError) and grid[0].metrics["i"] < 299
+
+
+@pytest.mark.parametrize("uri", [False, True])
+def test_what_a_new_tuner_writes_is_what_a_fresh_start_may_find_and_reuse(tmp_path, uri):
+    """``tune.Tuner(...)`` writes exactly ``TUNER_START_FILES`` into a new sweep folder (before Ray starts): a start
+    that failed after it and before its sweep file leaves a folder the same command may take again."""
+    from ray import tune
+
+    from tuner.driver.atomic_fs import PART_SUFFIX
+    from tuner.driver.storage import SweepFolder
+    from tuner.driver.sweep import _uncommitted
+
+    storage = SweepFolder.of(f"file://{tmp_path}" if uri else str(tmp_path))
+    path, fs = storage.for_tune()
+    tune.Tuner(lambda config: None, run_config=tune.RunConfig(name="s", storage_path=path, storage_filesystem=fs))
+    folder = storage.child("s")
+    assert folder.names() == sorted(RI.TUNER_START_FILES) and not ray.is_initialized()
+    (tmp_path / "s" / f"srrl_sweep.yaml{PART_SUFFIX}").write_text("half")  # an upload the failure cut short
+    assert _uncommitted(folder)
+    (tmp_path / "s" / "srrl_sweep.yaml").write_text("sweep: {}\n")
+    assert not _uncommitted(folder)

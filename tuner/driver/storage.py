@@ -125,16 +125,21 @@ class SweepFolder:
     def read_text(self, name: str) -> str:
         return self.read_bytes(name).decode()
 
-    def subfolders(self, prefix: str = "") -> List[str]:
-        """The names of the folder's sub-folders that start with ``prefix``, sorted."""
+    def names(self, folders_only: bool = False) -> List[str]:
+        """The names of what the folder holds (none where it does not exist), sorted; ``folders_only``: its sub-folders."""
         if self.fs is None:
             folder = Path(self.location)
-            names = [p.name for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
+            names = [p.name for p in folder.iterdir() if p.is_dir() or not folders_only] if folder.is_dir() else []
         else:
             import pyarrow.fs
 
-            names = [i.base_name for i in self._entries(self.path) if i.type == pyarrow.fs.FileType.Directory]
-        return sorted(n for n in names if n.startswith(prefix))
+            names = [i.base_name for i in self._entries(self.path)
+                     if i.type == pyarrow.fs.FileType.Directory or not folders_only]
+        return sorted(names)
+
+    def subfolders(self, prefix: str = "") -> List[str]:
+        """The names of the folder's sub-folders that start with ``prefix``, sorted."""
+        return [n for n in self.names(folders_only=True) if n.startswith(prefix)]
 
     def files(self) -> List[str]:
         """Every file under the folder, as paths relative to it ('/'-separated)."""

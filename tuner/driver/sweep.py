@@ -35,6 +35,7 @@ from tuner.driver.results import (RESUMABLE, all_errored, by_config, leaderboard
                                   prune_checkpoints, saved_results)
 from tuner.driver.storage import ORPHANED_DIR, SweepFolder
 from tuner.driver.sweep_lock import hold_sweep
+from tuner.driver.ray_internals import TUNER_START_FILES
 from tuner.driver.sweep_file import SWEEP_FILE, TUNER_PKL, restore_tuner, saved_tuner_pkl, stale_tuner_pkl, sweep_yaml
 from tuner.driver.prepare import check_space, prepare_sweep
 from tuner.driver.record import SPACE_FILE, parent_record, recorded, search_top, teacher_tags
@@ -71,12 +72,8 @@ class SweepResult:
 
 def _uncommitted(folder: SweepFolder) -> bool:
     """The folder holds no sweep: it is empty, or holds only what a start that failed before writing its
-    sweep file left (Tune's ``tuner.pkl``, part files); a fresh start of the same name may use it."""
-    if folder.is_empty():
-        return True
-    if folder.fs is not None:
-        return False  # remote: only an empty folder
-    return all(p.name == "tuner.pkl" or p.name.endswith(PART_SUFFIX) for p in Path(folder.location).iterdir())
+    sweep file left (what ``tune.Tuner`` writes first, part files); a fresh start of the same name may use it."""
+    return all(name in TUNER_START_FILES or name.endswith(PART_SUFFIX) for name in folder.names())
 
 
 def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: Callable[[str], None] = print,
