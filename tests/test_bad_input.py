@@ -287,3 +287,26 @@ def test_resume_reads_the_sweep_where_its_folder_lies_with_the_flags_that_may_ch
     new = f"sqlite:///{tmp_path}/mlflow.db"
     sweep, _ = load_for_resume(str(folder), {"tracking_uri": new, "confirm": 3})
     assert (sweep.storage_path, sweep.tracking_uri, sweep.confirm) == (str(tmp_path / "moved"), new, 3)
+
+
+def test_a_started_confirmation_keeps_its_counts_on_resume(tmp_path, env):
+    """--confirm or --confirm-seeds changed on --resume apply until the stage starts; after, Tune restores the
+    stage with its points, so a change is refused in one line (it left the sweep 'interrupted' for good)."""
+    import hashlib
+
+    from tuner.core.config import TrialConfig
+    from tuner.core.sweep_config import SweepConfig
+    from tuner.driver.sweep_file import SWEEP_FILE, sweep_yaml
+
+    folder = tmp_path / "ray_results" / "cs"
+    (folder / "confirm").mkdir(parents=True)
+    (folder / SWEEP_FILE).write_text(sweep_yaml(SweepConfig(name="cs", storage_path=str(folder.parent), confirm=2,
+                                                            confirm_seeds=5), TrialConfig()))
+    (folder / "confirm" / "tuner.pkl").write_bytes(b"the stage's")
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()}
+    for flags, field in ((["--confirm", "3"], "confirm"), (["--confirm-seeds", "8"], "confirm_seeds")):
+        proc = run_cli(tmp_path, env, "--resume", str(folder), *flags, timeout=60)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+            f"error: {field}: the confirmation stage of {folder} started with --confirm 2 --confirm-seeds 5 and keeps "
+            f"them; continue it with python run_search.py --resume {folder}"], proc.stderr[-2000:]
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -36,7 +36,7 @@ from tuner.driver.results import (RESUMABLE, all_errored, by_config, leaderboard
 from tuner.driver.storage import ORPHANED_DIR, SweepFolder
 from tuner.driver.sweep_lock import hold_sweep
 from tuner.driver.ray_internals import TUNER_START_FILES
-from tuner.driver.sweep_file import SWEEP_FILE, TUNER_PKL, restore_tuner, saved_tuner_pkl, stale_tuner_pkl, sweep_yaml
+from tuner.driver.sweep_file import SWEEP_FILE, TUNER_PKL, load_sweep_dir, restore_tuner, saved_tuner_pkl, stale_tuner_pkl, sweep_yaml
 from tuner.driver.prepare import check_space, prepare_sweep
 from tuner.driver.record import SPACE_FILE, parent_record, recorded, search_top, teacher_tags
 from tuner.core.teacher import default_cache_dir, ensure_teacher
@@ -110,6 +110,15 @@ def _check_folder(sweep: SweepConfig, folder: SweepFolder, resume: bool) -> None
     """``--resume`` needs a sweep in the folder; a fresh start needs none there."""
     if resume and not folder.has_file(SWEEP_FILE):
         raise ConfigError(f"resume: {folder.shown!r} holds no sweep")
+    if resume and folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl"):
+        # Tune restores the stage with the points it started with: a new count would never be reached
+        saved, _ = load_sweep_dir(folder.location)
+        for field in ("confirm", "confirm_seeds"):
+            if getattr(sweep, field) != getattr(saved, field):
+                raise ConfigError(
+                    f"{field}: the confirmation stage of {folder.shown} started with --confirm {saved.confirm} "
+                    f"--confirm-seeds {saved.confirm_seeds} and keeps them; continue it with "
+                    f"python run_search.py --resume {shlex.quote(folder.shown)}")
     if not resume and not _uncommitted(folder):
         raise ConfigError(f"name: a sweep {sweep.name!r} already exists in {redact(sweep.storage_path)}; "
                           f"pass --resume {folder.shown} or pick another name")
