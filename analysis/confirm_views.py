@@ -21,10 +21,13 @@ __all__ = ["confirm_rows", "verdict_table", "VERDICT_COLUMNS"]
 
 _METRICS = (DECISION, M.TEST_ACC)  # the verdict's: the ranking rule's val value, final test
 _VS = (("reference", "vs_reference"), ("ce", "vs_ce"))
-#: ``verdict_table``'s columns: per configuration the mean and 95% CI over seeds of val and test accuracy,
-#: then the difference to the reference point and to CE-only (paired on seeds), each with its p-value
+#: how a confirmation run that counts ended: finished, or failed (a stall is an errored run)
+_ENDS = (M.FINISHED, M.DIVERGED, M.ERRORED, M.STALLED)
+#: ``verdict_table``'s columns: per configuration its finished and failed seeds, the mean and 95% CI over the
+#: finished of val and test accuracy, then the difference to the reference point and to CE-only (paired on
+#: seeds), each with its p-value
 VERDICT_COLUMNS = (
-    ["config", "config_id", "role", "rank", "seeds", "recommended"]
+    ["config", "config_id", "role", "rank", "seeds", "failed_seeds", "recommended"]
     + [f"{m}_{s}" for m in _METRICS for s in ("mean", "ci_low", "ci_high")]
     + [f"{m}_vs_{o}{p}" for o, _ in _VS for m in _METRICS for p in ("", "_p")]
 )
@@ -43,12 +46,13 @@ def _params(confirm: pd.DataFrame) -> List[str]:
 
 
 def confirm_rows(trials: pd.DataFrame) -> List[Dict[str, Any]]:
-    """``tuner.core.verdict.summarize``'s rows: one per finished confirmation run of ``trials``, with its
-    ``config_id, role, rank, params`` (the searched values), ``seed``, ``best_val_acc`` and final ``test_acc``."""
+    """``tuner.core.verdict.summarize``'s rows: one per ended confirmation run of ``trials``, with its
+    ``config_id, role, rank, params`` (the searched values), ``seed``, and ``best_val_acc`` and final ``test_acc``
+    (finished) or ``failed`` (diverged or errored), as the driver's ``confirm.verdict_of`` gives them."""
     confirm = confirm_trials(trials)
     if confirm.empty or "config_id" not in confirm.columns:
         return []
-    confirm = confirm[(confirm["status"] == M.FINISHED) & confirm["config_id"].notna()]
+    confirm = confirm[confirm["status"].isin(_ENDS) & confirm["config_id"].notna()]
     params = _params(confirm)
     rows = []
     for _, run in confirm.iterrows():
@@ -56,13 +60,13 @@ def confirm_rows(trials: pd.DataFrame) -> List[Dict[str, Any]]:
                      "rank": _value(run.get("config_rank")),
                      "params": {p: _value(run[p]) for p in params if _value(run[p]) is not None},
                      "seed": _value(run.get("seed")),
-                     **{m: _value(run.get(m)) for m in _METRICS}})
+                     **({m: _value(run.get(m)) for m in _METRICS} if run["status"] == M.FINISHED else {"failed": True})})
     return rows
 
 
 def verdict_table(trials: pd.DataFrame, sweep: Optional[str] = None) -> Tuple[Optional["Verdict"], pd.DataFrame]:
     """The verdict of the confirmation runs in ``trials`` and one row per configuration (``VERDICT_COLUMNS``,
-    recommended first); ``(None, empty frame)`` when no confirmation run finished.
+    recommended first); ``(None, empty frame)`` when no confirmation run ended.
 
     Args:
         sweep: whose confirmation runs; needed when ``trials`` holds those of several sweeps.
@@ -84,7 +88,7 @@ def verdict_table(trials: pd.DataFrame, sweep: Optional[str] = None) -> Tuple[Op
     out = []
     for c in verdict.ordered():
         row: Dict[str, Any] = {"config": c.label, "config_id": c.config_id, "role": c.role, "rank": c.rank,
-                               "seeds": c.n, "recommended": c.config_id == verdict.recommended}
+                               "seeds": c.n, "failed_seeds": c.failed, "recommended": c.config_id == verdict.recommended}
         for m in _METRICS:
             iv = c.metrics.get(m)
             row.update({f"{m}_mean": iv.mean if iv else math.nan, f"{m}_ci_low": iv.low if iv else math.nan,
@@ -96,7 +100,7 @@ def verdict_table(trials: pd.DataFrame, sweep: Optional[str] = None) -> Tuple[Op
         out.append(row)
     df = pd.DataFrame(out, columns=list(VERDICT_COLUMNS))
     df["rank"] = df["rank"].astype("Int64")
-    df["seeds"] = df["seeds"].astype("int64")
+    df[["seeds", "failed_seeds"]] = df[["seeds", "failed_seeds"]].astype("int64")
     df["recommended"] = df["recommended"].astype(bool)
     return verdict, df
 

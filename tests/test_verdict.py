@@ -186,3 +186,47 @@ def test_two_seeds_print_no_interval_three_do():
             assert all("[" not in c and "(2 seeds: no usable 95% CI)" in c for c in cells), cells
             # the sentence says it as the table does
             assert "(no usable 95% CI, p = " in verdict.sentence and ", 2 seeds)" in verdict.sentence and " .. " not in verdict.sentence, verdict.sentence
+
+
+def test_a_candidate_that_failed_a_seed_is_not_recommended_and_every_count_says_so():
+    """Diverged or errored confirmation runs are counted, never averaged away: the candidate that clearly beats the
+    reference on the 3 seeds it survived failed 2 of 5, so the reference stands; the seeds a sentence names are the
+    pairs its test used."""
+    cand = _rows("c1", "candidate", {"alpha": 2.0, "lr": 1.6}, [90, 91, 92, 0, 0], [89, 90, 91, 0, 0], rank=1)
+    cand = cand[:3] + [{**r, "failed": True, DECISION: None, M.TEST_ACC: None} for r in cand[3:]]
+    ref = _rows("ref", "reference", REF, [80, 82, 81, 80, 79], [80] * 5)
+    v = summarize(cand + ref, "the authors' (1, 1)")
+    c1 = v.config("c1")
+    assert (c1.n, c1.failed, c1.metrics[DECISION].mean) == (3, 2, 91.0)
+    assert c1.vs_reference[DECISION].n == 3 and c1.vs_reference[DECISION].p < 0.05  # would win on its survivors
+    assert v.recommended == "ref"
+    assert v.sentence.startswith("no configuration beats the authors' (1, 1) with confidence (best: alpha 2 lr 1.6, "
+                                 "+10.0 val points") and v.sentence.endswith(
+        "3 seeds; it failed on 2 of 5 seeds); use the authors' (1, 1)"), v.sentence
+    assert next(r for r in v.table() if r["role"] == "candidate")["seeds"] == "3 (+2 failed)"
+    assert Verdict.from_dict(v.to_dict()).config("c1").failed == 2  # what MLflow's verdict.json carries back
+    # without the failures it wins, and its sentence counts the 3 pairs its test used, not the reference's 5 seeds
+    won = summarize(cand[:3] + ref, "the authors' (1, 1)")
+    assert won.recommended == "c1" and "p = " in won.sentence and ", 3 seeds)" in won.sentence, won.sentence
+
+
+def test_the_driver_counts_diverged_and_errored_confirmation_runs_as_failed():
+    """``confirm.verdict_of`` on Tune's results: a finished run is a row, a diverged or errored one is a failed
+    seed, and one that has not reached its last epoch (a stopped stage) is no row yet."""
+    from types import SimpleNamespace
+
+    from tuner.driver.confirm import verdict_of
+
+    def result(cid, role, seed, metrics, error=None):
+        config = {"alpha": 1.0 if role == "reference" else 2.0, "beta": 1.0, "seed": seed, "val_split_seed": seed,
+                  "config_id": cid, "config_role": role, "config_rank": 1 if role == "candidate" else 0}
+        return SimpleNamespace(config=config, metrics=metrics, error=error)
+
+    done = {DECISION: 90.0, M.TEST_ACC: 89.0}
+    results = [result("c1", "candidate", 1, done), result("c1", "candidate", 2, {M.DIVERGED_KEY: 1.0, M.EPOCH: 1}),
+               result("c1", "candidate", 3, {DECISION: 50.0}, error=RuntimeError("lost node")),
+               result("c1", "candidate", 4, {DECISION: 70.0, M.EPOCH: 2}),  # half-done: not counted yet
+               result("ref", "reference", 1, {DECISION: 80.0, M.TEST_ACC: 79.0})]
+    v = verdict_of(results, "the authors' (1, 1)")
+    assert [(c.config_id, c.n, c.failed) for c in v.configs] == [("c1", 1, 2), ("ref", 1, 0)]
+    assert v.recommended == "ref"

@@ -46,7 +46,7 @@ CONFIRM = {
     "ce": ("ce", None, 0.0, 0.0, (90.0, 90.5, 89.8), (89.6, 90.1, 89.5)),
 }
 RECOMMENDED = "c1"
-CONFIRM_ERRORED = "ce"  # one more seed of it that errored: not part of the verdict
+CONFIRM_ERRORED = "ce"  # one more seed of it that errored: counted as failed, in no interval or difference
 #: the par sweep (recorded without stage or label tags, as before the confirmation stage): trial id ->
 #: (student, connector, MACs, final val_acc)
 PAR = {

@@ -51,7 +51,7 @@ def test_the_verdict_comes_first(store, trials_a, written):
     assert "| config | role | seeds | recommended | best_val_acc | test_acc | val vs reference |" in section
     c1 = table.iloc[0]
     assert f"| alpha 2 beta 3 | candidate | 3 | yes | {c1['best_val_acc_mean']:.2f} [{c1['best_val_acc_ci_low']:.2f}, " in section
-    assert "| CE only | ce | 3 |" in section and "95% t-interval" in section
+    assert "| CE only | ce | 3 (+1 failed) |" in section and "95% t-interval" in section  # its errored seed counted
     assert "cf_0" not in md  # confirmation runs are not in the search's tables
 
 

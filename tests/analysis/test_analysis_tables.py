@@ -293,7 +293,10 @@ def test_verdict_table_is_tuner_verdicts_summary():
     assert "the reference point (alpha 2)" in verdict.sentence
     none, empty = verdict_table(df.assign(stage="search"))  # no confirmation runs: no verdict
     assert none is None and empty.empty and list(empty.columns) == list(VERDICT_COLUMNS)
-    assert verdict_table(df.assign(status="errored"))[0] is None
+    # every run failed: each configuration says so, and nothing is recommended (not even the failed reference)
+    failed, table = verdict_table(df.assign(status="errored"))
+    assert (failed.recommended, failed.sentence) == (None, "no searched configuration finished its confirmation runs")
+    assert list(table["seeds"]) == [0, 0, 0] and list(table["failed_seeds"]) == [2, 2, 2]
     with pytest.raises(ValueError, match="several sweeps"):
         verdict_table(pd.concat([df, df.assign(sweep="t")]))
     assert verdict_table(pd.concat([df, df.assign(sweep="t")]), sweep="t")[0].to_dict() == expected.to_dict()

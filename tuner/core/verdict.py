@@ -67,6 +67,7 @@ class ConfigResult:
     metrics: Dict[str, Interval]
     vs_reference: Dict[str, Comparison] = field(default_factory=dict)
     vs_ce: Dict[str, Comparison] = field(default_factory=dict)
+    failed: int = 0  # seeds whose run diverged or errored: in no interval or difference; never recommended
 
 
 @dataclass
@@ -101,7 +102,7 @@ class Verdict:
         ``mean [95% CI]`` of val and test accuracy, ``diff [95% CI] p=...`` to the reference and to CE-only."""
         rows = []
         for c in self.ordered():
-            row = {"config": c.label, "role": c.role, "seeds": str(c.n),
+            row = {"config": c.label, "role": c.role, "seeds": str(c.n) + (f" (+{c.failed} failed)" if c.failed else ""),
                    "recommended": "yes" if c.config_id == self.recommended else ""}
             for m in _METRICS:
                 iv = c.metrics.get(m)
@@ -298,32 +299,41 @@ def summarize(rows: Sequence[Mapping[str, Any]], reference_name: str = "the refe
     """The verdict of confirmation runs.
 
     Args:
-        rows: one per finished confirmation run, with ``config_id``, ``role`` (one of ``ROLES``),
+        rows: one per ended confirmation run, with ``config_id``, ``role`` (one of ``ROLES``),
             ``rank`` (candidates), ``params`` (the searched values), ``seed``, ``best_val_acc`` (max over
-            epochs) and ``test_acc`` (final epoch), in percent. A row without ``seed`` shares none.
+            epochs) and ``test_acc`` (final epoch), in percent; or ``failed`` true for a run that diverged or
+            errored (counted, in no interval or difference). A row without ``seed`` shares none.
         reference_name: how the sentence names the reference point, e.g. "the authors' (1, 1)".
 
     Each configuration is compared with the reference and CE-only paired on the seeds both ran. The K
     candidates' val p-values against the reference are Holm-corrected together (K comparisons, one
     family). The recommendation is the candidate with the highest mean val among those whose val
     difference is positive with Holm's p < 0.05; otherwise the reference itself. Test accuracy is
-    reported beside it and never used to choose.
+    reported beside it and never used to choose. A configuration with a failed seed is never recommended:
+    its surviving seeds alone would flatter it.
     """
     groups: Dict[str, List[Mapping[str, Any]]] = {}
+    firsts: Dict[str, Mapping[str, Any]] = {}
+    failed: Dict[str, int] = {}
     for r in rows:
         if r.get("role") not in ROLES:
             raise ValueError(f"role: {r.get('role')!r} is not one of {', '.join(ROLES)}")
-        groups.setdefault(str(r["config_id"]), []).append(r)
+        cid = str(r["config_id"])
+        firsts.setdefault(cid, r)
+        if r.get("failed"):
+            failed[cid] = failed.get(cid, 0) + 1
+        groups.setdefault(cid, []).extend([] if r.get("failed") else [r])
     configs, by_seed = [], {}
     for cid, runs in groups.items():
-        first = runs[0]
+        first = firsts[cid]
         seeds = [r["seed"] if r.get("seed") is not None else ("unseeded", cid, i) for i, r in enumerate(runs)]
         by_seed[cid] = {m: {s: float(r[m]) for s, r in zip(seeds, runs)} for m in _METRICS
-                        if all(r.get(m) is not None and math.isfinite(float(r[m])) for r in runs)}
+                        if runs and all(r.get(m) is not None and math.isfinite(float(r[m])) for r in runs)}
         rank = first.get("rank")
         configs.append(ConfigResult(cid, first["role"], int(rank) if rank not in (None, "") else None,
                                     label_of(first.get("params") or {}, first["role"]), dict(first.get("params") or {}),
-                                    len(runs), {m: mean_ci(list(v.values())) for m, v in by_seed[cid].items()}))
+                                    len(runs), {m: mean_ci(list(v.values())) for m, v in by_seed[cid].items()},
+                                    failed=failed.get(cid, 0)))
     ref = next((c for c in configs if c.role == "reference"), None)
     ce = next((c for c in configs if c.role == "ce"), None)
     for c in configs:
@@ -338,9 +348,9 @@ def summarize(rows: Sequence[Mapping[str, Any]], reference_name: str = "the refe
 
 
 def _confident(c: ConfigResult) -> bool:
-    """The candidate beats the reference on val with Holm-corrected confidence."""
+    """The candidate beats the reference on val with Holm-corrected confidence, on every seed it ran."""
     d = c.vs_reference.get(DECISION)
-    return d is not None and d.diff > 0 and d.p_holm is not None and d.p_holm < ALPHA
+    return not c.failed and d is not None and d.diff > 0 and d.p_holm is not None and d.p_holm < ALPHA
 
 
 def _verdict(configs: List[ConfigResult], ref: Optional[ConfigResult], ce: Optional[ConfigResult],
@@ -349,8 +359,9 @@ def _verdict(configs: List[ConfigResult], ref: Optional[ConfigResult], ce: Optio
     best = max(candidates, key=lambda c: c.metrics[DECISION].mean, default=None)
     ref_id, ce_id = (ref.config_id if ref else None), (ce.config_id if ce else None)
     if best is None:
-        return Verdict(configs, ref_id, ref_id, ce_id, "no searched configuration finished its confirmation runs"
-                       + (f"; use {reference_name}" if ref else ""))
+        usable = ref is not None and DECISION in ref.metrics  # a reference that failed every seed is no answer
+        return Verdict(configs, ref_id if usable else None, ref_id, ce_id,
+                       "no searched configuration finished its confirmation runs" + (f"; use {reference_name}" if usable else ""))
     if ref is None or DECISION not in ref.metrics:
         return Verdict(configs, best.config_id, ref_id, ce_id,
                        f"{best.label} has the best confirmed val accuracy ({_iv(best, DECISION)}, {best.n} seeds); "
@@ -361,11 +372,12 @@ def _verdict(configs: List[ConfigResult], ref: Optional[ConfigResult], ce: Optio
         on_test = (f"; on test {test.diff:+.1f} points ({_ci_p(test)})" if test is not None else "")
         return Verdict(configs, winner.config_id, ref_id, ce_id,
                        f"{winner.label} beats {reference_name} by {d.diff:+.1f} val points ({_ci_p(d, family)}, "
-                       f"{winner.n} seeds){on_test}{_model_change(winner, ref)}")
+                       f"{d.n} seeds){on_test}{_model_change(winner, ref)}")
     d = best.vs_reference[DECISION]
+    lost = f"; it failed on {best.failed} of {best.n + best.failed} seeds" if best.failed else ""
     return Verdict(configs, ref_id, ref_id, ce_id,
                    f"no configuration beats {reference_name} with confidence (best: {best.label}, {d.diff:+.1f} val "
-                   f"points, {_ci_p(d, family)}, {best.n} seeds); use {reference_name}")
+                   f"points, {_ci_p(d, family)}, {d.n} seeds{lost}); use {reference_name}")
 
 
 def _ci_p(d: Comparison, family: int = 1) -> str:

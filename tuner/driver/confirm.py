@@ -84,16 +84,17 @@ def confirm_points(configs: Sequence[Mapping[str, Any]], seeds: Sequence[int], b
 
 
 def verdict_of(results: Any, reference_name: str) -> Verdict:
-    """The verdict of a confirmation's Tune results (finished runs only)."""
+    """The verdict of a confirmation's Tune results: its finished runs, and those that diverged or errored as failed."""
     rows = []
     for result in results:
         cfg, last = dict(result.config or {}), result.metrics or {}
-        if result.error or M.TEST_ACC not in last:
-            continue  # errored or not at its last epoch: it confirms nothing
+        failed = bool(result.error or last.get(M.DIVERGED_KEY))
+        if not failed and M.TEST_ACC not in last:
+            continue  # not at its last epoch (a stage that was stopped): it confirms nothing yet
         params = {k: v for k, v in cfg.items() if k not in LABEL_KEYS and k not in ("seed", "val_split_seed")}
         rows.append({"config_id": cfg["config_id"], "role": cfg["config_role"], "rank": cfg.get("config_rank") or None,
                      "params": params, "seed": cfg.get("seed"),
-                     **{m: last.get(m) for m in (DECISION, M.TEST_ACC)}})
+                     **({"failed": True} if failed else {m: last.get(m) for m in (DECISION, M.TEST_ACC)})})
     return summarize(rows, reference_name)
 
 
