@@ -74,7 +74,7 @@ def lw_curve(tid: str) -> List[float]:
     if how == "resumed":
         accs[1] = RESUMED_EPOCH2["second"]
     ran = {"stopped_early": 2, "diverged": 1, "errored": 1, "running": 1, "stopped_at_1": 1}.get(how, LW_EPOCHS)
-    return accs[:ran] + ([0.0] if how == "diverged" else [])
+    return accs[:ran]
 
 
 def abl_acc(arm: str, seed: int) -> float:
@@ -178,7 +178,8 @@ def _lw_sweep(uri: str, client: Any, clock: _Clock, root) -> Any:
             cb.on_trial_start(0, [], trial)  # Tune restarted it from the epoch-1 checkpoint
             _run(cb, trial, _results(accs[1:], clock, test_acc=final, first_epoch=2, before=accs[:1]), "complete")
         elif how == "diverged":
-            bad = {M.EPOCH: 2, T.DIVERGED_KEY: 1.0, M.VAL_ACC: 0.0, M.STUDENT_MACS: 5000.0, "timestamp": clock()}
+            # as the trainable reports it: no val_acc (never evaluated), the best so far
+            bad = {M.EPOCH: 2, T.DIVERGED_KEY: 1.0, M.RANK_VAL_ACC: accs[0], M.STUDENT_MACS: 5000.0, "timestamp": clock()}
             _run(cb, trial, _results(accs[:1], clock) + [bad], "complete")
         elif how == "errored":
             _run(cb, trial, _results(accs, clock), "error")

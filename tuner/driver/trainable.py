@@ -107,7 +107,9 @@ def run_epochs(trainer: Trainer, once: Dict[str, Any], report: Callable[[Dict[st
         try:
             row = trainer.step()
         except Diverged as e:
-            report({**once, M.EPOCH: e.epoch, M.DIVERGED_KEY: 1.0, M.VAL_ACC: 0.0, M.RANK_VAL_ACC: 0.0,
+            # the epoch was never evaluated: no val_acc, and the ranking value stays the best so far (a 0 here
+            # was a fall in a running max, logged to MLflow as the trial's best_val_acc)
+            report({**once, M.EPOCH: e.epoch, M.DIVERGED_KEY: 1.0, M.RANK_VAL_ACC: trainer.best_val_acc,
                     f"{M.DIVERGED_KEY}_term": e.term}, None)
             return
         if trainer.epoch == cfg.epochs:
