@@ -122,6 +122,19 @@ def test_each_ended_trial_keeps_only_the_checkpoint_its_last_result_names(confir
     assert len(epochs) == 10 and max(epochs) == 3  # the trials reported 3 checkpoints each, at most: 2 went
 
 
+def test_a_trial_folders_name_gives_its_trial_id_in_both_stages(confirmed):
+    """What a trial that never logged has for an id (``storage.trial_id_of``): a searcher's and a confirmation's
+    (``BasicVariantGenerator``'s ``xxxxx_NNNNN``) folder names, as this Ray names them."""
+    from tuner.driver.storage import trial_id_of
+
+    tmp, _ = confirmed
+    folder = tmp / "ray_results" / "cf"
+    ids = {stage.name: {trial_id_of(trial): rows[-1]["trial_id"] for trial, rows in tune_results(stage, by_dir=True).items()}
+           for stage in (folder, folder / "confirm")}
+    assert all(ids[stage] and all(k == v for k, v in ids[stage].items()) for stage in ids), ids
+    assert all("_" in tid for tid in ids["confirm"]) and not any("_" in tid for tid in ids["cf"])
+
+
 def test_optuna_trials_and_mlflow_runs_point_at_each_other(confirmed):
     tmp, _ = confirmed
     study = cli_study(tmp, "cf")

@@ -58,27 +58,31 @@ def test_trial_logs_are_completed_from_the_newest_checkpoint(location, tmp_path)
 
     stage = tmp_path / "store" / "sw"
     history = [{"epoch": e, "val_acc": 10.0 * e, "best_val_acc": 10.0 * e} for e in (1, 2, 3)]
-    for name, logged, newest in (("train_srrl_aa_0", 0, 2), ("train_srrl_bb_1", 1, 2), ("train_srrl_cc_2", 3, 2)):
+    # Tune's folder names: a searcher's trial id (8 hex digits), a confirmation's (``xxxxx_NNNNN``)
+    trials = {"e10c7_00000": "train_srrl_e10c7_00000_0_alpha=2.0000", "0bb0bb0b": "train_srrl_0bb0bb0b_1_alpha=2.0000",
+              "0cc0cc0c": "train_srrl_0cc0cc0c_2_alpha=2.0000"}
+    aa, bb, cc = trials.values()
+    for (tid, name), logged, newest in zip(trials.items(), (0, 1, 3), (2, 2, 2)):
         (stage / name / "checkpoint_000000").mkdir(parents=True)  # an older one: never read
         (stage / name / f"checkpoint_{newest:06d}").mkdir()
         torch.save({"history": history, "epoch": 3}, stage / name / f"checkpoint_{newest:06d}" / "trainer_state.pt")
         (stage / name / "params.json").write_text(json.dumps({"alpha": 2.0}))
         if logged:
-            rows = [{**h, "trial_id": name.split("_")[2], "training_iteration": h["epoch"], "student_params": 7,
+            rows = [{**h, "trial_id": tid, "training_iteration": h["epoch"], "student_params": 7,
                      "config": {"alpha": 2.0}, "time_this_iter_s": 0.1} for h in history[:logged]]
             (stage / name / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    untouched = (stage / "train_srrl_cc_2" / "result.json").read_bytes()
+    untouched = (stage / cc / "result.json").read_bytes()
     said = []
-    assert complete_trial_logs(SweepFolder.of(location).child("sw"), said.append) == ["train_srrl_aa_0", "train_srrl_bb_1"]
+    assert complete_trial_logs(SweepFolder.of(location).child("sw"), said.append) == sorted([aa, bb])
     assert len(said) == 1 and "completed the result.json of 2 trial(s)" in said[0]
-    fresh = read_result_lines((stage / "train_srrl_aa_0" / "result.json").read_text())
+    fresh = read_result_lines((stage / aa / "result.json").read_text())
     assert [(r["epoch"], r["val_acc"], r["trial_id"], r["config"], r["training_iteration"]) for r in fresh] == \
-        [(e, 10.0 * e, "aa", {"alpha": 2.0}, e) for e in (1, 2, 3)]
-    short = read_result_lines((stage / "train_srrl_bb_1" / "result.json").read_text())
+        [(e, 10.0 * e, "e10c7_00000", {"alpha": 2.0}, e) for e in (1, 2, 3)]  # the id from its folder's name
+    short = read_result_lines((stage / bb / "result.json").read_text())
     assert [(r["epoch"], r.get("rebuilt_from_checkpoint", False), r["student_params"], r["training_iteration"])
             for r in short] == [(1, False, 7, 1), (2, True, 7, 2), (3, True, 7, 3)]
     assert "time_this_iter_s" not in short[-1] and short[-1]["checkpoint_dir_name"] == "checkpoint_000002"
-    assert (stage / "train_srrl_cc_2" / "result.json").read_bytes() == untouched
+    assert (stage / cc / "result.json").read_bytes() == untouched
     assert complete_trial_logs(SweepFolder.of(location).child("sw"), said.append) == []  # once is enough
 
 

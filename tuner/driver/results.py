@@ -11,6 +11,7 @@ from tuner.core import metrics as M
 from tuner import tracking
 from tuner.core.config import LABEL_KEYS, RACE, SEARCHED_PARAMS, TrialConfig, planned_epochs, trial_params
 from tuner.core.sweep_config import SweepConfig
+from tuner.driver.storage import trial_id_of
 
 __all__ = ["leaderboard_rows", "by_config", "log_best_students", "prune_checkpoints", "RESUMABLE", "saved_results",
            "all_errored"]
@@ -37,7 +38,7 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
         best = last.get(M.RANK_VAL_ACC, float("nan"))  # as the trial reported it: what ASHA and Optuna ranked
         epochs_run = int(last.get(M.EPOCH, 0))
         planned = planned_epochs(cfg, base.epochs)
-        trial_id = last.get("trial_id") or _trial_id(result)
+        trial_id = last.get("trial_id") or trial_id_of(Path(str(getattr(result, "path", "") or "")).name)
         ended = statuses is None or statuses.get(trial_id) == "TERMINATED"
         errored = bool(result.error) and not faults.is_no_space(result.error)
         status = M.trial_status(errored, bool(last.get(M.DIVERGED_KEY)), epochs_run, planned, ended,
@@ -91,13 +92,6 @@ def _error_text(result: Any) -> str:
             return f.read().decode(errors="replace")
     except (OSError, ValueError):  # no such file (pyarrow: FileNotFoundError, an OSError)
         return ""
-
-
-def _trial_id(result: Any) -> Optional[str]:
-    """A never-started trial has no result yet: its id is in its folder's name (``train_srrl[_workers]_<id>_...``)."""
-    name = Path(str(getattr(result, "path", "") or "")).name
-    parts = name.removeprefix("train_srrl_workers_").removeprefix("train_srrl_").split("_")
-    return parts[0] if len(parts) > 1 else None
 
 
 def log_best_students(grid: Any, rows: List[Dict[str, Any]], sweep: SweepConfig, splits: Any, parent_run: str) -> int:

@@ -8,6 +8,7 @@ whatever Tune can write the sweep file can be written to as well.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -21,10 +22,19 @@ from tuner.core.config import ConfigError
 from tuner.core.files import atomic_write
 from tuner.core.uri import is_uri, redact as _redact
 
-__all__ = ["SweepFolder", "ORPHANED_DIR"]
+__all__ = ["SweepFolder", "ORPHANED_DIR", "trial_id_of"]
 
 _PROBE = ".srrl-write-probe"
 ORPHANED_DIR = "orphaned"  # trial folders of a killed driver that Tune's restored state does not hold
+#: a trial folder's name: ``<trainable>_<trial id>_<counter>_<params>``, the id a searcher's 8 hex digits or a
+#: ``BasicVariantGenerator``'s (the confirmation stage, exhaustive grids) 5 hex digits, ``_`` and 5 digits
+_TRIAL_FOLDER = re.compile(r"train_srrl(?:_workers)?_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})(?:_|$)")
+
+
+def trial_id_of(folder_name: str) -> Optional[str]:
+    """The Tune trial id in a trial folder's name (a trial that never logged a result has it nowhere else), or None."""
+    found = _TRIAL_FOLDER.match(folder_name)
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)

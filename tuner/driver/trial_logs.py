@@ -20,7 +20,7 @@ import re
 from typing import Any, Callable, Dict, List
 
 from tuner.core import metrics as M
-from tuner.driver.storage import SweepFolder
+from tuner.driver.storage import SweepFolder, trial_id_of
 from tuner.core.trainer import STATE_FILE
 
 __all__ = ["RESULT_FILE", "REBUILT_KEY", "read_result_lines", "complete_trial_logs"]
@@ -78,10 +78,10 @@ def complete_trial_logs(stage: SweepFolder, log: Callable[[str], None] = print) 
 
 
 def _first_template(stage: SweepFolder, trial: str) -> Dict[str, Any]:
-    """A trial that logged nothing: its id from its folder's name (``<trainable>_<id>_...``), its config
+    """A trial that logged nothing: its id from its folder's name (``storage.trial_id_of``), its config
     from Tune's ``params.json``."""
-    parts = trial.split("_")
-    out: Dict[str, Any] = {"trial_id": parts[2]} if len(parts) > 2 else {}
+    trial_id = trial_id_of(trial)
+    out: Dict[str, Any] = {"trial_id": trial_id} if trial_id else {}
     if stage.has_file(f"{trial}/params.json"):
         out["config"] = json.loads(stage.read_text(f"{trial}/params.json"))
     return out
