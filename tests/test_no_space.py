@@ -62,7 +62,9 @@ def test_a_study_left_by_a_failed_start_is_replaced_one_that_ran_trials_is_refus
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     left = optuna.create_study(study_name="left", storage=url)
     left.enqueue_trial({"alpha": 1.0})  # what the sweep's searcher does as it sets up, before any trial runs
-    check_study_name(SweepConfig(name="left", optuna_storage=url))
+    check_study_name(SweepConfig(name="left", optuna_storage=url))  # before the sweep's lock: it may be another
+    assert "left" in optuna.study.get_all_study_names(url)           # driver's, setting up: read only
+    check_study_name(SweepConfig(name="left", optuna_storage=url), replace=True)  # under the lock: a failed start's
     assert "left" not in optuna.study.get_all_study_names(url)
 
     ran = optuna.create_study(study_name="ran", storage=url)

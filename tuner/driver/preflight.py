@@ -82,9 +82,11 @@ def _worker_slots(nodes: List[Dict[str, Any]], host: int, asks: Any) -> int:
     return total
 
 
-def check_study_name(sweep: SweepConfig) -> None:
+def check_study_name(sweep: SweepConfig, replace: bool = False) -> None:
     """A new sweep never continues an existing Optuna study by accident (only with --study-name); a study
-    in which no trial ever ran is what a failed start left, and is replaced."""
+    in which no trial ever ran is what a failed start left, or what a driver now setting up the same sweep
+    made: with ``replace`` (only under the sweep's lock, when no other driver can be setting it up) it is
+    deleted, to be made again."""
     import optuna
 
     if sweep.study_name or not sweep.optuna_storage:
@@ -101,7 +103,8 @@ def check_study_name(sweep: SweepConfig) -> None:
     except Exception as e:
         raise ConfigError(f"optuna_storage: cannot open {sweep.optuna_storage!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if unstarted:  # left by a start that failed before its first trial (a full disk): it holds nothing measured
-        optuna.delete_study(study_name=sweep.name, storage=sweep.optuna_storage)
+        if replace:
+            optuna.delete_study(study_name=sweep.name, storage=sweep.optuna_storage)
     elif sweep.name in existing:
         raise ConfigError(f"study_name: an Optuna study {sweep.name!r} already exists in {sweep.optuna_storage}; "
                           "pass --study-name to continue it on purpose, or pick another --name")

@@ -173,6 +173,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
     # one driver per sweep, from its first write to its end; bad input above wrote nothing, not even the lock
     locks.enter_context(hold_sweep(folder))
     _check_folder(sweep, folder, resume)  # again, under the lock: another driver may have run it meanwhile
+    if not resume:  # a study no trial ran in is a failed start's, now that no other driver can be setting it up
+        preflight.check_study_name(sweep, replace=True)
     # ray.init installs its own SIGTERM handler (exit at once); a cluster scheduler's SIGTERM should stop
     # the sweep as Ctrl-C does: Tune saves its state, the records say "interrupted", --resume continues
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
