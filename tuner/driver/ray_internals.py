@@ -2,7 +2,8 @@
 pins against the installed Ray (setup.cfg admits the Ray those tests ran). Ray offers no public API for them:
 a restored sweep must agree with the trial list Tune restored (``tuner.driver.search.RestoredSearch``), a
 multi-worker trial needs a Trainable class whose stop aborts its Train run (``tuner.driver.workers``), and a hung
-trial's actor is killed by its handle (``tuner.driver.stalls``)."""
+trial's actor is killed by its handle (``tuner.driver.stalls``), and a start that failed after ``tune.Tuner`` wrote
+its folder is told from a sweep by the files it wrote (``tuner.driver.sweep``)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
