@@ -285,7 +285,7 @@ def _no_space_line(fault: Any) -> str:
 def print_summary(result: Any, top: int = 10) -> None:
     """Leaderboard of the best trials and the commands to look further."""
     from tuner.core.config import RACE
-    from tuner.driver.results import by_config
+    from tuner.core.ranking import by_config
 
     raced = any(r.get("origin") == RACE for r in result.rows)
     rows = by_config(result.rows)  # a raced search: one row per configuration, its mean over seeds

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis._format import fmt_value
-from analysis.tables import is_log_scale, pareto_front, ranking_order, search_trials, searched_params
+from analysis.tables import configurations, is_log_scale, pareto_front, ranking_order, search_trials, searched_params
 from tuner.core import metrics as M
 
 __all__ = ["alpha_beta", "learning_curves", "best_so_far", "pareto", "parallel_coordinates", "save", "STYLES"]
@@ -118,7 +118,8 @@ def alpha_beta(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, verdict: Any 
         else:  # another fidelity (fewer epochs): its values would mislead on the finished trials' scale
             ax.scatter(part["_a"], part["_b"], marker=marker, s=55, facecolors="none", edgecolors="0.45",
                        linewidths=0.8, label=f"{label} (fewer epochs: not coloured)")
-    best = ranking_order(good, "_y").iloc[0]
+    ranked = configurations(good)  # a raced sweep: its configurations, each at its mean over seeds
+    best = ranking_order(ranked if ranked is good else ranked.assign(_y=_num(ranked[metric])), "_y").iloc[0]
     ax.scatter([best["_a"]], [best["_b"]], s=240, facecolors="none", edgecolors="red", linewidths=1.5,
                label=f"search rank 1, {_seeds(best)} ({fmt_value(best['_y'])}{'%' if _is_acc(metric) else ''})")
     rec = _recommended(verdict)
@@ -163,8 +164,7 @@ def _positive(v: Any) -> bool:
 
 
 def _seeds(row: pd.Series) -> str:
-    n = row.get("seeds")
-    n = int(n) if isinstance(n, (int, float, np.integer, np.floating)) and np.isfinite(n) else 1
+    n = int(row["seeds"]) if isinstance(row.get("seeds"), (int, float, np.number)) and np.isfinite(row["seeds"]) else 1
     return "1 seed" if n == 1 else f"mean of {n} seeds"
 
 

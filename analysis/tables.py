@@ -15,10 +15,13 @@ import pandas as pd
 
 from analysis.frames import SEARCHED_PARAMS, hashable, confirm_trials, search_trials, searched_params
 from tuner.core import metrics as M
+from tuner.core.config import RACE
+from tuner.core.ranking import by_config
 from tuner.core.verdict import label_of
 
 __all__ = ["SEARCHED_PARAMS", "searched_params", "search_trials", "confirm_trials", "leaderboard", "asha_table",
-           "ablation_table", "marginal_effects", "pareto_front", "status_counts", "is_log_scale", "ranking_order"]
+           "ablation_table", "marginal_effects", "pareto_front", "status_counts", "is_log_scale", "ranking_order",
+           "configurations"]
 
 _MODES = ("max", "min")
 
@@ -46,36 +49,55 @@ def status_counts(trials: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def configurations(trials: pd.DataFrame) -> pd.DataFrame:
+    """Search trials as the driver ranks them: a raced sweep's one row per configuration (``tuner.core.ranking.
+    by_config``: its first seed's row, ``best_val_acc`` and ``test_acc`` the means over the seeds that ran every
+    epoch, ``seeds`` their count), each sweep apart; a sweep that did not race, one row per trial, as given."""
+    if trials.empty or "origin" not in trials.columns or not (trials["origin"] == RACE).any():
+        return trials
+    sweeps = trials.groupby("sweep", sort=False) if "sweep" in trials.columns else [(None, trials)]
+    parts = []
+    for _, sweep in sweeps:
+        records = sweep.astype(object).where(sweep.notna(), None).to_dict("records")  # NaN: missing, as None
+        grouped = pd.DataFrame(by_config(records, epochs="epochs_run"), columns=[*sweep.columns, "seeds"])
+        parts.append(grouped.astype({c: t for c, t in sweep.dtypes.items() if t.kind == "f"}))
+    return pd.concat(parts, ignore_index=True)
+
+
 def ranking_order(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, mode: str = "max") -> pd.DataFrame:
     """``trials`` sorted as they rank: the finished ones (all epochs run) first, by ``metric``; then the
     others by the epochs they ran (most first) and ``metric``, since a lower fidelity is not comparable
-    with a higher one. Missing values of ``metric`` last within each group."""
+    with a higher one; at equal epochs a configuration with more ``seeds`` (``configurations``) first.
+    Missing values of ``metric`` last within each group."""
     _check_metric(trials, metric)
     _check_mode(mode)
     def column(name: str, default: Any) -> pd.Series:
         return trials[name] if name in trials.columns else pd.Series(default, index=trials.index)
 
-    keys = [M.rank_key(status, epochs, value, mode=mode) for status, epochs, value in
-            zip(column("status", M.FINISHED), column("epochs_run", 0), pd.to_numeric(trials[metric], errors="coerce"))]
+    keys = [M.rank_key(status, epochs, value, seeds, mode=mode) for status, epochs, value, seeds in
+            zip(column("status", M.FINISHED), column("epochs_run", 0), pd.to_numeric(trials[metric], errors="coerce"),
+                column("seeds", 1))]
     order = sorted(range(len(keys)), key=keys.__getitem__)  # stable: ties keep their order
     return trials.iloc[order]
 
 
 def leaderboard(trials: pd.DataFrame, metric: str = M.RANK_VAL_ACC, top: Optional[int] = 10,
                 mode: str = "max", run_id: bool = False) -> pd.DataFrame:
-    """The ``top`` search trials in ``ranking_order`` by ``metric``, indexed by rank from 1.
+    """The ``top`` search trials in ``ranking_order`` by ``metric``, indexed by rank from 1; a raced sweep's
+    configurations (``configurations``), as the driver's printed leaderboard has them.
 
     Confirmation runs are left out (they feed ``analysis.confirm_views.verdict_table``). Columns: ``sweep`` (when there are
     several), ``run_id`` (with ``run_id=True``), ``trial_id, status, epochs_run``, ``origin`` (when
-    recorded), the searched params that vary (with ``student_macs, student_params`` when the student
-    does), then ``rank_val_acc, best_val_acc, val_acc, test_acc`` (those present) and ``metric``.
+    recorded), ``seeds`` (raced), the searched params that vary (with ``student_macs, student_params`` when the
+    student does), then ``rank_val_acc, best_val_acc, val_acc, test_acc`` (those present) and ``metric``.
     """
     _check_metric(trials, metric)
-    trials = search_trials(trials)
+    trials = configurations(search_trials(trials))
     cols = (["sweep"] if "sweep" in trials.columns and trials["sweep"].nunique() > 1 else [])
     cols += ["run_id"] if run_id and "run_id" in trials.columns else []
     cols += [c for c in ("trial_id", "status", "epochs_run") if c in trials.columns]
     cols += ["origin"] if "origin" in trials.columns and trials["origin"].notna().any() else []
+    cols += ["seeds"] if "seeds" in trials.columns else []
     cols += searched_params(trials)
     if "student" in cols:  # students differ in cost: what each one costs beside what it scores
         cols += [c for c in (M.STUDENT_MACS, M.STUDENT_PARAMS) if c in trials.columns]

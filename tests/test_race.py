@@ -8,7 +8,7 @@ import pytest
 from tuner.core import metrics as M
 from tuner.driver.race import RACE, Race, RaceSearch, config_id_of
 from tuner.driver.record import search_top
-from tuner.driver.results import by_config
+from tuner.core.ranking import by_config
 
 
 def _run(race: Race, values):

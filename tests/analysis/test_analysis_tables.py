@@ -313,3 +313,22 @@ def test_searched_params_and_status_counts(trials_a):
     assert counts.loc["lw"].to_dict() == {"finished": 3, "stopped_early": 2, "diverged": 1, "errored": 1,
                                           "running": 1, "total": 8}
     assert counts.loc["par", "finished"] == 4 and counts.loc["par", "total"] == 4
+
+
+def test_a_raced_sweeps_leaderboard_ranks_configurations_by_their_seeds_as_the_driver_does():
+    """``python -m analysis leaderboard`` and the report on a ``--race`` sweep: one row per configuration, its mean
+    over the seeds that ran every epoch and their count, in the driver's order (``tuner.core.ranking.by_config``),
+    not the luckiest single seed first."""
+    from analysis.tables import configurations, leaderboard
+
+    trials = pd.DataFrame({
+        "sweep": ["r"] * 5, "stage": ["search"] * 5, "trial_id": ["t0", "t1", "t2", "t3", "t4"],
+        "config_id": ["s0", "s1", "s1", "s1", "s2"], "origin": ["search", "search", "race", "race", "search"],
+        "status": ["finished"] * 4 + ["stopped_early"], "epochs_run": [3, 3, 3, 3, 1], "alpha": [1.0, 2.0, 2.0, 2.0, 3.0],
+        M.RANK_VAL_ACC: [90.0, 85.0, 87.0, 86.0, 40.0], M.TEST_ACC: [89.0, 84.0, 86.0, 85.0, np.nan]})
+    board = leaderboard(trials)
+    assert list(zip(board["trial_id"], board["seeds"], board[M.RANK_VAL_ACC])) == [
+        ("t1", 3, pytest.approx(86.0)), ("t0", 1, 90.0), ("t4", 0, 40.0)]
+    assert board.loc[1, M.TEST_ACC] == pytest.approx(85.0) and np.isnan(board.loc[3, M.TEST_ACC])
+    plain = trials.assign(origin="search")
+    assert configurations(plain) is plain and "seeds" not in leaderboard(plain).columns  # no race: a row per trial

@@ -39,7 +39,7 @@ def applies(space: Any) -> Optional[str]:
 def confirm_configs(rows: Sequence[Mapping[str, Any]], top: int, reference: Optional[Mapping[str, Any]],
                     base: TrialConfig) -> List[Dict[str, Any]]:
     """``[{config_id, role, rank, params}]``: the ``top`` best distinct finished search configurations
-    by ``rank_val_acc`` (c1, c2, ...; a raced search's rows by seeds, then their mean: ``results.by_config``),
+    by ``rank_val_acc`` (c1, c2, ...; a raced search's rows by seeds, then their mean: ``ranking.by_config``),
     then the reference point (ref) and CE-only (ce).
 
     Only trials that ran every epoch count: an early-stopped trial's value is of lower fidelity. A

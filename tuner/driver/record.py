@@ -17,7 +17,7 @@ from tuner.core import metrics as M
 from tuner.core.config import TrialConfig
 from tuner.core.sweep_config import SweepConfig
 from tuner.core.uri import redact, sqlite_file
-from tuner.driver.results import by_config
+from tuner.core.ranking import by_config
 from tuner import tracking
 
 __all__ = ["parent_record", "teacher_tags", "search_top", "recorded", "rebuild_parent", "folder_verdict", "SPACE_FILE"]
@@ -43,7 +43,7 @@ def teacher_tags(info: Mapping[str, Any]) -> Dict[str, str]:
 
 def search_top(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """The search's best finished configuration as the parent run records it beside the verdict, or None: the
-    printed leaderboard's first (a raced search's: the mean over its seeds, ``results.by_config``)."""
+    printed leaderboard's first (a raced search's: the mean over its seeds, ``ranking.by_config``)."""
     best = next((r for r in by_config(rows) if r["status"] == M.FINISHED), None)
     return {k: best[k] for k in ("trial_id", M.RANK_VAL_ACC, M.TEST_ACC, "seeds")} if best else None
 
@@ -91,7 +91,7 @@ def folder_verdict(folder: Path, sweep: SweepConfig, base: TrialConfig, space: A
     ``splits()`` gives the sweep's data (loaded on first call: only a finished confirmation needs it)."""
     from search_spaces import SpaceContext
     from tuner.driver import confirm
-    from tuner.driver.results import by_config, leaderboard_rows, saved_results
+    from tuner.driver.results import leaderboard_rows, saved_results
     from tuner.driver.storage import SweepFolder
 
     store = SweepFolder.of(str(folder.parent)).child(folder.name)

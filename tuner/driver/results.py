@@ -9,11 +9,11 @@ from typing import Any, Dict, List, Optional, Tuple
 from tuner.core import faults
 from tuner.core import metrics as M
 from tuner import tracking
-from tuner.core.config import LABEL_KEYS, RACE, SEARCHED_PARAMS, TrialConfig, planned_epochs, trial_params
+from tuner.core.config import LABEL_KEYS, SEARCHED_PARAMS, TrialConfig, planned_epochs, trial_params
 from tuner.core.sweep_config import SweepConfig
 from tuner.driver.storage import trial_id_of
 
-__all__ = ["leaderboard_rows", "by_config", "log_best_students", "prune_checkpoints", "RESUMABLE", "saved_results",
+__all__ = ["leaderboard_rows", "log_best_students", "prune_checkpoints", "RESUMABLE", "saved_results",
            "all_errored"]
 
 #: statuses of trials a --resume continues
@@ -52,34 +52,8 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
                "node_id": last.get("node_id")}
         rows.append(row)
 
-    rows.sort(key=_rank)
+    rows.sort(key=lambda r: M.rank_key(r["status"], r["epochs"], r.get(M.RANK_VAL_ACC)))
     return rows
-
-
-def by_config(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """A raced search's leaderboard (tuner/driver/race.py): one row per configuration, its first seed's row with
-    ``best_val_acc`` and ``test_acc`` the means over its seeds that ran every epoch and ``seeds`` their count;
-    ranked like trials, at equal epochs by seeds, then mean. Rows of a search that did not race pass through."""
-    if not any(r.get("origin") == RACE for r in rows):
-        return rows
-    groups: Dict[Any, List[Dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault(r.get("config_id") or r["trial_id"], []).append(r)
-    out = []
-    for members in groups.values():
-        first = next((r for r in members if r.get("origin") != RACE), members[0])
-        done = [r for r in members if r["status"] == M.FINISHED]
-        row = dict(first, seeds=len(done))
-        for m in (M.RANK_VAL_ACC, M.TEST_ACC):
-            values = [float(r[m]) for r in done if r.get(m) is not None]
-            row[m] = sum(values) / len(values) if values else first.get(m)
-        out.append(row)
-    out.sort(key=_rank)
-    return out
-
-
-def _rank(r: Dict[str, Any]) -> Tuple:
-    return M.rank_key(r["status"], r["epochs"], r.get(M.RANK_VAL_ACC), r.get("seeds", 1))
 
 
 def _error_text(result: Any) -> str:

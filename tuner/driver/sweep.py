@@ -31,13 +31,14 @@ from tuner.core.sweep_config import first_confirm_seed, trial_base
 from tuner.driver.confirm import preset_param_space
 from tuner.core.files import PART_SUFFIX
 from tuner.driver.search import settle_study, study_outcomes
-from tuner.driver.results import (RESUMABLE, all_errored, by_config, leaderboard_rows, log_best_students,
+from tuner.driver.results import (RESUMABLE, all_errored, leaderboard_rows, log_best_students,
                                   prune_checkpoints, saved_results)
 from tuner.driver.storage import ORPHANED_DIR, SweepFolder
 from tuner.driver.sweep_lock import hold_sweep
 from tuner.driver.ray_internals import TUNER_START_FILES
 from tuner.driver.sweep_file import SWEEP_FILE, TUNER_PKL, load_sweep_dir, restore_tuner, saved_tuner_pkl, stale_tuner_pkl, sweep_yaml
 from tuner.driver.prepare import check_space, prepare_sweep
+from tuner.core.ranking import by_config
 from tuner.driver.record import SPACE_FILE, parent_record, recorded, search_top, teacher_tags
 from tuner.core.teacher import default_cache_dir, ensure_teacher
 from tuner.tracking.callback import MLflowTracking
