@@ -230,3 +230,15 @@ def test_the_driver_counts_diverged_and_errored_confirmation_runs_as_failed():
     v = verdict_of(results, "the authors' (1, 1)")
     assert [(c.config_id, c.n, c.failed) for c in v.configs] == [("c1", 1, 2), ("ref", 1, 0)]
     assert v.recommended == "ref"
+
+
+def test_a_verdict_without_candidates_says_none_was_confirmed_not_that_they_failed():
+    """confirm_configs gives no candidate when only the reference ran every epoch of the search: the sentence says
+    so, and keeps "did not finish" for candidates whose confirmation runs all failed."""
+    ref = _rows("ref", "reference", REF, [80, 82, 81], [80] * 3)
+    v = summarize(ref, "the authors' (1, 1)")
+    assert (v.recommended, v.sentence) == ("ref", "no searched configuration other than the reference ran every epoch "
+                                                  "of the search: none to confirm; use the authors' (1, 1)")
+    failed = [{**r, "failed": True} for r in _rows("c1", "candidate", {"alpha": 2.0}, [0] * 3, [0] * 3, rank=1)]
+    assert summarize(failed + ref, "the authors' (1, 1)").sentence == \
+        "no searched configuration finished its confirmation runs; use the authors' (1, 1)"

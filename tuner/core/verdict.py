@@ -360,8 +360,9 @@ def _verdict(configs: List[ConfigResult], ref: Optional[ConfigResult], ce: Optio
     ref_id, ce_id = (ref.config_id if ref else None), (ce.config_id if ce else None)
     if best is None:
         usable = ref is not None and DECISION in ref.metrics  # a reference that failed every seed is no answer
-        return Verdict(configs, ref_id if usable else None, ref_id, ce_id,
-                       "no searched configuration finished its confirmation runs" + (f"; use {reference_name}" if usable else ""))
+        why = ("no searched configuration finished its confirmation runs" if any(c.role == "candidate" for c in configs)
+               else "no searched configuration other than the reference ran every epoch of the search: none to confirm")
+        return Verdict(configs, ref_id if usable else None, ref_id, ce_id, why + (f"; use {reference_name}" if usable else ""))
     if ref is None or DECISION not in ref.metrics:
         return Verdict(configs, best.config_id, ref_id, ce_id,
                        f"{best.label} has the best confirmed val accuracy ({_iv(best, DECISION)}, {best.n} seeds); "
