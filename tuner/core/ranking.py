@@ -2,12 +2,12 @@
 leaderboard, its record and confirmation candidates, and the analysis' leaderboard and figures."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from tuner.core import metrics as M
 from tuner.core.config import RACE
 
-__all__ = ["by_config"]
+__all__ = ["by_config", "row_rank"]
 
 
 def by_config(rows: List[Dict[str, Any]], epochs: str = "epochs") -> List[Dict[str, Any]]:
@@ -29,5 +29,10 @@ def by_config(rows: List[Dict[str, Any]], epochs: str = "epochs") -> List[Dict[s
             values = [float(r[m]) for r in done if r.get(m) is not None]
             row[m] = sum(values) / len(values) if values else first.get(m)
         out.append(row)
-    out.sort(key=lambda r: M.rank_key(r["status"], r[epochs], r.get(M.RANK_VAL_ACC), r.get("seeds", 1)))
+    out.sort(key=lambda r: row_rank(r, epochs))
     return out
+
+
+def row_rank(row: Dict[str, Any], epochs: str = "epochs") -> Tuple:
+    """``metrics.rank_key`` of a leaderboard row (a trial's, or a raced configuration's with its ``seeds``)."""
+    return M.rank_key(row["status"], row[epochs], row.get(M.RANK_VAL_ACC), row.get("seeds", 1))

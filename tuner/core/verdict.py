@@ -313,19 +313,13 @@ def summarize(rows: Sequence[Mapping[str, Any]], reference_name: str = "the refe
     its surviving seeds alone would flatter it.
     """
     groups: Dict[str, List[Mapping[str, Any]]] = {}
-    firsts: Dict[str, Mapping[str, Any]] = {}
-    failed: Dict[str, int] = {}
     for r in rows:
         if r.get("role") not in ROLES:
             raise ValueError(f"role: {r.get('role')!r} is not one of {', '.join(ROLES)}")
-        cid = str(r["config_id"])
-        firsts.setdefault(cid, r)
-        if r.get("failed"):
-            failed[cid] = failed.get(cid, 0) + 1
-        groups.setdefault(cid, []).extend([] if r.get("failed") else [r])
+        groups.setdefault(str(r["config_id"]), []).append(r)
     configs, by_seed = [], {}
-    for cid, runs in groups.items():
-        first = firsts[cid]
+    for cid, members in groups.items():
+        first, runs = members[0], [r for r in members if not r.get("failed")]
         seeds = [r["seed"] if r.get("seed") is not None else ("unseeded", cid, i) for i, r in enumerate(runs)]
         by_seed[cid] = {m: {s: float(r[m]) for s, r in zip(seeds, runs)} for m in _METRICS
                         if runs and all(r.get(m) is not None and math.isfinite(float(r[m])) for r in runs)}
@@ -333,7 +327,7 @@ def summarize(rows: Sequence[Mapping[str, Any]], reference_name: str = "the refe
         configs.append(ConfigResult(cid, first["role"], int(rank) if rank not in (None, "") else None,
                                     label_of(first.get("params") or {}, first["role"]), dict(first.get("params") or {}),
                                     len(runs), {m: mean_ci(list(v.values())) for m, v in by_seed[cid].items()},
-                                    failed=failed.get(cid, 0)))
+                                    failed=len(members) - len(runs)))
     ref = next((c for c in configs if c.role == "reference"), None)
     ce = next((c for c in configs if c.role == "ce"), None)
     for c in configs:

@@ -10,6 +10,7 @@ from tuner.core import faults
 from tuner.core import metrics as M
 from tuner import tracking
 from tuner.core.config import LABEL_KEYS, SEARCHED_PARAMS, TrialConfig, planned_epochs, trial_params
+from tuner.core.ranking import row_rank
 from tuner.core.sweep_config import SweepConfig
 from tuner.driver.storage import trial_id_of
 
@@ -52,7 +53,7 @@ def leaderboard_rows(grid: Any, base: TrialConfig, statuses: Optional[Dict[str, 
                "node_id": last.get("node_id")}
         rows.append(row)
 
-    rows.sort(key=lambda r: M.rank_key(r["status"], r["epochs"], r.get(M.RANK_VAL_ACC)))
+    rows.sort(key=row_rank)
     return rows
 
 

@@ -113,10 +113,7 @@ class SweepFolder:
 
     def is_empty(self) -> bool:
         """True when the folder does not exist or holds nothing."""
-        if self.fs is None:
-            folder = Path(self.location)
-            return not folder.exists() or not any(folder.iterdir())
-        return not self._entries(self.path)
+        return not self.names()
 
     def _entries(self, path: str) -> list:
         import pyarrow.fs
