@@ -22,6 +22,9 @@ def test_the_newest_experiment_state_is_the_one_tune_restores(tmp_path):
     _state(tmp_path, "2026-12-02_09-00-00", ["a", "b"])
     newest = RI.newest_experiment_state(str(tmp_path))
     assert newest is not None and newest.endswith("experiment_state-2026-12-02_09-00-00.json")
+    from ray.tune.execution.tune_controller import TuneController
+
+    assert RI.EXPERIMENT_STATE_GLOB == TuneController.CKPT_FILE_TMPL.format("*")
 
 
 class _One(Searcher):

@@ -2,11 +2,13 @@
 for s3:// and gs://, which take the same code path)."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -142,6 +144,26 @@ def test_local_storage_given_to_tune_writes_whole_files(location, tmp_path):
     fs.copy_file(str(state), str(state.parent / "copy.pkl"))
     assert state.read_bytes() == (state.parent / "copy.pkl").read_bytes() == b"new"
     assert pickle.loads(pickle.dumps(fs)) == fs  # Tune ships it to the trials' workers
+
+
+def test_a_torn_upload_of_tunes_experiment_state_keeps_the_last_whole_one(location, tmp_path):
+    """Tune rewrites its staging experiment state in place while an upload may be reading it: an empty or torn
+    copy must not replace the whole one (a later upload the full disk failed left the sweep unreadable)."""
+    import pyarrow.fs
+
+    path, fs = SweepFolder.of(location).child("sweep-a").for_tune()
+    state = Path(path) / "experiment_state-2026-12-08_01-00-00.json"
+    whole = json.dumps({"trial_data": [["{}", "{}"]]}).encode()
+    pyarrow.fs.copy_files(str(_file(tmp_path / "v1", whole)), str(state), destination_filesystem=fs)
+    for torn in (b"", whole[:-7]):
+        pyarrow.fs.copy_files(str(_file(tmp_path / "v2", torn)), str(state), destination_filesystem=fs)
+        assert state.read_bytes() == whole and os.listdir(state.parent) == [state.name]
+    newer = json.dumps({"trial_data": []}).encode()
+    pyarrow.fs.copy_files(str(_file(tmp_path / "v3", newer)), str(state), destination_filesystem=fs)
+    assert state.read_bytes() == newer
+    log = state.parent / "train_srrl_1" / "result.json"  # other files land as written: a log's torn line is read past
+    pyarrow.fs.copy_files(str(_file(tmp_path / "v4", b'{"epoch": 1}\n{"ep')), str(log), destination_filesystem=fs)
+    assert log.read_bytes() == b'{"epoch": 1}\n{"ep'
 
 
 def _file(path, data: bytes):

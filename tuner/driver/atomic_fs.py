@@ -5,10 +5,18 @@ searcher state, each trial's ``result.json``; a resumed driver re-uploads all of
 pyarrow's local filesystem truncates a file before writing it, so a driver SIGKILLed mid-copy left a
 torn ``tuner.pkl`` and the sweep could not be resumed (``EOFError`` in ``Tuner.restore``). Handed to
 Tune as ``storage_filesystem``, this filesystem leaves the previous file instead.
+
+Tune also rewrites its staging copy of the experiment state in place while its background upload of the
+last snapshot may still be reading it, so an upload can carry an empty or torn copy (seen once a full disk
+failed the next upload: ``Expecting value`` where the sweep read its state). An experiment state that does
+not parse is never renamed over the last whole one (docs/architecture.md, "Faults").
 """
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -19,8 +27,21 @@ import pyarrow.fs
 
 from tuner.core import faults
 from tuner.core.files import PART_SUFFIX, atomic_write, open_part
+from tuner.driver.ray_internals import EXPERIMENT_STATE_GLOB
 
 __all__ = ["AtomicLocalHandler", "PART_SUFFIX", "remove_parts"]
+
+_log = logging.getLogger(__name__)
+
+
+def _is_json(path: str) -> bool:
+    """Whether the file at ``path`` is one whole JSON document (a torn or empty copy is not)."""
+    try:
+        with open(path, "rb") as f:
+            json.loads(f.read())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 class _RenameOnClose:
@@ -31,6 +52,7 @@ class _RenameOnClose:
         self._path = path
         self._part, self._file = open_part(path)
         self._failed = False
+        self._whole = _is_json if fnmatch.fnmatch(os.path.basename(path), EXPERIMENT_STATE_GLOB) else None
 
     def _give_up(self, error: OSError) -> OSError:
         """Remove the part file; the error to raise names the file it was for (Tune's own message does not)."""
@@ -65,6 +87,11 @@ class _RenameOnClose:
         # and Tune rewrites its state every second (an fsync each time would slow every sweep)
         try:
             self._file.close()  # flushes: a full disk may show only here
+            if self._whole is not None and not self._whole(self._part):
+                # Tune's staging copy was rewritten under its upload: the next snapshot carries it whole
+                _log.debug("kept the last whole %s: the upload of it was torn", self._path)
+                Path(self._part).unlink(missing_ok=True)
+                return
             os.replace(self._part, self._path)
         except OSError as e:
             raise self._give_up(e) from e

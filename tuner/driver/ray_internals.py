@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-__all__ = ["TUNER_START_FILES", "newest_experiment_state", "set_trials_created", "set_live_trials", "function_trainable_class", "trial_actor"]
+__all__ = ["TUNER_START_FILES", "EXPERIMENT_STATE_GLOB", "newest_experiment_state", "set_trials_created", "set_live_trials", "function_trainable_class", "trial_actor"]
 
 #: what ``tune.Tuner(...)`` writes into a new experiment folder before a trial runs: Ray's storage check's marker
 #: (``ray.train._internal.storage._VALIDATE_STORAGE_MARKER_FILENAME``) and the Tuner's pickle. A plain tuple: the
 #: driver reads it before Ray is imported.
 TUNER_START_FILES = (".validate_storage_marker", "tuner.pkl")
+
+#: the names of Tune's experiment-state snapshots (``TuneController.CKPT_FILE_TMPL``), the newest of which a
+#: restore and ``tune.ExperimentAnalysis`` read
+EXPERIMENT_STATE_GLOB = "experiment_state-*.json"
 
 
 def newest_experiment_state(dirpath: str) -> Optional[str]:
