@@ -255,7 +255,9 @@ def as_an_older_srrl_tune_wrote_it(folder: Path) -> None:
     from ray import cloudpickle
 
     settings = yaml.safe_load((folder / "srrl_sweep.yaml").read_text())
-    assert settings.pop("tuner_pkl") == 2
+    from tuner.driver.sweep_file import TUNER_PKL
+
+    assert settings.pop("tuner_pkl") == TUNER_PKL
     (folder / "srrl_sweep.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     for pkl in [folder / "tuner.pkl", *folder.glob("confirm/tuner.pkl")]:
         state = pickle.loads(pkl.read_bytes())

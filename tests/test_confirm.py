@@ -123,8 +123,8 @@ def test_each_ended_trial_keeps_only_the_checkpoint_its_last_result_names(confir
 
 
 def test_a_trial_folders_name_gives_its_trial_id_in_both_stages(confirmed):
-    """What a trial that never logged has for an id (``storage.trial_id_of``): a searcher's and a confirmation's
-    (``BasicVariantGenerator``'s ``xxxxx_NNNNN``) folder names, as this Ray names them."""
+    """What a trial that never logged has for an id (``storage.trial_id_of``): both stages' folder names, as this Ray
+    names them, and an older srrl-tune's confirmation folders (``BasicVariantGenerator``'s ``xxxxx_NNNNN``)."""
     from tuner.driver.storage import trial_id_of
 
     tmp, _ = confirmed
@@ -132,7 +132,7 @@ def test_a_trial_folders_name_gives_its_trial_id_in_both_stages(confirmed):
     ids = {stage.name: {trial_id_of(trial): rows[-1]["trial_id"] for trial, rows in tune_results(stage, by_dir=True).items()}
            for stage in (folder, folder / "confirm")}
     assert all(ids[stage] and all(k == v for k, v in ids[stage].items()) for stage in ids), ids
-    assert all("_" in tid for tid in ids["confirm"]) and not any("_" in tid for tid in ids["cf"])
+    assert trial_id_of("train_srrl_2f1ef_00003_3_alpha=0.3000,config_id=c1_2026-12-01_10-00-00") == "2f1ef_00003"
 
 
 def test_optuna_trials_and_mlflow_runs_point_at_each_other(confirmed):
@@ -175,6 +175,7 @@ def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(c
 
     from tests._helpers import (as_an_older_srrl_tune_wrote_it, assert_records_agree, kill_when, stall_watched,
                                 start_run_search)
+    from tuner.driver.sweep_file import TUNER_PKL, TUNER_PKL_ADDED
 
     src, first = confirmed
     folder = tmp_path / "ray_results" / "cf"  # a copy with its own stores: the fixture's stay as they are
@@ -200,17 +201,17 @@ def test_both_stages_of_a_sweep_an_older_srrl_tune_wrote_are_rebuilt_on_resume(c
 
     kill_when(start_run_search(tmp_path, env, "--resume", str(folder)), lambda: watched(folder))
     version = yaml.safe_load((folder / "srrl_sweep.yaml").read_text())["tuner_pkl"]
-    assert (version, watched(folder / "confirm")) in {(1, False), (2, True)}, version  # (1, False): the kill came first
+    assert (version, watched(folder / "confirm")) in {(1, False), (TUNER_PKL, True)}, version  # (1, False): the kill came first
     # the result log is completed before any restore: by the killed resume
     assert "completed the result.json of 1 trial(s) from their newest checkpoints" in (tmp_path / "driver-1.log").read_text()
 
     proc = run_search(tmp_path, env, "--resume", str(folder))
     assert proc.returncode == 0, proc.stderr[-3000:]
     for stage in (folder, folder / "confirm"):
-        assert f"{stage}/tuner.pkl was written by an older srrl-tune (version 1 of its Tune objects, not 2: no stall " \
-               "watch); rebuilt it from srrl_sweep.yaml" in proc.stdout, proc.stdout[-3000:]
+        assert f"{stage}/tuner.pkl was written by an older srrl-tune (version 1 of its Tune objects, not {TUNER_PKL}: no " \
+               f"stall watch, no {TUNER_PKL_ADDED[3]}); rebuilt it from srrl_sweep.yaml" in proc.stdout, proc.stdout[-3000:]
         assert stall_watched(stage)
-    assert "tuner_pkl: 2" in (folder / "srrl_sweep.yaml").read_text()
+    assert f"tuner_pkl: {TUNER_PKL}" in (folder / "srrl_sweep.yaml").read_text()
     assert "confirmation: continuing" in proc.stdout
     runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "cf")
     before = trial_runs(f"sqlite:///{src / 'mlflow.db'}", "cf")

@@ -101,6 +101,60 @@ def test_the_searcher_hands_out_race_seeds_first_and_keeps_its_state(monkeypatch
     assert again._race.seeds("s0") == 2
 
 
+def _listed(trial_id, status, config, value=None, at=0.0):
+    """A trial of the list Tune restores (``generator.restored_trials``)."""
+    from tuner.driver.generator import RestoredTrial
+
+    result = {M.EPOCH: 3, M.RANK_VAL_ACC: value} if value is not None else {}
+    return RestoredTrial(trial_id, status, dict(config), result, at)
+
+
+@pytest.mark.parametrize("snapshot", ["older", "newer"])
+def test_a_restored_race_is_the_one_the_trial_list_holds_whatever_its_snapshot(monkeypatch, tmp_path, snapshot):
+    """The searcher's snapshot and Tune's trial list are separate uploads: a kill leaves either one ahead.
+    Older: the seed that ended after it (t1) was never recorded, the configuration asked after it (t3) was ignored
+    when it ended, and the full disk's error on t2 had dropped s1 though --resume re-runs it. Newer: a seed handed out
+    after the list (t1) held the incumbent's next seed for ever, as running, though no trial would run it."""
+    monkeypatch.setattr("tuner.driver.search.StudySearch.suggest", lambda self, tid: self._ask(tid))
+    monkeypatch.setattr("tuner.driver.search.StudySearch.on_trial_complete", lambda self, *a, **k: None)
+    monkeypatch.setattr("tuner.driver.search.StudySearch.restore", lambda self, path: None)
+    s = _Search(race=3)
+    configs = {"t0": s.suggest("t0")}
+    s.on_trial_complete("t0", {M.EPOCH: 3, M.RANK_VAL_ACC: 80.0})
+    if snapshot == "newer":
+        configs["t1"] = s.suggest("t1")  # (s0, 1), handed out after the list below was saved
+        s._numbers, s._completed = {}, set()
+        s.save(str(tmp_path / "state"))
+        listed = [_listed("t0", "TERMINATED", configs["t0"], 80.0, 1.0)]
+    else:
+        configs.update(t1=s.suggest("t1"), t2=s.suggest("t2"))
+        s._numbers, s._completed = {}, set()
+        s.save(str(tmp_path / "state"))
+        s.on_trial_complete("t1", {M.EPOCH: 3, M.RANK_VAL_ACC: 82.0})
+        configs["t3"] = s.suggest("t3")  # s2's first seed
+        s.on_trial_complete("t2", {M.EPOCH: 1}, error=True)  # ENOSPC: Tune re-runs it on --resume
+        assert "s1" in s._race.dropped
+        listed = [_listed("t0", "TERMINATED", configs["t0"], 80.0, 1.0),
+                  _listed("t1", "TERMINATED", configs["t1"], 82.0, 3.0),
+                  _listed("t2", "ERROR", configs["t2"], at=2.0), _listed("t3", "RUNNING", configs["t3"], at=4.0)]
+    again = _Search(race=3)
+    again.restore(str(tmp_path / "state"))
+    again.restored(listed)
+
+    if snapshot == "newer":
+        assert again._race.values == {"s0": {0: 80.0}} and not again._race.running
+        assert again.suggest("t4") == {"alpha": 1.0, "seed": 101, "config_id": "s0", "origin": RACE}  # not lost
+        return
+    assert again._race.values == {"s0": {0: 80.0, 1: 82.0}} and not again._race.dropped and again._told == {"t0", "t1"}
+    again.on_trial_complete("t2", {M.EPOCH: 3, M.RANK_VAL_ACC: 90.0})  # the re-run: s1 challenges s0, paired
+    again.on_trial_complete("t3", {M.EPOCH: 3, M.RANK_VAL_ACC: 70.0})  # below s0 on seed 0: dropped
+    assert again._race.values == {"s0": {0: 80.0, 1: 82.0}, "s1": {0: 90.0}, "s2": {0: 70.0}}
+    assert again._race.dropped == {"s2"}
+    assert [again.suggest(t) for t in ("t5", "t6")] == [  # the incumbent's next seed first, then s1's paired one
+        {"alpha": 1.0, "seed": 102, "config_id": "s0", "origin": RACE},
+        {"alpha": 2.0, "seed": 101, "config_id": "s1", "origin": RACE}]
+
+
 def test_a_raced_leaderboard_has_a_row_per_configuration_with_its_seeds():
     def row(tid, cid, origin, value, status="finished", epochs=3):
         return {"trial_id": tid, "config_id": cid, "origin": origin, "status": status, "epochs": epochs, "seeds": 1,

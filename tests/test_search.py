@@ -96,11 +96,85 @@ def test_a_searcher_restored_from_an_older_snapshot_does_not_draw_the_dead_drive
 def _generator(storage, tmp_path, max_concurrent: int = 8):
     from ray.tune.experiment import Experiment
 
-    from tuner.driver.search import StudyGenerator
+    from tuner.driver.generator import ReconciledGenerator
 
-    gen = StudyGenerator(_searcher(storage), max_concurrent=max_concurrent)
+    gen = ReconciledGenerator(_searcher(storage), max_concurrent=max_concurrent)
     gen.add_configurations([Experiment("sw", lambda config: None, num_samples=5, storage_path=str(tmp_path))])
     return gen
+
+
+_POINTS = [{"alpha": a, "seed": s, "config_id": f"c{a}"} for s in (1, 2) for a in (0.3, 1.0)]
+
+
+def _points(tmp_path, max_concurrent: int = 1):
+    """The confirmation stage's generator over 4 fixed points (2 configurations x 2 seeds)."""
+    from ray.tune.experiment import Experiment
+
+    from tuner.driver.generator import PointsSearch, ReconciledGenerator
+
+    gen = ReconciledGenerator(PointsSearch(_POINTS), max_concurrent=max_concurrent)
+    gen.add_configurations([Experiment("confirm", lambda config: None, num_samples=len(_POINTS),
+                                       storage_path=str(tmp_path))])
+    return gen
+
+
+def _run_out(gen, restored=()) -> list:
+    """The trials ``gen`` makes until it is finished, each ended at once (as Tune tells it), after the ``restored``
+    trials Tune runs again (their slots are held for them)."""
+    for trial in restored:
+        gen.on_trial_complete(trial.trial_id, result={"val_acc": 1.0})
+    made = []
+    while not gen.is_finished():
+        trial = gen.next_trial()
+        assert trial is not None, "the generator holds a slot no trial will free: the stage would wait for ever"
+        made.append(trial)
+        gen.on_trial_complete(trial.trial_id, result={"val_acc": 1.0})
+    return made
+
+
+def _point(trial) -> tuple:
+    return trial.config["config_id"], trial.config["seed"]
+
+
+@pytest.mark.parametrize("saved, listed", [(3, 1), (1, 3)], ids=["snapshot-past-the-list", "snapshot-behind-the-list"])
+def test_a_fixed_point_stage_restored_beside_a_torn_trial_list_runs_each_point_once(tmp_path, saved, listed):
+    """The confirmation's generator (was Tune's BasicVariantGenerator, restored as saved): its snapshot past the list
+    lost the points the dead driver made after the list (a stage 'interrupted' on every resume); behind it, it ran
+    a point twice; at --max-concurrent 1 a slot held for a trial the list has ended waited for ever."""
+    from ray.tune.experiment.trial import Trial
+
+    first, snap = _points(tmp_path), tmp_path / "snap"
+    snap.mkdir()
+    made = []
+    for i in range(3):  # one at a time (--max-concurrent 1); the generator's snapshot after ``saved`` of them
+        made.append(first.next_trial())
+        if i + 1 == saved:
+            first.save_to_dir(str(snap), "2026-12-03_12-00-00")
+        if i < 2:
+            made[-1].set_status(Trial.TERMINATED)
+            first.on_trial_complete(made[-1].trial_id)
+    _trial_list(snap, made[:listed])  # the list that reached storage: the last one listed is still running
+
+    restored = _points(tmp_path)
+    restored.restore_from_dir(str(snap))
+    more = _run_out(restored, [t for t in made[:listed] if t.status != Trial.TERMINATED])
+    assert sorted(_point(t) for t in made[:listed] + more) == sorted((p["config_id"], p["seed"]) for p in _POINTS)
+
+
+def test_a_fixed_point_stage_whose_generator_file_was_lost_restores_from_the_trial_list(tmp_path):
+    from ray.tune.experiment.trial import Trial
+
+    first, snap = _points(tmp_path, max_concurrent=2), tmp_path / "snap"
+    snap.mkdir()
+    made = [first.next_trial(), first.next_trial()]
+    made[0].set_status(Trial.TERMINATED)
+    _trial_list(snap, made)  # no search_gen_state file: the kill came between the two uploads
+
+    restored = _points(tmp_path, max_concurrent=2)
+    assert restored.has_checkpoint(str(snap))
+    restored.restore_from_dir(str(snap))
+    more = _run_out(restored)
+    assert sorted(_point(t) for t in made + more) == sorted((p["config_id"], p["seed"]) for p in _POINTS)
 
 
 def _trial_list(folder, trials) -> None:

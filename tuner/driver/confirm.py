@@ -21,7 +21,7 @@ from tuner.driver.trial_logs import complete_trial_logs
 from tuner.core.verdict import DECISION, Verdict, summarize
 
 __all__ = ["CONFIRM_DIR", "confirm_configs", "confirm_points", "verdict_of", "run_confirmation",
-           "applies", "preset_param_space"]
+           "applies"]
 
 CONFIRM_DIR = "confirm"  # the confirmation's Tune experiment, inside the sweep's folder
 
@@ -98,15 +98,6 @@ def verdict_of(results: Any, reference_name: str) -> Verdict:
     return summarize(rows, reference_name)
 
 
-def preset_param_space(points: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """Each key's values as a ``tune.choice``: Tune needs the keys that ``points_to_evaluate`` presets
-    (an exhaustive grid, or the confirmation's points)."""
-    from ray import tune
-
-    keys = {k for p in points for k in p}
-    return {k: tune.choice(sorted({p[k] for p in points if k in p}, key=str)) for k in sorted(keys)}
-
-
 def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: Any, points: List[Dict[str, Any]],
                      max_concurrent: int, max_failures: int, num_to_keep: int, verbose: int = 1,
                      log: Callable[[str], None] = print, reporter: Any = None, reuse_actors: bool = True,
@@ -119,7 +110,7 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
     1 kept, a loaded kill test's restore found checkpoint_000000 deleted and the trial ended errored).
     ``stale``: why a saved stage's ``tuner.pkl`` must be rebuilt (``sweep_file.stale_tuner_pkl``), or None.
     """
-    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from tuner.driver.generator import PointsSearch, ReconciledGenerator
 
     stage = folder.child(CONFIRM_DIR)
 
@@ -127,9 +118,8 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
         storage_path, fs = folder.for_tune()
         return tune.Tuner(
             trainable,
-            param_space=preset_param_space(points),
             tune_config=tune.TuneConfig(
-                search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=max_concurrent),
+                search_alg=ReconciledGenerator(PointsSearch(points), max_concurrent),
                 num_samples=len(points), reuse_actors=reuse_actors),  # the generator holds max_concurrent
             run_config=tune.RunConfig(name=CONFIRM_DIR, storage_path=storage_path, storage_filesystem=fs,
                                       callbacks=callbacks, verbose=verbose, progress_reporter=reporter,

@@ -15,12 +15,13 @@ from __future__ import annotations
 import pickle
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ray.tune.schedulers import ASHAScheduler
 
 from tuner.core import metrics as M
 from tuner.core.config import LABEL_KEYS, RACE
+from tuner.driver.generator import RestoredTrial
 from tuner.driver.search import StudySearch
 
 __all__ = ["RACE", "Race", "RaceSearch", "RaceASHA", "config_id_of"]
@@ -153,9 +154,34 @@ class RaceSearch(StudySearch):
         if job is None or trial_id in self._told:
             return  # a trial this searcher's snapshot never handed out (restored past it), or told already
         self._told.add(trial_id)
+        self._race.record(*job, self._value(result, error))
+
+    def _value(self, result: Optional[Dict], error: bool) -> Optional[float]:
+        """A seed's value: its metric when it ran every epoch without an error, else None (the race drops it)."""
         done = bool(result) and not error and not result.get(M.DIVERGED_KEY) \
             and int(result.get(M.EPOCH, 0)) >= self._max_epochs
-        self._race.record(*job, result.get(self.metric) if done else None)
+        return result.get(self.metric) if done else None
+
+    def restored(self, trials: Sequence[RestoredTrial]) -> None:
+        """The race rebuilt from the trial list Tune restored, not from this searcher's snapshot, which a kill can
+        leave older or newer than the list (docs/architecture.md, "Faults"): the ended trials' values recorded in
+        the order they ended, the others running again. Restored as saved, a seed the list held and the snapshot
+        did not was never recorded and ran twice, one the snapshot had running and the list lost was never run,
+        and a seed that errored (a full disk) had dropped its configuration although ``--resume`` re-runs it."""
+        race, jobs = Race(self._race.max_seeds), {}
+        for t in trials:
+            cid = t.config.get("config_id")
+            if cid is not None:
+                raced = t.config.get("origin") == RACE
+                jobs[t.trial_id] = (cid, int(t.config["seed"]) - self._base_seed if raced else 0)
+                self._params.setdefault(cid, {k: v for k, v in t.config.items() if k not in LABEL_KEYS and k != "seed"})
+                if raced and t.status != "TERMINATED":
+                    race.running.add(jobs[t.trial_id])  # Tune runs it again (resume_unfinished, resume_errored)
+        ended = [t for t in trials if t.status == "TERMINATED" and t.trial_id in jobs]
+        for t in sorted(ended, key=lambda t: t.last_result_time):
+            race.record(*jobs[t.trial_id], self._value(t.last_result, error=False))
+        race.queue = [job for job in race.queue if job not in set(jobs.values())]
+        self._race, self._jobs, self._told = race, jobs, {t.trial_id for t in ended}
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -166,7 +192,7 @@ class RaceSearch(StudySearch):
         super().restore(checkpoint_path)
         with open(checkpoint_path, "rb") as f:
             state = pickle.load(f)
-        # seeds the dead driver had running are run again by Tune (resume_unfinished), under the same trial ids
+        # ``restored`` then rebuilds the race from the trial list; the params are what the list may lack
         self._race, self._jobs, self._params, self._told = state["race"], state["jobs"], state["params"], state["told"]
 
 

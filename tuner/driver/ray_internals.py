@@ -1,6 +1,6 @@
 """The Ray Tune internals the driver relies on, each behind one function that ``tests/test_ray_internals.py``
 pins against the installed Ray (setup.cfg admits the Ray those tests ran). Ray offers no public API for them:
-a restored sweep must agree with the trial list Tune restored (``tuner.driver.search.RestoredSearch``), a
+a restored stage's generator must agree with the trial list Tune restored (``tuner.driver.generator``), a
 multi-worker trial needs a Trainable class whose stop aborts its Train run (``tuner.driver.workers``), and a hung
 trial's actor is killed by its handle (``tuner.driver.stalls``), and a start that failed after ``tune.Tuner`` wrote
 its folder is told from a sweep by the files it wrote (``tuner.driver.sweep``)."""

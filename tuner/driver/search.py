@@ -7,13 +7,12 @@ import pickle
 import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
-from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
+from ray.tune.search import Searcher
 
 from tuner.core import metrics as M
 from tuner.core.config import ConfigError
-from tuner.driver.ray_internals import newest_experiment_state, set_live_trials, set_trials_created
 
-__all__ = ["StudySearch", "StudyGenerator", "settle_study", "study_outcomes", "outcome"]
+__all__ = ["StudySearch", "settle_study", "study_outcomes", "outcome"]
 
 
 class StudySearch(Searcher):
@@ -200,47 +199,6 @@ class StudySearch(Searcher):
         if step not in steps:  # Tune may hand the last result to both hooks
             self._storage.set_trial_intermediate_value(self._storage_id(number), step, float(value))
             steps.add(step)
-
-
-class StudyGenerator(SearchGenerator):
-    """Tune's trial generator over a ``StudySearch`` and its concurrency limit, restored to agree with the
-    restored trial list.
-
-    Tune snapshots its trial list (``experiment_state-*.json``) and this generator's state in separate
-    files, one after the other: a driver killed, or a disk filled, between them leaves one newer than the
-    other. Restored as saved, a count of trials made past the list ends the search short of
-    ``num_samples`` for good (seen in CI: every ``--resume`` stopped with one trial "not yet created"),
-    a count behind it runs more trials than asked, and the limiter's live trials that the list holds as
-    finished, or not at all, hold their slots forever (``--max-concurrent`` of them: the search waits
-    with nothing running). So both are set from the list; the study trials that lost Tune trials were
-    asked as are failed by ``settle_study``.
-    """
-
-    def __init__(self, searcher: StudySearch, max_concurrent: int) -> None:
-        # Tune adds the limiter only around a bare Searcher, so it is added here
-        super().__init__(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent))
-
-    def restore_from_dir(self, dirpath: str) -> None:
-        super().restore_from_dir(dirpath)
-        trials = restored_trials(dirpath)
-        if trials is None:
-            return
-        set_trials_created(self, len(trials))
-        # the sweep resumes errored trials too (resume_errored): each of them will end again
-        set_live_trials(self.searcher, (trial_id for trial_id, status in trials if status != "TERMINATED"))
-
-
-def restored_trials(dirpath: str) -> Optional[List[Tuple[str, str]]]:
-    """``(trial_id, status)`` of each trial in the newest experiment state under ``dirpath``, the one Tune
-    restores; None if there is none."""
-    import json
-
-    newest = newest_experiment_state(dirpath)
-    if newest is None:
-        return None
-    with open(newest) as f:
-        states = [json.loads(state) for state, _ in json.load(f)["trial_data"]]
-    return [(state["trial_id"], state["status"]) for state in states]
 
 
 #: the study trial a Tune trial was asked as, in the flattened result Tune hands the searcher

@@ -26,8 +26,8 @@ __all__ = ["SweepFolder", "ORPHANED_DIR", "trial_id_of"]
 
 _PROBE = ".srrl-write-probe"
 ORPHANED_DIR = "orphaned"  # trial folders of a killed driver that Tune's restored state does not hold
-#: a trial folder's name: ``<trainable>_<trial id>_<counter>_<params>``, the id a searcher's 8 hex digits or a
-#: ``BasicVariantGenerator``'s (the confirmation stage, exhaustive grids) 5 hex digits, ``_`` and 5 digits
+#: a trial folder's name: ``<trainable>_<trial id>_<counter>_<params>``, the id a searcher's 8 hex digits or (a
+#: confirmation stage or grid an older srrl-tune started) ``BasicVariantGenerator``'s 5 hex digits, ``_``, 5 digits
 _TRIAL_FOLDER = re.compile(r"train_srrl(?:_workers)?_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})(?:_|$)")
 
 

@@ -28,7 +28,6 @@ from tuner.driver.atomic_fs import remove_parts
 from tuner.core.config import ConfigError, TrialConfig
 from tuner.core.sweep_config import SweepConfig
 from tuner.core.sweep_config import first_confirm_seed, trial_base
-from tuner.driver.confirm import preset_param_space
 from tuner.core.files import PART_SUFFIX
 from tuner.driver.search import settle_study, study_outcomes
 from tuner.driver.results import (RESUMABLE, all_errored, leaderboard_rows, log_best_students,
@@ -215,7 +214,6 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         storage_path, fs = storage.for_tune()
         return tune.Tuner(
             trainable,
-            param_space=preset_param_space(grid) if grid is not None else {},
             tune_config=tune.TuneConfig(
                 search_alg=build.searcher(sweep, space, ctx, grid, initial_points=not again, warm=[w["params"] for w in warm]),
                 scheduler=build.scheduler(sweep, space, base),

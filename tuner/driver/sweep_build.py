@@ -146,11 +146,11 @@ def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[
     ``initial_points=False`` when a sweep's searcher is built again for its study: StudySearch
     enqueues them in the study as it is built, and the study holds them from the first time.
     """
-    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from tuner.driver.generator import PointsSearch, ReconciledGenerator
 
     if grid is not None:
-        return BasicVariantGenerator(points_to_evaluate=grid, max_concurrent=max_concurrent(sweep))
-    from tuner.driver.search import StudyGenerator, StudySearch
+        return ReconciledGenerator(PointsSearch(grid), max_concurrent(sweep))
+    from tuner.driver.search import StudySearch
 
     metrics_, modes = zip(*space.objectives)
     multi = len(space.objectives) > 1
@@ -167,7 +167,7 @@ def searcher(sweep: SweepConfig, space: Any, ctx: Any, grid: Optional[List[Dict[
         search, race = RaceSearch, {"race": sweep.race, "base_seed": ctx.base.seed}
     # no more first points than trials: one enqueued past the last trial would wait in the study for ever
     points = (first + user + warm)[:num_samples(sweep, space, ctx, grid)]
-    return StudyGenerator(search(
+    return ReconciledGenerator(search(
         space=functools.partial(space.define, ctx=ctx),
         metric=list(metrics_) if multi else metrics_[0], mode=list(modes) if multi else modes[0],
         points_to_evaluate=(points or None) if initial_points else None,

@@ -27,9 +27,9 @@ RESUME_FIELDS = ("tracking_uri", "optuna_storage", "address", "confirm", "confir
 #: the version of what the driver pickles into a stage's ``tuner.pkl`` (Tune keeps the callbacks, searcher and
 #: scheduler of a stage's start there, and ``Tuner.restore`` reuses them): bump it when they change, so a sweep
 #: started by an older srrl-tune resumes with today's. 1 (a file without the key): before the stall watch.
-TUNER_PKL = 2
+TUNER_PKL = 3
 #: what each version added, which a ``tuner.pkl`` of an older one lacks (said when it is rebuilt)
-TUNER_PKL_ADDED = {2: "stall watch"}
+TUNER_PKL_ADDED = {2: "stall watch", 3: "trial generators that agree with the trial list Tune restores"}
 
 
 def sweep_yaml(sweep: SweepConfig, base: TrialConfig, trials: Optional[int] = None,

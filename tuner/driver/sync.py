@@ -63,7 +63,6 @@ __all__ = ["TuneTrial", "SyncSummary", "trial_metrics", "trial_end", "sweep_not_
 
 _TUNE_ENDED = ("TERMINATED", "ERROR")
 _PER_TRIAL = frozenset(M.PER_TRIAL)
-#: what Tune's search algorithm saves: SearchGenerator (Optuna), BasicVariantGenerator (exhaustive grids)
 
 
 @dataclass
