@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests._helpers import run_search
+from tests._helpers import run_search, trial_runs
 from tuner.core.config import ConfigError, TrialConfig
 from tuner.core.data import DataSplits, DatasetNotFoundError, StreamSplits, load_dataset, make_loaders
 from tuner.core.data.folders import _scan
@@ -247,7 +247,8 @@ def test_a_sweep_whose_every_trial_errored_exits_3_naming_why(tmp_path, env):
     for split in ("train", "val", "test"):  # the bad files in train/ only: the driver evaluates the teacher on val/test
         _images(tmp_path / "img" / split, per_class=6 if split == "train" else 2, suffix=".jpg")
     bad = tmp_path / "img" / "train" / "sky" / "0.jpg"
-    data = bytearray(bad.read_bytes())
+    good = bad.read_bytes()
+    data = bytearray(good)
     at = data.find(b"\xff\xc4")
     data[at + 5 : at + 21] = b"\xff" * 16  # code counts summing past 256: "Bogus Huffman table definition"
     bad.write_bytes(bytes(data))
@@ -263,3 +264,14 @@ def test_a_sweep_whose_every_trial_errored_exits_3_naming_why(tmp_path, env):
         f"data_dir: cannot decode {bad} (" in line and "Bogus Huffman table definition" in line, line
     error_file = Path(line.rsplit("(its error file: ", 1)[1].rstrip(")"))
     assert error_file.is_file() and error_file.parent.parent == tmp_path / "ray_results" / "bad"
+
+    # confirmed later, with the file mended: the confirmation is of the search as it ended, whose errored trials
+    # the study has failed; they are not run again first (they were, and would now finish)
+    bad.write_bytes(good)
+    later = run_search(tmp_path, env, "--confirm-sweep", "bad", "--confirm", "1", "--confirm-seeds", "2",
+                       "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", timeout=300)
+    assert later.returncode == 0, later.stderr[-3000:]
+    assert "none to confirm" in later.stdout, later.stdout[-2000:]
+    search = [r for r in trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "bad") if r.data.tags["srrl.stage"] == "search"]
+    assert sorted(r.data.tags["srrl.status"] for r in search) == ["errored", "errored"]
+    assert error_file.read_text().count("Bogus Huffman table definition") == 1, error_file.read_text()[-2000:]

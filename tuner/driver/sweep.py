@@ -77,8 +77,12 @@ def _uncommitted(folder: SweepFolder) -> bool:
 
 
 def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: Callable[[str], None] = print,
-              verbose: int = 1) -> SweepResult:
+              verbose: int = 1, rerun_errored: bool = True) -> SweepResult:
     """Run (or, with ``resume``, continue) a sweep; returns its results once every trial ended.
+
+    ``rerun_errored=False``: resumed stages keep their errored trials as they ended (a finished sweep confirmed
+    later: the confirmation is of the search that ended). The search keeps them anyway once the confirmation
+    stage exists: its outcome chose that stage's candidates, and the study has failed them.
 
     Raises:
         ConfigError: bad input, before anything is written.
@@ -88,7 +92,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     faults.reset()
     try:
         with contextlib.ExitStack() as locks:  # the sweep's lock, once taken, is released however this ends
-            return _run_sweep(sweep, base, resume, log, verbose, locks)
+            return _run_sweep(sweep, base, resume, log, verbose, locks, rerun_errored)
     except faults.NoSpace:
         raise
     except Exception as e:
@@ -125,7 +129,7 @@ def _check_folder(sweep: SweepConfig, folder: SweepFolder, resume: bool) -> None
 
 
 def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callable[[str], None],
-               verbose: int, locks: contextlib.ExitStack) -> SweepResult:
+               verbose: int, locks: contextlib.ExitStack, rerun_errored: bool) -> SweepResult:
     build.tune_env()
 
     space = check_space(sweep, base)
@@ -244,7 +248,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         if fs is not None:
             remove_parts(path)  # writes the killed driver had in flight
         complete_trial_logs(folder, log)
-        tuner = restore_tuner(tune, folder, trainable, lambda: new_tuner(again=True), stale, log)
+        rerun = rerun_errored and not folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl")
+        tuner = restore_tuner(tune, folder, trainable, lambda: new_tuner(again=True), stale, log, resume_errored=rerun)
         if stale and not folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl"):
             save_sweep_file()
     else:
@@ -304,7 +309,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                                              confirm.confirm_points(configs, seeds, base), build.max_concurrent(sweep),
                                              sweep.max_failures, sweep.num_to_keep, verbose=verbose, log=log,
                                              reporter=build.reporter(space, ["config_id", *param_names, "seed"]),
-                                             reuse_actors=build.reuse_actors(sweep), stale=stale)
+                                             reuse_actors=build.reuse_actors(sweep), stale=stale,
+                                             rerun_errored=rerun_errored)
         if stale:
             save_sweep_file()  # both stages' tuner.pkl are today's now
         _set_aside_orphans(folder.child(confirm.CONFIRM_DIR), confirmed, log)

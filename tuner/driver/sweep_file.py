@@ -91,15 +91,16 @@ def stale_tuner_pkl(version: int) -> Optional[str]:
 
 
 def restore_tuner(tune: Any, stage: SweepFolder, trainable: Any, rebuild: Callable[[], Any], stale: Optional[str],
-                  log: Callable[[str], None]) -> Any:
-    """The stage's ``Tuner`` restored from its ``tuner.pkl``. Where that is ``stale`` (``stale_tuner_pkl``), torn,
-    missing, or names classes of an older srrl-tune, ``rebuild()`` writes it anew first (a ``Tuner`` built from the
-    sweep file): it holds only what the sweep file rebuilds, the trials' progress and the searcher's state live in
-    their own files."""
+                  log: Callable[[str], None], resume_errored: bool = True) -> Any:
+    """The stage's ``Tuner`` restored from its ``tuner.pkl``, running its unfinished trials again and, with
+    ``resume_errored``, its errored ones. Where that file is ``stale`` (``stale_tuner_pkl``), torn, missing, or
+    names classes of an older srrl-tune, ``rebuild()`` writes it anew first (a ``Tuner`` built from the sweep file):
+    it holds only what the sweep file rebuilds, the trials' progress and the searcher's state live in their own
+    files."""
     path, fs = stage.for_tune()
 
     def restore() -> Any:
-        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True,
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=resume_errored,
                                   storage_filesystem=fs)
 
     why = stale
