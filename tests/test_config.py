@@ -136,5 +136,8 @@ def test_a_searched_value_reads_the_same_in_the_cli_the_run_names_the_verdict_an
     assert fmt_param(alpha) == "0.294" and fmt_param(lr) == "0.495" and fmt_param(1e-5) == "1e-05"
     assert run_name({"alpha": alpha, "beta": 1.0}, ["alpha", "beta"]) == "a=0.294 b=1"
     assert label_of({"alpha": alpha, "lr": lr}) == "alpha 0.294 lr 0.495"
+    # one name whatever order the params came in (the driver's config, the report's columns)
+    assert label_of({"weight_decay": 5e-4, "lr": lr, "beta": 2.0, "alpha": alpha}) == \
+        label_of({"alpha": alpha, "beta": 2.0, "lr": lr, "weight_decay": 5e-4}) == "alpha 0.294 beta 2 lr 0.495 weight_decay 0.0005"
     shown = for_display(pd.DataFrame({"alpha": [alpha], "lr": [lr], "best_val_acc": [84.16666666]}))
     assert list(shown.iloc[0]) == ["0.294", "0.495", "84.17"]

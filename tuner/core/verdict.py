@@ -277,13 +277,13 @@ def holm(ps: Sequence[float]) -> List[float]:
 
 
 def label_of(params: Mapping[str, Any], role: str = "candidate") -> str:
-    """How people name a configuration: ``alpha 0.5 beta 3.8`` (other searched fields after), ``CE only``."""
+    """How people name a configuration: ``alpha 0.5 beta 3.8`` (other searched fields after, by name: the driver's
+    sentence and the report name it alike whatever order their params came in), ``CE only``."""
     if role == "ce":
         return "CE only"
-    parts = []
-    for k, v in params.items():
-        parts.append(f"{k} {fmt_param(v)}")
-    return " ".join(parts) or "base config"
+    weights = [k for k in ("alpha", "beta") if k in params]
+    keys = weights + sorted(k for k in params if k not in weights)
+    return " ".join(f"{k} {fmt_param(params[k])}" for k in keys) or "base config"
 
 
 def reference_name(point: Optional[Mapping[str, Any]]) -> str:
