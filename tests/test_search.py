@@ -93,29 +93,37 @@ def test_a_searcher_restored_from_an_older_snapshot_does_not_draw_the_dead_drive
     assert restored.suggest("c")["alpha"] != lost  # the seeded sampler's saved state would repeat it
 
 
-def _generator(storage, tmp_path, max_concurrent: int = 8):
+def _generator(storage, tmp_path, max_concurrent: int = 8, restored: bool = False):
+    """A search stage's generator over 5 trials; ``restored``: as Tune restores one (unpickled from tuner.pkl, made
+    before any experiment was added, and never given one: its own file holds it)."""
     from ray.tune.experiment import Experiment
 
     from tuner.driver.generator import ReconciledGenerator
 
     gen = ReconciledGenerator(_searcher(storage), max_concurrent=max_concurrent)
-    gen.add_configurations([Experiment("sw", lambda config: None, num_samples=5, storage_path=str(tmp_path))])
+    if not restored:
+        gen.add_configurations([Experiment("sw", lambda config: None, num_samples=5, storage_path=str(tmp_path))])
     return gen
 
 
 _POINTS = [{"alpha": a, "seed": s, "config_id": f"c{a}"} for s in (1, 2) for a in (0.3, 1.0)]
 
 
-def _points(tmp_path, max_concurrent: int = 1):
-    """The confirmation stage's generator over 4 fixed points (2 configurations x 2 seeds)."""
+def _points(tmp_path, max_concurrent: int = 1, restored: bool = False):
+    """The confirmation stage's generator over 4 fixed points (2 configurations x 2 seeds); ``restored`` as in
+    ``_generator``."""
     from ray.tune.experiment import Experiment
 
     from tuner.driver.generator import PointsSearch, ReconciledGenerator
 
     gen = ReconciledGenerator(PointsSearch(_POINTS), max_concurrent=max_concurrent)
-    gen.add_configurations([Experiment("confirm", lambda config: None, num_samples=len(_POINTS),
-                                       storage_path=str(tmp_path))])
+    if not restored:
+        gen.add_configurations([Experiment("confirm", _noop, num_samples=len(_POINTS), storage_path=str(tmp_path))])
     return gen
+
+
+def _noop(config) -> None:
+    """A trainable (a named function: Tune names the trials after it)."""
 
 
 def _run_out(gen, restored=()) -> list:
@@ -155,26 +163,39 @@ def test_a_fixed_point_stage_restored_beside_a_torn_trial_list_runs_each_point_o
             first.on_trial_complete(made[-1].trial_id)
     _trial_list(snap, made[:listed])  # the list that reached storage: the last one listed is still running
 
-    restored = _points(tmp_path)
+    restored = _points(tmp_path, restored=True)
     restored.restore_from_dir(str(snap))
     more = _run_out(restored, [t for t in made[:listed] if t.status != Trial.TERMINATED])
     assert sorted(_point(t) for t in made[:listed] + more) == sorted((p["config_id"], p["seed"]) for p in _POINTS)
 
 
-def test_a_fixed_point_stage_whose_generator_file_was_lost_restores_from_the_trial_list(tmp_path):
+def test_a_confirmation_an_older_srrl_tune_started_resumes_from_its_basic_variant_state(tmp_path):
+    """A stage an older srrl-tune ran with Tune's BasicVariantGenerator: --resume rebuilds its tuner.pkl with today's
+    generator, which Tune never gives an experiment, and the stage holds only the old generator's file. From that
+    file's spec and the trial list, the stage makes the points no trial holds, once each, as the old trials were
+    made (the same trainable); without it, it counted 0 trials to make and ended short for good."""
+    from ray import tune
+    from ray.tune.experiment import Experiment
     from ray.tune.experiment.trial import Trial
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    first, snap = _points(tmp_path, max_concurrent=2), tmp_path / "snap"
+    old, snap = BasicVariantGenerator(points_to_evaluate=_POINTS, max_concurrent=2), tmp_path / "snap"
     snap.mkdir()
-    made = [first.next_trial(), first.next_trial()]
+    space = {k: tune.choice(sorted({p[k] for p in _POINTS}, key=str)) for k in _POINTS[0]}  # as the old stage set it
+    old.add_configurations([Experiment("confirm", _noop, config=space, num_samples=len(_POINTS),
+                                       storage_path=str(tmp_path))])
+    made = [old.next_trial(), old.next_trial()]
     made[0].set_status(Trial.TERMINATED)
-    _trial_list(snap, made)  # no search_gen_state file: the kill came between the two uploads
+    old.save_to_dir(str(snap), "2026-12-03_12-00-00")
+    _trial_list(snap, made)
 
-    restored = _points(tmp_path, max_concurrent=2)
+    restored = _points(tmp_path, max_concurrent=2, restored=True)
     assert restored.has_checkpoint(str(snap))
     restored.restore_from_dir(str(snap))
-    more = _run_out(restored)
+    more = _run_out(restored, made[1:])
     assert sorted(_point(t) for t in made + more) == sorted((p["config_id"], p["seed"]) for p in _POINTS)
+    assert {t.trainable_name for t in more} == {made[0].trainable_name} and all(
+        {k: t.config[k] for k in _POINTS[0]} in _POINTS for t in more)
 
 
 def _trial_list(folder, trials) -> None:
@@ -197,7 +218,7 @@ def test_a_generator_restored_beside_a_torn_trial_list_makes_the_trials_num_samp
     made += [first.next_trial()]
     _trial_list(snap, made[:listed])  # the list that did
 
-    restored = _generator(storage, tmp_path)
+    restored = _generator(storage, tmp_path, restored=True)
     restored.restore_from_dir(str(snap))
     more = []
     while not restored.is_finished():
@@ -219,7 +240,7 @@ def test_trials_that_ended_after_the_generators_snapshot_free_their_concurrency_
         trial.set_status(Trial.TERMINATED)
     _trial_list(snap, made)
 
-    restored = _generator(storage, tmp_path, max_concurrent=2)
+    restored = _generator(storage, tmp_path, max_concurrent=2, restored=True)
     restored.restore_from_dir(str(snap))
     assert restored.next_trial() is not None and restored.next_trial() is not None
     assert restored.next_trial() is None  # the limit still holds

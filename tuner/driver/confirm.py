@@ -101,7 +101,7 @@ def verdict_of(results: Any, reference_name: str) -> Verdict:
 def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: Any, points: List[Dict[str, Any]],
                      max_concurrent: int, max_failures: int, num_to_keep: int, verbose: int = 1,
                      log: Callable[[str], None] = print, reporter: Any = None, reuse_actors: bool = True,
-                     stale: Optional[str] = None, rerun_errored: bool = True) -> Any:
+                     stale: Optional[str] = None) -> Any:
     """Run (or continue, when ``folder/confirm`` holds its state) the confirmation's Tune experiment;
     return its ResultGrid. ``points`` are only read when it starts: a restored stage has its own.
 
@@ -109,7 +109,6 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
     a checkpoint or more behind a trial, and a killed driver restores the checkpoint that state names (with
     1 kept, a loaded kill test's restore found checkpoint_000000 deleted and the trial ended errored).
     ``stale``: why a saved stage's ``tuner.pkl`` must be rebuilt (``sweep_file.stale_tuner_pkl``), or None.
-    ``rerun_errored``: whether a restored stage runs its errored trials again (``sweep.run_sweep``).
     """
     from tuner.driver.generator import PointsSearch, ReconciledGenerator
 
@@ -130,7 +129,7 @@ def run_confirmation(tune: Any, trainable: Any, callbacks: List[Any], folder: An
 
     if stage.has_file("tuner.pkl"):
         complete_trial_logs(stage, log)
-        tuner = restore_tuner(tune, stage, trainable, new_tuner, stale, log, resume_errored=rerun_errored)
+        tuner = restore_tuner(tune, stage, trainable, new_tuner, stale, log)
         log(f"confirmation: continuing {stage.shown}")
     else:
         log(f"confirmation: {len(points)} runs ({len({p['config_id'] for p in points})} configurations x "

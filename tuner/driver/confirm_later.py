@@ -43,8 +43,7 @@ def confirm_sweep(experiment: str, tracking_uri: Optional[str] = None, top: int 
     sweep.validate()
     if sweep.confirm < 1:
         raise ConfigError("confirm: needs at least 1 configuration")
-    # a finished sweep's errored trials stay as they ended (the study failed them); an interrupted one is resumed
-    result = run_sweep(sweep, base, resume=True, log=log, rerun_errored=parents[-1].info.status != "FINISHED")
+    result = run_sweep(sweep, base, resume=True, log=log)
     if result.verdict is None:
         raise ConfigError(f"experiment: the sweep {sweep.name!r} cannot be confirmed ({result.note})")
     log("\n" + format_verdict(result.verdict))

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 from ray.tune.search import ConcurrencyLimiter, SearchGenerator, Searcher
 
-from tuner.driver.ray_internals import newest_experiment_state, set_live_trials, set_trials_created
+from tuner.driver.ray_internals import load_variant_state, newest_experiment_state, set_live_trials, set_trials_created
 
 __all__ = ["ReconciledGenerator", "PointsSearch", "RestoredTrial", "restored_trials"]
 
@@ -44,12 +44,17 @@ class ReconciledGenerator(SearchGenerator):
         super().__init__(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent))
 
     def has_checkpoint(self, dirpath: str) -> bool:
-        # the trial list alone is enough to restore from: the generator's own file may be the one a kill lost
-        return super().has_checkpoint(dirpath) or newest_experiment_state(dirpath) is not None
+        return super().has_checkpoint(dirpath) or _variant_spec(dirpath) is not None
 
     def restore_from_dir(self, dirpath: str) -> None:
+        # Tune gives a restored generator no experiment (it is unpickled from tuner.pkl, made before any was
+        # added): its own file holds it, or, for a stage an older srrl-tune ran with Tune's BasicVariantGenerator
+        # (its tuner.pkl rebuilt on --resume), that generator's file holds the experiment's spec
         if super().has_checkpoint(dirpath):
             super().restore_from_dir(dirpath)
+        else:
+            spec = {**_variant_spec(dirpath), "config": {}}  # the points are the searcher's suggestions now
+            self._experiment, self._total_samples = _Spec(spec), int(spec.get("num_samples", 1))
         trials = restored_trials(dirpath)
         if trials is None:
             return
@@ -93,6 +98,19 @@ class PointsSearch(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self._taken = set(pickle.load(f)["taken"])
+
+
+class _Spec(NamedTuple):
+    """What a ``SearchGenerator`` reads of its experiment: the spec it makes each trial from."""
+
+    spec: Dict[str, Any]
+
+
+def _variant_spec(dirpath: str) -> Optional[Dict[str, Any]]:
+    """The experiment spec in the newest ``BasicVariantGenerator`` state under ``dirpath``, or None."""
+    state = load_variant_state(dirpath)
+    iterators = (state or {}).get("_iterators") or []
+    return dict(iterators[0].unresolved_spec) if iterators else None
 
 
 def _key(config: Dict[str, Any], point: Dict[str, Any]) -> str:

@@ -1,6 +1,7 @@
 """The Ray Tune internals the driver relies on, each behind one function that ``tests/test_ray_internals.py``
 pins against the installed Ray (setup.cfg admits the Ray those tests ran). Ray offers no public API for them:
-a restored stage's generator must agree with the trial list Tune restored (``tuner.driver.generator``), a
+a restored stage's generator must agree with the trial list Tune restored, or resume from the file of the
+generator an older srrl-tune used (``tuner.driver.generator``), a
 multi-worker trial needs a Trainable class whose stop aborts its Train run (``tuner.driver.workers``), and a hung
 trial's actor is killed by its handle (``tuner.driver.stalls``), and a start that failed after ``tune.Tuner`` wrote
 its folder is told from a sweep by the files it wrote (``tuner.driver.sweep``)."""
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Optional
 
-__all__ = ["TUNER_START_FILES", "EXPERIMENT_STATE_GLOB", "newest_experiment_state", "set_trials_created", "set_live_trials", "function_trainable_class", "trial_actor"]
+__all__ = ["TUNER_START_FILES", "EXPERIMENT_STATE_GLOB", "newest_experiment_state", "load_variant_state", "set_trials_created", "set_live_trials", "function_trainable_class", "trial_actor"]
 
 #: what ``tune.Tuner(...)`` writes into a new experiment folder before a trial runs: Ray's storage check's marker
 #: (``ray.train._internal.storage._VALIDATE_STORAGE_MARKER_FILENAME``) and the Tuner's pickle. A plain tuple: the
@@ -25,6 +26,15 @@ def newest_experiment_state(dirpath: str) -> Optional[str]:
     from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
 
     return _find_newest_experiment_checkpoint(dirpath)
+
+
+def load_variant_state(dirpath: str) -> Optional[dict]:
+    """The newest ``BasicVariantGenerator`` state under ``dirpath`` (its ``__dict__``: ``_iterators`` hold the
+    experiment's ``unresolved_spec``), or None: what a stage an older srrl-tune ran holds of its generator."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.utils.util import _load_newest_checkpoint
+
+    return _load_newest_checkpoint(dirpath, BasicVariantGenerator.CKPT_FILE_TMPL.format("*"))
 
 
 def set_trials_created(generator: Any, count: int) -> None:

@@ -77,12 +77,12 @@ def _uncommitted(folder: SweepFolder) -> bool:
 
 
 def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: Callable[[str], None] = print,
-              verbose: int = 1, rerun_errored: bool = True) -> SweepResult:
+              verbose: int = 1) -> SweepResult:
     """Run (or, with ``resume``, continue) a sweep; returns its results once every trial ended.
 
-    ``rerun_errored=False``: resumed stages keep their errored trials as they ended (a finished sweep confirmed
-    later: the confirmation is of the search that ended). The search keeps them anyway once the confirmation
-    stage exists: its outcome chose that stage's candidates, and the study has failed them.
+    A resumed search stage runs its errored trials again (a full disk, a lost node) until it has ended for good:
+    once the sweep finished (it is resumed to be confirmed) or its confirmation stage exists, the search's outcome
+    chose that stage's candidates and the study has failed them.
 
     Raises:
         ConfigError: bad input, before anything is written.
@@ -92,7 +92,7 @@ def run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool = False, log: 
     faults.reset()
     try:
         with contextlib.ExitStack() as locks:  # the sweep's lock, once taken, is released however this ends
-            return _run_sweep(sweep, base, resume, log, verbose, locks, rerun_errored)
+            return _run_sweep(sweep, base, resume, log, verbose, locks)
     except faults.NoSpace:
         raise
     except Exception as e:
@@ -129,7 +129,7 @@ def _check_folder(sweep: SweepConfig, folder: SweepFolder, resume: bool) -> None
 
 
 def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callable[[str], None],
-               verbose: int, locks: contextlib.ExitStack, rerun_errored: bool) -> SweepResult:
+               verbose: int, locks: contextlib.ExitStack) -> SweepResult:
     build.tune_env()
 
     space = check_space(sweep, base)
@@ -156,7 +156,8 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         if why is not None:
             raise ConfigError(f"search_points: {dict(point)}: {why}")
     grid = space.grid(ctx, sweep.seeds) if space.grid is not None else None  # exhaustive spaces: every trial, once
-    if resume:
+    search_ended = resume and _finished(sweep)  # read before the resumed parent run is RUNNING again
+    if search_ended:
         done = _already_finished(sweep, base, space, ctx, folder, log)
         if done is not None:
             return done
@@ -248,8 +249,9 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         if fs is not None:
             remove_parts(path)  # writes the killed driver had in flight
         complete_trial_logs(folder, log)
-        rerun = rerun_errored and not folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl")
-        tuner = restore_tuner(tune, folder, trainable, lambda: new_tuner(again=True), stale, log, resume_errored=rerun)
+        search_ended = search_ended or folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl")
+        tuner = restore_tuner(tune, folder, trainable, lambda: new_tuner(again=True), stale, log,
+                              resume_errored=not search_ended)
         if stale and not folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl"):
             save_sweep_file()
     else:
@@ -309,8 +311,7 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                                              confirm.confirm_points(configs, seeds, base), build.max_concurrent(sweep),
                                              sweep.max_failures, sweep.num_to_keep, verbose=verbose, log=log,
                                              reporter=build.reporter(space, ["config_id", *param_names, "seed"]),
-                                             reuse_actors=build.reuse_actors(sweep), stale=stale,
-                                             rerun_errored=rerun_errored)
+                                             reuse_actors=build.reuse_actors(sweep), stale=stale)
         if stale:
             save_sweep_file()  # both stages' tuner.pkl are today's now
         _set_aside_orphans(folder.child(confirm.CONFIRM_DIR), confirmed, log)
@@ -334,16 +335,20 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                        study_name, rows, verdict, note, experiment_id, failed=all_errored(results, rows))
 
 
-def _already_finished(sweep: SweepConfig, base: TrialConfig, space: Any, ctx: Any, folder: SweepFolder,
-                      log: Callable[[str], None]) -> Optional[SweepResult]:
-    """A sweep whose parent run ended FINISHED and that asks for no stage it lacks: its leaderboard and
-    verdict as its files hold them, read without Ray; nothing is written. None when there is work left."""
+def _finished(sweep: SweepConfig) -> bool:
+    """Whether the sweep's parent run ended FINISHED (every stage it had ended for good)."""
     client = tracking.client(sweep.tracking_uri)
     exp = client.get_experiment_by_name(sweep.experiment)
     parents = tracking.find_parent(client, exp.experiment_id, sweep.name) if exp is not None else []
+    return bool(parents) and parents[0].info.status == "FINISHED"
+
+
+def _already_finished(sweep: SweepConfig, base: TrialConfig, space: Any, ctx: Any, folder: SweepFolder,
+                      log: Callable[[str], None]) -> Optional[SweepResult]:
+    """A finished sweep (``_finished``) that asks for no stage it lacks: its leaderboard and verdict as its files
+    hold them, read without Ray; nothing is written. None when there is work left."""
     stage = folder.child(confirm.CONFIRM_DIR)
-    wants_confirm = sweep.confirm > 0 and not confirm.applies(space) and not stage.has_file("tuner.pkl")
-    if not parents or parents[0].info.status != "FINISHED" or wants_confirm:
+    if sweep.confirm > 0 and not confirm.applies(space) and not stage.has_file("tuner.pkl"):
         return None
     grid, statuses = saved_results(folder)
     rows = leaderboard_rows(grid, base, statuses)
@@ -353,7 +358,8 @@ def _already_finished(sweep: SweepConfig, base: TrialConfig, space: Any, ctx: An
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                        sweep.study_name or sweep.name if space.grid is None else None, rows, verdict,
                        confirm.applies(space) or ("" if verdict else "the confirmation stage is off (--confirm 0)"),
-                       exp.experiment_id, failed=all_errored(grid, rows))
+                       tracking.client(sweep.tracking_uri).get_experiment_by_name(sweep.experiment).experiment_id,
+                       failed=all_errored(grid, rows))
 
 
 def _tune_statuses(tune: Any, results: Any) -> Dict[str, str]:
