@@ -180,7 +180,8 @@ class RaceSearch(StudySearch):
         ended = [t for t in trials if t.status == "TERMINATED" and t.trial_id in jobs]
         for t in sorted(ended, key=lambda t: t.last_result_time):
             race.record(*jobs[t.trial_id], self._value(t.last_result, error=False))
-        race.queue = [job for job in race.queue if job not in set(jobs.values())]
+        held = set(jobs.values())
+        race.queue = [job for job in race.queue if job not in held]
         self._race, self._jobs, self._told = race, jobs, {t.trial_id for t in ended}
 
     def save(self, checkpoint_path: str) -> None:

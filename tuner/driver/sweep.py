@@ -156,9 +156,9 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         if why is not None:
             raise ConfigError(f"search_points: {dict(point)}: {why}")
     grid = space.grid(ctx, sweep.seeds) if space.grid is not None else None  # exhaustive spaces: every trial, once
-    search_ended = resume and _finished(sweep)  # read before the resumed parent run is RUNNING again
-    if search_ended:
-        done = _already_finished(sweep, base, space, ctx, folder, log)
+    finished_in = _finished(sweep) if resume else None  # read before the resumed parent run is RUNNING again
+    if finished_in is not None:
+        done = _already_finished(sweep, base, space, ctx, folder, log, finished_in)
         if done is not None:
             return done
     needs_teacher = build.any_trial_needs_teacher(space, base)
@@ -249,10 +249,10 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
         if fs is not None:
             remove_parts(path)  # writes the killed driver had in flight
         complete_trial_logs(folder, log)
-        search_ended = search_ended or folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl")
+        confirming = folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl")
         tuner = restore_tuner(tune, folder, trainable, lambda: new_tuner(again=True), stale, log,
-                              resume_errored=not search_ended)
-        if stale and not folder.child(confirm.CONFIRM_DIR).has_file("tuner.pkl"):
+                              resume_errored=finished_in is None and not confirming)
+        if stale and not confirming:
             save_sweep_file()
     else:
         tuner = new_tuner()
@@ -335,18 +335,18 @@ def _run_sweep(sweep: SweepConfig, base: TrialConfig, resume: bool, log: Callabl
                        study_name, rows, verdict, note, experiment_id, failed=all_errored(results, rows))
 
 
-def _finished(sweep: SweepConfig) -> bool:
-    """Whether the sweep's parent run ended FINISHED (every stage it had ended for good)."""
+def _finished(sweep: SweepConfig) -> Optional[str]:
+    """The experiment id of a sweep whose parent run ended FINISHED (every stage it had ended for good), else None."""
     client = tracking.client(sweep.tracking_uri)
     exp = client.get_experiment_by_name(sweep.experiment)
     parents = tracking.find_parent(client, exp.experiment_id, sweep.name) if exp is not None else []
-    return bool(parents) and parents[0].info.status == "FINISHED"
+    return exp.experiment_id if parents and parents[0].info.status == "FINISHED" else None
 
 
 def _already_finished(sweep: SweepConfig, base: TrialConfig, space: Any, ctx: Any, folder: SweepFolder,
-                      log: Callable[[str], None]) -> Optional[SweepResult]:
-    """A finished sweep (``_finished``) that asks for no stage it lacks: its leaderboard and verdict as its files
-    hold them, read without Ray; nothing is written. None when there is work left."""
+                      log: Callable[[str], None], experiment_id: str) -> Optional[SweepResult]:
+    """A finished sweep (``_finished``: in ``experiment_id``) that asks for no stage it lacks: its leaderboard and
+    verdict as its files hold them, read without Ray; nothing is written. None when there is work left."""
     stage = folder.child(confirm.CONFIRM_DIR)
     if sweep.confirm > 0 and not confirm.applies(space) and not stage.has_file("tuner.pkl"):
         return None
@@ -358,8 +358,7 @@ def _already_finished(sweep: SweepConfig, base: TrialConfig, space: Any, ctx: An
     return SweepResult(sweep, base, str(folder), sweep.tracking_uri, sweep.experiment, sweep.optuna_storage,
                        sweep.study_name or sweep.name if space.grid is None else None, rows, verdict,
                        confirm.applies(space) or ("" if verdict else "the confirmation stage is off (--confirm 0)"),
-                       tracking.client(sweep.tracking_uri).get_experiment_by_name(sweep.experiment).experiment_id,
-                       failed=all_errored(grid, rows))
+                       experiment_id, failed=all_errored(grid, rows))
 
 
 def _tune_statuses(tune: Any, results: Any) -> Dict[str, str]:

@@ -103,25 +103,12 @@ class SyncSummary:
 
 
 # ---- Tune's files ----------------------------------------------------------------------------------
-def _newest(folder: Path, *patterns: str) -> Optional[Path]:
-    """The newest session's file matching any of ``patterns`` (Tune keeps one per session, named by its start)."""
-    files = [p for pattern in patterns for p in folder.glob(pattern)]
-    return max(files, key=lambda p: p.name) if files else None  # as Tune picks: names carry the session's time
-
-
 def _tune_statuses(folder: Path) -> Dict[str, str]:
-    """``{trial_id: status}`` from the newest ``experiment_state-*.json``; {} if absent or unreadable."""
-    state = _newest(folder, "experiment_state-*.json")
-    if state is None:
-        return {}
+    """``{trial_id: status}`` from the experiment state Tune would restore; {} if absent or unreadable."""
+    from tuner.driver.generator import restored_trials  # Ray's search package
+
     try:
-        data = json.loads(state.read_text())
-        out = {}
-        for entry in data.get("trial_data", []):
-            trial = json.loads(entry[0]) if isinstance(entry, (list, tuple)) else entry
-            if isinstance(trial, Mapping) and trial.get("trial_id"):
-                out[str(trial["trial_id"])] = str(trial.get("status"))
-        return out
+        return {t.trial_id: t.status for t in restored_trials(str(folder)) or []}
     except (OSError, ValueError, TypeError, KeyError, IndexError):
         return {}
 
